@@ -1,0 +1,40 @@
+//! Postern's public-key infrastructure: the edge's two local certificate authorities, CSR signing
+//! for connectors, server certificates on demand, and the rustls configs of every listener and
+//! dialer.
+//!
+//! **Invariant:** every rustls config in Postern is built here, with the `ring` provider; the
+//! connector listener and the connector's dialer accept TLS 1.3 only.
+
+mod ca;
+mod files;
+mod identity;
+mod resolver;
+mod tls;
+
+pub use ca::{Ca, CsrError, IssuedCert};
+pub use files::{write_private, write_public};
+pub use identity::{connector_id_from_cert, generate_key_and_csr, GeneratedKey};
+pub use resolver::ServerCerts;
+pub use tls::{
+    client_config, connector_client_config, connector_listener_config, provider,
+    public_server_config, PemError,
+};
+
+/// Why a PKI operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid PEM {what}; delete it to let Postern make a new one, or replace it")]
+    BadPem {
+        path: std::path::PathBuf,
+        what: &'static str,
+    },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}

@@ -1,0 +1,115 @@
+//! The rustls configs of the edge's listeners and of the connector's dialer.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::{PkiError, ServerCerts};
+
+/// The one crypto provider every Postern TLS config uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// Why PEM material handed to a TLS config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(&'static str),
+    #[error("{0} holds no PEM private key")]
+    NoKey(&'static str),
+    #[error("{0} was refused by TLS: {1}")]
+    Refused(&'static str, rustls::Error),
+}
+
+/// The public listener and the admin listener: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn public_server_config(certs: Arc<ServerCerts>) -> Result<ServerConfig, PkiError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The connector listener: TLS 1.3 only. A client certificate is verified against the connector
+/// CA when presented; it is optional at the handshake only because registration happens before
+/// the connector has one, and the edge refuses every other call and every tunnel without it.
+pub fn connector_listener_config(
+    certs: Arc<ServerCerts>,
+    connector_ca: &CertificateDer<'static>,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ServerConfig, PkiError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(connector_ca.clone())?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certs);
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// The connector's dialer: TLS 1.3, the edge verified against `roots_pem`, the connector's
+/// certificate presented.
+pub fn connector_client_config(
+    roots_pem: &str,
+    cert_chain_pem: &str,
+    key_pem: &str,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ClientConfig, PemError> {
+    let roots = root_store(roots_pem, "the edge CA file")?;
+    let chain = certs(cert_chain_pem, "the connector certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| PemError::NoKey("the connector key"))?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PemError::Refused("TLS 1.3", e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| PemError::Refused("the connector certificate and key", e))?;
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// A client that verifies the server against `roots_pem` and presents no certificate (the admin
+/// CLI, and the connector's registration call).
+pub fn client_config(roots_pem: &str, alpn: Vec<Vec<u8>>) -> Result<ClientConfig, PemError> {
+    let roots = root_store(roots_pem, "the CA file")?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PemError::Refused("TLS versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect();
+    if certs.is_empty() {
+        return Err(PemError::NoCertificate(what));
+    }
+    Ok(certs)
+}
+
+fn root_store(pem: &str, what: &'static str) -> Result<RootCertStore, PemError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(pem, what)? {
+        roots.add(cert).map_err(|e| PemError::Refused(what, e))?;
+    }
+    Ok(roots)
+}

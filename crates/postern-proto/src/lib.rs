@@ -1,0 +1,12 @@
+//! Pure definitions that both ends of a Postern tunnel agree on.
+//!
+//! Nothing here does I/O: the tunnel stream metadata codec, the connector's config document, the
+//! registration messages and the JSON error shape of every Postern API. Both the edge and the
+//! connector depend on this crate, so a wire change shows up as a compile error on both sides.
+
+pub mod api;
+pub mod config;
+pub mod tunnel;
+
+pub use config::{AppId, AppRoute, ConnectorConfig};
+pub use tunnel::{StreamMeta, TunnelRefusal};
