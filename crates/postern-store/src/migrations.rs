@@ -1,0 +1,77 @@
+//! Versioned schema migrations, applied in order at open, each in its own transaction.
+
+use sqlx::SqlitePool;
+
+/// Each entry is one schema version; never edit a released entry, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: groups, apps, connectors, certificates, registration tokens, the config version.
+    "CREATE TABLE groups (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE apps (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        external_url TEXT NOT NULL,
+        external_host TEXT NOT NULL UNIQUE,
+        internal_url TEXT NOT NULL,
+        group_id INTEGER NOT NULL REFERENCES groups(id),
+        preauth TEXT NOT NULL,
+        preserve_host INTEGER NOT NULL,
+        insecure_skip_backend_tls_verify INTEGER NOT NULL,
+        backend_timeout_ms INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE connectors (
+        id TEXT PRIMARY KEY,
+        group_id INTEGER NOT NULL REFERENCES groups(id),
+        hostname TEXT NOT NULL,
+        version TEXT NOT NULL,
+        registered_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        connector_id TEXT NOT NULL REFERENCES connectors(id),
+        pem TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL
+    );
+    CREATE TABLE registration_tokens (
+        hash TEXT PRIMARY KEY,
+        group_id INTEGER NOT NULL REFERENCES groups(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        used_by TEXT
+    );
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO counters (name, value) VALUES ('config_version', 1);",
+];
+
+pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .execute(pool)
+        .await?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(pool)
+            .await?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= applied {
+            continue;
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
