@@ -1,1 +1,256 @@
-//! stub
+//! The edge: the public side of Postern.
+//!
+//! It terminates users' TLS, routes by host to a published app, and streams each request down a
+//! tunnel that a connector of the app's group dialled in. It also runs the connector listener
+//! (tunnels and the control plane) and the admin API.
+//!
+//! **Invariant:** the edge never dials a connector or an app; every byte to an internal app goes
+//! down a tunnel the connector opened.
+
+pub mod admin_api;
+pub mod api;
+pub mod apps;
+mod body;
+pub mod config;
+mod control;
+mod forward;
+pub mod hygiene;
+pub mod rescue;
+mod serve;
+mod state;
+mod tunnels;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use postern_pki::{Ca, ServerCerts};
+use postern_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+pub use config::{EdgeConfig, Secret};
+
+/// Files in the edge's data directory.
+pub mod files {
+    /// The server CA certificate: what users' browsers, the admin CLI and connectors trust when
+    /// no certificate is configured.
+    pub const CA_CERT: &str = "ca.pem";
+    pub const CA_KEY: &str = "ca-key.pem";
+    /// The CA that signs connectors' client certificates.
+    pub const CONNECTOR_CA_CERT: &str = "connector-ca.pem";
+    pub const CONNECTOR_CA_KEY: &str = "connector-ca-key.pem";
+    pub const ADMIN_TOKEN: &str = "admin-token";
+    pub const STATE_DB: &str = "state.db";
+}
+
+/// A started edge.
+pub struct RunningEdge {
+    pub public_addr: SocketAddr,
+    pub connector_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// The server CA certificate file.
+    pub ca_path: PathBuf,
+    /// Where the admin token was written (`None` when it came from the environment).
+    pub admin_token_path: Option<PathBuf>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept_loops: JoinSet<()>,
+    drains: Vec<serve::Drain>,
+}
+
+use state::Shared;
+
+impl RunningEdge {
+    pub fn admin_token(&self) -> &Secret {
+        &self.shared.admin_token
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to the drain timeout),
+    /// then returns. Tunnels close when the edge is dropped.
+    pub async fn shutdown(mut self) {
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+        while self.accept_loops.join_next().await.is_some() {}
+        let drain = self.shared.config.drain_timeout;
+        let all = futures_util::future::join_all(self.drains.iter().map(|d| d.drain()));
+        if tokio::time::timeout(drain, all).await.is_err() {
+            tracing::warn!(secs = drain.as_secs(), "drain timeout passed; closing remaining connections");
+        }
+    }
+}
+
+/// Starts the edge: opens the store, loads or creates the CAs and the admin token, binds the
+/// three listeners and serves until [`RunningEdge::shutdown`].
+pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    let dir = &config.data_dir;
+    create_private_dir(dir)?;
+    let server_ca = Arc::new(
+        Ca::load_or_create(&dir.join(files::CA_CERT), &dir.join(files::CA_KEY), "Postern local CA")
+            .context("loading the edge's server CA")?,
+    );
+    let connector_ca = Ca::load_or_create(
+        &dir.join(files::CONNECTOR_CA_CERT),
+        &dir.join(files::CONNECTOR_CA_KEY),
+        "Postern connector CA",
+    )
+    .context("loading the edge's connector CA")?;
+    let (admin_token, admin_token_path) = admin_token(dir, config.bootstrap_token.clone())?;
+    let store = Store::open_sqlite(&dir.join(files::STATE_DB)).await?;
+
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({what}); pick another address with the matching flag"))
+    };
+    let public = bind(config.listen, "public listener, --listen").await?;
+    let connector = bind(config.connector_listen, "connector listener, --connector-listen").await?;
+    let admin = bind(config.admin_listen, "admin listener, --admin-listen").await?;
+    let public_addr = public.local_addr()?;
+    let connector_addr = connector.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    let certs = match &config.tls_cert {
+        Some((cert, key)) => Arc::new(ServerCerts::fixed(cert, key)?),
+        None => Arc::new(ServerCerts::local(server_ca.clone(), &default_names(&[public_addr, connector_addr, admin_addr]))?),
+    };
+    // The admin listener always uses the local CA, so `--ca-file DATA/ca.pem` works for the CLI
+    // whatever certificate the public side presents.
+    let admin_certs = Arc::new(ServerCerts::local(
+        server_ca.clone(),
+        &default_names(&[admin_addr]),
+    )?);
+    let public_tls = TlsAcceptor::from(Arc::new(postern_pki::public_server_config(certs.clone())?));
+    let admin_tls = TlsAcceptor::from(Arc::new(postern_pki::public_server_config(admin_certs)?));
+    let connector_tls = TlsAcceptor::from(Arc::new(postern_pki::connector_listener_config(
+        certs,
+        connector_ca.cert_der(),
+        vec![
+            postern_proto::tunnel::TUNNEL_ALPN.to_vec(),
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+        ],
+    )?));
+
+    let (version_tx, _) = watch::channel(0);
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        routes: ArcSwap::default(),
+        version: version_tx,
+        tunnels: tunnels::TunnelPool::default(),
+        server_ca,
+        connector_ca,
+        admin_token,
+        shutting_down: Default::default(),
+    });
+    shared.reload().await?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut accept_loops = JoinSet::new();
+    let public_drain = serve::Drain::new();
+    let control_drain = serve::Drain::new();
+    let admin_drain = serve::Drain::new();
+
+    {
+        let shared = shared.clone();
+        let builder = Arc::new(serve::http_builder(false));
+        let drain = public_drain.clone();
+        accept_loops.spawn(serve::accept_tls(public, public_tls, shutdown_rx.clone(), move |tls, peer| {
+            let shared = shared.clone();
+            let service = hyper::service::service_fn(move |req| forward::handle(shared.clone(), peer, req));
+            serve::serve_http(&builder, &drain, tls, service)
+        }));
+    }
+    {
+        let shared = shared.clone();
+        let router = control::router(shared.clone());
+        let builder = Arc::new(serve::http_builder(false));
+        let drain = control_drain.clone();
+        accept_loops.spawn(serve::accept_tls(connector, connector_tls, shutdown_rx.clone(), move |tls, peer| {
+            control::on_conn(shared.clone(), router.clone(), builder.clone(), drain.clone(), tls, peer)
+        }));
+    }
+    {
+        let router = admin_api::router(shared.clone());
+        let builder = Arc::new(serve::http_builder(false));
+        let drain = admin_drain.clone();
+        accept_loops.spawn(serve::accept_tls(admin, admin_tls, shutdown_rx, move |tls, _peer| {
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+            serve::serve_http(&builder, &drain, tls, service)
+        }));
+    }
+
+    tracing::info!(%public_addr, %connector_addr, %admin_addr, data = %shared.config.data_dir.display(), "edge started");
+    Ok(RunningEdge {
+        public_addr,
+        connector_addr,
+        admin_addr,
+        ca_path: shared.config.data_dir.join(files::CA_CERT),
+        admin_token_path,
+        shared,
+        shutdown: shutdown_tx,
+        accept_loops,
+        drains: vec![public_drain, control_drain, admin_drain],
+    })
+}
+
+/// Names in the certificate shown to clients that send no SNI (they dialled an IP address).
+fn default_names(addrs: &[SocketAddr]) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    for a in addrs {
+        let ip = a.ip();
+        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+    }
+    names
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The admin token: from the environment if given, else the one in `DATA/admin-token`, else a new
+/// random one written there (mode 0600).
+fn admin_token(dir: &Path, bootstrap: Option<Secret>) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+    if let Some(token) = bootstrap {
+        anyhow::ensure!(
+            token.expose().len() >= 16,
+            "POSTERN_BOOTSTRAP_TOKEN is too short: use at least 16 characters"
+        );
+        return Ok((token, None));
+    }
+    let path = dir.join(files::ADMIN_TOKEN);
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if !existing.trim().is_empty() => {
+            return Ok((Secret::new(existing.trim()), Some(path)))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    use base64::Engine;
+    let token = format!(
+        "pat_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
+    postern_pki::write_private(&path, format!("{token}\n").as_bytes())?;
+    Ok((Secret::new(token), Some(path)))
+}

@@ -16,7 +16,8 @@ pub use files::{write_private, write_public};
 pub use identity::{connector_id_from_cert, generate_key_and_csr, GeneratedKey};
 pub use resolver::ServerCerts;
 pub use tls::{
-    client_config, connector_client_config, connector_listener_config, provider,
+    backend_client_config, client_config, connector_client_config, connector_listener_config,
+    insecure_backend_client_config, provider,
     public_server_config, PemError,
 };
 

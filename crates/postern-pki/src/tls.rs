@@ -113,3 +113,84 @@ fn root_store(pem: &str, what: &'static str) -> Result<RootCertStore, PemError> 
     }
     Ok(roots)
 }
+
+/// The connector's client for `https` apps: the system's trusted roots, TLS 1.2 and 1.3.
+pub fn backend_client_config() -> Result<ClientConfig, PkiError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for err in &native.errors {
+        tracing::warn!(error = %err, "cannot load some system CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "loaded system CA certificates for apps");
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // No ALPN here: the HTTP client that uses this config sets it.
+    Ok(config)
+}
+
+/// The connector's client for apps an admin published with `insecure_skip_backend_tls_verify`:
+/// any certificate is accepted (the handshake's signatures are still checked). Used for no other
+/// purpose.
+pub fn insecure_backend_client_config() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(InsecureSkipBackendVerify))
+        .with_no_client_auth()
+}
+
+/// Accepts any server certificate. Only reachable through an app's
+/// `insecure_skip_backend_tls_verify` setting.
+#[derive(Debug)]
+struct InsecureSkipBackendVerify;
+
+impl rustls::client::danger::ServerCertVerifier for InsecureSkipBackendVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

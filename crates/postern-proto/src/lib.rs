@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod hop;
 pub mod tunnel;
 
 pub use config::{AppId, AppRoute, ConnectorConfig};

@@ -1,1 +1,237 @@
-fn main(){}
+//! `postern`: one binary for the edge, the connector, the quickstart and the admin CLI. This file
+//! parses arguments and calls into the library crates; nothing else.
+
+mod admin;
+mod demo;
+mod quickstart;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "Publish internal web apps without opening an inbound port")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the public edge: user HTTPS, the connector listener and the admin API.
+    Edge(EdgeArgs),
+    /// Register or run a connector next to the internal apps.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// Manage an edge through its admin API.
+    Admin(admin::AdminArgs),
+    /// Everything in one process with no config: an edge, a demo app and a connector.
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Directory for state, keys, the CA certificate (ca.pem) and the admin token.
+    #[arg(long, default_value = "postern-data")]
+    data: PathBuf,
+    /// Public HTTPS listener for users.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Listener that connectors dial (mutual TLS 1.3).
+    #[arg(long, default_value = "0.0.0.0:8444")]
+    connector_listen: SocketAddr,
+    /// Admin API listener (HTTPS). Keep it on loopback or a management network.
+    #[arg(long, default_value = "127.0.0.1:8445")]
+    admin_listen: SocketAddr,
+    /// Certificate chain (PEM) for the public and connector listeners; without it the edge issues
+    /// certificates from its local CA (DATA/ca.pem).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long a request waits for a connector of its app's group to come online.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    queue_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Register this connector with an edge using a one-time token from an admin.
+    Register(RegisterArgs),
+    /// Run a registered connector: keep tunnels open and forward requests to the apps.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// The edge's connector listener, e.g. https://edge.example.com:8444.
+    #[arg(long)]
+    edge: String,
+    /// One-time registration token (`postern admin connector token --group NAME`).
+    #[arg(long, env = "POSTERN_REGISTRATION_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Directory for the connector's key, certificate and registration.
+    #[arg(long)]
+    state: PathBuf,
+    /// CA certificate (PEM) the edge's certificate chains to (the edge's DATA/ca.pem).
+    #[arg(long)]
+    ca_file: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The directory given to `postern connector register`.
+    #[arg(long)]
+    state: PathBuf,
+    /// How many tunnel connections to keep open to the edge.
+    #[arg(long, default_value_t = postern_connector::DEFAULT_TUNNELS)]
+    tunnels: usize,
+    /// How long shutdown waits for streams in flight.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Admin(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("postern: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Edge(args) => edge(args).await,
+        Command::Connector(ConnectorCommand::Register(args)) => register(args).await,
+        Command::Connector(ConnectorCommand::Run(args)) => connector_run(args).await,
+        Command::Admin(args) => admin::run(args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+    }
+}
+
+async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let mut config =
+        postern_edge::EdgeConfig::new(args.data, args.listen, args.connector_listen, args.admin_listen);
+    config.tls_cert = args.tls_cert.zip(args.tls_key);
+    config.queue_timeout = args.queue_timeout;
+    config.drain_timeout = args.drain_timeout;
+    config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(postern_edge::Secret::new);
+    let edge = postern_edge::start(config).await?;
+    println!("postern edge ready");
+    println!("  public:    https://{}", edge.public_addr);
+    println!("  connector: https://{}", edge.connector_addr);
+    println!("  admin:     https://{}", edge.admin_addr);
+    println!("  CA:        {}", edge.ca_path.display());
+    if let Some(p) = &edge.admin_token_path {
+        println!("  admin token: {}", p.display());
+    }
+    terminated().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    edge.shutdown().await;
+    Ok(())
+}
+
+async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let ca = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("cannot read --ca-file {}", args.ca_file.display()))?;
+    let reg = postern_connector::register(postern_connector::RegisterOptions {
+        edge_url: &args.edge,
+        token: &args.token,
+        state_dir: &args.state,
+        edge_ca_pem: &ca,
+        hostname: &hostname(),
+    })
+    .await?;
+    println!(
+        "registered connector {} in group {:?}; start it with: postern connector run --state {}",
+        reg.connector_id,
+        reg.group,
+        args.state.display()
+    );
+    Ok(())
+}
+
+async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    let run = postern_connector::run(
+        postern_connector::RunOptions {
+            state_dir: args.state,
+            tunnels: args.tunnels,
+            drain_timeout: args.drain_timeout,
+        },
+        rx,
+    );
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r,
+        _ = terminated() => {
+            tracing::info!("shutting down: GOAWAY sent, finishing streams in flight");
+            let _ = tx.send(true);
+            run.await
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn init_logging(quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

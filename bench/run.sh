@@ -1,0 +1,649 @@
+#!/usr/bin/env bash
+# Postern benchmark: the same backend reached four ways, on loopback, in one run.
+#
+#   direct   wrk -> backend nginx (plain HTTP)
+#   nginx    wrk -> nginx reverse proxy -> backend
+#   rathole  wrk -> rathole server -> (TCP tunnel) -> rathole client -> backend
+#   postern  wrk -> (HTTPS) postern edge -> (mTLS tunnel) -> postern connector -> backend
+#
+# For each path: req/s and p50/p99 latency for a 64-byte response (keep-alive),
+# MB/s for a 1 MiB response, CPU time per request of the proxy/tunnel processes,
+# and, for the tunnels, the idle RSS of both ends. See bench/README.md.
+#
+# Usage:  bench/run.sh                  (full run, BENCH_SECONDS=10 per measurement)
+#         BENCH_SECONDS=2 bench/run.sh  (smoke run)
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+
+# ----------------------------------------------------------------------------
+# Configuration (environment variables)
+# ----------------------------------------------------------------------------
+BENCH_SECONDS=${BENCH_SECONDS:-10}                 # duration of each measured wrk run
+BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-1}    # unmeasured wrk run before each measurement (0 = none)
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}         # keep-alive connections for the 64-byte test
+BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 MiB test
+BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
+BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern"}
+BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
+BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
+BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}     # seconds to wait for a component to come up
+BENCH_INSTALL=${BENCH_INSTALL:-1}                  # 1 = apt-get/cargo install missing tools
+BENCH_BUILD_POSTERN=${BENCH_BUILD_POSTERN:-1}      # 1 = cargo build --release -p postern if the binary is
+                                                   # missing; always = rebuild (no-op when fresh); 0 = never
+BENCH_BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-3600}
+BENCH_KEEP=${BENCH_KEEP:-0}                        # 1 = keep the work dir (configs, logs, raw wrk output)
+BENCH_RESULTS_TSV=${BENCH_RESULTS_TSV:-}           # optional file to write the figures to as TSV
+POSTERN_BIN=${POSTERN_BIN:-$REPO_ROOT/target/release/postern}
+POSTERN_HOST=${POSTERN_HOST:-bench.localhost}      # external host name of the published app
+
+SMALL_PATH=/64b
+LARGE_PATH=/1m
+SMALL_SIZE=64
+LARGE_SIZE=1048576
+
+ALL_PATHS=(direct nginx rathole postern)
+
+# ----------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------
+log()  { printf '[bench] %s\n' "$*" >&2; }
+die()  { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+want() { [[ " $BENCH_PATHS " == *" $1 "* ]]; }   # is path $1 selected?
+
+# Floating point via awk: calc '<expr>' (variables passed as a=1 b=2 ...)
+calc() { local expr=$1; shift; awk "$@" "BEGIN { printf \"%s\", $expr }" </dev/null; }
+
+# ratio VALUE BASE -> "0.42x" (or "-" if either side is missing)
+ratio() {
+  if [[ -z ${1:-} || -z ${2:-} ]]; then printf -- '-'; return; fi
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else printf "-" }'
+}
+
+for v in BENCH_SECONDS BENCH_WARMUP_SECONDS BENCH_CONNECTIONS BENCH_LARGE_CONNECTIONS \
+         BENCH_THREADS BENCH_READY_TIMEOUT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
+done
+(( BENCH_SECONDS > 0 )) || die "BENCH_SECONDS must be > 0"
+(( BENCH_THREADS >= 1 && BENCH_THREADS <= BENCH_CONNECTIONS && BENCH_THREADS <= BENCH_LARGE_CONNECTIONS )) \
+  || die "BENCH_THREADS must be between 1 and the connection counts"
+for p in $BENCH_PATHS; do
+  [[ " ${ALL_PATHS[*]} " == *" $p "* ]] || die "unknown path '$p' in BENCH_PATHS (known: ${ALL_PATHS[*]})"
+done
+
+# ----------------------------------------------------------------------------
+# Tools: install what is missing, idempotently
+# ----------------------------------------------------------------------------
+export PATH="$PATH:/usr/sbin:/sbin:${CARGO_HOME:-$HOME/.cargo}/bin"
+
+APT_UPDATED=0
+apt_install() {
+  [[ $BENCH_INSTALL == 1 ]] || die "missing packages: $* (and BENCH_INSTALL=0)"
+  [[ $(id -u) == 0 ]] || die "missing packages: $* (run as root, or install them yourself)"
+  command -v apt-get >/dev/null || die "missing packages: $* and no apt-get"
+  if [[ $APT_UPDATED == 0 ]]; then
+    log "apt-get update"
+    apt-get update -qq >&2
+    APT_UPDATED=1
+  fi
+  # Debian's nginx package starts the system nginx on :80 at install time unless
+  # a policy-rc.d forbids it; we only want the binary. Use a temporary one.
+  local made_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  log "apt-get install -y $*"
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || rc=$?
+  [[ $made_policy == 1 ]] && rm -f /usr/sbin/policy-rc.d
+  return $rc
+}
+
+ensure_tools() {
+  local missing=()
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v curl    >/dev/null || missing+=(curl)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  command -v timeout >/dev/null || missing+=(coreutils)
+  command -v pgrep   >/dev/null || missing+=(procps)
+  command -v wrk     >/dev/null || missing+=(wrk)
+  if (( ${#missing[@]} )); then apt_install "${missing[@]}"; fi
+  if ! command -v nginx >/dev/null; then
+    apt_install nginx-light || apt_install nginx
+  fi
+  command -v nginx >/dev/null || die "nginx not found after install"
+  command -v wrk   >/dev/null || die "wrk not found after install"
+
+  if want rathole && ! command -v rathole >/dev/null; then
+    [[ $BENCH_INSTALL == 1 ]] || die "rathole not on PATH (and BENCH_INSTALL=0)"
+    command -v cargo >/dev/null || die "rathole not on PATH and no cargo to install it"
+    # Only the plain-TCP server+client are needed: skipping the TLS/noise/websocket
+    # features builds faster and needs no OpenSSL headers. (Not --locked: its
+    # lock file no longer builds on current Rust.)
+    log "cargo install rathole (one-time, takes a few minutes)"
+    cargo install rathole --no-default-features --features server,client >&2 \
+      || cargo install rathole >&2 \
+      || die "cargo install rathole failed"
+  fi
+}
+
+# ----------------------------------------------------------------------------
+# Process management: everything we start is recorded and killed on exit
+# ----------------------------------------------------------------------------
+WORK=""
+PIDS=()
+declare -A PID_OF=()
+
+descendants() {  # all descendant PIDs of $1
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null || true); do
+    echo "$child"
+    descendants "$child"
+  done
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local all=() pid
+  for pid in "${PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || continue
+    all+=("$pid" $(descendants "$pid"))
+  done
+  if (( ${#all[@]} )); then
+    kill -TERM "${all[@]}" 2>/dev/null || true
+    local i
+    for i in $(seq 1 30); do   # up to 3 s for a clean exit
+      local alive=0
+      for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      (( alive )) || break
+      sleep 0.1
+    done
+    kill -KILL "${all[@]}" 2>/dev/null || true
+  fi
+  wait 2>/dev/null || true
+  if [[ -n $WORK && -d $WORK ]]; then
+    if [[ $BENCH_KEEP == 1 || $rc != 0 ]]; then
+      log "work dir kept: $WORK"
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: run CMD pinned to the system-under-test CPUs, logging to
+# $WORK/logs/NAME.log. taskset execs CMD, so $! is CMD's own PID.
+start() {
+  local name=$1; shift
+  taskset -c "$BENCH_SUT_CPUS" "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
+  PID_OF[$name]=$!
+  PIDS+=($!)
+  log "started $name (pid $!)"
+}
+
+alive() { [[ -n ${PID_OF[$1]:-} ]] && kill -0 "${PID_OF[$1]}" 2>/dev/null; }
+
+show_log() {  # last lines of a component's log, to explain a failure
+  local f="$WORK/logs/$1.log"
+  [[ -s $f ]] || return 0
+  log "--- last lines of $f ---"
+  tail -n 20 "$f" | sed 's/^/    /' >&2
+}
+
+# wait_tcp NAME PORT: until 127.0.0.1:PORT accepts a TCP connection
+wait_tcp() {
+  local name=$1 port=$2 deadline=$((SECONDS + BENCH_READY_TIMEOUT))
+  while (( SECONDS < deadline )); do
+    alive "$name" || { show_log "$name"; log "$name exited while starting"; return 1; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  show_log "$name"; log "$name: port $port not accepting after ${BENCH_READY_TIMEOUT}s"; return 1
+}
+
+# wait_http NAME URL SIZE [CURL ARGS...]: until URL returns 200 with SIZE bytes
+wait_http() {
+  local name=$1 url=$2 size=$3; shift 3
+  local deadline=$((SECONDS + BENCH_READY_TIMEOUT)) got=""
+  while (( SECONDS < deadline )); do
+    got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$@" "$url" 2>/dev/null || true)
+    [[ $got == "200 $size" ]] && return 0
+    sleep 0.1
+  done
+  log "$name: $url never returned 200 with $size bytes (last: '${got:-no answer}')"
+  return 1
+}
+
+# wait_file NAME FILE: until FILE exists and is non-empty
+wait_file() {
+  local name=$1 file=$2 deadline=$((SECONDS + BENCH_READY_TIMEOUT))
+  while (( SECONDS < deadline )); do
+    [[ -s $file ]] && return 0
+    alive "$name" || { show_log "$name"; log "$name exited while starting"; return 1; }
+    sleep 0.05
+  done
+  show_log "$name"; log "$name: $file did not appear within ${BENCH_READY_TIMEOUT}s"; return 1
+}
+
+# free_ports N: N distinct free TCP ports on 127.0.0.1 (all bound at once, then released)
+free_ports() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+EOF
+}
+
+# render TEMPLATE OUT KEY=VALUE...: copy a template replacing @KEY@ with VALUE
+render() {
+  local tpl=$1 out=$2; shift 2
+  local args=() kv
+  for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+  sed "${args[@]}" "$BENCH_DIR/templates/$tpl" > "$out"
+}
+
+# ----------------------------------------------------------------------------
+# /proc accounting
+# ----------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks NAME...: utime+stime (all threads) of the named components and their descendants
+cpu_ticks() {
+  local total=0 name pid stat f
+  for name in "$@"; do
+    [[ -n ${PID_OF[$name]:-} ]] || continue
+    for pid in "${PID_OF[$name]}" $(descendants "${PID_OF[$name]}"); do
+      stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+      read -r -a f <<< "${stat##*) }"   # f[0] is field 3 (state); utime=field 14, stime=field 15
+      total=$((total + f[11] + f[12]))
+    done
+  done
+  echo "$total"
+}
+
+# status_kib NAME FIELD: e.g. VmRSS / VmHWM of a component's main process, in KiB
+status_kib() {
+  local pid=${PID_OF[$1]:-}
+  [[ -n $pid ]] || return 0
+  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || true
+}
+
+mib() {  # KiB -> "12.3 MiB"
+  if [[ -n ${1:-} ]]; then awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; else printf -- '-'; fi
+}
+
+# ----------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------
+declare -A STATUS=()          # path -> "ok" or the reason it was skipped/failed
+declare -A URL_SMALL=() URL_LARGE=() WRK_ENV=() PROXY_PROCS=()
+declare -A RPS=() P50=() P99=() MBPS=() ERR_SMALL=() ERR_LARGE=()
+declare -A CPU_REQ=() CPU_MIB=() BCPU_REQ=() BCPU_MIB=()
+
+# load OUTFILE CMD...: run a load-generator command in the background, output to
+# OUTFILE, and wait for it, so that a signal to this script is handled at once
+# (not only after the command ends). The redirection is inside on purpose: a
+# trap firing during `wait` must not inherit it.
+load() {
+  local out=$1; shift
+  "$@" >"$out" 2>&1 &
+  PIDS+=($!)
+  local rc=0
+  wait $! || rc=$?
+  return $rc
+}
+
+# run_wrk PATH KIND URL CONNECTIONS: one warm-up + one measured wrk run.
+# Sets globals: W_REQUESTS W_BYTES W_SECONDS W_P50_MS W_P99_MS W_ERRORS W_CPU W_BCPU
+run_wrk() {
+  local path=$1 kind=$2 url=$3 conns=$4
+  local out="$WORK/wrk-$path-$kind.txt"
+  local wrk_cmd=(taskset -c "$BENCH_LOAD_CPUS" wrk -t "$BENCH_THREADS" -c "$conns"
+                 --latency --timeout 5s -s "$BENCH_DIR/wrk-report.lua")
+  local env_args=(env ${WRK_ENV[$path]:-})
+
+  if (( BENCH_WARMUP_SECONDS > 0 )); then
+    load "$WORK/wrk-$path-$kind-warmup.txt" timeout $((BENCH_WARMUP_SECONDS + 30)) \
+      "${env_args[@]}" "${wrk_cmd[@]}" -d "${BENCH_WARMUP_SECONDS}s" "$url" || true
+  fi
+
+  local cpu0 bcpu0 cpu1 bcpu1 rc=0
+  cpu0=$(cpu_ticks ${PROXY_PROCS[$path]}); bcpu0=$(cpu_ticks backend)
+  load "$out" timeout $((BENCH_SECONDS + 30)) \
+    "${env_args[@]}" "${wrk_cmd[@]}" -d "${BENCH_SECONDS}s" "$url" || rc=$?
+  cpu1=$(cpu_ticks ${PROXY_PROCS[$path]}); bcpu1=$(cpu_ticks backend)
+
+  local line
+  line=$(grep '^BENCH_RESULT ' "$out" | tail -n 1 || true)
+  if [[ -z $line ]]; then
+    log "$path/$kind: wrk produced no result (exit $rc); output:"
+    sed 's/^/    /' "$out" >&2
+    return 1
+  fi
+  local requests=0 bytes=0 duration_us=0 p50_us=0 p99_us=0 ec=0 er=0 ew=0 es=0 et=0
+  eval "$(sed -e 's/^BENCH_RESULT //' \
+              -e 's/err_connect=/ec=/; s/err_read=/er=/; s/err_write=/ew=/; s/err_status=/es=/; s/err_timeout=/et=/' \
+              -e 's/max_us=[0-9]*//' <<< "$line")"
+  (( requests > 0 )) || { log "$path/$kind: no request completed"; sed 's/^/    /' "$out" >&2; return 1; }
+  W_REQUESTS=$requests
+  W_BYTES=$bytes
+  W_SECONDS=$(calc 'd / 1e6' -v d="$duration_us")
+  W_P50_MS=$(calc 'u / 1000' -v u="$p50_us")
+  W_P99_MS=$(calc 'u / 1000' -v u="$p99_us")
+  W_ERRORS=$((ec + er + ew + es + et))
+  W_CPU=$(calc '(c1 - c0) / t' -v c1="$cpu1" -v c0="$cpu0" -v t="$CLK_TCK")
+  W_BCPU=$(calc '(c1 - c0) / t' -v c1="$bcpu1" -v c0="$bcpu0" -v t="$CLK_TCK")
+  if (( W_ERRORS > 0 )); then
+    log "$path/$kind: $W_ERRORS errors (connect $ec, read $er, write $ew, non-2xx $es, timeout $et)"
+  fi
+}
+
+bench_path() {
+  local path=$1
+  log "measuring $path: ${SMALL_SIZE}-byte responses, $BENCH_CONNECTIONS connections, ${BENCH_SECONDS}s"
+  run_wrk "$path" small "${URL_SMALL[$path]}" "$BENCH_CONNECTIONS" || { STATUS[$path]="wrk failed"; return 0; }
+  RPS[$path]=$(calc 'n / s' -v n="$W_REQUESTS" -v s="$W_SECONDS")
+  P50[$path]=$W_P50_MS
+  P99[$path]=$W_P99_MS
+  ERR_SMALL[$path]=$W_ERRORS
+  [[ -n ${PROXY_PROCS[$path]} ]] && CPU_REQ[$path]=$(calc 'c * 1e6 / n' -v c="$W_CPU" -v n="$W_REQUESTS")
+  BCPU_REQ[$path]=$(calc 'c * 1e6 / n' -v c="$W_BCPU" -v n="$W_REQUESTS")
+  log "  $W_REQUESTS requests in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s"
+
+  log "measuring $path: 1 MiB responses, $BENCH_LARGE_CONNECTIONS connections, ${BENCH_SECONDS}s"
+  run_wrk "$path" large "${URL_LARGE[$path]}" "$BENCH_LARGE_CONNECTIONS" || { STATUS[$path]="wrk failed (1 MiB)"; return 0; }
+  MBPS[$path]=$(calc 'b / s / 1e6' -v b="$W_BYTES" -v s="$W_SECONDS")
+  ERR_LARGE[$path]=$W_ERRORS
+  local mib_moved
+  mib_moved=$(calc 'b / 1048576' -v b="$W_BYTES")
+  [[ -n ${PROXY_PROCS[$path]} ]] && CPU_MIB[$path]=$(calc 'c * 1e3 / m' -v c="$W_CPU" -v m="$mib_moved")
+  BCPU_MIB[$path]=$(calc 'c * 1e3 / m' -v c="$W_BCPU" -v m="$mib_moved")
+  log "  $W_REQUESTS responses ($W_BYTES bytes) in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s"
+  STATUS[$path]=ok
+}
+
+# ----------------------------------------------------------------------------
+# Setup of each path. Each returns non-zero (after logging why) on failure;
+# a failed path is reported as such and the others still run.
+# ----------------------------------------------------------------------------
+setup_backend() {
+  mkdir -p "$WORK/www"
+  chmod 755 "$WORK/www"
+  head -c "$SMALL_SIZE" /dev/zero | tr '\0' 'x' > "$WORK/www/64b"
+  head -c "$LARGE_SIZE" /dev/urandom > "$WORK/www/1m"
+  render backend-nginx.conf "$WORK/backend-nginx.conf" WORK="$WORK" PORT="$P_BACKEND"
+  start backend nginx -p "$WORK" -c "$WORK/backend-nginx.conf" -e "$WORK/logs/backend-nginx.error.log"
+  wait_tcp backend "$P_BACKEND" || return 1
+  wait_http backend "http://127.0.0.1:$P_BACKEND$SMALL_PATH" "$SMALL_SIZE" || return 1
+  URL_SMALL[direct]="http://127.0.0.1:$P_BACKEND$SMALL_PATH"
+  URL_LARGE[direct]="http://127.0.0.1:$P_BACKEND$LARGE_PATH"
+  PROXY_PROCS[direct]=""   # no proxy: only the backend's CPU is counted
+}
+
+setup_nginx() {
+  render proxy-nginx.conf "$WORK/proxy-nginx.conf" WORK="$WORK" PORT="$P_PROXY" BACKEND_PORT="$P_BACKEND"
+  start proxy nginx -p "$WORK" -c "$WORK/proxy-nginx.conf" -e "$WORK/logs/proxy-nginx.error.log"
+  wait_tcp proxy "$P_PROXY" || return 1
+  URL_SMALL[nginx]="http://127.0.0.1:$P_PROXY$SMALL_PATH"
+  URL_LARGE[nginx]="http://127.0.0.1:$P_PROXY$LARGE_PATH"
+  PROXY_PROCS[nginx]=proxy
+}
+
+setup_rathole() {
+  local token
+  token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  render rathole-server.toml "$WORK/rathole-server.toml" \
+    CONTROL_PORT="$P_RATHOLE_CONTROL" PUBLIC_PORT="$P_RATHOLE_PUBLIC" TOKEN="$token"
+  render rathole-client.toml "$WORK/rathole-client.toml" \
+    CONTROL_PORT="$P_RATHOLE_CONTROL" BACKEND_PORT="$P_BACKEND" TOKEN="$token"
+  start rathole-server rathole --server "$WORK/rathole-server.toml"
+  wait_tcp rathole-server "$P_RATHOLE_CONTROL" || return 1
+  start rathole-client rathole --client "$WORK/rathole-client.toml"
+  # The server opens the public port once the client's control channel is up.
+  wait_tcp rathole-server "$P_RATHOLE_PUBLIC" || return 1
+  alive rathole-client || { show_log rathole-client; log "rathole client exited"; return 1; }
+  URL_SMALL[rathole]="http://127.0.0.1:$P_RATHOLE_PUBLIC$SMALL_PATH"
+  URL_LARGE[rathole]="http://127.0.0.1:$P_RATHOLE_PUBLIC$LARGE_PATH"
+  PROXY_PROCS[rathole]="rathole-server rathole-client"
+}
+
+ensure_postern_binary() {
+  [[ -x $POSTERN_BIN && $BENCH_BUILD_POSTERN != always ]] && return 0
+  if [[ $BENCH_BUILD_POSTERN == 1 || $BENCH_BUILD_POSTERN == always ]] \
+     && [[ -f $REPO_ROOT/Cargo.toml ]] && command -v cargo >/dev/null; then
+    log "cargo build --release -p postern (in $REPO_ROOT)"
+    if ! (cd "$REPO_ROOT" && timeout "$BENCH_BUILD_TIMEOUT" cargo build --release -p postern >&2); then
+      STATUS[postern]="skipped: cargo build --release -p postern failed"
+      return 1
+    fi
+  fi
+  if [[ ! -x $POSTERN_BIN ]]; then
+    STATUS[postern]="skipped: no binary at $POSTERN_BIN (cargo build --release -p postern, or set POSTERN_BIN)"
+    return 1
+  fi
+}
+
+# postern_admin ARGS...: run an admin subcommand against the bench edge; stdout is the command's
+postern_admin() {
+  timeout 60 "$POSTERN_BIN" admin \
+    --admin-url "https://127.0.0.1:$P_EDGE_ADMIN" \
+    --token-file "$WORK/edge/admin-token" \
+    --ca-file "$WORK/edge/ca.pem" \
+    "$@" 2>>"$WORK/logs/postern-admin.log"
+}
+
+setup_postern() {
+  local edge_dir="$WORK/edge" state_dir="$WORK/connector"
+  mkdir -p "$edge_dir" "$state_dir"
+
+  start edge "$POSTERN_BIN" edge --data "$edge_dir" \
+    --listen "127.0.0.1:$P_EDGE_PUBLIC" \
+    --connector-listen "127.0.0.1:$P_EDGE_CONNECTOR" \
+    --admin-listen "127.0.0.1:$P_EDGE_ADMIN"
+  wait_file edge "$edge_dir/admin-token" || return 1
+  wait_file edge "$edge_dir/ca.pem" || return 1
+  wait_tcp edge "$P_EDGE_ADMIN" || return 1
+  wait_tcp edge "$P_EDGE_CONNECTOR" || return 1
+  wait_tcp edge "$P_EDGE_PUBLIC" || return 1
+
+  local external="https://$POSTERN_HOST:$P_EDGE_PUBLIC"
+  if ! postern_admin group create bench >>"$WORK/logs/postern-admin.log"; then
+    show_log postern-admin; log "postern admin group create failed"; return 1
+  fi
+  if ! postern_admin app publish bench --external-url "$external" \
+       --internal-url "http://127.0.0.1:$P_BACKEND" --group bench --preauth passthrough \
+       >>"$WORK/logs/postern-admin.log"; then
+    show_log postern-admin; log "postern admin app publish failed"; return 1
+  fi
+  local token
+  if ! token=$(postern_admin connector token --group bench) || [[ -z ${token//[[:space:]]/} ]]; then
+    show_log postern-admin; log "postern admin connector token failed"; return 1
+  fi
+  token=$(tr -d '[:space:]' <<< "$token")
+
+  if ! timeout 60 "$POSTERN_BIN" connector register --edge "https://127.0.0.1:$P_EDGE_CONNECTOR" \
+       --token "$token" --state "$state_dir" --ca-file "$edge_dir/ca.pem" \
+       >"$WORK/logs/connector-register.log" 2>&1; then
+    show_log connector-register; log "postern connector register failed"; return 1
+  fi
+  start connector "$POSTERN_BIN" connector run --state "$state_dir"
+
+  # Ready once a request goes all the way through: edge -> tunnel -> connector -> backend.
+  local resolve=(--insecure --resolve "$POSTERN_HOST:$P_EDGE_PUBLIC:127.0.0.1")
+  if ! wait_http edge "$external$SMALL_PATH" "$SMALL_SIZE" "${resolve[@]}"; then
+    show_log edge; show_log connector; return 1
+  fi
+  wait_http edge "$external$LARGE_PATH" "$LARGE_SIZE" "${resolve[@]}" || { show_log edge; show_log connector; return 1; }
+  URL_SMALL[postern]="$external$SMALL_PATH"
+  URL_LARGE[postern]="$external$LARGE_PATH"
+  # wrk connects to 127.0.0.1 but keeps the URL host for SNI and Host (see wrk-report.lua).
+  WRK_ENV[postern]="WRK_CONNECT_HOST=127.0.0.1"
+  PROXY_PROCS[postern]="edge connector"
+}
+
+# ----------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------
+fmt() { [[ -n ${2:-} ]] && printf "$1" "$2" || printf -- '-'; }
+
+print_report() {
+  local base=direct p
+  [[ ${STATUS[direct]:-} == ok ]] || base=""
+  echo
+  echo "Postern benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs," \
+       "${BUSY_BEFORE}% busy before start"
+  echo "wrk ${BENCH_THREADS} thread(s) on CPU ${BENCH_LOAD_CPUS}; backend, proxies and tunnels on CPU ${BENCH_SUT_CPUS};" \
+       "${BENCH_SECONDS}s per measurement (after ${BENCH_WARMUP_SECONDS}s warm-up)"
+  echo
+  echo "Small response: GET $SMALL_PATH ($SMALL_SIZE bytes), $BENCH_CONNECTIONS keep-alive connections"
+  printf '%-8s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' \
+    path req/s "vs dir" "p50 ms" "vs dir" "p99 ms" "vs dir" "proxy us/req" "backend us/req" errors
+  for p in "${ALL_PATHS[@]}"; do
+    want "$p" || continue
+    if [[ ${STATUS[$p]:-} != ok && -z ${RPS[$p]:-} ]]; then
+      printf '%-8s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+    fi
+    printf '%-8s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' "$p" \
+      "$(fmt %.0f "${RPS[$p]:-}")" "$(ratio "${RPS[$p]:-}" "${RPS[$base]:-}")" \
+      "$(fmt %.3f "${P50[$p]:-}")" "$(ratio "${P50[$p]:-}" "${P50[$base]:-}")" \
+      "$(fmt %.3f "${P99[$p]:-}")" "$(ratio "${P99[$p]:-}" "${P99[$base]:-}")" \
+      "$(fmt %.1f "${CPU_REQ[$p]:-}")" "$(fmt %.1f "${BCPU_REQ[$p]:-}")" "${ERR_SMALL[$p]:-0}"
+  done
+  echo
+  echo "Large response: GET $LARGE_PATH (1 MiB), $BENCH_LARGE_CONNECTIONS keep-alive connections (MB = 10^6 bytes)"
+  printf '%-8s %10s %8s %14s %14s %7s\n' path MB/s "vs dir" "proxy ms/MiB" "backend ms/MiB" errors
+  for p in "${ALL_PATHS[@]}"; do
+    want "$p" || continue
+    if [[ -z ${MBPS[$p]:-} ]]; then
+      printf '%-8s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+    fi
+    printf '%-8s %10s %8s %14s %14s %7s\n' "$p" \
+      "$(fmt %.1f "${MBPS[$p]:-}")" "$(ratio "${MBPS[$p]:-}" "${MBPS[$base]:-}")" \
+      "$(fmt %.2f "${CPU_MIB[$p]:-}")" "$(fmt %.2f "${BCPU_MIB[$p]:-}")" "${ERR_LARGE[$p]:-0}"
+  done
+  echo
+  echo "CPU = user+sys from /proc/PID/stat over the measured run, all threads and child processes."
+  echo "  proxy = what sits between wrk and the backend: nginx = proxy nginx; rathole = server+client;"
+  echo "          postern = edge+connector. backend = the backend nginx (same work on every path)."
+  echo "  vs dir: ratio to the direct path (for req/s and MB/s higher is better; for latency lower is better)."
+  (( ${#RSS_IDLE[@]} )) || return 0
+  echo
+  echo "Memory (VmRSS of the main process): idle = tunnel up, before any load; after = after all runs; peak = VmHWM"
+  printf '%-18s %12s %12s %12s\n' process idle after peak
+  local name label
+  for name in connector edge rathole-client rathole-server; do
+    case $name in
+      connector) label="postern connector"; want postern || continue ;;
+      edge) label="postern edge"; want postern || continue ;;
+      rathole-client) label="rathole client"; want rathole || continue ;;
+      rathole-server) label="rathole server"; want rathole || continue ;;
+    esac
+    [[ -n ${RSS_IDLE[$name]:-} ]] || continue   # not running
+    printf '%-18s %12s %12s %12s\n' "$label" "$(mib "${RSS_IDLE[$name]}")" \
+      "$(mib "${RSS_AFTER[$name]:-}")" "$(mib "${RSS_PEAK[$name]:-}")"
+  done
+}
+
+write_tsv() {
+  [[ -n $BENCH_RESULTS_TSV ]] || return 0
+  {
+    printf 'path\tstatus\treq_per_s\tp50_ms\tp99_ms\tmb_per_s\tproxy_cpu_us_per_req\tbackend_cpu_us_per_req\tproxy_cpu_ms_per_mib\tbackend_cpu_ms_per_mib\terrors_small\terrors_large\tidle_rss_kib_tunnel_client\n'
+    local p client
+    for p in "${ALL_PATHS[@]}"; do
+      want "$p" || continue
+      case $p in postern) client=connector ;; rathole) client=rathole-client ;; *) client="" ;; esac
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "${STATUS[$p]:-not run}" \
+        "${RPS[$p]:-}" "${P50[$p]:-}" "${P99[$p]:-}" "${MBPS[$p]:-}" "${CPU_REQ[$p]:-}" "${BCPU_REQ[$p]:-}" \
+        "${CPU_MIB[$p]:-}" "${BCPU_MIB[$p]:-}" "${ERR_SMALL[$p]:-}" "${ERR_LARGE[$p]:-}" \
+        "${client:+${RSS_IDLE[$client]:-}}"
+    done
+  } > "$BENCH_RESULTS_TSV"
+  log "figures written to $BENCH_RESULTS_TSV"
+}
+
+# busy_percent: share of all CPUs busy over the next second (from /proc/stat)
+busy_percent() {
+  local a b
+  a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    n = split(a, x); split(b, y); total = 0; idle = 0
+    for (i = 2; i <= n; i++) total += y[i] - x[i]
+    idle = (y[5] - x[5]) + (y[6] - x[6])          # idle + iowait
+    busy = (total > 0) ? 100 * (total - idle) / total : 0
+    printf "%.0f", busy }'
+}
+
+# ----------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------
+ensure_tools
+
+BUSY_BEFORE=$(busy_percent)
+if (( BUSY_BEFORE > 15 )); then
+  log "WARNING: the machine is already ${BUSY_BEFORE}% busy (a build running?); the figures will be noisy"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/postern-bench.XXXXXX")
+mkdir -p "$WORK/logs" "$WORK/tmp"
+chmod 755 "$WORK"   # nginx workers run as an unprivileged user and must read $WORK/www
+log "work dir: $WORK"
+
+read -r P_BACKEND P_PROXY P_RATHOLE_CONTROL P_RATHOLE_PUBLIC \
+        P_EDGE_PUBLIC P_EDGE_CONNECTOR P_EDGE_ADMIN <<< "$(free_ports 7)"
+
+declare -A RSS_IDLE=() RSS_AFTER=() RSS_PEAK=()
+
+# The backend is needed by every path.
+setup_backend || die "backend nginx did not come up"
+STATUS[direct]=ready
+
+if want nginx; then
+  if setup_nginx && wait_http proxy "${URL_SMALL[nginx]}" "$SMALL_SIZE"; then STATUS[nginx]=ready
+  else STATUS[nginx]="failed: nginx proxy did not come up (see log above)"; fi
+fi
+if want rathole; then
+  if setup_rathole && wait_http rathole-server "${URL_SMALL[rathole]}" "$SMALL_SIZE" \
+     && wait_http rathole-server "${URL_LARGE[rathole]}" "$LARGE_SIZE"; then STATUS[rathole]=ready
+  else STATUS[rathole]="failed: rathole tunnel did not come up (see log above)"; fi
+fi
+if want postern; then
+  if ensure_postern_binary; then
+    if setup_postern; then STATUS[postern]=ready
+    else STATUS[postern]="failed: postern did not come up (see log above)"; fi
+  fi
+  [[ ${STATUS[postern]} == ready ]] || log "postern: ${STATUS[postern]}"
+fi
+
+# Idle memory: everything is up and each tunnel has carried one or two requests, no load yet.
+for name in connector edge rathole-client rathole-server; do
+  alive "$name" || continue
+  RSS_IDLE[$name]=$(status_kib "$name" VmRSS)
+done
+
+for p in "${ALL_PATHS[@]}"; do
+  want "$p" || continue
+  [[ ${STATUS[$p]:-} == ready ]] || continue
+  bench_path "$p"
+done
+
+for name in connector edge rathole-client rathole-server; do
+  alive "$name" || continue
+  RSS_AFTER[$name]=$(status_kib "$name" VmRSS)
+  RSS_PEAK[$name]=$(status_kib "$name" VmHWM)
+done
+
+print_report
+write_tsv

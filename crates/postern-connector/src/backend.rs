@@ -1,0 +1,211 @@
+//! Forwarding one tunnel stream to its app over a keep-alive pool, and the app's response back.
+//!
+//! **Invariant:** bodies stream; the connector never holds a whole request or response.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
+use postern_proto::{StreamMeta, TunnelRefusal};
+
+use crate::apps::{AppEntry, Apps};
+
+pub type StreamBody = Either<Incoming, Full<Bytes>>;
+type BackendBody = Either<Incoming, Empty<Bytes>>;
+type Pool = Client<HttpsConnector<HttpConnector>, BackendBody>;
+
+/// The connector's clients for apps: one that verifies `https` apps' certificates (the default)
+/// and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`.
+pub struct Backends {
+    verified: Pool,
+    unverified: Pool,
+    apps: Arc<ArcSwap<Apps>>,
+}
+
+impl Backends {
+    pub fn new(apps: Arc<ArcSwap<Apps>>) -> anyhow::Result<Backends> {
+        Ok(Backends {
+            verified: pool(postern_pki::backend_client_config()?),
+            unverified: pool(postern_pki::insecure_backend_client_config()),
+            apps,
+        })
+    }
+
+    /// Serves one tunnel stream. Never fails: problems become a response carrying
+    /// [`HEADER_ERROR`], which the edge turns into the user's error page.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<StreamBody>, std::convert::Infallible> {
+        let meta = match StreamMeta::decode(req.headers()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream refused: bad metadata");
+                return Ok(refusal(TunnelRefusal::BadMetadata, None));
+            }
+        };
+        let Some(app) = self.apps.load().get(meta.app).cloned() else {
+            tracing::warn!(app = %meta.app, edge_version = meta.config_version, request_id = %meta.request_id, "stream refused: app not in this connector's config");
+            return Ok(refusal(TunnelRefusal::UnknownApp, Some(&meta.request_id)));
+        };
+        let client = if app.route.insecure_skip_backend_tls_verify {
+            &self.unverified
+        } else {
+            &self.verified
+        };
+        let result = if req.method() == Method::CONNECT {
+            websocket(client, &app, req, &meta).await
+        } else {
+            forward(client, &app, req).await
+        };
+        Ok(result.unwrap_or_else(|r| {
+            tracing::warn!(app = %app.route.name, request_id = %meta.request_id, code = r.as_str(), "backend request failed");
+            refusal(r, Some(&meta.request_id))
+        }))
+    }
+}
+
+fn pool(tls: rustls::ClientConfig) -> Pool {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// Rewrites a tunnel stream's head into the request to the app.
+fn backend_head(app: &AppEntry, parts: &mut http::request::Parts) -> Result<(), TunnelRefusal> {
+    let external = parts.uri.authority().map(|a| a.as_str().to_owned());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = Uri::builder()
+        .scheme(app.scheme.clone())
+        .authority(app.authority.clone())
+        .path_and_query(app.path_for(path))
+        .build()
+        .map_err(|_| TunnelRefusal::BadMetadata)?;
+    parts.version = Version::HTTP_11;
+    StreamMeta::strip(&mut parts.headers);
+    let host = match (&external, app.route.preserve_host) {
+        (Some(ext), true) => ext.clone(),
+        _ => app.authority.as_str().to_owned(),
+    };
+    let host = HeaderValue::from_str(&host).map_err(|_| TunnelRefusal::BadMetadata)?;
+    parts.headers.insert(header::HOST, host);
+    Ok(())
+}
+
+async fn forward(
+    client: &Pool,
+    app: &AppEntry,
+    req: Request<Incoming>,
+) -> Result<Response<StreamBody>, TunnelRefusal> {
+    let (mut parts, body) = req.into_parts();
+    backend_head(app, &mut parts)?;
+    let backend_req = Request::from_parts(parts, Either::Left(body));
+    let resp = tokio::time::timeout(app.timeout, client.request(backend_req))
+        .await
+        .map_err(|_| TunnelRefusal::BackendTimeout)?
+        .map_err(|e| {
+            tracing::debug!(error = %e, "backend request error");
+            TunnelRefusal::BackendUnreachable
+        })?;
+    let (mut parts, body) = resp.into_parts();
+    postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_2;
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+/// An RFC 8441 WebSocket stream from the edge, made into a real HTTP/1.1 upgrade with the app.
+async fn websocket(
+    client: &Pool,
+    app: &AppEntry,
+    mut req: Request<Incoming>,
+    meta: &StreamMeta,
+) -> Result<Response<StreamBody>, TunnelRefusal> {
+    let is_ws = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return Err(TunnelRefusal::BadMetadata);
+    }
+    let key = req.headers_mut().remove(&HEADER_WS_KEY);
+    let tunnel_upgrade = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    backend_head(app, &mut parts)?;
+    parts.method = Method::GET;
+    parts.extensions = http::Extensions::new();
+    let h = &mut parts.headers;
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Some(key) = key {
+        h.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    let backend_req = Request::from_parts(parts, Either::Right(Empty::new()));
+    let resp = tokio::time::timeout(app.timeout, client.request(backend_req))
+        .await
+        .map_err(|_| TunnelRefusal::BackendTimeout)?
+        .map_err(|_| TunnelRefusal::BackendUnreachable)?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The app refused the upgrade: its answer goes back as is.
+        let (mut parts, body) = resp.into_parts();
+        postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_2;
+        return Ok(Response::from_parts(parts, Either::Left(body)));
+    }
+    let mut ok = Response::new(Either::Right(Full::new(Bytes::new())));
+    for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+        if let Some(v) = resp.headers().get(&name) {
+            ok.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Some(accept) = resp.headers().get(header::SEC_WEBSOCKET_ACCEPT) {
+        ok.headers_mut().insert(HEADER_WS_ACCEPT, accept.clone());
+    }
+    let backend_upgrade = hyper::upgrade::on(resp);
+    let request_id = meta.request_id.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(tunnel_upgrade, backend_upgrade) {
+            Ok((tunnel, backend)) => {
+                let mut tunnel = TokioIo::new(tunnel);
+                let mut backend = TokioIo::new(backend);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut tunnel, &mut backend).await {
+                    tracing::debug!(%request_id, error = %e, "websocket ended");
+                }
+            }
+            Err(e) => tracing::warn!(%request_id, error = %e, "websocket upgrade failed"),
+        }
+    });
+    Ok(ok)
+}
+
+fn refusal(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(r.as_str()))));
+    *resp.status_mut() = r.status();
+    resp.headers_mut()
+        .insert(HEADER_ERROR, HeaderValue::from_static(r.as_str()));
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
+}

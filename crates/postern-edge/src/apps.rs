@@ -1,0 +1,200 @@
+//! Checking an admin's request to publish an app before it reaches the store.
+
+use std::time::Duration;
+
+use postern_store::{NewApp, Preauth};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The default time an app has to send its response headers (Entra application proxy's default).
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(85);
+/// The longest per-app timeout an admin may set.
+const MAX_BACKEND_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `POST /v1/apps`, as the admin sends it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishApp {
+    pub name: String,
+    pub external_url: String,
+    pub internal_url: String,
+    pub group: String,
+    pub preauth: String,
+    #[serde(default)]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub insecure_skip_backend_tls_verify: bool,
+    #[serde(default)]
+    pub backend_timeout_secs: Option<u64>,
+}
+
+/// Why a publish request was refused; the message names the field and the fix.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
+    check_name(&req.name)?;
+    let external = Url::parse(&req.external_url).map_err(|e| {
+        Invalid(format!(
+            "external URL {:?} is not a URL ({e}); use e.g. https://app.example.com",
+            req.external_url
+        ))
+    })?;
+    if external.scheme() != "https" {
+        return Err(Invalid(format!(
+            "external URL {:?} must use https: the edge terminates TLS for every app",
+            req.external_url
+        )));
+    }
+    let host = match external.host() {
+        Some(url::Host::Domain(d)) => d.trim_end_matches('.').to_ascii_lowercase(),
+        Some(_) => {
+            return Err(Invalid(format!(
+                "external URL {:?} must name a host, not an IP address",
+                req.external_url
+            )))
+        }
+        None => return Err(Invalid(format!("external URL {:?} has no host", req.external_url))),
+    };
+    if !external.username().is_empty() || external.password().is_some() {
+        return Err(Invalid("external URL must not contain credentials".into()));
+    }
+    if external.path() != "/" || external.query().is_some() || external.fragment().is_some() {
+        return Err(Invalid(format!(
+            "external URL {:?} must have no path, query or fragment: Postern routes by host",
+            req.external_url
+        )));
+    }
+    let internal = Url::parse(&req.internal_url).map_err(|e| {
+        Invalid(format!(
+            "internal URL {:?} is not a URL ({e}); use e.g. http://10.0.0.5:8080/",
+            req.internal_url
+        ))
+    })?;
+    if !matches!(internal.scheme(), "http" | "https") {
+        return Err(Invalid(format!(
+            "internal URL {:?} must use http or https",
+            req.internal_url
+        )));
+    }
+    if internal.host().is_none() {
+        return Err(Invalid(format!("internal URL {:?} has no host", req.internal_url)));
+    }
+    if !internal.username().is_empty() || internal.password().is_some() {
+        return Err(Invalid("internal URL must not contain credentials".into()));
+    }
+    if internal.query().is_some() || internal.fragment().is_some() {
+        return Err(Invalid(format!(
+            "internal URL {:?} must have no query or fragment",
+            req.internal_url
+        )));
+    }
+    let preauth = Preauth::parse(&req.preauth).ok_or_else(|| {
+        Invalid(format!(
+            "preauth {:?} is not supported; use \"passthrough\"",
+            req.preauth
+        ))
+    })?;
+    let backend_timeout = match req.backend_timeout_secs {
+        None => DEFAULT_BACKEND_TIMEOUT,
+        Some(s) if s >= 1 && s <= MAX_BACKEND_TIMEOUT.as_secs() => Duration::from_secs(s),
+        Some(s) => {
+            return Err(Invalid(format!(
+                "backend timeout {s}s is out of range; use 1 to {} seconds",
+                MAX_BACKEND_TIMEOUT.as_secs()
+            )))
+        }
+    };
+    if req.group.is_empty() {
+        return Err(Invalid("group must name a connector group".into()));
+    }
+    Ok(NewApp {
+        name: req.name.clone(),
+        external_url: external.to_string(),
+        external_host: host,
+        internal_url: internal.to_string(),
+        group: req.group.clone(),
+        preauth,
+        preserve_host: req.preserve_host,
+        insecure_skip_backend_tls_verify: req.insecure_skip_backend_tls_verify,
+        backend_timeout,
+    })
+}
+
+/// Names of apps and groups: short, printable in a table and a URL path.
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "name {name:?} is not valid: use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(external: &str, internal: &str) -> PublishApp {
+        PublishApp {
+            name: "app".into(),
+            external_url: external.into(),
+            internal_url: internal.into(),
+            group: "g".into(),
+            preauth: "passthrough".into(),
+            preserve_host: false,
+            insecure_skip_backend_tls_verify: false,
+            backend_timeout_secs: None,
+        }
+    }
+
+    fn check(external: &str, internal: &str, expected_host: Result<&str, &str>) {
+        let got = validate(&req(external, internal));
+        match (got, expected_host) {
+            (Ok(app), Ok(host)) => assert_eq!(app.external_host, host),
+            (Err(Invalid(msg)), Err(fragment)) => {
+                assert!(msg.contains(fragment), "{msg:?} lacks {fragment:?}")
+            }
+            (got, want) => panic!("{external} {internal}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn urls() {
+        check("https://App.Example.com", "http://10.0.0.5:8080", Ok("app.example.com"));
+        check("https://a.localhost:8443/", "https://intranet/app/", Ok("a.localhost"));
+        check("http://a.example", "http://b", Err("must use https"));
+        check("https://a.example/path", "http://b", Err("no path"));
+        check("https://a.example/?q", "http://b", Err("no path"));
+        check("https://u:p@a.example", "http://b", Err("credentials"));
+        check("https://127.0.0.1", "http://b", Err("not an IP"));
+        check("nope", "http://b", Err("not a URL"));
+        check("https://a.example", "ftp://b", Err("http or https"));
+        check("https://a.example", "http://b/?x=1", Err("no query"));
+        check("https://a.example", "not a url", Err("not a URL"));
+    }
+
+    #[test]
+    fn names_and_options() {
+        assert!(check_name("whoami").is_ok());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name(&"a".repeat(64)).is_err());
+        let mut r = req("https://a.example", "http://b");
+        r.preauth = "oidc-maybe".into();
+        assert!(validate(&r).is_err());
+        r.preauth = "passthrough".into();
+        r.backend_timeout_secs = Some(0);
+        assert!(validate(&r).is_err());
+        r.backend_timeout_secs = Some(10);
+        assert_eq!(validate(&r).unwrap().backend_timeout, Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,94 @@
+//! The edge's validated runtime configuration.
+//!
+//! The binary parses flags and the environment into this struct; nothing here is optional at run
+//! time that the edge needs to start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a request waits for a connector of its group to come online before the user gets a
+/// 502. Long enough to ride out a connector restart, short enough that a user is not left staring
+/// at a spinner.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many requests may wait for a connector at once, across all groups; past it they fail at
+/// once, so a long outage cannot pile up unbounded memory.
+pub const DEFAULT_MAX_QUEUED: usize = 4096;
+/// How long a connector's client certificate is valid. Connectors renew at 180 days.
+pub const DEFAULT_CONNECTOR_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long shutdown waits for in-flight requests before closing connections.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a registration token is valid unless the admin asks otherwise.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How long a connector's config long-poll is held open when nothing changes.
+pub const CONFIG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
+
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// Where state, keys, the CA certificate and the admin token live.
+    pub data_dir: PathBuf,
+    /// Public HTTPS listener for users.
+    pub listen: SocketAddr,
+    /// Listener connectors dial (mutual TLS 1.3).
+    pub connector_listen: SocketAddr,
+    /// Admin API listener (HTTPS); keep it on loopback or a management network.
+    pub admin_listen: SocketAddr,
+    /// A configured certificate chain and key (PEM) for the public and connector listeners;
+    /// `None` to issue certificates from the edge's local CA.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// Admin token to accept instead of generating one (from `POSTERN_BOOTSTRAP_TOKEN`).
+    pub bootstrap_token: Option<Secret>,
+    pub queue_timeout: Duration,
+    pub max_queued: usize,
+    pub connector_cert_validity: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl EdgeConfig {
+    /// A config with every default, listening on the given addresses.
+    pub fn new(
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        connector_listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> EdgeConfig {
+        EdgeConfig {
+            data_dir,
+            listen,
+            connector_listen,
+            admin_listen,
+            tls_cert: None,
+            bootstrap_token: None,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            max_queued: DEFAULT_MAX_QUEUED,
+            connector_cert_validity: DEFAULT_CONNECTOR_CERT_VALIDITY,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// A secret whose `Debug` and `Display` print a mask, so no log line can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("********")
+    }
+}

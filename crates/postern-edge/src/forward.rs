@@ -1,0 +1,357 @@
+//! The user's request path: route by host, answer `robots.txt`, pick a tunnel, stream the request
+//! down it and the response back.
+//!
+//! **Invariant:** bodies stream in both directions; the edge never holds a whole request or
+//! response body. Backpressure is HTTP/2 flow control on the tunnel, end to end.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
+use postern_proto::{StreamMeta, TunnelRefusal};
+
+use crate::body::EdgeBody;
+use crate::hygiene::{self, Forwarded};
+use crate::rescue::Refusal;
+use crate::state::{Route, Shared};
+use crate::tunnels::{InFlight, NoTunnel, TunnelBody};
+
+/// How many different tunnels a request is offered to when a tunnel closes before taking it.
+const MAX_ATTEMPTS: usize = 3;
+/// Extra time the edge gives the connector beyond the app's own timeout, which the connector
+/// enforces and reports precisely.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
+
+const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /\n";
+
+/// Serves one user request. Never fails: every problem becomes an error page.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<EdgeBody>, Infallible> {
+    let request_id = new_request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let accept = req.headers().clone();
+    match route_and_forward(&shared, peer, req, &request_id).await {
+        Ok(resp) => {
+            tracing::debug!(%request_id, %method, %path, status = resp.status().as_u16(), "forwarded");
+            Ok(resp)
+        }
+        Err(refusal) => {
+            tracing::warn!(
+                %request_id, %method, %path, code = refusal.code(), client = %peer.ip(),
+                "request refused: {}", refusal.message()
+            );
+            Ok(refusal
+                .into_response(&accept, &request_id)
+                .map(EdgeBody::Page))
+        }
+    }
+}
+
+async fn route_and_forward(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Response<EdgeBody>, Refusal> {
+    let host = request_host(&req).ok_or(Refusal::MissingHost)?;
+    if req.uri().path() == "/robots.txt" && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(robots(request_id));
+    }
+    let routes = shared.routes.load();
+    let route = routes
+        .get(&host)
+        .ok_or_else(|| Refusal::UnknownApp { host: host.clone() })?
+        .clone();
+    let version = routes.version;
+    drop(routes);
+    if shared.shutting_down.load(Ordering::Relaxed) {
+        return Err(Refusal::ShuttingDown);
+    }
+    let meta = StreamMeta {
+        app: route.app_id,
+        config_version: version,
+        request_id: request_id.to_owned(),
+    };
+    let fwd = Forwarded {
+        client_ip: peer.ip(),
+        external_host: &host,
+        request_id,
+    };
+    if is_websocket_upgrade(&req) {
+        return websocket(shared, &route, req, &host, &fwd, &meta).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    hygiene::prepare_request(&mut parts.headers, &fwd);
+    meta.encode(&mut parts.headers);
+    parts.uri = tunnel_uri(&host, parts.uri.path_and_query())?;
+    parts.version = Version::HTTP_2;
+    let tunnel_req = Request::from_parts(parts, Either::Left(body));
+    let (resp, in_flight) = send(shared, &route, tunnel_req).await?;
+    let (mut parts, body) = resp.into_parts();
+    refusal_from_connector(&parts.headers, &route)?;
+    hygiene::prepare_response(&mut parts.headers, request_id);
+    Ok(Response::from_parts(
+        parts,
+        EdgeBody::App {
+            body,
+            in_flight: Some(in_flight),
+        },
+    ))
+}
+
+/// Sends a request down a tunnel of the route's group, waiting in the queue for one if none is
+/// online, and moving to another tunnel if the chosen one closed before taking the request.
+async fn send(
+    shared: &Shared,
+    route: &Route,
+    mut req: Request<TunnelBody>,
+) -> Result<(Response<Incoming>, InFlight), Refusal> {
+    let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
+    let mut exclude = None;
+    for _ in 0..MAX_ATTEMPTS {
+        let picked = match exclude {
+            None => shared
+                .tunnels
+                .acquire(&route.group, deadline, shared.config.max_queued)
+                .await
+                .map_err(|e| match e {
+                    NoTunnel::TimedOut => Refusal::NoConnectorOnline {
+                        app: route.name.clone(),
+                        group: route.group.clone(),
+                    },
+                    NoTunnel::QueueFull => Refusal::QueueFull {
+                        app: route.name.clone(),
+                    },
+                })?,
+            Some(failed) => match shared.tunnels.pick(&route.group, Some(failed)) {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        let mut sender = picked.tunnel().sender();
+        let sent = tokio::time::timeout(
+            route.timeout + TIMEOUT_MARGIN,
+            sender.try_send_request(req),
+        )
+        .await;
+        match sent {
+            Err(_elapsed) => {
+                return Err(Refusal::BackendTimeout {
+                    app: route.name.clone(),
+                    timeout: route.timeout,
+                })
+            }
+            Ok(Ok(resp)) => return Ok((resp, picked)),
+            Ok(Err(mut err)) => match err.take_message() {
+                // The tunnel closed before the request left: nothing reached the app, so another
+                // tunnel may take it.
+                Some(unsent) => {
+                    tracing::debug!(tunnel = picked.tunnel().id, "tunnel closed; retrying on another");
+                    exclude = Some(picked.tunnel().id);
+                    req = unsent;
+                }
+                None => {
+                    tracing::warn!(tunnel = picked.tunnel().id, error = %err.error(), "tunnel stream failed");
+                    return Err(Refusal::TunnelLost {
+                        app: route.name.clone(),
+                    });
+                }
+            },
+        }
+    }
+    Err(Refusal::TunnelLost {
+        app: route.name.clone(),
+    })
+}
+
+fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refusal> {
+    let Some(code) = headers.get(&HEADER_ERROR) else {
+        return Ok(());
+    };
+    let app = route.name.clone();
+    Err(match code.to_str().ok().and_then(TunnelRefusal::parse) {
+        Some(TunnelRefusal::UnknownApp) => Refusal::ConnectorLacksApp { app },
+        Some(TunnelRefusal::BackendTimeout) => Refusal::BackendTimeout {
+            app,
+            timeout: route.timeout,
+        },
+        Some(TunnelRefusal::BackendUnreachable) | Some(TunnelRefusal::BadMetadata) | None => {
+            Refusal::BackendUnreachable { app }
+        }
+    })
+}
+
+/// Carries an HTTP/1.1 WebSocket upgrade as an RFC 8441 extended CONNECT stream. The connector
+/// performs the real upgrade with the app, so the app's own `Sec-WebSocket-Accept`, protocol and
+/// extensions come back to the user unchanged.
+async fn websocket(
+    shared: &Shared,
+    route: &Route,
+    mut req: Request<Incoming>,
+    host: &str,
+    fwd: &Forwarded<'_>,
+    meta: &StreamMeta,
+) -> Result<Response<EdgeBody>, Refusal> {
+    let user_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let mut headers = parts.headers;
+    let key = headers.remove(header::SEC_WEBSOCKET_KEY);
+    hygiene::prepare_request(&mut headers, fwd);
+    meta.encode(&mut headers);
+    if let Some(key) = key {
+        headers.insert(HEADER_WS_KEY, key);
+    }
+    let mut tunnel_req = Request::new(Either::Right(Empty::<Bytes>::new()));
+    *tunnel_req.method_mut() = Method::CONNECT;
+    *tunnel_req.uri_mut() = tunnel_uri(host, parts.uri.path_and_query())?;
+    *tunnel_req.version_mut() = Version::HTTP_2;
+    *tunnel_req.headers_mut() = headers;
+    tunnel_req
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+
+    let (resp, in_flight) = send(shared, route, tunnel_req).await?;
+    refusal_from_connector(resp.headers(), route)?;
+    if resp.status() != StatusCode::OK {
+        // The app refused the upgrade; its answer goes to the user as is.
+        let (mut parts, body) = resp.into_parts();
+        hygiene::prepare_response(&mut parts.headers, &meta.request_id);
+        return Ok(Response::from_parts(
+            parts,
+            EdgeBody::App {
+                body,
+                in_flight: Some(in_flight),
+            },
+        ));
+    }
+    let mut switching = Response::new(EdgeBody::page(Bytes::new()));
+    *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    {
+        let h = switching.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+            if let Some(v) = resp.headers().get(&name) {
+                h.insert(name, v.clone());
+            }
+        }
+        if let Some(accept) = resp.headers().get(&HEADER_WS_ACCEPT) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+            h.insert(hygiene::X_REQUEST_ID, v);
+        }
+    }
+    let tunnel_upgrade = hyper::upgrade::on(resp);
+    let request_id = meta.request_id.clone();
+    tokio::spawn(async move {
+        let _in_flight = in_flight;
+        match tokio::try_join!(user_upgrade, tunnel_upgrade) {
+            Ok((user, tunnel)) => {
+                let mut user = TokioIo::new(user);
+                let mut tunnel = TokioIo::new(tunnel);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut user, &mut tunnel).await {
+                    tracing::debug!(%request_id, error = %e, "websocket ended");
+                }
+            }
+            Err(e) => tracing::warn!(%request_id, error = %e, "websocket upgrade failed"),
+        }
+    });
+    Ok(switching)
+}
+
+fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method() == Method::GET
+        && req.version() == Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+}
+
+/// The URI of a tunnel stream: the external host as `:authority`, the user's path and query.
+fn tunnel_uri(host: &str, path: Option<&PathAndQuery>) -> Result<Uri, Refusal> {
+    let authority = Authority::from_str(host).map_err(|_| Refusal::MissingHost)?;
+    Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(authority)
+        .path_and_query(path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
+        .build()
+        .map_err(|_| Refusal::MissingHost)
+}
+
+/// The request's host: lower-case, without port or trailing dot.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let from_uri = req.uri().authority().map(|a| a.host().to_owned());
+    let host = match from_uri {
+        Some(h) => h,
+        None => {
+            let raw = req.headers().get(header::HOST)?.to_str().ok()?;
+            Authority::from_str(raw).ok()?.host().to_owned()
+        }
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+fn robots(request_id: &str) -> Response<EdgeBody> {
+    let mut resp = Response::new(EdgeBody::page(ROBOTS_TXT));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=86400"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(hygiene::X_REQUEST_ID, v);
+    }
+    resp
+}
+
+/// A random request ID: 128 bits, hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_host(uri: &str, host_header: Option<&str>, expected: Option<&str>) {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host_header {
+            b = b.header(header::HOST, h);
+        }
+        let req = b.body(()).unwrap();
+        assert_eq!(request_host(&req).as_deref(), expected, "{uri} {host_header:?}");
+    }
+
+    #[test]
+    fn hosts() {
+        check_host("/", Some("App.Example:8443"), Some("app.example"));
+        check_host("/", Some("app.example."), Some("app.example"));
+        check_host("https://a.example/x", Some("b.example"), Some("a.example"));
+        check_host("/", None, None);
+        check_host("/", Some(""), None);
+        check_host("/", Some("bad host"), None);
+        check_host("/", Some("[::1]:8443"), Some("[::1]"));
+    }
+}

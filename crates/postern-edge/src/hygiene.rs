@@ -1,0 +1,166 @@
+//! Header hygiene between the user and the tunnel: pure functions over header maps.
+//!
+//! **Invariant:** nothing the user sends can set a header that only the edge may set (reserved
+//! `postern-*` tunnel headers, `x-postern-*` identity headers, `X-Request-Id`): every variant of
+//! those names is removed before the edge adds its own.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use postern_proto::hop::strip_hop_by_hop;
+use postern_proto::tunnel::is_edge_only_header;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes every header only the edge may set, in any spelling.
+pub fn strip_edge_only(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_edge_only_header(k.as_str()) || is_request_id_variant(k.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+fn is_request_id_variant(name: &str) -> bool {
+    name.len() == "x-request-id".len()
+        && name
+            .bytes()
+            .zip("x-request-id".bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+/// What the edge knows about the user's request that the app should learn.
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    pub external_host: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Prepares a user's request headers for the tunnel: hop-by-hop and edge-only headers removed,
+/// `Host` dropped (the HTTP/2 `:authority` carries it), `X-Forwarded-*` and `X-Request-Id` set.
+pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
+    strip_hop_by_hop(headers);
+    strip_edge_only(headers);
+    headers.remove(header::HOST);
+
+    let ip = fwd.client_ip.to_canonical().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        // Several X-Forwarded-For lines are folded into one, then ours is appended.
+        Some(_) => {
+            let prior: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            format!("{}, {ip}", prior.join(", "))
+        }
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(fwd.external_host) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+/// Prepares the app's response headers for the user: hop-by-hop and reserved headers removed.
+pub fn prepare_response(headers: &mut HeaderMap, request_id: &str) {
+    strip_hop_by_hop(headers);
+    postern_proto::StreamMeta::strip(headers);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn check(input: &[(&str, &str)], expected: &[(&str, &str)]) {
+        let mut h = headers(input);
+        prepare_request(
+            &mut h,
+            &Forwarded {
+                client_ip: "192.0.2.7".parse().unwrap(),
+                external_host: "app.example",
+                request_id: "rid",
+            },
+        );
+        let mut got: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        got.sort();
+        let base = [
+            ("x-forwarded-host", "app.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "rid"),
+        ];
+        let mut want: Vec<(String, String)> = expected
+            .iter()
+            .chain(base.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !want.iter().any(|(k, _)| k == "x-forwarded-for") {
+            want.push(("x-forwarded-for".into(), "192.0.2.7".into()));
+        }
+        want.sort();
+        assert_eq!(got, want, "input {input:?}");
+    }
+
+    #[test]
+    fn request_hygiene() {
+        check(&[("accept", "*/*")], &[("accept", "*/*")]);
+        check(&[("host", "app.example")], &[]);
+        check(&[("connection", "keep-alive, x-secret"), ("x-secret", "1")], &[]);
+        check(&[("keep-alive", "timeout=5"), ("proxy-authorization", "x")], &[]);
+        check(&[("upgrade", "h2c"), ("transfer-encoding", "chunked")], &[]);
+        check(&[("te", "trailers")], &[("te", "trailers")]);
+        check(&[("te", "gzip")], &[]);
+        check(&[("x-postern-user", "admin"), ("X_Postern_User", "admin")], &[]);
+        check(&[("postern-app", "1"), ("postern_config_version", "1")], &[]);
+        check(&[("x-request-id", "forged"), ("x_request_id", "forged")], &[]);
+        check(
+            &[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2")],
+            &[("x-forwarded-for", "10.0.0.1, 10.0.0.2, 192.0.2.7")],
+        );
+        check(&[("x-forwarded-host", "evil"), ("x-forwarded-proto", "http")], &[]);
+        check(&[("cookie", "a=b")], &[("cookie", "a=b")]);
+    }
+
+    #[test]
+    fn response_hygiene() {
+        let mut h = headers(&[
+            ("connection", "close"),
+            ("postern-error", "x"),
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        prepare_response(&mut h, "rid");
+        assert_eq!(h.len(), 2);
+        assert_eq!(h["content-type"], "text/plain");
+        assert_eq!(h["x-request-id"], "rid");
+    }
+}

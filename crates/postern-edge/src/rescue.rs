@@ -1,0 +1,251 @@
+//! The one place where a refused or failed user request becomes an HTTP status and an error page.
+//!
+//! Every reason has its own variant; the page names the cause, says whose side it is on and
+//! whether retrying can help, and carries the request ID that is also in the edge's log line.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why the edge answered a user's request itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No app is published at the requested host.
+    UnknownApp { host: String },
+    /// The request had no usable `Host`.
+    MissingHost,
+    /// No connector of the app's group was online within the queue timeout.
+    NoConnectorOnline { app: String, group: String },
+    /// Too many requests are already waiting for a connector.
+    QueueFull { app: String },
+    /// The connector's config does not (yet) include the app.
+    ConnectorLacksApp { app: String },
+    /// The connector could not reach the app's internal URL.
+    BackendUnreachable { app: String },
+    /// The app did not answer within its timeout.
+    BackendTimeout { app: String, timeout: Duration },
+    /// The tunnel carrying the request broke before the response began.
+    TunnelLost { app: String },
+    /// The edge is shutting down.
+    ShuttingDown,
+}
+
+/// Where a failure comes from, as the page tells the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Edge,
+    Connector,
+    App,
+}
+
+impl Refusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refusal::UnknownApp { .. } => StatusCode::NOT_FOUND,
+            Refusal::MissingHost => StatusCode::BAD_REQUEST,
+            Refusal::NoConnectorOnline { .. }
+            | Refusal::ConnectorLacksApp { .. }
+            | Refusal::BackendUnreachable { .. }
+            | Refusal::TunnelLost { .. } => StatusCode::BAD_GATEWAY,
+            Refusal::QueueFull { .. } | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnknownApp { .. } => "unknown_app",
+            Refusal::MissingHost => "missing_host",
+            Refusal::NoConnectorOnline { .. } => "no_connector_online",
+            Refusal::QueueFull { .. } => "queue_full",
+            Refusal::ConnectorLacksApp { .. } => "connector_lacks_app",
+            Refusal::BackendUnreachable { .. } => "backend_unreachable",
+            Refusal::BackendTimeout { .. } => "backend_timeout",
+            Refusal::TunnelLost { .. } => "tunnel_lost",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Refusal::UnknownApp { .. } | Refusal::MissingHost => Source::Client,
+            Refusal::NoConnectorOnline { .. } | Refusal::ConnectorLacksApp { .. } => {
+                Source::Connector
+            }
+            Refusal::TunnelLost { .. } => Source::Connector,
+            Refusal::QueueFull { .. } | Refusal::ShuttingDown => Source::Edge,
+            Refusal::BackendUnreachable { .. } | Refusal::BackendTimeout { .. } => Source::App,
+        }
+    }
+
+    /// Whether the same request may succeed if the user tries again.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Refusal::UnknownApp { .. } | Refusal::MissingHost)
+    }
+
+    pub fn title(&self) -> &'static str {
+        match self {
+            Refusal::UnknownApp { .. } => "No app is published here",
+            Refusal::MissingHost => "Bad request",
+            Refusal::NoConnectorOnline { .. } => "No connector is online for this app",
+            Refusal::QueueFull { .. } => "Too many requests are waiting",
+            Refusal::ConnectorLacksApp { .. } => "The connector does not serve this app yet",
+            Refusal::BackendUnreachable { .. } => "The app cannot be reached",
+            Refusal::BackendTimeout { .. } => "The app did not answer in time",
+            Refusal::TunnelLost { .. } => "The connection to the connector was lost",
+            Refusal::ShuttingDown => "The edge is restarting",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::UnknownApp { host } => format!(
+                "No application is published at {host}. Check the address, or ask an administrator to publish it."
+            ),
+            Refusal::MissingHost => "The request names no host.".to_owned(),
+            Refusal::NoConnectorOnline { app, group } => format!(
+                "No connector of group {group:?} is online to carry requests for {app:?}. Start a connector in that group, or check that it can reach the edge."
+            ),
+            Refusal::QueueFull { app } => format!(
+                "Too many requests for {app:?} are already waiting for a connector. Try again shortly."
+            ),
+            Refusal::ConnectorLacksApp { app } => format!(
+                "The connector refused requests for {app:?} because its configuration does not include it yet. Try again in a moment."
+            ),
+            Refusal::BackendUnreachable { app } => format!(
+                "The connector could not reach {app:?} at its internal URL. Check that the app is running and that the internal URL is right."
+            ),
+            Refusal::BackendTimeout { app, timeout } => format!(
+                "{app:?} did not send a response within {} seconds.",
+                timeout.as_secs()
+            ),
+            Refusal::TunnelLost { app } => format!(
+                "The tunnel to the connector carrying this request for {app:?} closed before the app answered. Try again."
+            ),
+            Refusal::ShuttingDown => "The edge is shutting down. Try again in a moment.".to_owned(),
+        }
+    }
+
+    /// The response for this refusal: JSON when the client prefers it, otherwise HTML.
+    pub fn into_response(self, request_headers: &HeaderMap, request_id: &str) -> Response<Full<Bytes>> {
+        let json = wants_json(request_headers);
+        let body = if json {
+            serde_json::json!({
+                "error": {
+                    "code": self.code(),
+                    "message": self.message(),
+                    "source": format!("{:?}", self.source()).to_lowercase(),
+                    "retryable": self.retryable(),
+                    "request_id": request_id,
+                }
+            })
+            .to_string()
+        } else {
+            self.html(request_id)
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(if json {
+                "application/json"
+            } else {
+                "text/html; charset=utf-8"
+            }),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert(crate::hygiene::X_REQUEST_ID, v);
+        }
+        resp
+    }
+
+    fn html(&self, request_id: &str) -> String {
+        let status = self.status();
+        let source = match self.source() {
+            Source::Client => "the request",
+            Source::Edge => "the Postern edge",
+            Source::Connector => "the Postern connector",
+            Source::App => "the application",
+        };
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{code} {title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+code{{background:#f2f2f2;padding:.1rem .3rem}}</style></head>\
+<body><main><h1>{title}</h1><p>{message}</p>\
+<p>Problem in: {source}. {retry}</p>\
+<p>Status: {code} &middot; Error: <code>{err}</code> &middot; Request ID: <code>{rid}</code></p>\
+</main></body></html>\n",
+            code = status.as_u16(),
+            title = self.title(),
+            message = escape(&self.message()),
+            retry = if self.retryable() {
+                "Trying again later may help."
+            } else {
+                "Trying again will not help."
+            },
+            err = self.code(),
+            rid = escape(request_id),
+        )
+    }
+}
+
+/// True when the client asks for JSON rather than a page (API clients, `fetch`).
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_the_user_sent() {
+        let r = Refusal::UnknownApp {
+            host: "<script>x</script>".into(),
+        };
+        let html = r.html("rid");
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn json_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml,application/json;q=0.9"),
+        );
+        assert!(!wants_json(&h));
+    }
+}

@@ -1,0 +1,109 @@
+//! What every part of the edge shares: the store, the routing snapshot, the tunnel pool, the CAs.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use postern_pki::Ca;
+use postern_proto::{AppId, AppRoute, ConnectorConfig};
+use postern_store::{Preauth, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::config::{EdgeConfig, Secret};
+use crate::tunnels::TunnelPool;
+
+/// How the router sees one published app.
+#[derive(Debug)]
+pub struct Route {
+    pub app_id: AppId,
+    pub name: String,
+    pub group: String,
+    pub preauth: Preauth,
+    pub timeout: Duration,
+}
+
+/// An immutable routing table, swapped whole on every config change.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub version: u64,
+    by_host: HashMap<String, Arc<Route>>,
+}
+
+impl Routes {
+    /// The app published at `host` (lower-case, without port).
+    pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
+        self.by_host.get(host)
+    }
+}
+
+pub struct Shared {
+    pub config: EdgeConfig,
+    pub store: Store,
+    pub routes: ArcSwap<Routes>,
+    /// The config version, watched by connectors' long-polls.
+    pub version: watch::Sender<u64>,
+    pub tunnels: TunnelPool,
+    pub server_ca: Arc<Ca>,
+    pub connector_ca: Ca,
+    pub admin_token: Secret,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    /// Rebuilds the routing snapshot from the store and tells waiting connectors.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let version = self.store.config_version().await?;
+        let apps = self.store.apps().await?;
+        let by_host = apps
+            .into_iter()
+            .map(|a| {
+                let route = Route {
+                    app_id: AppId(a.id as u64),
+                    name: a.name,
+                    group: a.group,
+                    preauth: a.preauth,
+                    timeout: a.backend_timeout,
+                };
+                (a.external_host, Arc::new(route))
+            })
+            .collect();
+        self.routes.store(Arc::new(Routes { version, by_host }));
+        self.version.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+        Ok(())
+    }
+
+    /// The config document for one connector: the apps of its group.
+    pub async fn connector_config(&self, connector_id: &str) -> Result<ConnectorConfig, StoreError> {
+        let connector = self.store.connector(connector_id).await?;
+        let version = self.store.config_version().await?;
+        let apps = self
+            .store
+            .apps()
+            .await?
+            .into_iter()
+            .filter(|a| a.group == connector.group)
+            .map(|a| AppRoute {
+                id: AppId(a.id as u64),
+                name: a.name,
+                external_host: a.external_host,
+                internal_url: a.internal_url,
+                preserve_host: a.preserve_host,
+                insecure_skip_backend_tls_verify: a.insecure_skip_backend_tls_verify,
+                backend_timeout_ms: a.backend_timeout.as_millis() as u64,
+            })
+            .collect();
+        Ok(ConnectorConfig {
+            format: postern_proto::config::CONFIG_FORMAT,
+            version,
+            connector_id: connector.id,
+            group: connector.group,
+            apps,
+        })
+    }
+}

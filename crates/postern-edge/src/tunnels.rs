@@ -1,0 +1,213 @@
+//! The live tunnel connections of every connector group, and picking one for a request.
+//!
+//! Reads are lock-free: each group holds an `ArcSwap` of its live tunnels, replaced whole when a
+//! tunnel joins or leaves (rare), and read on every request (often). A request takes the less
+//! loaded of two random live tunnels (power of two choices) and counts itself in-flight on it
+//! until its response body ends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use tokio::sync::Notify;
+
+/// The request body type sent down a tunnel: the user's streamed body, or nothing (WebSocket
+/// CONNECT streams carry their bytes after the upgrade).
+pub type TunnelBody = Either<Incoming, Empty<Bytes>>;
+
+/// One live tunnel connection from a connector.
+pub struct Tunnel {
+    pub id: u64,
+    pub connector_id: String,
+    pub peer: SocketAddr,
+    pub opened: Instant,
+    sender: SendRequest<TunnelBody>,
+    in_flight: AtomicUsize,
+}
+
+impl Tunnel {
+    pub fn sender(&self) -> SendRequest<TunnelBody> {
+        self.sender.clone()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn usable(&self) -> bool {
+        !self.sender.is_closed()
+    }
+}
+
+/// Counts a request in flight on a tunnel until dropped.
+pub struct InFlight(Arc<Tunnel>);
+
+impl InFlight {
+    pub fn tunnel(&self) -> &Arc<Tunnel> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    live: ArcSwap<Vec<Arc<Tunnel>>>,
+    joined: Notify,
+}
+
+/// Why no tunnel could be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoTunnel {
+    /// None came online within the wait.
+    TimedOut,
+    /// Too many requests were already waiting.
+    QueueFull,
+}
+
+#[derive(Default)]
+pub struct TunnelPool {
+    groups: ArcSwap<HashMap<String, Arc<Group>>>,
+    /// Serialises changes to `groups` (adding a group); never taken on the request path.
+    write: Mutex<()>,
+    next_id: AtomicU64,
+    queued: AtomicUsize,
+}
+
+impl TunnelPool {
+    fn group(&self, name: &str) -> Arc<Group> {
+        if let Some(g) = self.groups.load().get(name) {
+            return g.clone();
+        }
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = self.groups.load().get(name) {
+            return g.clone();
+        }
+        let mut map = HashMap::clone(&self.groups.load());
+        let g = Arc::new(Group::default());
+        map.insert(name.to_owned(), g.clone());
+        self.groups.store(Arc::new(map));
+        g
+    }
+
+    /// Adds a live tunnel to `group` and wakes requests waiting for one.
+    pub fn add(
+        &self,
+        group: &str,
+        connector_id: &str,
+        peer: SocketAddr,
+        sender: SendRequest<TunnelBody>,
+    ) -> Arc<Tunnel> {
+        let tunnel = Arc::new(Tunnel {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            connector_id: connector_id.to_owned(),
+            peer,
+            opened: Instant::now(),
+            sender,
+            in_flight: AtomicUsize::new(0),
+        });
+        let g = self.group(group);
+        g.live.rcu(|live| {
+            let mut next = Vec::clone(live);
+            next.push(tunnel.clone());
+            next
+        });
+        g.joined.notify_waiters();
+        tunnel
+    }
+
+    /// Removes a tunnel (its connection ended).
+    pub fn remove(&self, group: &str, tunnel_id: u64) {
+        let g = self.group(group);
+        g.live.rcu(|live| {
+            live.iter()
+                .filter(|t| t.id != tunnel_id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
+    /// The live tunnels of every group (for the admin API).
+    pub fn snapshot(&self) -> Vec<(String, Arc<Tunnel>)> {
+        let groups = self.groups.load();
+        let mut out = Vec::new();
+        for (name, g) in groups.iter() {
+            for t in g.live.load().iter() {
+                out.push((name.clone(), t.clone()));
+            }
+        }
+        out
+    }
+
+    /// Picks a live tunnel of `group` now, skipping `exclude` (a tunnel that just failed).
+    pub fn pick(&self, group: &str, exclude: Option<u64>) -> Option<InFlight> {
+        let g = self.groups.load().get(group)?.clone();
+        pick_from(&g.live.load(), exclude)
+    }
+
+    /// Picks a live tunnel of `group`, waiting up to `deadline` for one to come online.
+    pub async fn acquire(
+        &self,
+        group: &str,
+        deadline: tokio::time::Instant,
+        max_queued: usize,
+    ) -> Result<InFlight, NoTunnel> {
+        if let Some(t) = self.pick(group, None) {
+            return Ok(t);
+        }
+        let g = self.group(group);
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= max_queued {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(NoTunnel::QueueFull);
+        }
+        let result = async {
+            loop {
+                let joined = g.joined.notified();
+                tokio::pin!(joined);
+                // Register interest before looking, so a tunnel joining in between is not missed.
+                joined.as_mut().enable();
+                if let Some(t) = pick_from(&g.live.load(), None) {
+                    return Ok(t);
+                }
+                if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                    return Err(NoTunnel::TimedOut);
+                }
+            }
+        }
+        .await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+}
+
+fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
+    let usable = |t: &&Arc<Tunnel>| t.usable() && Some(t.id) != exclude;
+    let chosen = match live.len() {
+        0 => None,
+        1 => live.iter().find(usable),
+        n => {
+            let a = &live[rand::random::<usize>() % n];
+            let b = &live[rand::random::<usize>() % n];
+            match (usable(&a), usable(&b)) {
+                (true, true) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+                (true, false) => Some(a),
+                (false, true) => Some(b),
+                // Both samples were dead or excluded: fall back to the least loaded usable one.
+                (false, false) => live.iter().filter(usable).min_by_key(|t| t.in_flight()),
+            }
+        }
+    }?;
+    chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+    Some(InFlight(chosen.clone()))
+}
