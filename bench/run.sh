@@ -190,9 +190,13 @@ start() {
 
 alive() { [[ -n ${PID_OF[$1]:-} ]] && kill -0 "${PID_OF[$1]}" 2>/dev/null; }
 
-show_log() {  # last lines of a component's log, to explain a failure
+show_log() {  # a component's panic message (if any) and last log lines, to explain a failure
   local f="$WORK/logs/$1.log"
   [[ -s $f ]] || return 0
+  if grep -q 'panicked at' "$f"; then
+    log "--- panic in $f ---"
+    grep -m 1 -A 1 'panicked at' "$f" | sed 's/^/    /' >&2
+  fi
   log "--- last lines of $f ---"
   tail -n 20 "$f" | sed 's/^/    /' >&2
 }
@@ -208,16 +212,21 @@ wait_tcp() {
   show_log "$name"; log "$name: port $port not accepting after ${BENCH_READY_TIMEOUT}s"; return 1
 }
 
-# wait_http NAME URL SIZE [CURL ARGS...]: until URL returns 200 with SIZE bytes
+# wait_http "NAME..." URL SIZE [CURL ARGS...]: until URL returns 200 with SIZE bytes.
+# NAME... are the components that must stay up meanwhile (fail at once if one exits).
 wait_http() {
-  local name=$1 url=$2 size=$3; shift 3
-  local deadline=$((SECONDS + BENCH_READY_TIMEOUT)) got=""
+  local names=$1 url=$2 size=$3; shift 3
+  local deadline=$((SECONDS + BENCH_READY_TIMEOUT)) got="" name
   while (( SECONDS < deadline )); do
+    for name in $names; do
+      alive "$name" || { show_log "$name"; log "$name exited (while waiting for $url)"; return 1; }
+    done
     got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$@" "$url" 2>/dev/null || true)
     [[ $got == "200 $size" ]] && return 0
     sleep 0.1
   done
-  log "$name: $url never returned 200 with $size bytes (last: '${got:-no answer}')"
+  for name in $names; do show_log "$name"; done
+  log "$url never returned 200 with $size bytes within ${BENCH_READY_TIMEOUT}s (last: '${got:-no answer}')"
   return 1
 }
 
@@ -483,10 +492,8 @@ setup_postern() {
 
   # Ready once a request goes all the way through: edge -> tunnel -> connector -> backend.
   local resolve=(--insecure --resolve "$POSTERN_HOST:$P_EDGE_PUBLIC:127.0.0.1")
-  if ! wait_http edge "$external$SMALL_PATH" "$SMALL_SIZE" "${resolve[@]}"; then
-    show_log edge; show_log connector; return 1
-  fi
-  wait_http edge "$external$LARGE_PATH" "$LARGE_SIZE" "${resolve[@]}" || { show_log edge; show_log connector; return 1; }
+  wait_http "edge connector" "$external$SMALL_PATH" "$SMALL_SIZE" "${resolve[@]}" || return 1
+  wait_http "edge connector" "$external$LARGE_PATH" "$LARGE_SIZE" "${resolve[@]}" || return 1
   URL_SMALL[postern]="$external$SMALL_PATH"
   URL_LARGE[postern]="$external$LARGE_PATH"
   # wrk connects to 127.0.0.1 but keeps the URL host for SNI and Host (see wrk-report.lua).
@@ -615,8 +622,8 @@ if want nginx; then
   else STATUS[nginx]="failed: nginx proxy did not come up (see log above)"; fi
 fi
 if want rathole; then
-  if setup_rathole && wait_http rathole-server "${URL_SMALL[rathole]}" "$SMALL_SIZE" \
-     && wait_http rathole-server "${URL_LARGE[rathole]}" "$LARGE_SIZE"; then STATUS[rathole]=ready
+  if setup_rathole && wait_http "rathole-server rathole-client" "${URL_SMALL[rathole]}" "$SMALL_SIZE" \
+     && wait_http "rathole-server rathole-client" "${URL_LARGE[rathole]}" "$LARGE_SIZE"; then STATUS[rathole]=ready
   else STATUS[rathole]="failed: rathole tunnel did not come up (see log above)"; fi
 fi
 if want postern; then

@@ -34,7 +34,9 @@ impl Apps {
                 Some(entry) => {
                     by_id.insert(route.id, Arc::new(entry));
                 }
-                None => tracing::warn!(app = %route.name, url = %route.internal_url, "skipping an app whose internal URL cannot be used"),
+                None => {
+                    tracing::warn!(app = %route.name, url = %route.internal_url, "skipping an app whose internal URL cannot be used")
+                }
             }
         }
         Apps {

@@ -46,16 +46,11 @@ impl Backends {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<StreamBody>, std::convert::Infallible> {
-        let meta = match StreamMeta::decode(req.headers()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "stream refused: bad metadata");
-                return Ok(refusal(TunnelRefusal::BadMetadata, None));
+        let (meta, app) = match resolve(&self.apps.load(), req.headers()) {
+            Ok(found) => found,
+            Err((refusal, request_id)) => {
+                return Ok(refusal_response(refusal, request_id.as_deref()))
             }
-        };
-        let Some(app) = self.apps.load().get(meta.app).cloned() else {
-            tracing::warn!(app = %meta.app, edge_version = meta.config_version, request_id = %meta.request_id, "stream refused: app not in this connector's config");
-            return Ok(refusal(TunnelRefusal::UnknownApp, Some(&meta.request_id)));
         };
         let client = if app.route.insecure_skip_backend_tls_verify {
             &self.unverified
@@ -69,8 +64,27 @@ impl Backends {
         };
         Ok(result.unwrap_or_else(|r| {
             tracing::warn!(app = %app.route.name, request_id = %meta.request_id, code = r.as_str(), "backend request failed");
-            refusal(r, Some(&meta.request_id))
+            refusal_response(r, Some(&meta.request_id))
         }))
+    }
+}
+
+/// The allow-list check: which app a stream is for, if its metadata is sound and the app is in
+/// this connector's config. A refusal carries the request ID when the metadata had one.
+pub(crate) fn resolve(
+    apps: &Apps,
+    headers: &http::HeaderMap,
+) -> Result<(StreamMeta, Arc<AppEntry>), (TunnelRefusal, Option<String>)> {
+    let meta = StreamMeta::decode(headers).map_err(|e| {
+        tracing::warn!(error = %e, "stream refused: bad metadata");
+        (TunnelRefusal::BadMetadata, None)
+    })?;
+    match apps.get(meta.app) {
+        Some(app) => Ok((meta, app.clone())),
+        None => {
+            tracing::warn!(app = %meta.app, edge_version = meta.config_version, applied = apps.version, request_id = %meta.request_id, "stream refused: app not in this connector's config");
+            Err((TunnelRefusal::UnknownApp, Some(meta.request_id)))
+        }
     }
 }
 
@@ -174,7 +188,10 @@ async fn websocket(
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
     let mut ok = Response::new(Either::Right(Full::new(Bytes::new())));
-    for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+    for name in [
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ] {
         if let Some(v) = resp.headers().get(&name) {
             ok.headers_mut().insert(name, v.clone());
         }
@@ -199,7 +216,7 @@ async fn websocket(
     Ok(ok)
 }
 
-fn refusal(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {
+fn refusal_response(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(r.as_str()))));
     *resp.status_mut() = r.status();
     resp.headers_mut()
@@ -208,4 +225,60 @@ fn refusal(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {
         resp.headers_mut().insert("x-request-id", id);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use postern_proto::{AppId, AppRoute, ConnectorConfig};
+
+    use super::*;
+
+    fn apps() -> Apps {
+        Apps::from_config(&ConnectorConfig {
+            format: 1,
+            version: 3,
+            connector_id: "c".into(),
+            group: "g".into(),
+            apps: vec![AppRoute {
+                id: AppId(7),
+                name: "seven".into(),
+                external_host: "seven.example".into(),
+                internal_url: "http://10.0.0.7:8080/".into(),
+                preserve_host: false,
+                insecure_skip_backend_tls_verify: false,
+                backend_timeout_ms: 1000,
+            }],
+        })
+    }
+
+    fn check(app: Option<u64>, expected: Result<&str, TunnelRefusal>) {
+        let mut headers = http::HeaderMap::new();
+        if let Some(id) = app {
+            StreamMeta {
+                app: AppId(id),
+                config_version: 3,
+                request_id: "rid".into(),
+            }
+            .encode(&mut headers);
+        }
+        let got = resolve(&apps(), &headers)
+            .map(|(_, app)| app.route.name.clone())
+            .map_err(|(r, _)| r);
+        assert_eq!(got.as_deref().map_err(|r| *r), expected, "app {app:?}");
+    }
+
+    #[test]
+    fn only_apps_in_the_config_are_reachable() {
+        check(Some(7), Ok("seven"));
+        check(Some(8), Err(TunnelRefusal::UnknownApp));
+        check(Some(0), Err(TunnelRefusal::UnknownApp));
+        check(None, Err(TunnelRefusal::BadMetadata));
+    }
+
+    #[test]
+    fn refusals_are_marked_for_the_edge() {
+        let resp = refusal_response(TunnelRefusal::UnknownApp, Some("rid"));
+        assert_eq!(resp.status(), http::StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(resp.headers()[&HEADER_ERROR], "unknown-app");
+    }
 }

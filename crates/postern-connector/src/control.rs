@@ -20,8 +20,9 @@ const POLL_CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Normalises `--edge`: an `https` URL with a host, reduced to scheme, host and port.
 pub fn edge_base(url: &str) -> anyhow::Result<String> {
-    let parsed = url::Url::parse(url)
-        .with_context(|| format!("--edge {url:?} is not a URL; use e.g. https://edge.example.com:8444"))?;
+    let parsed = url::Url::parse(url).with_context(|| {
+        format!("--edge {url:?} is not a URL; use e.g. https://edge.example.com:8444")
+    })?;
     if parsed.scheme() != "https" {
         bail!("--edge {url:?} must use https: the connector only talks to the edge over TLS");
     }
@@ -65,11 +66,9 @@ pub async fn fetch(
     if let Some(v) = after {
         url.push_str(&format!("?after={v}"));
     }
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| FetchError::Transient(anyhow::Error::new(e).context(format!("cannot reach {edge}"))))?;
+    let resp = client.get(&url).send().await.map_err(|e| {
+        FetchError::Transient(anyhow::Error::new(e).context(format!("cannot reach {edge}")))
+    })?;
     match resp.status() {
         StatusCode::OK => resp
             .json()
@@ -82,9 +81,13 @@ pub async fn fetch(
             let msg = serde_json::from_str::<ApiError>(&text)
                 .map(|e| e.error.message)
                 .unwrap_or(text);
-            Err(FetchError::Refused(format!("the edge refused this connector ({s}): {msg}")))
+            Err(FetchError::Refused(format!(
+                "the edge refused this connector ({s}): {msg}"
+            )))
         }
-        s => Err(FetchError::Transient(anyhow::anyhow!("the edge answered {s}"))),
+        s => Err(FetchError::Transient(anyhow::anyhow!(
+            "the edge answered {s}"
+        ))),
     }
 }
 
@@ -127,11 +130,19 @@ pub async fn watch_config(
 pub fn apply(apps: &ArcSwap<Apps>, config: ConnectorConfig) -> bool {
     let current = apps.load();
     if config.version <= current.version {
-        tracing::debug!(version = config.version, applied = current.version, "ignoring a config that is not newer");
+        tracing::debug!(
+            version = config.version,
+            applied = current.version,
+            "ignoring a config that is not newer"
+        );
         return false;
     }
     let next = Apps::from_config(&config);
-    tracing::info!(version = config.version, apps = config.apps.len(), "config applied");
+    tracing::info!(
+        version = config.version,
+        apps = config.apps.len(),
+        "config applied"
+    );
     apps.store(Arc::new(next));
     true
 }

@@ -83,10 +83,17 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     tracing::info!(connector = %reg.connector_id, group = %reg.group, edge = %reg.edge_url, apps = apps.load().len(), "connector running");
 
     let url = url::Url::parse(&reg.edge_url).context("the registered edge URL is invalid")?;
-    let host = url.host_str().context("the registered edge URL has no host")?.to_owned();
+    let host = url
+        .host_str()
+        .context("the registered edge URL has no host")?
+        .to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
-    let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .context("the registered edge URL's host is not a valid TLS server name")?;
+    let server_name = ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
+    .context("the registered edge URL's host is not a valid TLS server name")?;
     let tls = postern_pki::connector_client_config(
         &identity.edge_ca_pem,
         &identity.cert_pem,
@@ -94,7 +101,10 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         vec![postern_proto::tunnel::TUNNEL_ALPN.to_vec()],
     )?;
     let dialer = Arc::new(tunnel::Dialer {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port,
         server_name,
         tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),

@@ -28,8 +28,9 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
         );
     }
     let edge = crate::control::edge_base(opts.edge_url)?;
-    let tls = postern_pki::client_config(opts.edge_ca_pem, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
-        .context("the --ca-file does not hold a usable CA certificate")?;
+    let tls =
+        postern_pki::client_config(opts.edge_ca_pem, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+            .context("the --ca-file does not hold a usable CA certificate")?;
     let generated = postern_pki::generate_key_and_csr()?;
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
@@ -54,7 +55,10 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
             .unwrap_or(text);
         bail!("the edge refused the registration ({status}): {reason}");
     }
-    let reg: RegisterResponse = resp.json().await.context("the edge's answer is not valid")?;
+    let reg: RegisterResponse = resp
+        .json()
+        .await
+        .context("the edge's answer is not valid")?;
 
     std::fs::create_dir_all(opts.state_dir)
         .with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
@@ -62,7 +66,10 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
     postern_pki::write_private(&dir.join(state::KEY), generated.key_pem.as_bytes())?;
     postern_pki::write_public(&dir.join(state::CERT), reg.certificate_pem.as_bytes())?;
     postern_pki::write_public(&dir.join(state::EDGE_CA), opts.edge_ca_pem.as_bytes())?;
-    postern_pki::write_public(&dir.join(state::CONNECTOR_CA), reg.connector_ca_pem.as_bytes())?;
+    postern_pki::write_public(
+        &dir.join(state::CONNECTOR_CA),
+        reg.connector_ca_pem.as_bytes(),
+    )?;
     let registration = Registration {
         connector_id: reg.connector_id,
         group: reg.group,

@@ -36,15 +36,21 @@ pub struct Dialer {
 
 impl Dialer {
     async fn dial(&self) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect((self.host.as_str(), self.port)))
-            .await
-            .context("timed out connecting to the edge")?
-            .with_context(|| format!("cannot connect to the edge at {}:{}", self.host, self.port))?;
+        let tcp = tokio::time::timeout(
+            DIAL_TIMEOUT,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .context("timed out connecting to the edge")?
+        .with_context(|| format!("cannot connect to the edge at {}:{}", self.host, self.port))?;
         tcp.set_nodelay(true)?;
-        let tls = tokio::time::timeout(DIAL_TIMEOUT, self.tls.connect(self.server_name.clone(), tcp))
-            .await
-            .context("timed out in the TLS handshake with the edge")?
-            .context("TLS handshake with the edge failed")?;
+        let tls = tokio::time::timeout(
+            DIAL_TIMEOUT,
+            self.tls.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .context("timed out in the TLS handshake with the edge")?
+        .context("TLS handshake with the edge failed")?;
         Ok(tls)
     }
 }

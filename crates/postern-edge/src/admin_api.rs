@@ -29,7 +29,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/apps", get(list_apps).post(publish_app))
         .route("/v1/apps/{name}", get(show_app).delete(delete_app))
         .route("/v1/connectors", get(list_connectors))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .fallback(not_found)
         .with_state(shared)
@@ -85,9 +88,16 @@ struct CreateGroup {
     name: String,
 }
 
-async fn list_groups(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<GroupView>>, ApiFailure> {
+async fn list_groups(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<GroupView>>, ApiFailure> {
     let groups = shared.store.groups().await?;
-    Ok(Json(groups.into_iter().map(|g| GroupView { name: g.name }).collect()))
+    Ok(Json(
+        groups
+            .into_iter()
+            .map(|g| GroupView { name: g.name })
+            .collect(),
+    ))
 }
 
 async fn create_group(
@@ -123,7 +133,8 @@ async fn create_token(
     let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
         CreateToken::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiFailure::bad_request("bad_json", e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiFailure::bad_request("bad_json", e.to_string()))?
     };
     let ttl = match req.ttl_secs {
         None => DEFAULT_TOKEN_TTL,
@@ -131,7 +142,10 @@ async fn create_token(
         Some(s) => {
             return Err(ApiFailure::bad_request(
                 "invalid_ttl",
-                format!("ttl_secs {s} is out of range; use 1 to {}", MAX_TOKEN_TTL.as_secs()),
+                format!(
+                    "ttl_secs {s} is out of range; use 1 to {}",
+                    MAX_TOKEN_TTL.as_secs()
+                ),
             ))
         }
     };
@@ -187,7 +201,9 @@ fn tunnels_by_group(shared: &Shared) -> HashMap<String, usize> {
 async fn list_apps(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<AppView>>, ApiFailure> {
     let counts = tunnels_by_group(&shared);
     let apps = shared.store.apps().await?;
-    Ok(Json(apps.into_iter().map(|a| app_view(a, &counts)).collect()))
+    Ok(Json(
+        apps.into_iter().map(|a| app_view(a, &counts)).collect(),
+    ))
 }
 
 async fn show_app(
@@ -206,7 +222,10 @@ async fn publish_app(
     let app = shared.store.publish_app(&new).await?;
     shared.reload().await?;
     tracing::info!(app = %app.name, external = %app.external_url, internal = %app.internal_url, group = %app.group, "app published");
-    Ok((StatusCode::CREATED, Json(app_view(app, &tunnels_by_group(&shared)))))
+    Ok((
+        StatusCode::CREATED,
+        Json(app_view(app, &tunnels_by_group(&shared))),
+    ))
 }
 
 async fn delete_app(

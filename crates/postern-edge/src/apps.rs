@@ -55,7 +55,12 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
                 req.external_url
             )))
         }
-        None => return Err(Invalid(format!("external URL {:?} has no host", req.external_url))),
+        None => {
+            return Err(Invalid(format!(
+                "external URL {:?} has no host",
+                req.external_url
+            )))
+        }
     };
     if !external.username().is_empty() || external.password().is_some() {
         return Err(Invalid("external URL must not contain credentials".into()));
@@ -79,7 +84,10 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
         )));
     }
     if internal.host().is_none() {
-        return Err(Invalid(format!("internal URL {:?} has no host", req.internal_url)));
+        return Err(Invalid(format!(
+            "internal URL {:?} has no host",
+            req.internal_url
+        )));
     }
     if !internal.username().is_empty() || internal.password().is_some() {
         return Err(Invalid("internal URL must not contain credentials".into()));
@@ -169,8 +177,16 @@ mod tests {
 
     #[test]
     fn urls() {
-        check("https://App.Example.com", "http://10.0.0.5:8080", Ok("app.example.com"));
-        check("https://a.localhost:8443/", "https://intranet/app/", Ok("a.localhost"));
+        check(
+            "https://App.Example.com",
+            "http://10.0.0.5:8080",
+            Ok("app.example.com"),
+        );
+        check(
+            "https://a.localhost:8443/",
+            "https://intranet/app/",
+            Ok("a.localhost"),
+        );
         check("http://a.example", "http://b", Err("must use https"));
         check("https://a.example/path", "http://b", Err("no path"));
         check("https://a.example/?q", "http://b", Err("no path"));
@@ -195,6 +211,9 @@ mod tests {
         r.backend_timeout_secs = Some(0);
         assert!(validate(&r).is_err());
         r.backend_timeout_secs = Some(10);
-        assert_eq!(validate(&r).unwrap().backend_timeout, Duration::from_secs(10));
+        assert_eq!(
+            validate(&r).unwrap().backend_timeout,
+            Duration::from_secs(10)
+        );
     }
 }

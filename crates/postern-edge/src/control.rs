@@ -69,10 +69,11 @@ pub async fn on_conn(
         return;
     }
     let identity = PeerConnector(connector);
-    let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(identity.clone());
-        router.clone().oneshot(req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(identity.clone());
+            router.clone().oneshot(req)
+        });
     crate::serve::serve_http(&builder, &drain, tls, service).await;
 }
 

@@ -68,7 +68,10 @@ async fn route_and_forward(
     req: Request<Incoming>,
     request_id: &str,
 ) -> Result<Response<EdgeBody>, Refusal> {
-    let host = request_host(&req).ok_or(Refusal::MissingHost)?;
+    let (host, authority) = request_host(&req).ok_or(Refusal::MissingHost)?;
+    if req.method() == Method::CONNECT {
+        return Err(Refusal::ConnectNotAllowed);
+    }
     if req.uri().path() == "/robots.txt" && matches!(*req.method(), Method::GET | Method::HEAD) {
         return Ok(robots(request_id));
     }
@@ -89,16 +92,16 @@ async fn route_and_forward(
     };
     let fwd = Forwarded {
         client_ip: peer.ip(),
-        external_host: &host,
+        external_host: authority.as_str(),
         request_id,
     };
     if is_websocket_upgrade(&req) {
-        return websocket(shared, &route, req, &host, &fwd, &meta).await;
+        return websocket(shared, &route, req, &authority, &fwd, &meta).await;
     }
     let (mut parts, body) = req.into_parts();
     hygiene::prepare_request(&mut parts.headers, &fwd);
     meta.encode(&mut parts.headers);
-    parts.uri = tunnel_uri(&host, parts.uri.path_and_query())?;
+    parts.uri = tunnel_uri(&authority, parts.uri.path_and_query())?;
     parts.version = Version::HTTP_2;
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
     let (resp, in_flight) = send(shared, &route, tunnel_req).await?;
@@ -144,11 +147,9 @@ async fn send(
             },
         };
         let mut sender = picked.tunnel().sender();
-        let sent = tokio::time::timeout(
-            route.timeout + TIMEOUT_MARGIN,
-            sender.try_send_request(req),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(route.timeout + TIMEOUT_MARGIN, sender.try_send_request(req))
+                .await;
         match sent {
             Err(_elapsed) => {
                 return Err(Refusal::BackendTimeout {
@@ -161,7 +162,10 @@ async fn send(
                 // The tunnel closed before the request left: nothing reached the app, so another
                 // tunnel may take it.
                 Some(unsent) => {
-                    tracing::debug!(tunnel = picked.tunnel().id, "tunnel closed; retrying on another");
+                    tracing::debug!(
+                        tunnel = picked.tunnel().id,
+                        "tunnel closed; retrying on another"
+                    );
                     exclude = Some(picked.tunnel().id);
                     req = unsent;
                 }
@@ -203,7 +207,7 @@ async fn websocket(
     shared: &Shared,
     route: &Route,
     mut req: Request<Incoming>,
-    host: &str,
+    authority: &Authority,
     fwd: &Forwarded<'_>,
     meta: &StreamMeta,
 ) -> Result<Response<EdgeBody>, Refusal> {
@@ -218,7 +222,7 @@ async fn websocket(
     }
     let mut tunnel_req = Request::new(Either::Right(Empty::<Bytes>::new()));
     *tunnel_req.method_mut() = Method::CONNECT;
-    *tunnel_req.uri_mut() = tunnel_uri(host, parts.uri.path_and_query())?;
+    *tunnel_req.uri_mut() = tunnel_uri(authority, parts.uri.path_and_query())?;
     *tunnel_req.version_mut() = Version::HTTP_2;
     *tunnel_req.headers_mut() = headers;
     tunnel_req
@@ -245,7 +249,10 @@ async fn websocket(
         let h = switching.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+        for name in [
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ] {
             if let Some(v) = resp.headers().get(&name) {
                 h.insert(name, v.clone());
             }
@@ -290,36 +297,47 @@ fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
         && has_token(header::UPGRADE, "websocket")
 }
 
-/// The URI of a tunnel stream: the external host as `:authority`, the user's path and query.
-fn tunnel_uri(host: &str, path: Option<&PathAndQuery>) -> Result<Uri, Refusal> {
-    let authority = Authority::from_str(host).map_err(|_| Refusal::MissingHost)?;
+/// The URI of a tunnel stream: the user's authority (host and port) as `:authority`, the user's
+/// path and query.
+fn tunnel_uri(authority: &Authority, path: Option<&PathAndQuery>) -> Result<Uri, Refusal> {
+    let authority = authority.clone();
     Uri::builder()
         .scheme(Scheme::HTTPS)
         .authority(authority)
-        .path_and_query(path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")))
+        .path_and_query(
+            path.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        )
         .build()
         .map_err(|_| Refusal::MissingHost)
 }
 
-/// The request's host: lower-case, without port or trailing dot.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let from_uri = req.uri().authority().map(|a| a.host().to_owned());
-    let host = match from_uri {
-        Some(h) => h,
+/// The request's host (lower-case, without port or trailing dot: what routing matches) and its
+/// authority as the user sent it, lower-cased (host and port: what the app may be shown).
+pub fn request_host<B>(req: &Request<B>) -> Option<(String, Authority)> {
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
         None => {
             let raw = req.headers().get(header::HOST)?.to_str().ok()?;
-            Authority::from_str(raw).ok()?.host().to_owned()
+            Authority::from_str(raw).ok()?
         }
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    let authority = Authority::from_str(&authority.as_str().to_ascii_lowercase()).ok()?;
+    let host = authority.host().trim_end_matches('.').to_owned();
+    (!host.is_empty()).then_some((host, authority))
 }
 
 fn robots(request_id: &str) -> Response<EdgeBody> {
     let mut resp = Response::new(EdgeBody::page(ROBOTS_TXT));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=86400"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=86400"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(hygiene::X_REQUEST_ID, v);
     }
@@ -341,7 +359,8 @@ mod tests {
             b = b.header(header::HOST, h);
         }
         let req = b.body(()).unwrap();
-        assert_eq!(request_host(&req).as_deref(), expected, "{uri} {host_header:?}");
+        let got = request_host(&req).map(|(h, _)| h);
+        assert_eq!(got.as_deref(), expected, "{uri} {host_header:?}");
     }
 
     #[test]

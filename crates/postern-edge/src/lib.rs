@@ -81,7 +81,10 @@ impl RunningEdge {
         let drain = self.shared.config.drain_timeout;
         let all = futures_util::future::join_all(self.drains.iter().map(|d| d.drain()));
         if tokio::time::timeout(drain, all).await.is_err() {
-            tracing::warn!(secs = drain.as_secs(), "drain timeout passed; closing remaining connections");
+            tracing::warn!(
+                secs = drain.as_secs(),
+                "drain timeout passed; closing remaining connections"
+            );
         }
     }
 }
@@ -92,8 +95,12 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let dir = &config.data_dir;
     create_private_dir(dir)?;
     let server_ca = Arc::new(
-        Ca::load_or_create(&dir.join(files::CA_CERT), &dir.join(files::CA_KEY), "Postern local CA")
-            .context("loading the edge's server CA")?,
+        Ca::load_or_create(
+            &dir.join(files::CA_CERT),
+            &dir.join(files::CA_KEY),
+            "Postern local CA",
+        )
+        .context("loading the edge's server CA")?,
     );
     let connector_ca = Ca::load_or_create(
         &dir.join(files::CONNECTOR_CA_CERT),
@@ -105,12 +112,16 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let store = Store::open_sqlite(&dir.join(files::STATE_DB)).await?;
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} ({what}); pick another address with the matching flag"))
+        TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} ({what}); pick another address with the matching flag")
+        })
     };
     let public = bind(config.listen, "public listener, --listen").await?;
-    let connector = bind(config.connector_listen, "connector listener, --connector-listen").await?;
+    let connector = bind(
+        config.connector_listen,
+        "connector listener, --connector-listen",
+    )
+    .await?;
     let admin = bind(config.admin_listen, "admin listener, --admin-listen").await?;
     let public_addr = public.local_addr()?;
     let connector_addr = connector.local_addr()?;
@@ -118,7 +129,10 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
 
     let certs = match &config.tls_cert {
         Some((cert, key)) => Arc::new(ServerCerts::fixed(cert, key)?),
-        None => Arc::new(ServerCerts::local(server_ca.clone(), &default_names(&[public_addr, connector_addr, admin_addr]))?),
+        None => Arc::new(ServerCerts::local(
+            server_ca.clone(),
+            &default_names(&[public_addr, connector_addr, admin_addr]),
+        )?),
     };
     // The admin listener always uses the local CA, so `--ca-file DATA/ca.pem` works for the CLI
     // whatever certificate the public side presents.
@@ -162,30 +176,54 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         let shared = shared.clone();
         let builder = Arc::new(serve::http_builder(false));
         let drain = public_drain.clone();
-        accept_loops.spawn(serve::accept_tls(public, public_tls, shutdown_rx.clone(), move |tls, peer| {
-            let shared = shared.clone();
-            let service = hyper::service::service_fn(move |req| forward::handle(shared.clone(), peer, req));
-            serve::serve_http(&builder, &drain, tls, service)
-        }));
+        accept_loops.spawn(serve::accept_tls(
+            public,
+            public_tls,
+            shutdown_rx.clone(),
+            move |tls, peer| {
+                let shared = shared.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    forward::handle(shared.clone(), peer, req)
+                });
+                serve::serve_http(&builder, &drain, tls, service)
+            },
+        ));
     }
     {
         let shared = shared.clone();
         let router = control::router(shared.clone());
         let builder = Arc::new(serve::http_builder(false));
         let drain = control_drain.clone();
-        accept_loops.spawn(serve::accept_tls(connector, connector_tls, shutdown_rx.clone(), move |tls, peer| {
-            control::on_conn(shared.clone(), router.clone(), builder.clone(), drain.clone(), tls, peer)
-        }));
+        accept_loops.spawn(serve::accept_tls(
+            connector,
+            connector_tls,
+            shutdown_rx.clone(),
+            move |tls, peer| {
+                control::on_conn(
+                    shared.clone(),
+                    router.clone(),
+                    builder.clone(),
+                    drain.clone(),
+                    tls,
+                    peer,
+                )
+            },
+        ));
     }
     {
         let router = admin_api::router(shared.clone());
         let builder = Arc::new(serve::http_builder(false));
         let drain = admin_drain.clone();
-        accept_loops.spawn(serve::accept_tls(admin, admin_tls, shutdown_rx, move |tls, _peer| {
-            let router = router.clone();
-            let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
-            serve::serve_http(&builder, &drain, tls, service)
-        }));
+        accept_loops.spawn(serve::accept_tls(
+            admin,
+            admin_tls,
+            shutdown_rx,
+            move |tls, _peer| {
+                let router = router.clone();
+                let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+                serve::serve_http(&builder, &drain, tls, service)
+            },
+        ));
     }
 
     tracing::info!(%public_addr, %connector_addr, %admin_addr, data = %shared.config.data_dir.display(), "edge started");
@@ -204,7 +242,11 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
 
 /// Names in the certificate shown to clients that send no SNI (they dialled an IP address).
 fn default_names(addrs: &[SocketAddr]) -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     for a in addrs {
         let ip = a.ip();
         if !ip.is_unspecified() && !names.contains(&ip.to_string()) {

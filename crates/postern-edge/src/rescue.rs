@@ -17,6 +17,8 @@ pub enum Refusal {
     UnknownApp { host: String },
     /// The request had no usable `Host`.
     MissingHost,
+    /// `CONNECT` (a proxy request): the edge publishes apps, it is not a forward proxy.
+    ConnectNotAllowed,
     /// No connector of the app's group was online within the queue timeout.
     NoConnectorOnline { app: String, group: String },
     /// Too many requests are already waiting for a connector.
@@ -47,6 +49,7 @@ impl Refusal {
         match self {
             Refusal::UnknownApp { .. } => StatusCode::NOT_FOUND,
             Refusal::MissingHost => StatusCode::BAD_REQUEST,
+            Refusal::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::NoConnectorOnline { .. }
             | Refusal::ConnectorLacksApp { .. }
             | Refusal::BackendUnreachable { .. }
@@ -61,6 +64,7 @@ impl Refusal {
         match self {
             Refusal::UnknownApp { .. } => "unknown_app",
             Refusal::MissingHost => "missing_host",
+            Refusal::ConnectNotAllowed => "connect_not_allowed",
             Refusal::NoConnectorOnline { .. } => "no_connector_online",
             Refusal::QueueFull { .. } => "queue_full",
             Refusal::ConnectorLacksApp { .. } => "connector_lacks_app",
@@ -73,7 +77,9 @@ impl Refusal {
 
     pub fn source(&self) -> Source {
         match self {
-            Refusal::UnknownApp { .. } | Refusal::MissingHost => Source::Client,
+            Refusal::UnknownApp { .. } | Refusal::MissingHost | Refusal::ConnectNotAllowed => {
+                Source::Client
+            }
             Refusal::NoConnectorOnline { .. } | Refusal::ConnectorLacksApp { .. } => {
                 Source::Connector
             }
@@ -85,13 +91,17 @@ impl Refusal {
 
     /// Whether the same request may succeed if the user tries again.
     pub fn retryable(&self) -> bool {
-        !matches!(self, Refusal::UnknownApp { .. } | Refusal::MissingHost)
+        !matches!(
+            self,
+            Refusal::UnknownApp { .. } | Refusal::MissingHost | Refusal::ConnectNotAllowed
+        )
     }
 
     pub fn title(&self) -> &'static str {
         match self {
             Refusal::UnknownApp { .. } => "No app is published here",
             Refusal::MissingHost => "Bad request",
+            Refusal::ConnectNotAllowed => "Method not allowed",
             Refusal::NoConnectorOnline { .. } => "No connector is online for this app",
             Refusal::QueueFull { .. } => "Too many requests are waiting",
             Refusal::ConnectorLacksApp { .. } => "The connector does not serve this app yet",
@@ -108,6 +118,9 @@ impl Refusal {
                 "No application is published at {host}. Check the address, or ask an administrator to publish it."
             ),
             Refusal::MissingHost => "The request names no host.".to_owned(),
+            Refusal::ConnectNotAllowed => {
+                "CONNECT is not allowed: Postern publishes apps and is not a forward proxy.".to_owned()
+            }
             Refusal::NoConnectorOnline { app, group } => format!(
                 "No connector of group {group:?} is online to carry requests for {app:?}. Start a connector in that group, or check that it can reach the edge."
             ),
@@ -132,7 +145,11 @@ impl Refusal {
     }
 
     /// The response for this refusal: JSON when the client prefers it, otherwise HTML.
-    pub fn into_response(self, request_headers: &HeaderMap, request_id: &str) -> Response<Full<Bytes>> {
+    pub fn into_response(
+        self,
+        request_headers: &HeaderMap,
+        request_id: &str,
+    ) -> Response<Full<Bytes>> {
         let json = wants_json(request_headers);
         let body = if json {
             serde_json::json!({

@@ -31,6 +31,8 @@ pub fn http_builder(connect_protocol: bool) -> auto::Builder<TokioExecutor> {
     let mut h2 = builder.http2();
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(256)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     if connect_protocol {
@@ -45,7 +47,9 @@ pub struct Drain(Arc<std::sync::Mutex<Option<GracefulShutdown>>>);
 
 impl Drain {
     pub fn new() -> Drain {
-        Drain(Arc::new(std::sync::Mutex::new(Some(GracefulShutdown::new()))))
+        Drain(Arc::new(std::sync::Mutex::new(Some(
+            GracefulShutdown::new(),
+        ))))
     }
 
     /// Asks every tracked connection to finish its in-flight requests and close, and waits until

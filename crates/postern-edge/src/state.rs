@@ -79,7 +79,10 @@ impl Shared {
     }
 
     /// The config document for one connector: the apps of its group.
-    pub async fn connector_config(&self, connector_id: &str) -> Result<ConnectorConfig, StoreError> {
+    pub async fn connector_config(
+        &self,
+        connector_id: &str,
+    ) -> Result<ConnectorConfig, StoreError> {
         let connector = self.store.connector(connector_id).await?;
         let version = self.store.config_version().await?;
         let apps = self

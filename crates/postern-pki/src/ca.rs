@@ -5,9 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
-    SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
@@ -50,7 +49,9 @@ pub enum CsrError {
     BadSignature,
     #[error("the CSR's subject may only hold a common name; found {0}")]
     UnexpectedSubject(String),
-    #[error("the CSR requests extensions; Postern sets a connector certificate's extensions itself")]
+    #[error(
+        "the CSR requests extensions; Postern sets a connector certificate's extensions itself"
+    )]
     UnexpectedExtensions,
     #[error("the CSR's key must be ECDSA P-256, ECDSA P-384 or Ed25519")]
     UnsupportedKey,
@@ -68,7 +69,9 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
-        params.distinguished_name.push(DnType::OrganizationName, "Postern");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Postern");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -132,7 +135,9 @@ impl Ca {
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name = DistinguishedName::new();
         if let Some(first) = names.first() {
-            params.distinguished_name.push(DnType::CommonName, first.as_str());
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -158,8 +163,12 @@ impl Ca {
         let spki = check_csr(csr_pem)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, connector_id);
-        params.distinguished_name.push(DnType::OrganizationName, "Postern connector");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, connector_id);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Postern connector");
         params.subject_alt_names = vec![SanType::URI(
             format!("urn:postern:connector:{connector_id}")
                 .try_into()
@@ -207,7 +216,10 @@ fn check_csr(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CsrError> {
             return Err(CsrError::UnexpectedSubject(info.subject.to_string()));
         }
     }
-    if csr.requested_extensions().is_some_and(|mut e| e.next().is_some()) {
+    if csr
+        .requested_extensions()
+        .is_some_and(|mut e| e.next().is_some())
+    {
         return Err(CsrError::UnexpectedExtensions);
     }
     let spki = SubjectPublicKeyInfo::from_der(info.subject_pki.raw)
@@ -218,7 +230,7 @@ fn check_csr(csr_pem: &str) -> Result<SubjectPublicKeyInfo, CsrError> {
         &rcgen::PKCS_ECDSA_P384_SHA384,
         &rcgen::PKCS_ED25519,
     ];
-    if !allowed.iter().any(|a| *a == alg) {
+    if !allowed.contains(&alg) {
         return Err(CsrError::UnsupportedKey);
     }
     Ok(spki)
@@ -241,8 +253,12 @@ mod tests {
 
     fn ca() -> (tempfile::TempDir, Ca) {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::load_or_create(&dir.path().join("ca.pem"), &dir.path().join("ca-key.pem"), "t")
-            .unwrap();
+        let ca = Ca::load_or_create(
+            &dir.path().join("ca.pem"),
+            &dir.path().join("ca-key.pem"),
+            "t",
+        )
+        .unwrap();
         (dir, ca)
     }
 
@@ -304,16 +320,21 @@ mod tests {
         let at = der.windows(7).position(|w| w == b"postern").unwrap();
         der[at] ^= 1;
         let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
-        let tampered = format!("-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n");
+        let tampered = format!(
+            "-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
+        );
         check(&tampered, Err(CsrError::BadSignature));
     }
 
     #[test]
     fn reloads_from_disk() {
         let (dir, ca) = ca();
-        let again =
-            Ca::load_or_create(&dir.path().join("ca.pem"), &dir.path().join("ca-key.pem"), "t")
-                .unwrap();
+        let again = Ca::load_or_create(
+            &dir.path().join("ca.pem"),
+            &dir.path().join("ca-key.pem"),
+            "t",
+        )
+        .unwrap();
         assert_eq!(ca.cert_pem(), again.cert_pem());
     }
 }

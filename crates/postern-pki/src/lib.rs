@@ -17,8 +17,7 @@ pub use identity::{connector_id_from_cert, generate_key_and_csr, GeneratedKey};
 pub use resolver::ServerCerts;
 pub use tls::{
     backend_client_config, client_config, connector_client_config, connector_listener_config,
-    insecure_backend_client_config, provider,
-    public_server_config, PemError,
+    insecure_backend_client_config, provider, public_server_config, PemError,
 };
 
 /// Why a PKI operation failed.
@@ -29,7 +28,9 @@ pub enum PkiError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid PEM {what}; delete it to let Postern make a new one, or replace it")]
+    #[error(
+        "{path} is not a valid PEM {what}; delete it to let Postern make a new one, or replace it"
+    )]
     BadPem {
         path: std::path::PathBuf,
         what: &'static str,

@@ -40,4 +40,3 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
-

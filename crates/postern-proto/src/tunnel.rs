@@ -76,7 +76,10 @@ impl StreamMeta {
     /// Adds the metadata to a request's headers, replacing any earlier values.
     pub fn encode(&self, headers: &mut HeaderMap) {
         headers.insert(HEADER_APP, HeaderValue::from(self.app.0));
-        headers.insert(HEADER_CONFIG_VERSION, HeaderValue::from(self.config_version));
+        headers.insert(
+            HEADER_CONFIG_VERSION,
+            HeaderValue::from(self.config_version),
+        );
         if let Ok(v) = HeaderValue::from_str(&self.request_id) {
             headers.insert(HEADER_REQUEST_ID, v);
         }
@@ -226,12 +229,20 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        assert_eq!(StreamMeta::decode(&headers).map(|_| ()), expected, "{pairs:?}");
+        assert_eq!(
+            StreamMeta::decode(&headers).map(|_| ()),
+            expected,
+            "{pairs:?}"
+        );
     }
 
     #[test]
     fn meta_rejects_bad_input() {
-        let ok = [("postern-app", "1"), ("postern-config-version", "2"), ("postern-request-id", "r")];
+        let ok = [
+            ("postern-app", "1"),
+            ("postern-config-version", "2"),
+            ("postern-request-id", "r"),
+        ];
         check_decode(&ok, Ok(()));
         check_decode(&ok[1..], Err(MetaError::Missing("postern-app")));
         check_decode(

@@ -343,9 +343,11 @@ impl Store {
     }
 
     pub async fn connectors(&self) -> Result<Vec<Connector>, StoreError> {
-        let rows = sqlx::query(&format!("{CONNECTOR_SELECT} ORDER BY c.registered_at, c.id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{CONNECTOR_SELECT} ORDER BY c.registered_at, c.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(model::connector_from_row).collect())
     }
 }

@@ -74,7 +74,9 @@ pub(crate) fn app_from_row(r: &SqliteRow) -> Result<App, StoreError> {
         internal_url: r.get(4),
         group: r.get(5),
         preauth: Preauth::parse(&preauth).ok_or_else(|| {
-            StoreError::Conflict(format!("stored app has an unknown preauth mode {preauth:?}"))
+            StoreError::Conflict(format!(
+                "stored app has an unknown preauth mode {preauth:?}"
+            ))
         })?,
         preserve_host: r.get(7),
         insecure_skip_backend_tls_verify: r.get(8),

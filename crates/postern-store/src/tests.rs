@@ -4,7 +4,9 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("state.db")).await.unwrap();
+    let store = Store::open_sqlite(&dir.path().join("state.db"))
+        .await
+        .unwrap();
     (dir, store)
 }
 
@@ -53,7 +55,10 @@ async fn apps_and_groups_survive_reopen_and_bump_the_version() {
 async fn conflicts_are_refused_and_change_nothing() {
     let (_d, store) = store().await;
     store.create_group("g").await.unwrap();
-    assert!(matches!(store.create_group("g").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_group("g").await,
+        Err(StoreError::Conflict(_))
+    ));
     store.publish_app(&app("a", "a.example")).await.unwrap();
     let v = store.config_version().await.unwrap();
     let dup_name = store.publish_app(&app("a", "b.example")).await;
@@ -62,7 +67,10 @@ async fn conflicts_are_refused_and_change_nothing() {
     assert!(matches!(dup_host, Err(StoreError::Conflict(m)) if m.contains("a.example")));
     let mut no_group = app("c", "c.example");
     no_group.group = "nope".into();
-    assert!(matches!(store.publish_app(&no_group).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.publish_app(&no_group).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert_eq!(store.config_version().await.unwrap(), v);
     assert_eq!(store.apps().await.unwrap().len(), 1);
 }
@@ -71,14 +79,22 @@ async fn conflicts_are_refused_and_change_nothing() {
 async fn a_token_registers_exactly_one_connector() {
     let (_d, store) = store().await;
     store.create_group("g").await.unwrap();
-    let token = store.create_registration_token("g", Duration::from_secs(60)).await.unwrap();
+    let token = store
+        .create_registration_token("g", Duration::from_secs(60))
+        .await
+        .unwrap();
     let (c, _) = store
         .register_connector::<()>(&token, "h", "1", |_| Ok(cert("01")))
         .await
         .unwrap();
     assert_eq!(c.group, "g");
-    let again = store.register_connector::<()>(&token, "h", "1", |_| Ok(cert("02"))).await;
-    assert!(matches!(again, Err(RegisterError::Token(TokenProblem::Used))));
+    let again = store
+        .register_connector::<()>(&token, "h", "1", |_| Ok(cert("02")))
+        .await;
+    assert!(matches!(
+        again,
+        Err(RegisterError::Token(TokenProblem::Used))
+    ));
     assert_eq!(store.connectors().await.unwrap().len(), 1);
 }
 
@@ -86,14 +102,32 @@ async fn a_token_registers_exactly_one_connector() {
 async fn refused_tokens_and_csrs_store_nothing() {
     let (_d, store) = store().await;
     store.create_group("g").await.unwrap();
-    let unknown = store.register_connector::<()>("pst_nope", "h", "1", |_| Ok(cert("01"))).await;
-    assert!(matches!(unknown, Err(RegisterError::Token(TokenProblem::Unknown))));
-    let expired = store.create_registration_token("g", Duration::ZERO).await.unwrap();
-    let res = store.register_connector::<()>(&expired, "h", "1", |_| Ok(cert("01"))).await;
-    assert!(matches!(res, Err(RegisterError::Token(TokenProblem::Expired))));
+    let unknown = store
+        .register_connector::<()>("pst_nope", "h", "1", |_| Ok(cert("01")))
+        .await;
+    assert!(matches!(
+        unknown,
+        Err(RegisterError::Token(TokenProblem::Unknown))
+    ));
+    let expired = store
+        .create_registration_token("g", Duration::ZERO)
+        .await
+        .unwrap();
+    let res = store
+        .register_connector::<()>(&expired, "h", "1", |_| Ok(cert("01")))
+        .await;
+    assert!(matches!(
+        res,
+        Err(RegisterError::Token(TokenProblem::Expired))
+    ));
     // A refused CSR keeps the token usable.
-    let token = store.create_registration_token("g", Duration::from_secs(60)).await.unwrap();
-    let res = store.register_connector(&token, "h", "1", |_| Err("bad csr")).await;
+    let token = store
+        .create_registration_token("g", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let res = store
+        .register_connector(&token, "h", "1", |_| Err("bad csr"))
+        .await;
     assert!(matches!(res, Err(RegisterError::Sign("bad csr"))));
     assert!(store.connectors().await.unwrap().is_empty());
     store

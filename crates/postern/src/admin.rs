@@ -109,8 +109,9 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(admin_url: &str, token: &str, ca_pem: &str) -> anyhow::Result<AdminClient> {
-        let url = url::Url::parse(admin_url)
-            .with_context(|| format!("--admin-url {admin_url:?} is not a URL; use e.g. https://127.0.0.1:8445"))?;
+        let url = url::Url::parse(admin_url).with_context(|| {
+            format!("--admin-url {admin_url:?} is not a URL; use e.g. https://127.0.0.1:8445")
+        })?;
         if url.scheme() != "https" {
             bail!("--admin-url {admin_url:?} must use https");
         }
@@ -131,12 +132,18 @@ impl AdminClient {
         self.call(self.http.get(self.url(path))).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.call(self.http.post(self.url(path)).json(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
-        self.call::<serde_json::Value>(self.http.delete(self.url(path))).await.map(|_| ())
+        self.call::<serde_json::Value>(self.http.delete(self.url(path)))
+            .await
+            .map(|_| ())
     }
 
     fn url(&self, path: &str) -> String {
@@ -144,13 +151,17 @@ impl AdminClient {
     }
 
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {}; check --admin-url and --ca-file", self.base))?;
+        let resp = req.bearer_auth(&self.token).send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {}; check --admin-url and --ca-file",
+                self.base
+            )
+        })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.context("reading the admin API's answer")?;
+        let bytes = resp
+            .bytes()
+            .await
+            .context("reading the admin API's answer")?;
         if !status.is_success() {
             let msg = serde_json::from_slice::<ApiError>(&bytes)
                 .map(|e| format!("{} ({})", e.error.message, e.error.code))
@@ -164,7 +175,9 @@ impl AdminClient {
 
 /// Path segments from user input are percent-encoded so a name can never change the route.
 fn segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -176,12 +189,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let json = args.json;
     match args.command {
         AdminCommand::Group(GroupCommand::Create { name }) => {
-            let g: GroupView = client.post("/v1/groups", &serde_json::json!({ "name": name })).await?;
+            let g: GroupView = client
+                .post("/v1/groups", &serde_json::json!({ "name": name }))
+                .await?;
             print(json, &g, || println!("created connector group {}", g.name));
         }
         AdminCommand::Group(GroupCommand::List) => {
             let groups: Vec<GroupView> = client.get("/v1/groups").await?;
-            print(json, &groups, || table(&["NAME"], groups.iter().map(|g| vec![g.name.clone()]).collect()));
+            print(json, &groups, || {
+                table(
+                    &["NAME"],
+                    groups.iter().map(|g| vec![g.name.clone()]).collect(),
+                )
+            });
         }
         AdminCommand::App(AppCommand::Publish {
             name,
@@ -205,14 +225,24 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             };
             let app: AppView = client.post("/v1/apps", &req).await?;
             print(json, &app, || {
-                println!("published {} at {} -> {} (group {})", app.name, app.external_url, app.internal_url, app.group)
+                println!(
+                    "published {} at {} -> {} (group {})",
+                    app.name, app.external_url, app.internal_url, app.group
+                )
             });
         }
         AdminCommand::App(AppCommand::List) => {
             let apps: Vec<AppView> = client.get("/v1/apps").await?;
             print(json, &apps, || {
                 table(
-                    &["NAME", "EXTERNAL URL", "INTERNAL URL", "GROUP", "PREAUTH", "TUNNELS"],
+                    &[
+                        "NAME",
+                        "EXTERNAL URL",
+                        "INTERNAL URL",
+                        "GROUP",
+                        "PREAUTH",
+                        "TUNNELS",
+                    ],
                     apps.iter()
                         .map(|a| {
                             let tunnels = if a.tunnels == 0 {
@@ -220,7 +250,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                             } else {
                                 a.tunnels.to_string()
                             };
-                            vec![a.name.clone(), a.external_url.clone(), a.internal_url.clone(), a.group.clone(), a.preauth.clone(), tunnels]
+                            vec![
+                                a.name.clone(),
+                                a.external_url.clone(),
+                                a.internal_url.clone(),
+                                a.group.clone(),
+                                a.preauth.clone(),
+                                tunnels,
+                            ]
                         })
                         .collect(),
                 )
@@ -235,14 +272,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("group:         {}", a.group);
                 println!("preauth:       {}", a.preauth);
                 println!("preserve host: {}", a.preserve_host);
-                println!("skip backend TLS verify: {}", a.insecure_skip_backend_tls_verify);
+                println!(
+                    "skip backend TLS verify: {}",
+                    a.insecure_skip_backend_tls_verify
+                );
                 println!("backend timeout: {}s", a.backend_timeout_secs);
                 println!("tunnels open:  {}", a.tunnels);
             });
         }
         AdminCommand::App(AppCommand::Delete { name }) => {
-            client.delete(&format!("/v1/apps/{}", segment(&name))).await?;
-            print(json, &serde_json::json!({ "deleted": name }), || println!("deleted app {name}"));
+            client
+                .delete(&format!("/v1/apps/{}", segment(&name)))
+                .await?;
+            print(json, &serde_json::json!({ "deleted": name }), || {
+                println!("deleted app {name}")
+            });
         }
         AdminCommand::Connector(ConnectorCommand::Token { group, ttl }) => {
             let t: serde_json::Value = client
@@ -251,14 +295,24 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     &serde_json::json!({ "ttl_secs": ttl.as_secs() }),
                 )
                 .await?;
-            let token = t["token"].as_str().context("the admin API returned no token")?;
+            let token = t["token"]
+                .as_str()
+                .context("the admin API returned no token")?;
             print(json, &t, || println!("{token}"));
         }
         AdminCommand::Connector(ConnectorCommand::List) => {
             let cs: Vec<ConnectorView> = client.get("/v1/connectors").await?;
             print(json, &cs, || {
                 table(
-                    &["ID", "GROUP", "STATUS", "TUNNELS", "HOST", "VERSION", "CERT EXPIRES"],
+                    &[
+                        "ID",
+                        "GROUP",
+                        "STATUS",
+                        "TUNNELS",
+                        "HOST",
+                        "VERSION",
+                        "CERT EXPIRES",
+                    ],
                     cs.iter()
                         .map(|c| {
                             vec![
@@ -312,5 +366,8 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 fn format_time(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64)).to_string()
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64),
+    )
+    .to_string()
 }

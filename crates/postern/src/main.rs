@@ -15,7 +15,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "Publish internal web apps without opening an inbound port")]
+#[command(
+    name = "postern",
+    version,
+    about = "Publish internal web apps without opening an inbound port"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +107,10 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Admin(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postern: cannot start the async runtime: {e}");
@@ -130,8 +137,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let mut config =
-        postern_edge::EdgeConfig::new(args.data, args.listen, args.connector_listen, args.admin_listen);
+    let mut config = postern_edge::EdgeConfig::new(
+        args.data,
+        args.listen,
+        args.connector_listen,
+        args.admin_listen,
+    );
     config.tls_cert = args.tls_cert.zip(args.tls_key);
     config.queue_timeout = args.queue_timeout;
     config.drain_timeout = args.drain_timeout;

@@ -30,10 +30,18 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let edge_dir = args.data.join("edge");
     let connector_dir = args.data.join("connector");
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let config = postern_edge::EdgeConfig::new(edge_dir.clone(), loopback(args.port), loopback(0), loopback(0));
-    let edge = postern_edge::start(config)
-        .await
-        .with_context(|| format!("cannot start the edge (is port {} free? pick another with --port)", args.port))?;
+    let config = postern_edge::EdgeConfig::new(
+        edge_dir.clone(),
+        loopback(args.port),
+        loopback(0),
+        loopback(0),
+    );
+    let edge = postern_edge::start(config).await.with_context(|| {
+        format!(
+            "cannot start the edge (is port {} free? pick another with --port)",
+            args.port
+        )
+    })?;
     let ca_pem = std::fs::read_to_string(&edge.ca_path)?;
     let admin = AdminClient::new(
         &format!("https://{}", edge.admin_addr),
@@ -44,7 +52,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let demo = crate::demo::start().await?;
     let groups: Vec<GroupView> = admin.get("/v1/groups").await?;
     if !groups.iter().any(|g| g.name == GROUP) {
-        let _: GroupView = admin.post("/v1/groups", &serde_json::json!({ "name": GROUP })).await?;
+        let _: GroupView = admin
+            .post("/v1/groups", &serde_json::json!({ "name": GROUP }))
+            .await?;
     }
     // The demo app listens on a new port every run, so the app is published afresh.
     let apps: Vec<AppView> = admin.get("/v1/apps").await?;
@@ -70,9 +80,14 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 
     if !postern_connector::state::is_registered(&connector_dir) {
         let token: serde_json::Value = admin
-            .post(&format!("/v1/groups/{GROUP}/registration-tokens"), &serde_json::json!({}))
+            .post(
+                &format!("/v1/groups/{GROUP}/registration-tokens"),
+                &serde_json::json!({}),
+            )
             .await?;
-        let token = token["token"].as_str().context("no token in the admin API's answer")?;
+        let token = token["token"]
+            .as_str()
+            .context("no token in the admin API's answer")?;
         postern_connector::register(postern_connector::RegisterOptions {
             edge_url: &format!("https://{}", edge.connector_addr),
             token,
@@ -108,7 +123,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!("  Try it:  curl --cacert {ca} {external}/");
     println!("  In a browser, trust {ca} first, or accept the warning.");
     println!();
-    println!("  Admin API: https://{}  (token in {})", edge.admin_addr, edge_dir.join("admin-token").display());
+    println!(
+        "  Admin API: https://{}  (token in {})",
+        edge.admin_addr,
+        edge_dir.join("admin-token").display()
+    );
     println!(
         "  Try it:  postern admin --admin-url https://{} --token-file {} --ca-file {ca} app list",
         edge.admin_addr,

@@ -1,0 +1,318 @@
+//! A harness that runs real `postern` processes (edge, connectors, admin CLI) on ephemeral
+//! loopback ports, plus the backends the tests publish.
+
+#![allow(dead_code)]
+
+pub mod backends;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+/// How long any readiness wait may take before the test fails (a hang is a bug, not a pass).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Edge {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub public: SocketAddr,
+    pub connector: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Edge {
+    pub async fn start(extra: &[&str]) -> Edge {
+        let dir = tempfile::tempdir().unwrap();
+        Edge::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Edge {
+        let mut child = Command::new(BIN)
+            .args(["edge", "--data"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--connector-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("POSTERN_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn edge");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut public, mut connector, mut admin) = (None, None, None);
+        let read = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let addr = |l: &str| {
+                    l.rsplit("https://")
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .parse::<SocketAddr>()
+                        .ok()
+                };
+                let t = line.trim();
+                if t.starts_with("public:") {
+                    public = addr(t);
+                } else if t.starts_with("connector:") {
+                    connector = addr(t);
+                } else if t.starts_with("admin:") {
+                    admin = addr(t);
+                }
+                if public.is_some() && connector.is_some() && admin.is_some() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(READY_TIMEOUT, read)
+            .await
+            .expect("edge did not start");
+        // Keep draining stdout so the edge never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Edge {
+            child,
+            dir,
+            public: public.unwrap(),
+            connector: connector.unwrap(),
+            admin: admin.unwrap(),
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_path()).unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Runs `postern admin ARGS` against this edge.
+    pub async fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("admin")
+            .args(["--admin-url", &format!("https://{}", self.admin)])
+            .arg("--token-file")
+            .arg(self.dir.path().join("admin-token"))
+            .arg("--ca-file")
+            .arg(self.ca_path())
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args).await;
+        assert!(
+            out.status.success(),
+            "postern admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub async fn group(&self, name: &str) {
+        self.admin_ok(&["group", "create", name]).await;
+    }
+
+    /// Publishes `http://backend` at `https://HOST:PORT` in `group`.
+    pub async fn publish(
+        &self,
+        name: &str,
+        host: &str,
+        internal: &str,
+        group: &str,
+        extra: &[&str],
+    ) {
+        let external = format!("https://{host}:{}", self.public.port());
+        let mut args = vec![
+            "app",
+            "publish",
+            name,
+            "--external-url",
+            &external,
+            "--internal-url",
+            internal,
+            "--group",
+            group,
+            "--preauth",
+            "passthrough",
+        ];
+        args.extend_from_slice(extra);
+        self.admin_ok(&args).await;
+    }
+
+    pub async fn token(&self, group: &str) -> String {
+        self.admin_ok(&["connector", "token", "--group", group])
+            .await
+            .trim()
+            .to_owned()
+    }
+
+    /// Registers a connector in `group` with a fresh token and starts it.
+    pub async fn connector(&self, group: &str) -> Connector {
+        let state = tempfile::tempdir().unwrap();
+        let state_dir = state.path().join("state");
+        let token = self.token(group).await;
+        let out = self.register(&token, &state_dir).await;
+        assert!(
+            out.status.success(),
+            "register failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(state_dir.join("registration.json")).unwrap(),
+        )
+        .unwrap();
+        let id = reg["connector_id"].as_str().unwrap().to_owned();
+        let child = Connector::spawn(&state_dir);
+        let c = Connector {
+            child,
+            state,
+            state_dir,
+            id,
+        };
+        self.wait_tunnels(&c.id, 2).await;
+        c
+    }
+
+    pub async fn register(&self, token: &str, state_dir: &Path) -> std::process::Output {
+        Command::new(BIN)
+            .args([
+                "connector",
+                "register",
+                "--edge",
+                &format!("https://{}", self.connector),
+                "--token",
+                token,
+            ])
+            .arg("--state")
+            .arg(state_dir)
+            .arg("--ca-file")
+            .arg(self.ca_path())
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the edge counts exactly `n` live tunnels of connector `id`.
+    pub async fn wait_tunnels(&self, id: &str, n: u64) {
+        let client = self.admin_client();
+        let url = format!("https://{}/v1/connectors", self.admin);
+        let token = std::fs::read_to_string(self.dir.path().join("admin-token")).unwrap();
+        let wait = async {
+            loop {
+                let list: serde_json::Value = client
+                    .get(&url)
+                    .bearer_auth(token.trim())
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let open = list
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["id"] == id)
+                    .map(|c| c["tunnels"].as_u64().unwrap())
+                    .unwrap_or(0);
+                if open == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(READY_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("connector {id} never had {n} tunnels"));
+    }
+
+    fn admin_client(&self) -> reqwest::Client {
+        let tls = postern_pki::client_config(&self.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap()
+    }
+
+    /// A client for users: trusts the edge's CA and resolves `host` to the public listener.
+    pub fn client(&self, host: &str) -> reqwest::Client {
+        self.client_with(host, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+    }
+
+    pub fn client_with(&self, host: &str, alpn: Vec<Vec<u8>>) -> reqwest::Client {
+        let tls = postern_pki::client_config(&self.ca_pem(), alpn).unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(host, self.public)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.public.port())
+    }
+}
+
+pub struct Connector {
+    pub child: Child,
+    pub state: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub id: String,
+}
+
+impl Connector {
+    pub fn spawn(state_dir: &Path) -> Child {
+        Command::new(BIN)
+            .args(["connector", "run", "--state"])
+            .arg(state_dir)
+            .env("POSTERN_LOG", "info")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn connector")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+}
+
+/// Sends a signal to a child process.
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}

@@ -1,0 +1,262 @@
+//! Connector registration and the connector listener's certificate checks, with real processes.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Edge;
+
+fn assert_refused(out: &std::process::Output, fragment: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a refusal, got success");
+    assert!(
+        stderr.contains(fragment),
+        "stderr lacks {fragment:?}: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bad_registration_tokens_are_refused_and_store_nothing() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("c");
+
+    let out = edge.register("pst_not-a-real-token", &dir).await;
+    assert_refused(&out, "not known to this edge");
+    assert!(!dir.exists(), "a refused registration wrote {dir:?}");
+
+    let token = edge
+        .admin_ok(&["connector", "token", "--group", "g", "--ttl", "1s"])
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let out = edge.register(token.trim(), &dir).await;
+    assert_refused(&out, "expired");
+    assert!(!dir.exists());
+
+    let token = edge.token("g").await;
+    let out = edge.register(&token, &dir).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other = state.path().join("other");
+    let out = edge.register(&token, &other).await;
+    assert_refused(&out, "already used");
+    assert!(!other.exists());
+
+    // Registering into a directory that already holds a connector is refused before any call.
+    let out = edge.register(&edge.token("g").await, &dir).await;
+    assert_refused(&out, "already holds a registered connector");
+
+    // Exactly one connector exists.
+    let list: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["connector", "list", "--json"]).await).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_connector_key_stays_private() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("c");
+    let out = edge.register(&edge.token("g").await, &dir).await;
+    assert!(out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("connector-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    for f in ["ca-key.pem", "connector-ca-key.pem", "admin-token"] {
+        let mode = std::fs::metadata(edge.dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+}
+
+/// Opens a TLS 1.3 connection to the connector listener with the tunnel ALPN and the given client
+/// identity, and reports how the first read ends.
+async fn tunnel_handshake(edge: &Edge, identity: Option<(String, String)>) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let alpn = vec![postern_proto::tunnel::TUNNEL_ALPN.to_vec()];
+    let config = match identity {
+        Some((cert, key)) => {
+            postern_pki::connector_client_config(&edge.ca_pem(), &cert, &key, alpn).unwrap()
+        }
+        None => {
+            let mut c = postern_pki::client_config(&edge.ca_pem(), alpn).unwrap();
+            c.alpn_protocols = vec![postern_proto::tunnel::TUNNEL_ALPN.to_vec()];
+            c
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(edge.connector)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    // In TLS 1.3 the server judges the client certificate after the client's handshake finished;
+    // its verdict arrives with the first read.
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(common::READY_TIMEOUT, tls.read(&mut buf)).await {
+        Ok(Ok(0)) => Err("closed".into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_a_foreign_ca_is_refused_at_the_handshake() {
+    let edge = Edge::start(&[]).await;
+    let foreign = tempfile::tempdir().unwrap();
+    let ca = postern_pki::Ca::load_or_create(
+        &foreign.path().join("ca.pem"),
+        &foreign.path().join("key.pem"),
+        "foreign",
+    )
+    .unwrap();
+    let generated = postern_pki::generate_key_and_csr().unwrap();
+    let cert = ca
+        .sign_connector_csr(
+            &generated.csr_pem,
+            "c_forged",
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let err = tunnel_handshake(&edge, Some((cert.pem, generated.key_pem)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("UnknownCA") || err.contains("BadCertificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_without_a_client_certificate_is_closed() {
+    let edge = Edge::start(&[]).await;
+    let err = tunnel_handshake(&edge, None).await.unwrap_err();
+    assert!(
+        err.contains("closed") || err.contains("reset") || err.contains("CertificateRequired"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_connector_listener_speaks_only_tls_1_3() {
+    let edge = Edge::start(&[]).await;
+    let config = rustls::ClientConfig::builder_with_provider(postern_pki::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates({
+            let mut roots = rustls::RootCertStore::empty();
+            use rustls::pki_types::pem::PemObject;
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(edge.ca_pem().as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            roots
+        })
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(edge.connector)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let res = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    assert!(res.is_err(), "a TLS 1.2 handshake succeeded");
+}
+
+#[tokio::test]
+async fn admin_cli_errors_name_the_fix_and_change_nothing() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let out = edge.admin(&["group", "create", "g"]).await;
+    assert_refused(&out, "already exists");
+    let out = edge
+        .admin(&[
+            "app",
+            "publish",
+            "x",
+            "--external-url",
+            "http://x.localhost",
+            "--internal-url",
+            "http://127.0.0.1:1",
+            "--group",
+            "g",
+        ])
+        .await;
+    assert_refused(&out, "must use https");
+    let out = edge
+        .admin(&[
+            "app",
+            "publish",
+            "x",
+            "--external-url",
+            "https://x.localhost",
+            "--internal-url",
+            "http://127.0.0.1:1",
+            "--group",
+            "nope",
+        ])
+        .await;
+    assert_refused(&out, "does not exist");
+    let out = edge.admin(&["connector", "token", "--group", "nope"]).await;
+    assert_refused(&out, "does not exist");
+    let apps: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["app", "list", "--json"]).await).unwrap();
+    assert!(apps.as_array().unwrap().is_empty());
+
+    // A wrong admin token.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "pat_wrong").unwrap();
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["admin", "--admin-url", &format!("https://{}", edge.admin)])
+        .arg("--token-file")
+        .arg(bad.path())
+        .arg("--ca-file")
+        .arg(edge.ca_path())
+        .args(["group", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_refused(&out, "not valid for this edge");
+}
+
+#[tokio::test]
+async fn state_survives_an_edge_restart() {
+    let edge = Edge::start(&[]).await;
+    let app = common::backends::app().await;
+    edge.group("g").await;
+    edge.publish("app", "restart.localhost", &app.url(), "g", &[])
+        .await;
+    let c = edge.connector("g").await;
+    let dir = edge.dir;
+    drop(edge.child);
+    let edge = Edge::start_in(dir, &[]).await;
+    // The connector re-dials the restarted edge on its new port only if it can reach it; the
+    // registration holds the old address, so run a fresh connector process against the new one.
+    let reg_path = c.state_dir.join("registration.json");
+    let mut reg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&reg_path).unwrap()).unwrap();
+    reg["edge_url"] = format!("https://{}", edge.connector).into();
+    std::fs::write(&reg_path, reg.to_string()).unwrap();
+    drop(c.child);
+    let _child = common::Connector::spawn(&c.state_dir);
+    edge.wait_tunnels(&c.id, 2).await;
+    let resp = edge
+        .client("restart.localhost")
+        .get(edge.url("restart.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
