@@ -42,22 +42,21 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<EdgeBody>, Infallible> {
     let request_id = new_request_id();
+    // Cheap clones (shared bytes), kept for the log line and the error page.
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let accept = req.headers().clone();
+    let uri = req.uri().clone();
+    let json = crate::rescue::wants_json(req.headers());
     match route_and_forward(&shared, peer, req, &request_id).await {
         Ok(resp) => {
-            tracing::debug!(%request_id, %method, %path, status = resp.status().as_u16(), "forwarded");
+            tracing::debug!(%request_id, %method, path = uri.path(), status = resp.status().as_u16(), "forwarded");
             Ok(resp)
         }
         Err(refusal) => {
             tracing::warn!(
-                %request_id, %method, %path, code = refusal.code(), client = %peer.ip(),
+                %request_id, %method, path = uri.path(), code = refusal.code(), client = %peer.ip(),
                 "request refused: {}", refusal.message()
             );
-            Ok(refusal
-                .into_response(&accept, &request_id)
-                .map(EdgeBody::Page))
+            Ok(refusal.into_response(json, &request_id).map(EdgeBody::Page))
         }
     }
 }

@@ -145,12 +145,7 @@ impl Refusal {
     }
 
     /// The response for this refusal: JSON when the client prefers it, otherwise HTML.
-    pub fn into_response(
-        self,
-        request_headers: &HeaderMap,
-        request_id: &str,
-    ) -> Response<Full<Bytes>> {
-        let json = wants_json(request_headers);
+    pub fn into_response(self, json: bool, request_id: &str) -> Response<Full<Bytes>> {
         let body = if json {
             serde_json::json!({
                 "error": {
