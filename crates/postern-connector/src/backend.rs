@@ -2,7 +2,7 @@
 //!
 //! **Invariant:** bodies stream; the connector never holds a whole request or response.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -24,20 +24,21 @@ type BackendBody = Either<Incoming, Empty<Bytes>>;
 type Pool = Client<HttpsConnector<HttpConnector>, BackendBody>;
 
 /// The connector's clients for apps: one that verifies `https` apps' certificates (the default)
-/// and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`.
+/// and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`. Each is built
+/// on first use, so an idle connector does not hold the system's CA bundle in memory.
 pub struct Backends {
-    verified: Pool,
-    unverified: Pool,
+    verified: OnceLock<Pool>,
+    unverified: OnceLock<Pool>,
     apps: Arc<ArcSwap<Apps>>,
 }
 
 impl Backends {
-    pub fn new(apps: Arc<ArcSwap<Apps>>) -> anyhow::Result<Backends> {
-        Ok(Backends {
-            verified: pool(postern_pki::backend_client_config()?),
-            unverified: pool(postern_pki::insecure_backend_client_config()),
+    pub fn new(apps: Arc<ArcSwap<Apps>>) -> Backends {
+        Backends {
+            verified: OnceLock::new(),
+            unverified: OnceLock::new(),
             apps,
-        })
+        }
     }
 
     /// Serves one tunnel stream. Never fails: problems become a response carrying
@@ -53,9 +54,11 @@ impl Backends {
             }
         };
         let client = if app.route.insecure_skip_backend_tls_verify {
-            &self.unverified
+            self.unverified
+                .get_or_init(|| pool(postern_pki::insecure_backend_client_config()))
         } else {
-            &self.verified
+            self.verified
+                .get_or_init(|| pool(postern_pki::backend_client_config()))
         };
         let result = if req.method() == Method::CONNECT {
             websocket(client, &app, req, &meta).await

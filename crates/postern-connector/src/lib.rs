@@ -109,7 +109,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         server_name,
         tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
     });
-    let backends = Arc::new(backend::Backends::new(apps.clone())?);
+    let backends = Arc::new(backend::Backends::new(apps.clone()));
 
     let mut tasks = JoinSet::new();
     for slot in 0..opts.tunnels {

@@ -117,34 +117,36 @@ async fn route_and_forward(
 }
 
 /// Sends a request down a tunnel of the route's group, waiting in the queue for one if none is
-/// online, and moving to another tunnel if the chosen one closed before taking the request.
+/// online, and moving to another tunnel when the chosen one closed before the request left (a
+/// connector that went away or sent GOAWAY). A stream the connector accepted and then lost is not
+/// replayed: its body is gone and the app may have seen it.
 async fn send(
     shared: &Shared,
     route: &Route,
-    mut req: Request<TunnelBody>,
+    req: Request<TunnelBody>,
 ) -> Result<(Response<Incoming>, InFlight), Refusal> {
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
+    let lost = || Refusal::TunnelLost {
+        app: route.name.clone(),
+    };
+    let mut next = Some(req);
     let mut exclude = None;
     for _ in 0..MAX_ATTEMPTS {
-        let picked = match exclude {
-            None => shared
-                .tunnels
-                .acquire(&route.group, deadline, shared.config.max_queued)
-                .await
-                .map_err(|e| match e {
-                    NoTunnel::TimedOut => Refusal::NoConnectorOnline {
-                        app: route.name.clone(),
-                        group: route.group.clone(),
-                    },
-                    NoTunnel::QueueFull => Refusal::QueueFull {
-                        app: route.name.clone(),
-                    },
-                })?,
-            Some(failed) => match shared.tunnels.pick(&route.group, Some(failed)) {
-                Some(t) => t,
-                None => break,
-            },
-        };
+        let Some(req) = next.take() else { break };
+        let picked = shared
+            .tunnels
+            .acquire(&route.group, exclude, deadline, shared.config.max_queued)
+            .await
+            .map_err(|e| match e {
+                NoTunnel::TimedOut => Refusal::NoConnectorOnline {
+                    app: route.name.clone(),
+                    group: route.group.clone(),
+                },
+                NoTunnel::QueueFull => Refusal::QueueFull {
+                    app: route.name.clone(),
+                },
+            })?;
+        let tunnel = picked.tunnel().id;
         let mut sender = picked.tunnel().sender();
         let sent =
             tokio::time::timeout(route.timeout + TIMEOUT_MARGIN, sender.try_send_request(req))
@@ -158,28 +160,20 @@ async fn send(
             }
             Ok(Ok(resp)) => return Ok((resp, picked)),
             Ok(Err(mut err)) => match err.take_message() {
-                // The tunnel closed before the request left: nothing reached the app, so another
-                // tunnel may take it.
+                // The tunnel closed before the request left: nothing reached the app.
                 Some(unsent) => {
-                    tracing::debug!(
-                        tunnel = picked.tunnel().id,
-                        "tunnel closed; retrying on another"
-                    );
-                    exclude = Some(picked.tunnel().id);
-                    req = unsent;
+                    tracing::debug!(tunnel, "tunnel closed; retrying on another");
+                    exclude = Some(tunnel);
+                    next = Some(unsent);
                 }
                 None => {
-                    tracing::warn!(tunnel = picked.tunnel().id, error = %err.error(), "tunnel stream failed");
-                    return Err(Refusal::TunnelLost {
-                        app: route.name.clone(),
-                    });
+                    tracing::warn!(tunnel, error = %err.error(), "tunnel stream failed");
+                    return Err(lost());
                 }
             },
         }
     }
-    Err(Refusal::TunnelLost {
-        app: route.name.clone(),
-    })
+    Err(lost())
 }
 
 fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refusal> {

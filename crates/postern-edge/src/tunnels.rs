@@ -156,14 +156,16 @@ impl TunnelPool {
         pick_from(&g.live.load(), exclude)
     }
 
-    /// Picks a live tunnel of `group`, waiting up to `deadline` for one to come online.
+    /// Picks a live tunnel of `group` other than `exclude`, waiting up to `deadline` for one to
+    /// come online.
     pub async fn acquire(
         &self,
         group: &str,
+        exclude: Option<u64>,
         deadline: tokio::time::Instant,
         max_queued: usize,
     ) -> Result<InFlight, NoTunnel> {
-        if let Some(t) = self.pick(group, None) {
+        if let Some(t) = self.pick(group, exclude) {
             return Ok(t);
         }
         let g = self.group(group);
@@ -177,7 +179,7 @@ impl TunnelPool {
                 tokio::pin!(joined);
                 // Register interest before looking, so a tunnel joining in between is not missed.
                 joined.as_mut().enable();
-                if let Some(t) = pick_from(&g.live.load(), None) {
+                if let Some(t) = pick_from(&g.live.load(), exclude) {
                     return Ok(t);
                 }
                 if tokio::time::timeout_at(deadline, joined).await.is_err() {

@@ -115,7 +115,7 @@ fn root_store(pem: &str, what: &'static str) -> Result<RootCertStore, PemError> 
 }
 
 /// The connector's client for `https` apps: the system's trusted roots, TLS 1.2 and 1.3.
-pub fn backend_client_config() -> Result<ClientConfig, PkiError> {
+pub fn backend_client_config() -> ClientConfig {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for err in &native.errors {
@@ -123,12 +123,12 @@ pub fn backend_client_config() -> Result<ClientConfig, PkiError> {
     }
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(added, ignored, "loaded system CA certificates for apps");
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     // No ALPN here: the HTTP client that uses this config sets it.
-    Ok(config)
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// The connector's client for apps an admin published with `insecure_skip_backend_tls_verify`:

@@ -232,25 +232,20 @@ async fn admin_cli_errors_name_the_fix_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn state_survives_an_edge_restart() {
+async fn state_survives_an_edge_restart_and_the_connector_redials() {
     let edge = Edge::start(&[]).await;
     let app = common::backends::app().await;
     edge.group("g").await;
     edge.publish("app", "restart.localhost", &app.url(), "g", &[])
         .await;
     let c = edge.connector("g").await;
+    let connector_port = edge.connector.port();
     let dir = edge.dir;
-    drop(edge.child);
-    let edge = Edge::start_in(dir, &[]).await;
-    // The connector re-dials the restarted edge on its new port only if it can reach it; the
-    // registration holds the old address, so run a fresh connector process against the new one.
-    let reg_path = c.state_dir.join("registration.json");
-    let mut reg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&reg_path).unwrap()).unwrap();
-    reg["edge_url"] = format!("https://{}", edge.connector).into();
-    std::fs::write(&reg_path, reg.to_string()).unwrap();
-    drop(c.child);
-    let _child = common::Connector::spawn(&c.state_dir);
+    let mut child = edge.child;
+    child.kill().await.unwrap();
+    // Same connector address, so the running connector finds the edge again by itself.
+    let listen = format!("127.0.0.1:{connector_port}");
+    let edge = Edge::start_in(dir, &["--connector-listen", &listen]).await;
     edge.wait_tunnels(&c.id, 2).await;
     let resp = edge
         .client("restart.localhost")
@@ -259,4 +254,83 @@ async fn state_survives_an_edge_restart() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_configured_certificate_is_served_on_the_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = postern_pki::Ca::load_or_create(
+        &dir.path().join("own-ca.pem"),
+        &dir.path().join("own-ca-key.pem"),
+        "own",
+    )
+    .unwrap();
+    let (chain, key) = ca.issue_server(&["tls.localhost".to_owned()]).unwrap();
+    let chain_pem: String = chain
+        .iter()
+        .map(|c| common::to_pem("CERTIFICATE", c))
+        .collect();
+    std::fs::write(dir.path().join("chain.pem"), chain_pem).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        common::to_pem("PRIVATE KEY", key.secret_der()),
+    )
+    .unwrap();
+    let cert = dir.path().join("chain.pem");
+    let key = dir.path().join("key.pem");
+    let edge = Edge::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+
+    let own = postern_pki::client_config(ca.cert_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(own)
+        .resolve("tls.localhost", edge.public)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(edge.url("tls.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the configured certificate is served");
+    // The local CA did not sign what the public listener presents.
+    let local = edge.client("tls.localhost");
+    assert!(local
+        .get(edge.url("tls.localhost", "/"))
+        .send()
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn the_bootstrap_token_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "bootstrap-token-for-tests-0123456789";
+    let edge = Edge::start_with(dir, &[], &[("POSTERN_BOOTSTRAP_TOKEN", token)]).await;
+    assert!(
+        !edge.dir.path().join("admin-token").exists(),
+        "no token file when the environment sets it"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), token).unwrap();
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["admin", "--admin-url", &format!("https://{}", edge.admin)])
+        .arg("--token-file")
+        .arg(file.path())
+        .arg("--ca-file")
+        .arg(edge.ca_path())
+        .args(["group", "create", "g"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

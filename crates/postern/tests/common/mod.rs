@@ -33,18 +33,22 @@ impl Edge {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Edge {
+        Edge::start_with(dir, extra, &[]).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Edge {
+        let mut defaults = Vec::new();
+        for flag in ["--listen", "--connector-listen", "--admin-listen"] {
+            if !extra.contains(&flag) {
+                defaults.extend([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = Command::new(BIN)
             .args(["edge", "--data"])
             .arg(dir.path())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--connector-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(defaults)
             .args(extra)
+            .envs(env.iter().copied())
             .env("POSTERN_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -85,10 +89,17 @@ impl Edge {
         Edge {
             child,
             dir,
-            public: public.unwrap(),
-            connector: connector.unwrap(),
-            admin: admin.unwrap(),
+            public: public.expect("the edge exited before printing its addresses"),
+            connector: connector.expect("the edge exited before printing its addresses"),
+            admin: admin.expect("the edge exited before printing its addresses"),
         }
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -315,4 +326,17 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// PEM text for DER bytes.
+pub fn to_pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }

@@ -1,0 +1,87 @@
+//! `postern quickstart` gives a working demo with no config: run it as a user would.
+
+mod common;
+
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn quickstart_serves_the_demo_app_through_the_tunnel() {
+    let data = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["quickstart", "--port", "0", "--data"])
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut admin_url) = (String::new(), String::new());
+    tokio::time::timeout(common::READY_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("Try it:  curl --cacert ") {
+                url = rest.split_whitespace().nth(1).unwrap().to_owned();
+            } else if let Some(rest) = line.strip_prefix("Admin API: ") {
+                admin_url = rest.split_whitespace().next().unwrap().to_owned();
+            } else if line.starts_with("Press Ctrl-C") {
+                return;
+            }
+        }
+        panic!("quickstart ended before it was ready");
+    })
+    .await
+    .expect("quickstart did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let parsed = url::Url::parse(&url).unwrap();
+    assert_eq!(parsed.host_str(), Some("whoami.localhost"));
+    let port = parsed.port().unwrap();
+    let ca = std::fs::read_to_string(data.path().join("edge/ca.pem")).unwrap();
+    let tls = postern_pki::client_config(&ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()]).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .resolve("whoami.localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    // The connector comes up right after the URL is printed; the edge queues until it does.
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("Hello from the Postern demo app"), "{text}");
+    assert!(
+        text.contains("x-forwarded-host: whoami.localhost"),
+        "{text}"
+    );
+    let robots = client.get(format!("{url}robots.txt")).send().await.unwrap();
+    assert_eq!(robots.text().await.unwrap(), "User-agent: *\nDisallow: /\n");
+
+    // The admin API the banner names works with the CLI and the token file it names.
+    let out = tokio::process::Command::new(common::BIN)
+        .arg("admin")
+        .arg("--admin-url")
+        .arg(&admin_url)
+        .arg("--token-file")
+        .arg(data.path().join("edge/admin-token"))
+        .arg("--ca-file")
+        .arg(data.path().join("edge/ca.pem"))
+        .args(["app", "list", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let apps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(apps[0]["name"], "whoami");
+
+    common::signal(child.id().unwrap(), "TERM");
+    let status = tokio::time::timeout(common::READY_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
