@@ -508,7 +508,9 @@ fmt() { [[ -n ${2:-} ]] && printf "$1" "$2" || printf -- '-'; }
 
 print_report() {
   local base=direct p
-  [[ ${STATUS[direct]:-} == ok ]] || base=""
+  # Without a direct run there is nothing to compare with; "none" names no path, so every ratio
+  # prints as "-".
+  [[ ${STATUS[direct]:-} == ok ]] || base=none
   echo
   echo "Postern benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs," \
        "${BUSY_BEFORE}% busy before start"
