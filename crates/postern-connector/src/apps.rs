@@ -80,10 +80,28 @@ impl AppEntry {
         })
     }
 
-    /// The internal path for a request path: the internal URL's path, then the request's.
-    pub fn path_for(&self, path_and_query: &str) -> String {
-        format!("{}{}", self.base_path, path_and_query)
+    /// The internal path for a request path: the internal URL's path, then the request's. `None`
+    /// when the app has a base path and the request's path has a dot segment (`..`, `.`, or their
+    /// percent-encoded forms) that an app server would resolve to somewhere outside it.
+    pub fn path_for(&self, path_and_query: &str) -> Option<String> {
+        if !self.base_path.is_empty() {
+            let path = path_and_query.split('?').next().unwrap_or("");
+            if path.split('/').any(is_dot_segment) {
+                return None;
+            }
+        }
+        Some(format!("{}{}", self.base_path, path_and_query))
     }
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    // `%2f` and `\` inside a segment split it in some servers: `..%2f` is a dot segment there.
+    decoded
+        .split('\\')
+        .flat_map(|s| s.split("%2f"))
+        .flat_map(|s| s.split("%5c"))
+        .any(|part| part == "." || part == "..")
 }
 
 #[cfg(test)]
@@ -103,12 +121,34 @@ mod tests {
         .unwrap()
     }
 
+    fn check_path(internal: &str, path: &str, expected: Option<&str>) {
+        assert_eq!(
+            entry(internal).path_for(path).as_deref(),
+            expected,
+            "{internal} {path}"
+        );
+    }
+
     #[test]
     fn paths_join() {
-        assert_eq!(entry("http://b:8080").path_for("/x?y=1"), "/x?y=1");
-        assert_eq!(entry("http://b:8080/").path_for("/x"), "/x");
-        assert_eq!(entry("http://b/app/").path_for("/x?q"), "/app/x?q");
-        assert_eq!(entry("http://b/app").path_for("/"), "/app/");
+        check_path("http://b:8080", "/x?y=1", Some("/x?y=1"));
+        check_path("http://b:8080/", "/x", Some("/x"));
+        check_path("http://b/app/", "/x?q", Some("/app/x?q"));
+        check_path("http://b/app", "/", Some("/app/"));
+        check_path(
+            "http://b/app/",
+            "/a..b/c.d?x=../y",
+            Some("/app/a..b/c.d?x=../y"),
+        );
+        // Dot segments cannot leave a base path.
+        check_path("http://b/app/", "/../secret", None);
+        check_path("http://b/app/", "/x/./y", None);
+        check_path("http://b/app/", "/%2e%2e/secret", None);
+        check_path("http://b/app/", "/%2E./secret", None);
+        check_path("http://b/app/", "/..%2fsecret", None);
+        check_path("http://b/app/", "/..\\secret", None);
+        // Without a base path the app sees the path as sent: nothing to escape from.
+        check_path("http://b/", "/../x", Some("/../x"));
         assert_eq!(entry("https://b").authority.as_str(), "b");
         assert_eq!(entry("http://b:81").authority.as_str(), "b:81");
     }

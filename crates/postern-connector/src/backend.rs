@@ -14,13 +14,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use postern_proto::body::{keep_trailers, Watched};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
 
 use crate::apps::{AppEntry, Apps};
 
 pub type StreamBody = Either<Incoming, Full<Bytes>>;
-type BackendBody = Either<Incoming, Empty<Bytes>>;
+type BackendBody = Either<Watched<Incoming>, Empty<Bytes>>;
 type Pool = Client<HttpsConnector<HttpConnector>, BackendBody>;
 
 /// The connector's clients for apps: one that verifies `https` apps' certificates (the default)
@@ -30,14 +31,21 @@ pub struct Backends {
     verified: OnceLock<Pool>,
     unverified: OnceLock<Pool>,
     apps: Arc<ArcSwap<Apps>>,
+    /// The config version applied, for streams routed with a newer one.
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
+/// How long a stream routed with a newer config than the connector's waits for that config
+/// before it is refused. Config changes reach connectors within a second.
+const CONFIG_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Backends {
-    pub fn new(apps: Arc<ArcSwap<Apps>>) -> Backends {
+    pub fn new(apps: Arc<ArcSwap<Apps>>, applied: tokio::sync::watch::Receiver<u64>) -> Backends {
         Backends {
             verified: OnceLock::new(),
             unverified: OnceLock::new(),
             apps,
+            applied,
         }
     }
 
@@ -47,7 +55,19 @@ impl Backends {
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<StreamBody>, std::convert::Infallible> {
-        let (meta, app) = match resolve(&self.apps.load(), req.headers()) {
+        let mut resolved = resolve(&self.apps.load(), req.headers());
+        if let Err((TunnelRefusal::UnknownApp, _)) = resolved {
+            // The edge routed with a newer config than this connector has (an app just
+            // published): wait briefly for it instead of refusing.
+            let wanted = StreamMeta::decode(req.headers()).map_or(0, |m| m.config_version);
+            if wanted > self.apps.load().version {
+                let mut applied = self.applied.clone();
+                let _ =
+                    tokio::time::timeout(CONFIG_CATCH_UP, applied.wait_for(|v| *v >= wanted)).await;
+                resolved = resolve(&self.apps.load(), req.headers());
+            }
+        }
+        let (meta, app) = match resolved {
             Ok(found) => found,
             Err((refusal, request_id)) => {
                 return Ok(refusal_response(refusal, request_id.as_deref()))
@@ -117,7 +137,7 @@ fn backend_head(app: &AppEntry, parts: &mut http::request::Parts) -> Result<(), 
     parts.uri = Uri::builder()
         .scheme(app.scheme.clone())
         .authority(app.authority.clone())
-        .path_and_query(app.path_for(path))
+        .path_and_query(app.path_for(path).ok_or(TunnelRefusal::PathOutsideApp)?)
         .build()
         .map_err(|_| TunnelRefusal::BadMetadata)?;
     parts.version = Version::HTTP_11;
@@ -138,16 +158,25 @@ async fn forward(
 ) -> Result<Response<StreamBody>, TunnelRefusal> {
     let (mut parts, body) = req.into_parts();
     backend_head(app, &mut parts)?;
+    let (body, sent) = Watched::new(body, keep_trailers);
     let backend_req = Request::from_parts(parts, Either::Left(body));
-    let resp = tokio::time::timeout(app.timeout, client.request(backend_req))
-        .await
-        .map_err(|_| TunnelRefusal::BackendTimeout)?
-        .map_err(|e| {
-            tracing::debug!(error = %e, "backend request error");
-            TunnelRefusal::BackendUnreachable
-        })?;
+    // The app's time counts from when the request body has been sent in full.
+    let deadline = async {
+        sent.wait().await;
+        tokio::time::sleep(app.timeout).await;
+    };
+    let resp = tokio::select! {
+        r = client.request(backend_req) => r,
+        () = deadline => return Err(TunnelRefusal::BackendTimeout),
+    }
+    .map_err(|e| {
+        tracing::debug!(error = %e, "backend request error");
+        TunnelRefusal::BackendUnreachable
+    })?;
     let (mut parts, body) = resp.into_parts();
     postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
+    // Only the connector speaks `postern-*` to the edge; an app cannot.
+    StreamMeta::strip(&mut parts.headers);
     parts.version = Version::HTTP_2;
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -183,10 +212,16 @@ async fn websocket(
         .await
         .map_err(|_| TunnelRefusal::BackendTimeout)?
         .map_err(|_| TunnelRefusal::BackendUnreachable)?;
+    if resp.status().is_success() {
+        // A 2xx that is not 101 would read as "upgraded" on an HTTP/2 CONNECT stream.
+        return Err(TunnelRefusal::UpgradeRefused);
+    }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The app refused the upgrade: its answer goes back as is.
+        // The app refused the upgrade with an error: its answer goes back as is.
         let (mut parts, body) = resp.into_parts();
         postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
+        // Only the connector speaks `postern-*` to the edge; an app cannot.
+        StreamMeta::strip(&mut parts.headers);
         parts.version = Version::HTTP_2;
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }

@@ -97,12 +97,13 @@ pub async fn watch_config(
     client: reqwest::Client,
     edge: String,
     apps: Arc<ArcSwap<Apps>>,
+    applied: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new();
     loop {
-        let applied = apps.load().version;
-        let after = (applied > 0).then_some(applied);
+        let current = apps.load().version;
+        let after = (current > 0).then_some(current);
         let fetched = tokio::select! {
             r = fetch(&client, &edge, after) => r,
             _ = crate::stopped(&mut shutdown) => return Ok(()),
@@ -110,7 +111,7 @@ pub async fn watch_config(
         match fetched {
             Ok(Some(config)) => {
                 backoff.reset();
-                apply(&apps, config);
+                apply(&apps, &applied, config);
             }
             Ok(None) => backoff.reset(),
             Err(FetchError::Refused(msg)) => bail!(msg),
@@ -127,7 +128,7 @@ pub async fn watch_config(
 }
 
 /// Applies a config document unless it is not newer than the one in force.
-pub fn apply(apps: &ArcSwap<Apps>, config: ConnectorConfig) -> bool {
+pub fn apply(apps: &ArcSwap<Apps>, applied: &watch::Sender<u64>, config: ConnectorConfig) -> bool {
     let current = apps.load();
     if config.version <= current.version {
         tracing::debug!(
@@ -144,5 +145,6 @@ pub fn apply(apps: &ArcSwap<Apps>, config: ConnectorConfig) -> bool {
         "config applied"
     );
     apps.store(Arc::new(next));
+    applied.send_replace(config.version);
     true
 }

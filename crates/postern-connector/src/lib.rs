@@ -58,6 +58,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     let reg = identity.registration.clone();
     let client = control::client(&identity)?;
     let apps = Arc::new(ArcSwap::from_pointee(Apps::default()));
+    let (applied_tx, applied_rx) = watch::channel(0u64);
 
     // The first config before the first tunnel: a stream must never arrive to an empty allow-list
     // just because the connector started.
@@ -66,7 +67,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     loop {
         match control::fetch(&client, &reg.edge_url, None).await {
             Ok(Some(config)) => {
-                control::apply(&apps, config);
+                control::apply(&apps, &applied_tx, config);
                 break;
             }
             Ok(None) => {}
@@ -109,7 +110,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         server_name,
         tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
     });
-    let backends = Arc::new(backend::Backends::new(apps.clone()));
+    let backends = Arc::new(backend::Backends::new(apps.clone(), applied_rx));
 
     let mut tasks = JoinSet::new();
     for slot in 0..opts.tunnels {
@@ -121,7 +122,13 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             opts.drain_timeout,
         ));
     }
-    let watcher = control::watch_config(client, reg.edge_url.clone(), apps, shutdown.clone());
+    let watcher = control::watch_config(
+        client,
+        reg.edge_url.clone(),
+        apps,
+        applied_tx,
+        shutdown.clone(),
+    );
     let refused = watcher.await;
     // The watcher returns on shutdown (Ok) or when the edge refuses this connector (Err); in both
     // cases the tunnels are done too.

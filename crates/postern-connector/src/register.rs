@@ -21,6 +21,16 @@ pub struct RegisterOptions<'a> {
 }
 
 pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration> {
+    let existed = opts.state_dir.exists();
+    let result = register_into(&opts).await;
+    if result.is_err() && !existed {
+        // Leave nothing behind: the directory was made here only to check it is writable.
+        let _ = std::fs::remove_dir(opts.state_dir);
+    }
+    result
+}
+
+async fn register_into(opts: &RegisterOptions<'_>) -> anyhow::Result<Registration> {
     if state::is_registered(opts.state_dir) {
         bail!(
             "{} already holds a registered connector; use another --state directory, or delete it to register again",
@@ -28,6 +38,13 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
         );
     }
     let edge = crate::control::edge_base(opts.edge_url)?;
+    // The token is spent once the edge accepts it: make sure the state can be stored first.
+    std::fs::create_dir_all(opts.state_dir)
+        .with_context(|| format!("cannot create --state {}", opts.state_dir.display()))?;
+    let probe = opts.state_dir.join(".write-test");
+    postern_pki::write_private(&probe, b"")
+        .with_context(|| format!("--state {} is not writable", opts.state_dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
     let tls =
         postern_pki::client_config(opts.edge_ca_pem, vec![b"h2".to_vec(), b"http/1.1".to_vec()])
             .context("the --ca-file does not hold a usable CA certificate")?;
@@ -60,8 +77,6 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
         .await
         .context("the edge's answer is not valid")?;
 
-    std::fs::create_dir_all(opts.state_dir)
-        .with_context(|| format!("cannot create {}", opts.state_dir.display()))?;
     let dir = opts.state_dir;
     postern_pki::write_private(&dir.join(state::KEY), generated.key_pem.as_bytes())?;
     postern_pki::write_public(&dir.join(state::CERT), reg.certificate_pem.as_bytes())?;

@@ -159,7 +159,11 @@ async fn register(
         Err(RegisterError::Store(e)) => return Err(e.into()),
     };
     tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
-    shared.reload().await?;
+    // The registration is committed: a failed reload must not turn it into an error the
+    // connector would retry with a spent token. The next change reloads anyway.
+    if let Err(e) = shared.reload().await {
+        tracing::error!(error = %e, "cannot reload routing after a registration");
+    }
     Ok(Json(RegisterResponse {
         connector_id: connector.id,
         group: connector.group,
@@ -203,8 +207,14 @@ async fn config(
     }
     if let Some(after) = q.after {
         let mut rx = shared.version.subscribe();
-        let newer = tokio::time::timeout(CONFIG_POLL_TIMEOUT, rx.wait_for(|v| *v > after)).await;
-        if newer.is_err() {
+        let mut stopping = shared.stopping.clone();
+        let newer = tokio::select! {
+            r = tokio::time::timeout(CONFIG_POLL_TIMEOUT, rx.wait_for(|v| *v > after)) => r.is_ok(),
+            // A shutting-down edge ends its long-polls at once; the connector polls again
+            // (another edge, or this one after its restart).
+            _ = stopping.wait_for(|s| *s) => false,
+        };
+        if !newer {
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }

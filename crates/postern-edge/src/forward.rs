@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use postern_proto::body::{BodySent, Watched};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
 
@@ -102,8 +103,9 @@ async fn route_and_forward(
     meta.encode(&mut parts.headers);
     parts.uri = tunnel_uri(&authority, parts.uri.path_and_query())?;
     parts.version = Version::HTTP_2;
+    let (body, sent) = Watched::new(body, hygiene::clean_request_trailers);
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
-    let (resp, in_flight) = send(shared, &route, tunnel_req).await?;
+    let (resp, in_flight) = send(shared, &route, tunnel_req, sent).await?;
     let (mut parts, body) = resp.into_parts();
     refusal_from_connector(&parts.headers, &route)?;
     hygiene::prepare_response(&mut parts.headers, request_id);
@@ -124,6 +126,7 @@ async fn send(
     shared: &Shared,
     route: &Route,
     req: Request<TunnelBody>,
+    sent: BodySent,
 ) -> Result<(Response<Incoming>, InFlight), Refusal> {
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
     let lost = || Refusal::TunnelLost {
@@ -148,11 +151,22 @@ async fn send(
             })?;
         let tunnel = picked.tunnel().id;
         let mut sender = picked.tunnel().sender();
-        let sent =
-            tokio::time::timeout(route.timeout + TIMEOUT_MARGIN, sender.try_send_request(req))
-                .await;
-        match sent {
-            Err(_elapsed) => {
+        // The app's time counts from when the request body has been sent in full: a slow upload
+        // is not a slow app.
+        let deadline = {
+            let sent = sent.clone();
+            let limit = route.timeout + TIMEOUT_MARGIN;
+            async move {
+                sent.wait().await;
+                tokio::time::sleep(limit).await;
+            }
+        };
+        let outcome = tokio::select! {
+            r = sender.try_send_request(req) => Ok(r),
+            () = deadline => Err(()),
+        };
+        match outcome {
+            Err(()) => {
                 return Err(Refusal::BackendTimeout {
                     app: route.name.clone(),
                     timeout: route.timeout,
@@ -187,6 +201,8 @@ fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refu
             app,
             timeout: route.timeout,
         },
+        Some(TunnelRefusal::PathOutsideApp) => Refusal::PathOutsideApp { app },
+        Some(TunnelRefusal::UpgradeRefused) => Refusal::UpgradeRefused { app },
         Some(TunnelRefusal::BackendUnreachable) | Some(TunnelRefusal::BadMetadata) | None => {
             Refusal::BackendUnreachable { app }
         }
@@ -222,7 +238,7 @@ async fn websocket(
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
 
-    let (resp, in_flight) = send(shared, route, tunnel_req).await?;
+    let (resp, in_flight) = send(shared, route, tunnel_req, BodySent::already()).await?;
     refusal_from_connector(resp.headers(), route)?;
     if resp.status() != StatusCode::OK {
         // The app refused the upgrade; its answer goes to the user as is.
@@ -235,6 +251,11 @@ async fn websocket(
                 in_flight: Some(in_flight),
             },
         ));
+    }
+    if !resp.headers().contains_key(&HEADER_WS_ACCEPT) {
+        return Err(Refusal::UpgradeRefused {
+            app: route.name.clone(),
+        });
     }
     let mut switching = Response::new(EdgeBody::page(Bytes::new()));
     *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -315,6 +336,11 @@ pub fn request_host<B>(req: &Request<B>) -> Option<(String, Authority)> {
             Authority::from_str(raw).ok()?
         }
     };
+    // An authority with userinfo (`user@host`) is not a host a browser sends; refusing it keeps
+    // user-chosen text out of `X-Forwarded-Host` and a preserved `Host`.
+    if authority.as_str().contains('@') {
+        return None;
+    }
     let authority = Authority::from_str(&authority.as_str().to_ascii_lowercase()).ok()?;
     let host = authority.host().trim_end_matches('.').to_owned();
     (!host.is_empty()).then_some((host, authority))
@@ -365,5 +391,7 @@ mod tests {
         check_host("/", Some(""), None);
         check_host("/", Some("bad host"), None);
         check_host("/", Some("[::1]:8443"), Some("[::1]"));
+        check_host("/", Some("evil%2f@app.example"), None);
+        check_host("https://u@app.example/", None, None);
     }
 }

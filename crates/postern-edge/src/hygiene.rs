@@ -10,6 +10,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use postern_proto::hop::strip_hop_by_hop;
 use postern_proto::tunnel::is_edge_only_header;
 
+/// Other forwarding headers a client could use to lie to an app about its address, scheme or
+/// host; the edge sets `X-Forwarded-*` itself and drops these.
+const SPOOFABLE: [HeaderName; 6] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-client-ip"),
+];
+
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -47,6 +58,9 @@ pub struct Forwarded<'a> {
 pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     strip_hop_by_hop(headers);
     strip_edge_only(headers);
+    for name in SPOOFABLE {
+        headers.remove(name);
+    }
     headers.remove(header::HOST);
 
     let ip = fwd.client_ip.to_canonical().to_string();
@@ -71,6 +85,24 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     }
     if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
         headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+/// Cleans the trailers of a user's request body: a trailer may not carry what the header block
+/// may not (edge-only names, forwarding headers, hop-by-hop fields).
+pub fn clean_request_trailers(trailers: &mut HeaderMap) {
+    strip_hop_by_hop(trailers);
+    strip_edge_only(trailers);
+    for name in SPOOFABLE {
+        trailers.remove(name);
+    }
+    for name in [
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        header::HOST,
+    ] {
+        trailers.remove(name);
     }
 }
 
@@ -169,6 +201,32 @@ mod tests {
             &[],
         );
         check(&[("cookie", "a=b")], &[("cookie", "a=b")]);
+        check(
+            &[
+                ("forwarded", "for=10.1.2.3;host=admin.internal"),
+                ("x-real-ip", "10.1.2.3"),
+            ],
+            &[],
+        );
+        check(
+            &[("x-forwarded-port", "80"), ("x-forwarded-prefix", "/admin")],
+            &[],
+        );
+    }
+
+    #[test]
+    fn trailers_carry_nothing_the_headers_may_not() {
+        let mut t = headers(&[
+            ("x-postern-user", "admin"),
+            ("X_Request_Id", "forged"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("postern-app", "1"),
+            ("x-checksum", "ok"),
+        ]);
+        clean_request_trailers(&mut t);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t["x-checksum"], "ok");
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     )?));
 
     let (version_tx, _) = watch::channel(0);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -163,10 +164,11 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         connector_ca,
         admin_token,
         shutting_down: Default::default(),
+        stopping: shutdown_rx.clone(),
+        reload_lock: Default::default(),
     });
     shared.reload().await?;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut accept_loops = JoinSet::new();
     let public_drain = serve::Drain::new();
     let control_drain = serve::Drain::new();

@@ -33,6 +33,10 @@ pub enum Refusal {
     TunnelLost { app: String },
     /// The edge is shutting down.
     ShuttingDown,
+    /// The path has dot segments that would leave the app's internal base path.
+    PathOutsideApp { app: String },
+    /// The app did not accept a WebSocket upgrade.
+    UpgradeRefused { app: String },
 }
 
 /// Where a failure comes from, as the page tells the user.
@@ -50,6 +54,8 @@ impl Refusal {
             Refusal::UnknownApp { .. } => StatusCode::NOT_FOUND,
             Refusal::MissingHost => StatusCode::BAD_REQUEST,
             Refusal::ConnectNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::PathOutsideApp { .. } => StatusCode::BAD_REQUEST,
+            Refusal::UpgradeRefused { .. } => StatusCode::BAD_GATEWAY,
             Refusal::NoConnectorOnline { .. }
             | Refusal::ConnectorLacksApp { .. }
             | Refusal::BackendUnreachable { .. }
@@ -65,6 +71,8 @@ impl Refusal {
             Refusal::UnknownApp { .. } => "unknown_app",
             Refusal::MissingHost => "missing_host",
             Refusal::ConnectNotAllowed => "connect_not_allowed",
+            Refusal::PathOutsideApp { .. } => "path_outside_app",
+            Refusal::UpgradeRefused { .. } => "upgrade_refused",
             Refusal::NoConnectorOnline { .. } => "no_connector_online",
             Refusal::QueueFull { .. } => "queue_full",
             Refusal::ConnectorLacksApp { .. } => "connector_lacks_app",
@@ -77,9 +85,11 @@ impl Refusal {
 
     pub fn source(&self) -> Source {
         match self {
-            Refusal::UnknownApp { .. } | Refusal::MissingHost | Refusal::ConnectNotAllowed => {
-                Source::Client
-            }
+            Refusal::UnknownApp { .. }
+            | Refusal::MissingHost
+            | Refusal::ConnectNotAllowed
+            | Refusal::PathOutsideApp { .. } => Source::Client,
+            Refusal::UpgradeRefused { .. } => Source::App,
             Refusal::NoConnectorOnline { .. } | Refusal::ConnectorLacksApp { .. } => {
                 Source::Connector
             }
@@ -93,7 +103,10 @@ impl Refusal {
     pub fn retryable(&self) -> bool {
         !matches!(
             self,
-            Refusal::UnknownApp { .. } | Refusal::MissingHost | Refusal::ConnectNotAllowed
+            Refusal::UnknownApp { .. }
+                | Refusal::MissingHost
+                | Refusal::ConnectNotAllowed
+                | Refusal::PathOutsideApp { .. }
         )
     }
 
@@ -102,6 +115,8 @@ impl Refusal {
             Refusal::UnknownApp { .. } => "No app is published here",
             Refusal::MissingHost => "Bad request",
             Refusal::ConnectNotAllowed => "Method not allowed",
+            Refusal::PathOutsideApp { .. } => "Bad path",
+            Refusal::UpgradeRefused { .. } => "The app refused the WebSocket connection",
             Refusal::NoConnectorOnline { .. } => "No connector is online for this app",
             Refusal::QueueFull { .. } => "Too many requests are waiting",
             Refusal::ConnectorLacksApp { .. } => "The connector does not serve this app yet",
@@ -117,7 +132,9 @@ impl Refusal {
             Refusal::UnknownApp { host } => format!(
                 "No application is published at {host}. Check the address, or ask an administrator to publish it."
             ),
-            Refusal::MissingHost => "The request names no host.".to_owned(),
+            Refusal::MissingHost => {
+                "The request names no valid host (a Host header or :authority without user information).".to_owned()
+            }
             Refusal::ConnectNotAllowed => {
                 "CONNECT is not allowed: Postern publishes apps and is not a forward proxy.".to_owned()
             }
@@ -141,6 +158,12 @@ impl Refusal {
                 "The tunnel to the connector carrying this request for {app:?} closed before the app answered. Try again."
             ),
             Refusal::ShuttingDown => "The edge is shutting down. Try again in a moment.".to_owned(),
+            Refusal::PathOutsideApp { app } => format!(
+                "The path has '.' or '..' segments that would leave {app:?}'s own path. Remove them from the address."
+            ),
+            Refusal::UpgradeRefused { app } => format!(
+                "{app:?} answered the WebSocket upgrade without switching protocols. Check that the app serves WebSockets at this path."
+            ),
         }
     }
 

@@ -49,11 +49,16 @@ pub struct Shared {
     pub connector_ca: Ca,
     pub admin_token: Secret,
     pub shutting_down: AtomicBool,
+    /// Turns true when shutdown starts; long-polls end on it so they do not hold up the drain.
+    pub stopping: watch::Receiver<bool>,
+    /// Serialises reloads so an older snapshot never replaces a newer one.
+    pub reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
     /// Rebuilds the routing snapshot from the store and tells waiting connectors.
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
         let version = self.store.config_version().await?;
         let apps = self.store.apps().await?;
         let by_host = apps

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 /// The request body type sent down a tunnel: the user's streamed body, or nothing (WebSocket
 /// CONNECT streams carry their bytes after the upgrade).
-pub type TunnelBody = Either<Incoming, Empty<Bytes>>;
+pub type TunnelBody = Either<postern_proto::body::Watched<Incoming>, Empty<Bytes>>;
 
 /// One live tunnel connection from a connector.
 pub struct Tunnel {
@@ -169,27 +169,45 @@ impl TunnelPool {
             return Ok(t);
         }
         let g = self.group(group);
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= max_queued {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(NoTunnel::QueueFull);
-        }
-        let result = async {
-            loop {
-                let joined = g.joined.notified();
-                tokio::pin!(joined);
-                // Register interest before looking, so a tunnel joining in between is not missed.
-                joined.as_mut().enable();
-                if let Some(t) = pick_from(&g.live.load(), exclude) {
-                    return Ok(t);
-                }
-                if tokio::time::timeout_at(deadline, joined).await.is_err() {
-                    return Err(NoTunnel::TimedOut);
-                }
+        // Counted until dropped: a request whose client gave up (its future dropped mid-wait)
+        // leaves the queue too.
+        let _queued = Queued::enter(&self.queued, max_queued).ok_or(NoTunnel::QueueFull)?;
+        loop {
+            let joined = g.joined.notified();
+            tokio::pin!(joined);
+            // Register interest before looking, so a tunnel joining in between is not missed.
+            joined.as_mut().enable();
+            if let Some(t) = pick_from(&g.live.load(), exclude) {
+                return Ok(t);
+            }
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                return Err(NoTunnel::TimedOut);
             }
         }
-        .await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        result
+    }
+
+    /// How many requests are waiting for a tunnel.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// One place in the wait queue, given back on drop.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Queued<'a>> {
+        if count.fetch_add(1, Ordering::Relaxed) >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Queued(count))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -212,4 +230,37 @@ fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
     }?;
     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
     Some(InFlight(chosen.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_the_queue() {
+        let pool = TunnelPool::default();
+        for _ in 0..10 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            // The client gives up long before the deadline: the wait is dropped mid-way.
+            let waited = tokio::time::timeout(
+                Duration::from_millis(1),
+                pool.acquire("g", None, deadline, 4),
+            )
+            .await;
+            assert!(waited.is_err());
+        }
+        assert_eq!(pool.queued(), 0);
+        let deadline = tokio::time::Instant::now();
+        assert_eq!(
+            pool.acquire("g", None, deadline, 4).await.err(),
+            Some(NoTunnel::TimedOut)
+        );
+        assert_eq!(
+            pool.acquire("g", None, deadline, 0).await.err(),
+            Some(NoTunnel::QueueFull)
+        );
+        assert_eq!(pool.queued(), 0);
+    }
 }

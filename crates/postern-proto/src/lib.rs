@@ -1,10 +1,11 @@
 //! Pure definitions that both ends of a Postern tunnel agree on.
 //!
-//! Nothing here does I/O: the tunnel stream metadata codec, the connector's config document, the
+//! Nothing here does I/O (the one body adapter only observes a body it is given): the tunnel stream metadata codec, the connector's config document, the
 //! registration messages and the JSON error shape of every Postern API. Both the edge and the
 //! connector depend on this crate, so a wire change shows up as a compile error on both sides.
 
 pub mod api;
+pub mod body;
 pub mod config;
 pub mod hop;
 pub mod tunnel;

@@ -150,14 +150,20 @@ pub enum TunnelRefusal {
     BackendUnreachable,
     /// The app did not answer within its timeout.
     BackendTimeout,
+    /// The path would leave the app's base path (dot segments).
+    PathOutsideApp,
+    /// The app answered a WebSocket upgrade without switching protocols.
+    UpgradeRefused,
 }
 
 impl TunnelRefusal {
-    pub const ALL: [TunnelRefusal; 4] = [
+    pub const ALL: [TunnelRefusal; 6] = [
         TunnelRefusal::UnknownApp,
         TunnelRefusal::BadMetadata,
         TunnelRefusal::BackendUnreachable,
         TunnelRefusal::BackendTimeout,
+        TunnelRefusal::PathOutsideApp,
+        TunnelRefusal::UpgradeRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +172,8 @@ impl TunnelRefusal {
             TunnelRefusal::BadMetadata => "bad-metadata",
             TunnelRefusal::BackendUnreachable => "backend-unreachable",
             TunnelRefusal::BackendTimeout => "backend-timeout",
+            TunnelRefusal::PathOutsideApp => "path-outside-app",
+            TunnelRefusal::UpgradeRefused => "upgrade-refused",
         }
     }
 
@@ -180,6 +188,8 @@ impl TunnelRefusal {
             TunnelRefusal::BadMetadata => http::StatusCode::BAD_REQUEST,
             TunnelRefusal::BackendUnreachable => http::StatusCode::BAD_GATEWAY,
             TunnelRefusal::BackendTimeout => http::StatusCode::GATEWAY_TIMEOUT,
+            TunnelRefusal::PathOutsideApp => http::StatusCode::BAD_REQUEST,
+            TunnelRefusal::UpgradeRefused => http::StatusCode::BAD_GATEWAY,
         }
     }
 }

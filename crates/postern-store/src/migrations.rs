@@ -5,13 +5,15 @@ use sqlx::SqlitePool;
 /// Each entry is one schema version; never edit a released entry, append a new one.
 const MIGRATIONS: &[&str] = &[
     // 1: groups, apps, connectors, certificates, registration tokens, the config version.
+    // IDs are never reused: a connector with a stale config must not take a new app's stream for
+    // a deleted one that had the same ID.
     "CREATE TABLE groups (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         created_at INTEGER NOT NULL
     );
     CREATE TABLE apps (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         name TEXT NOT NULL UNIQUE,
         external_url TEXT NOT NULL,
         external_host TEXT NOT NULL UNIQUE,

@@ -135,3 +135,14 @@ async fn refused_tokens_and_csrs_store_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn app_ids_are_never_reused() {
+    let (_d, store) = store().await;
+    store.create_group("g").await.unwrap();
+    store.publish_app(&app("a", "a.example")).await.unwrap();
+    let b = store.publish_app(&app("b", "b.example")).await.unwrap();
+    store.delete_app("b").await.unwrap();
+    let c = store.publish_app(&app("c", "c.example")).await.unwrap();
+    assert!(c.id > b.id, "{} reused {}", c.id, b.id);
+}

@@ -62,6 +62,10 @@ struct EdgeArgs {
     /// How long a request waits for a connector of its app's group to come online.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     queue_timeout: Duration,
+    /// How many requests may wait for a connector at once (all groups together); past it,
+    /// requests that find no connector fail at once with 503.
+    #[arg(long, default_value_t = postern_edge::config::DEFAULT_MAX_QUEUED)]
+    max_queued: usize,
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -150,6 +154,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     );
     config.tls_cert = args.tls_cert.zip(args.tls_key);
     config.queue_timeout = args.queue_timeout;
+    config.max_queued = args.max_queued;
     config.drain_timeout = args.drain_timeout;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()

@@ -154,9 +154,11 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
     let client = edge.client("big.localhost");
     let pids = [edge.pid(), c.pid()];
     let baseline: Vec<u64> = pids.iter().map(|p| common::rss_bytes(*p)).collect();
+    assert!(baseline.iter().all(|b| *b > 0));
     let peak = Arc::new(std::sync::Mutex::new(baseline.clone()));
+    let samples = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sampler = {
-        let peak = peak.clone();
+        let (peak, samples) = (peak.clone(), samples.clone());
         tokio::spawn(async move {
             loop {
                 for (i, p) in pids.iter().enumerate() {
@@ -164,6 +166,7 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
                     let mut peak = peak.lock().unwrap();
                     peak[i] = peak[i].max(rss);
                 }
+                samples.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         })
@@ -199,9 +202,18 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
     );
 
     sampler.abort();
+    assert!(
+        samples.load(Ordering::Relaxed) > 10,
+        "memory was not sampled during the transfer"
+    );
     let peak = peak.lock().unwrap().clone();
     for (i, name) in ["edge", "connector"].iter().enumerate() {
         let growth = peak[i].saturating_sub(baseline[i]);
+        eprintln!(
+            "{name}: RSS {} MiB before, peak {} MiB while moving 1 GiB each way",
+            baseline[i] >> 20,
+            peak[i] >> 20
+        );
         // Flow-control windows bound what is in flight; 1 GiB moved, well under 1/10 of it held.
         assert!(
             growth < 96 << 20,
@@ -318,10 +330,17 @@ async fn failover_between_two_connectors_loses_no_request() {
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..8 {
+    for worker in 0..8 {
+        // Half the workers hold requests open at the app, so some are in flight on the connector
+        // that dies: those must end with a 502, never hang.
+        let url = if worker % 2 == 0 {
+            format!("{url}slow?ms=300")
+        } else {
+            url.clone()
+        };
         let (client, url, killed, failed, done, stop) = (
             client.clone(),
-            url.clone(),
+            url,
             killed.clone(),
             failed_after_failover.clone(),
             done.clone(),
@@ -359,7 +378,7 @@ async fn failover_between_two_connectors_loses_no_request() {
             .expect("load stalled");
         }
     };
-    wait_for(200).await;
+    wait_for(100).await;
     let mut c1 = c1;
     c1.child.start_kill().unwrap();
     c1.child.wait().await.unwrap();
@@ -367,14 +386,16 @@ async fn failover_between_two_connectors_loses_no_request() {
     edge.wait_tunnels(&c1.id, 0).await;
     killed.store(true, Ordering::SeqCst);
     let before = done.load(Ordering::Relaxed);
-    wait_for(before + 500).await;
+    wait_for(before + 300).await;
     stop.store(true, Ordering::Relaxed);
+    let mut failed_in_flight = 0;
     for w in workers {
-        tokio::time::timeout(READY_TIMEOUT, w)
+        failed_in_flight += tokio::time::timeout(READY_TIMEOUT, w)
             .await
             .expect("a request hung")
             .unwrap();
     }
+    eprintln!("requests in flight on the killed connector that got a 502: {failed_in_flight}");
     assert_eq!(
         failed_after_failover.load(Ordering::Relaxed),
         0,
@@ -564,4 +585,123 @@ async fn wait_until(f: impl Fn() -> bool) {
     })
     .await
     .expect("condition never held");
+}
+
+#[tokio::test]
+async fn forged_trailers_are_cleaned_like_headers() {
+    use http_body_util::BodyExt;
+    let (edge, _app, _c) = published("trailers2.localhost", &[]).await;
+    // HTTP/1.1 chunked, with trailers naming headers only the edge may set.
+    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("trailers2.localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-request-trailer", "kept".parse().unwrap());
+    trailers.insert("x-postern-user", "admin".parse().unwrap());
+    let frames = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(http_body::Frame::data(bytes::Bytes::from_static(b"body"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ]);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/trailers")
+        .header(
+            "host",
+            format!("trailers2.localhost:{}", edge.public.port()),
+        )
+        .header("te", "trailers")
+        .header("trailer", "x-request-trailer, x-postern-user")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers over HTTP/1.1 were lost");
+    // The app reports the trailers it saw: the ordinary one arrived, the forged one did not.
+    assert_eq!(trailers["x-saw-request-trailer"], "kept");
+    assert_eq!(
+        trailers["x-saw-postern-trailer"], "no",
+        "a forged trailer reached the app"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_a_slow_app() {
+    let (edge, _app, _c) = published("upload.localhost", &["--backend-timeout", "1s"]).await;
+    let client = edge.client("upload.localhost");
+    // 3 s to send the body, with an app timeout of 1 s: the timer starts once the body is sent.
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some((
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1000])),
+            i + 1,
+        ))
+    });
+    let resp = client
+        .post(edge.url("upload.localhost", "/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["len"], 6000);
+}
+
+#[tokio::test]
+async fn dot_segments_cannot_leave_an_apps_base_path() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish(
+        "based",
+        "based.localhost",
+        &format!("http://{}/app/", app.addr),
+        "g",
+        &[],
+    )
+    .await;
+    let _c = edge.connector("g").await;
+    // HTTP/1.1 over raw TLS, so the path goes out exactly as written.
+    for path in ["/../secret", "/%2e%2e/secret", "/x/./y"] {
+        let status = raw_get(&edge, "based.localhost", path).await;
+        assert_eq!(status, 400, "{path}");
+    }
+    assert_eq!(raw_get(&edge, "based.localhost", "/fine").await, 200);
+    assert_eq!(app.hits.load(Ordering::Relaxed), 1);
+}
+
+/// Sends `GET path` as written over HTTP/1.1 and returns the status code.
+async fn raw_get(edge: &Edge, host: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    let _ = tls.read_to_end(&mut resp).await;
+    let head = String::from_utf8_lossy(&resp);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -171,9 +171,13 @@ async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible
         "/trailers" => {
             let mut body = req.into_body();
             let mut seen = String::new();
+            let mut forged = "no";
             while let Some(frame) = body.frame().await {
                 let Ok(frame) = frame else { break };
                 if let Ok(t) = frame.into_trailers() {
+                    if t.keys().any(|k| k.as_str().contains("postern")) {
+                        forged = "yes";
+                    }
                     seen = t
                         .get("x-request-trailer")
                         .and_then(|v| v.to_str().ok())
@@ -183,6 +187,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible
             }
             let mut trailers = HeaderMap::new();
             trailers.insert("x-checksum", HeaderValue::from_static("abc123"));
+            trailers.insert("x-saw-postern-trailer", HeaderValue::from_static(forged));
             trailers.insert(
                 "x-saw-request-trailer",
                 HeaderValue::from_str(if seen.is_empty() { "none" } else { &seen }).unwrap(),
@@ -195,7 +200,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible
             let mut resp = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)));
             resp.headers_mut().insert(
                 "trailer",
-                HeaderValue::from_static("x-checksum, x-saw-request-trailer"),
+                HeaderValue::from_static(
+                    "x-checksum, x-saw-request-trailer, x-saw-postern-trailer",
+                ),
             );
             resp
         }

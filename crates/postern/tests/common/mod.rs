@@ -317,15 +317,16 @@ pub fn signal(pid: u32, sig: &str) {
     assert!(status.success());
 }
 
-/// Resident memory of a process, in bytes.
+/// Resident memory of a running process, in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read the memory of process {pid}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .unwrap_or(0)
+        .expect("VmRSS in /proc/PID/status")
 }
 
 /// PEM text for DER bytes.
