@@ -5,6 +5,7 @@
 //! quickstart and tests get valid HTTPS for any `*.localhost` app with no setup.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +17,15 @@ use rustls::sign::CertifiedKey;
 use crate::{Ca, PkiError};
 
 /// Upper bound on certificates kept for on-demand names; past it the cache starts over, so a
-/// client sending random SNI names costs CPU (bounded by the rate limiter) but never memory.
+/// client sending random SNI names never costs unbounded memory.
 const MAX_CACHED_NAMES: usize = 1024;
+/// How many new names per second may get a certificate issued on demand (with a burst of
+/// [`ISSUE_BURST`]); past it, handshakes for new names get the default certificate, so a client
+/// sending random SNI names cannot make the edge spend its CPU on key generation.
+const ISSUE_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
+const ISSUE_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
+
+type IssueLimiter = governor::DefaultDirectRateLimiter;
 
 pub struct ServerCerts {
     mode: Mode,
@@ -27,9 +35,11 @@ enum Mode {
     Fixed(Arc<CertifiedKey>),
     Local {
         ca: Arc<Ca>,
-        /// Presented when the client sends no SNI (it dialled an IP address).
+        /// Presented when the client sends no SNI (it dialled an IP address), and for new names
+        /// past the issuance rate.
         default: Arc<CertifiedKey>,
         cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+        limiter: IssueLimiter,
     },
 }
 
@@ -77,6 +87,9 @@ impl ServerCerts {
                 ca,
                 default,
                 cache: Mutex::new(HashMap::new()),
+                limiter: governor::RateLimiter::direct(
+                    governor::Quota::per_second(ISSUE_PER_SECOND).allow_burst(ISSUE_BURST),
+                ),
             },
         })
     }
@@ -84,10 +97,19 @@ impl ServerCerts {
     fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         match &self.mode {
             Mode::Fixed(key) => Some(key.clone()),
-            Mode::Local { ca, cache, .. } => {
+            Mode::Local {
+                ca,
+                cache,
+                default,
+                limiter,
+            } => {
                 let name = name.to_ascii_lowercase();
                 if let Some(hit) = lock(cache).get(&name) {
                     return Some(hit.clone());
+                }
+                if limiter.check().is_err() {
+                    tracing::warn!(%name, "on-demand certificate rate exceeded; presenting the default certificate");
+                    return Some(default.clone());
                 }
                 // Issued outside the lock: signing takes a while and must not stall other
                 // handshakes. Two racing handshakes for a new name both issue; one wins the cache.
@@ -134,4 +156,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding this lock cannot leave the cache inconsistent (inserts are single
     // calls), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_names_past_the_rate_get_the_default_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            Ca::load_or_create(&dir.path().join("c.pem"), &dir.path().join("k.pem"), "t").unwrap();
+        let certs = ServerCerts::local(Arc::new(ca), &["localhost".to_owned()]).unwrap();
+        let Mode::Local { default, .. } = &certs.mode else {
+            unreachable!()
+        };
+        let mut defaults = 0;
+        for i in 0..(ISSUE_BURST.get() + 20) {
+            let got = certs.for_name(&format!("n{i}.example")).unwrap();
+            if Arc::ptr_eq(&got, default) {
+                defaults += 1;
+            }
+        }
+        assert!(
+            defaults >= 10,
+            "only {defaults} names were refused issuance"
+        );
+        // A name issued before is still served from the cache.
+        let first = certs.for_name("n0.example").unwrap();
+        assert!(!Arc::ptr_eq(&first, default));
+    }
 }
