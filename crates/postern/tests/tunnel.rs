@@ -228,13 +228,7 @@ async fn chunked_bodies_and_trailers_survive() {
     use http_body_util::BodyExt;
     let (edge, _app, _c) = published("trailers.localhost", &[]).await;
     // A raw HTTP/2 client, since trailers are invisible to most client libraries.
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"h2".to_vec()]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("trailers.localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = edge.tls_to_public("trailers.localhost", b"h2").await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -284,13 +278,7 @@ async fn websocket_echoes_both_ways_and_closes_cleanly() {
     let _c = edge.connector("g").await;
 
     // WebSocket over HTTP/1.1, as browsers open it.
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("ws.localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = edge.tls_to_public("ws.localhost", b"http/1.1").await;
     let url = format!("wss://ws.localhost:{}/socket", edge.public.port());
     let (mut socket, resp) = tokio_tungstenite::client_async(url, tls).await.unwrap();
     assert_eq!(resp.status(), 101);
@@ -592,13 +580,7 @@ async fn forged_trailers_are_cleaned_like_headers() {
     use http_body_util::BodyExt;
     let (edge, _app, _c) = published("trailers2.localhost", &[]).await;
     // HTTP/1.1 chunked, with trailers naming headers only the edge may set.
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("trailers2.localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = edge.tls_to_public("trailers2.localhost", b"http/1.1").await;
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .unwrap();
@@ -688,13 +670,7 @@ async fn dot_segments_cannot_leave_an_apps_base_path() {
 /// Sends `GET path` as written over HTTP/1.1 and returns the status code.
 async fn raw_get(edge: &Edge, host: &str, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
-    let tcp = tokio::net::TcpStream::connect(edge.public).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = edge.tls_to_public(host, b"http/1.1").await;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut resp = Vec::new();

@@ -280,6 +280,21 @@ impl Edge {
             .unwrap()
     }
 
+    /// A TLS connection to the public listener for `host` (SNI), offering one ALPN protocol.
+    pub async fn tls_to_public(
+        &self,
+        host: &str,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let config = postern_pki::client_config(&self.ca_pem(), vec![alpn.to_vec()]).unwrap();
+        let tcp = tokio::net::TcpStream::connect(self.public).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.public.port())
     }
