@@ -247,6 +247,8 @@ pub struct ConnectorView {
     pub version: String,
     pub status: String,
     pub tunnels: usize,
+    /// Requests carried by its open tunnels.
+    pub requests: u64,
     pub registered_at: i64,
     pub cert_not_after: Option<i64>,
 }
@@ -254,16 +256,18 @@ pub struct ConnectorView {
 async fn list_connectors(
     State(shared): State<Arc<Shared>>,
 ) -> Result<Json<Vec<ConnectorView>>, ApiFailure> {
-    let mut open: HashMap<String, usize> = HashMap::new();
+    let mut open: HashMap<String, (usize, u64)> = HashMap::new();
     for (_, t) in shared.tunnels.snapshot() {
-        *open.entry(t.connector_id.clone()).or_insert(0) += 1;
+        let entry = open.entry(t.connector_id.clone()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += t.served();
     }
     let connectors = shared.store.connectors().await?;
     Ok(Json(
         connectors
             .into_iter()
             .map(|c| {
-                let tunnels = open.get(&c.id).copied().unwrap_or(0);
+                let (tunnels, requests) = open.get(&c.id).copied().unwrap_or((0, 0));
                 ConnectorView {
                     status: if c.revoked_at.is_some() {
                         "revoked"
@@ -274,6 +278,7 @@ async fn list_connectors(
                     }
                     .to_owned(),
                     tunnels,
+                    requests,
                     id: c.id,
                     group: c.group,
                     hostname: c.hostname,

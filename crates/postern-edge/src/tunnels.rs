@@ -30,6 +30,8 @@ pub struct Tunnel {
     pub opened: Instant,
     sender: SendRequest<TunnelBody>,
     in_flight: AtomicUsize,
+    /// Requests this tunnel has been given.
+    served: AtomicU64,
 }
 
 impl Tunnel {
@@ -39,6 +41,10 @@ impl Tunnel {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     fn usable(&self) -> bool {
@@ -116,6 +122,7 @@ impl TunnelPool {
             opened: Instant::now(),
             sender,
             in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
         });
         let g = self.group(group);
         g.live.rcu(|live| {
@@ -229,6 +236,7 @@ fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
         }
     }?;
     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+    chosen.served.fetch_add(1, Ordering::Relaxed);
     Some(InFlight(chosen.clone()))
 }
 

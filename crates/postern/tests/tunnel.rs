@@ -308,6 +308,36 @@ async fn websocket_echoes_both_ways_and_closes_cleanly() {
 }
 
 #[tokio::test]
+async fn two_connectors_share_the_load() {
+    let (edge, _app, c1) = published("share.localhost", &[]).await;
+    let c2 = edge.connector("g").await;
+    let client = edge.client("share.localhost");
+    for _ in 0..200 {
+        let resp = client
+            .get(edge.url("share.localhost", "/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["connector", "list", "--json"]).await).unwrap();
+    let requests = |id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let (r1, r2) = (requests(&c1.id), requests(&c2.id));
+    assert_eq!(r1 + r2, 200);
+    // Random choice between equally idle tunnels: each connector carries a fair share.
+    assert!(r1 >= 40 && r2 >= 40, "unbalanced: {r1} and {r2}");
+}
+
+#[tokio::test]
 async fn failover_between_two_connectors_loses_no_request() {
     let (edge, _app, c1) = published("failover.localhost", &[]).await;
     let c2 = edge.connector("g").await;
