@@ -58,18 +58,13 @@ async fn quickstart_serves_the_demo_app_through_the_tunnel() {
     assert_eq!(robots.text().await.unwrap(), "User-agent: *\nDisallow: /\n");
 
     // The admin API the banner names works with the CLI and the token file it names.
-    let out = tokio::process::Command::new(common::BIN)
-        .arg("admin")
-        .arg("--admin-url")
-        .arg(&admin_url)
-        .arg("--token-file")
-        .arg(data.path().join("edge/admin-token"))
-        .arg("--ca-file")
-        .arg(data.path().join("edge/ca.pem"))
-        .args(["app", "list", "--json"])
-        .output()
-        .await
-        .unwrap();
+    let out = common::admin_cli(
+        &admin_url,
+        &data.path().join("edge/admin-token"),
+        &data.path().join("edge/ca.pem"),
+        &["app", "list", "--json"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -218,16 +218,9 @@ async fn admin_cli_errors_name_the_fix_and_change_nothing() {
     // A wrong admin token.
     let bad = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(bad.path(), "pat_wrong").unwrap();
-    let out = tokio::process::Command::new(common::BIN)
-        .args(["admin", "--admin-url", &format!("https://{}", edge.admin)])
-        .arg("--token-file")
-        .arg(bad.path())
-        .arg("--ca-file")
-        .arg(edge.ca_path())
-        .args(["group", "list"])
-        .output()
-        .await
-        .unwrap();
+    let out = edge
+        .admin_with_token_file(bad.path(), &["group", "list"])
+        .await;
     assert_refused(&out, "not valid for this edge");
 }
 
@@ -318,16 +311,9 @@ async fn the_bootstrap_token_comes_from_the_environment() {
     );
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), token).unwrap();
-    let out = tokio::process::Command::new(common::BIN)
-        .args(["admin", "--admin-url", &format!("https://{}", edge.admin)])
-        .arg("--token-file")
-        .arg(file.path())
-        .arg("--ca-file")
-        .arg(edge.ca_path())
-        .args(["group", "create", "g"])
-        .output()
-        .await
-        .unwrap();
+    let out = edge
+        .admin_with_token_file(file.path(), &["group", "create", "g"])
+        .await;
     assert!(
         out.status.success(),
         "{}",

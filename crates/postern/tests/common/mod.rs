@@ -116,17 +116,23 @@ impl Edge {
 
     /// Runs `postern admin ARGS` against this edge.
     pub async fn admin(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .arg("admin")
-            .args(["--admin-url", &format!("https://{}", self.admin)])
-            .arg("--token-file")
-            .arg(self.dir.path().join("admin-token"))
-            .arg("--ca-file")
-            .arg(self.ca_path())
-            .args(args)
-            .output()
+        self.admin_with_token_file(&self.dir.path().join("admin-token"), args)
             .await
-            .unwrap()
+    }
+
+    /// Runs `postern admin ARGS` against this edge with another token file.
+    pub async fn admin_with_token_file(
+        &self,
+        token_file: &Path,
+        args: &[&str],
+    ) -> std::process::Output {
+        admin_cli(
+            &format!("https://{}", self.admin),
+            token_file,
+            &self.ca_path(),
+            args,
+        )
+        .await
     }
 
     pub async fn admin_ok(&self, args: &[&str]) -> String {
@@ -298,6 +304,25 @@ impl Edge {
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.public.port())
     }
+}
+
+/// Runs `postern admin ARGS` against the admin API at `admin_url`.
+pub async fn admin_cli(
+    admin_url: &str,
+    token_file: &Path,
+    ca_file: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(BIN)
+        .args(["admin", "--admin-url", admin_url])
+        .arg("--token-file")
+        .arg(token_file)
+        .arg("--ca-file")
+        .arg(ca_file)
+        .args(args)
+        .output()
+        .await
+        .unwrap()
 }
 
 pub struct Connector {
