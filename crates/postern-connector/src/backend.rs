@@ -56,10 +56,10 @@ impl Backends {
         req: Request<Incoming>,
     ) -> Result<Response<StreamBody>, std::convert::Infallible> {
         let mut resolved = resolve(&self.apps.load(), req.headers());
-        if let Err((TunnelRefusal::UnknownApp, _)) = resolved {
+        if let Err((TunnelRefusal::UnknownApp, Some(meta))) = &resolved {
             // The edge routed with a newer config than this connector has (an app just
             // published): wait briefly for it instead of refusing.
-            let wanted = StreamMeta::decode(req.headers()).map_or(0, |m| m.config_version);
+            let wanted = meta.config_version;
             if wanted > self.apps.load().version {
                 let mut applied = self.applied.clone();
                 let _ =
@@ -69,8 +69,12 @@ impl Backends {
         }
         let (meta, app) = match resolved {
             Ok(found) => found,
-            Err((refusal, request_id)) => {
-                return Ok(refusal_response(refusal, request_id.as_deref()))
+            Err((refusal, meta)) => {
+                if let Some(meta) = &meta {
+                    tracing::warn!(app = %meta.app, edge_version = meta.config_version, applied = self.apps.load().version, request_id = %meta.request_id, "stream refused: app not in this connector's config");
+                }
+                let request_id = meta.map(|m| m.request_id);
+                return Ok(refusal_response(refusal, request_id.as_deref()));
             }
         };
         let client = if app.route.insecure_skip_backend_tls_verify {
@@ -93,21 +97,18 @@ impl Backends {
 }
 
 /// The allow-list check: which app a stream is for, if its metadata is sound and the app is in
-/// this connector's config. A refusal carries the request ID when the metadata had one.
+/// this connector's config. A refusal carries the metadata when it could be read.
 pub(crate) fn resolve(
     apps: &Apps,
     headers: &http::HeaderMap,
-) -> Result<(StreamMeta, Arc<AppEntry>), (TunnelRefusal, Option<String>)> {
+) -> Result<(StreamMeta, Arc<AppEntry>), (TunnelRefusal, Option<StreamMeta>)> {
     let meta = StreamMeta::decode(headers).map_err(|e| {
         tracing::warn!(error = %e, "stream refused: bad metadata");
         (TunnelRefusal::BadMetadata, None)
     })?;
     match apps.get(meta.app) {
         Some(app) => Ok((meta, app.clone())),
-        None => {
-            tracing::warn!(app = %meta.app, edge_version = meta.config_version, applied = apps.version, request_id = %meta.request_id, "stream refused: app not in this connector's config");
-            Err((TunnelRefusal::UnknownApp, Some(meta.request_id)))
-        }
+        None => Err((TunnelRefusal::UnknownApp, Some(meta))),
     }
 }
 
