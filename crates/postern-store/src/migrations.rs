@@ -51,6 +51,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO counters (name, value) VALUES ('config_version', 1);",
+    // 2: maintenance mode, connector health, admin API tokens and the audit log.
+    "ALTER TABLE apps ADD COLUMN maintenance INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE connectors ADD COLUMN address TEXT;
+    ALTER TABLE connectors ADD COLUMN last_seen_at INTEGER;
+    CREATE TABLE admin_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        request_id TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_at ON audit_events (at_ms);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

@@ -47,6 +47,8 @@ pub struct NewApp {
     pub preserve_host: bool,
     pub insecure_skip_backend_tls_verify: bool,
     pub backend_timeout: Duration,
+    /// Every user gets a maintenance page; nothing is forwarded.
+    pub maintenance: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +63,25 @@ pub struct App {
     pub preserve_host: bool,
     pub insecure_skip_backend_tls_verify: bool,
     pub backend_timeout: Duration,
+    pub maintenance: bool,
+}
+
+impl App {
+    /// The app's settings, as an update starts from them.
+    pub fn settings(&self) -> NewApp {
+        NewApp {
+            name: self.name.clone(),
+            external_url: self.external_url.clone(),
+            external_host: self.external_host.clone(),
+            internal_url: self.internal_url.clone(),
+            group: self.group.clone(),
+            preauth: self.preauth,
+            preserve_host: self.preserve_host,
+            insecure_skip_backend_tls_verify: self.insecure_skip_backend_tls_verify,
+            backend_timeout: self.backend_timeout,
+            maintenance: self.maintenance,
+        }
+    }
 }
 
 pub(crate) fn app_from_row(r: &SqliteRow) -> Result<App, StoreError> {
@@ -81,6 +102,7 @@ pub(crate) fn app_from_row(r: &SqliteRow) -> Result<App, StoreError> {
         preserve_host: r.get(7),
         insecure_skip_backend_tls_verify: r.get(8),
         backend_timeout: Duration::from_millis(timeout_ms.max(0) as u64),
+        maintenance: r.get(10),
     })
 }
 
@@ -95,6 +117,10 @@ pub struct Connector {
     pub revoked_at: Option<i64>,
     /// Expiry (Unix seconds) of the newest certificate issued to it.
     pub cert_not_after: Option<i64>,
+    /// The address it last connected from.
+    pub address: Option<String>,
+    /// When (Unix seconds) a tunnel or control call from it was last seen.
+    pub last_seen_at: Option<i64>,
 }
 
 pub(crate) fn connector_from_row(r: &SqliteRow) -> Connector {
@@ -106,7 +132,111 @@ pub(crate) fn connector_from_row(r: &SqliteRow) -> Connector {
         registered_at: r.get(4),
         revoked_at: r.get(5),
         cert_not_after: r.get(6),
+        address: r.get(7),
+        last_seen_at: r.get(8),
     }
+}
+
+/// What a connector reports about itself when it calls the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorReport {
+    pub hostname: Option<String>,
+    pub version: Option<String>,
+    pub address: Option<String>,
+}
+
+/// An admin API token (the token itself is shown once, at creation; only its hash is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminToken {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub(crate) fn admin_token_from_row(r: &SqliteRow) -> AdminToken {
+    AdminToken {
+        id: r.get(0),
+        name: r.get(1),
+        created_at: r.get(2),
+        expires_at: r.get(3),
+        last_used_at: r.get(4),
+        revoked_at: r.get(5),
+    }
+}
+
+/// Whether an audited action succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+        }
+    }
+}
+
+/// One audit record: who did what to which object, when, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// `admin:bootstrap`, `admin:tok_…` or `connector:c_…`.
+    pub actor: String,
+    /// Dotted verb, e.g. `app.publish`, `connector.revoke`.
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    /// What changed, or why it failed.
+    pub detail: String,
+    pub request_id: String,
+}
+
+pub(crate) fn audit_from_row(r: &SqliteRow) -> AuditEvent {
+    AuditEvent {
+        id: r.get(0),
+        at_ms: r.get(1),
+        actor: r.get(2),
+        action: r.get(3),
+        target: r.get(4),
+        result: r.get(5),
+        detail: r.get(6),
+        request_id: r.get(7),
+    }
+}
+
+/// An audit event to record.
+#[derive(Clone, Debug)]
+pub struct NewAuditEvent<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub outcome: Outcome,
+    pub detail: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Filters for reading the audit log, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until_ms: Option<i64>,
+    pub actor: Option<String>,
+    /// An exact action (`app.publish`) or a prefix ending in `.` (`app.`).
+    pub action: Option<String>,
+    /// Only events older than this ID (the previous page's cursor).
+    pub before_id: Option<i64>,
+    pub limit: u32,
 }
 
 /// A certificate issued to a connector.

@@ -30,6 +30,7 @@ fn app(name: &str, host: &str) -> NewApp {
         preserve_host: false,
         insecure_skip_backend_tls_verify: false,
         backend_timeout: Duration::from_secs(85),
+        maintenance: false,
     }
 }
 
@@ -145,4 +146,261 @@ async fn app_ids_are_never_reused() {
     store.delete_app("b").await.unwrap();
     let c = store.publish_app(&app("c", "c.example")).await.unwrap();
     assert!(c.id > b.id, "{} reused {}", c.id, b.id);
+}
+
+#[tokio::test]
+async fn updates_keep_the_id_and_refuse_conflicts() {
+    let (_d, store) = store().await;
+    store.create_group("g").await.unwrap();
+    store.create_group("h").await.unwrap();
+    let a = store.publish_app(&app("a", "a.example")).await.unwrap();
+    store.publish_app(&app("b", "b.example")).await.unwrap();
+    let v = store.config_version().await.unwrap();
+
+    let mut change = a.settings();
+    change.internal_url = "http://10.0.0.1:80/".into();
+    change.group = "h".into();
+    change.maintenance = true;
+    let updated = store.update_app("a", &change).await.unwrap();
+    assert_eq!(updated.id, a.id);
+    assert_eq!(updated.group, "h");
+    assert!(updated.maintenance);
+    assert_eq!(store.config_version().await.unwrap(), v + 1);
+
+    let mut clash = updated.settings();
+    clash.external_host = "b.example".into();
+    assert!(matches!(
+        store.update_app("a", &clash).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut unknown_group = updated.settings();
+    unknown_group.group = "nope".into();
+    assert!(matches!(
+        store.update_app("a", &unknown_group).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.update_app("zzz", &updated.settings()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.app("a").await.unwrap(), updated);
+    assert_eq!(store.config_version().await.unwrap(), v + 1);
+}
+
+#[tokio::test]
+async fn groups_rename_and_delete_only_when_unused() {
+    let (_d, store) = store().await;
+    store.create_group("g").await.unwrap();
+    store.create_group("other").await.unwrap();
+    store.publish_app(&app("a", "a.example")).await.unwrap();
+    assert!(matches!(
+        store.rename_group("g", "other").await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.rename_group("g", "renamed").await.unwrap();
+    assert_eq!(store.app("a").await.unwrap().group, "renamed");
+
+    let err = store.delete_group("renamed").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InUse(m) if m.contains("apps a")),
+        "{err}"
+    );
+    let token = store
+        .create_registration_token("renamed", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (c, _) = store
+        .register_connector::<()>(&token, "h", "1", |_| Ok(cert("01")))
+        .await
+        .unwrap();
+    store.delete_app("a").await.unwrap();
+    let err = store.delete_group("renamed").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InUse(m) if m.contains(&c.id)),
+        "{err}"
+    );
+    // A revoked connector does not hold its group.
+    store.revoke_connector(&c.id).await.unwrap();
+    store.delete_group("renamed").await.unwrap();
+    assert!(matches!(
+        store.connector(&c.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_group("renamed").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn revoked_connectors_are_not_moved_or_renewed() {
+    let (_d, store) = store().await;
+    store.create_group("g").await.unwrap();
+    store.create_group("h").await.unwrap();
+    let token = store
+        .create_registration_token("g", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (c, _) = store
+        .register_connector::<()>(&token, "h", "1", |_| Ok(cert("01")))
+        .await
+        .unwrap();
+    let (renewed, _) = store
+        .renew_connector::<()>(&c.id, |_| {
+            Ok(CertRecord {
+                not_after: 200,
+                ..cert("02")
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(renewed.cert_not_after, Some(200));
+    assert_eq!(store.move_connector(&c.id, "h").await.unwrap().group, "h");
+    store.revoke_connector(&c.id).await.unwrap();
+    assert!(matches!(
+        store.revoke_connector(&c.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.move_connector(&c.id, "g").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let refused = store.renew_connector::<()>(&c.id, |_| Ok(cert("03"))).await;
+    assert!(matches!(
+        refused,
+        Err(RegisterError::Store(StoreError::Conflict(_)))
+    ));
+    assert!(matches!(
+        store
+            .renew_connector::<()>("c_unknown", |_| Ok(cert("04")))
+            .await,
+        Err(RegisterError::Store(StoreError::NotFound { .. }))
+    ));
+    assert_eq!(
+        store.connector(&c.id).await.unwrap().cert_not_after,
+        Some(200)
+    );
+}
+
+#[tokio::test]
+async fn admin_tokens_authenticate_until_revoked_or_expired() {
+    let (_d, store) = store().await;
+    let (t, secret) = store.create_admin_token("ci", None).await.unwrap();
+    assert_eq!(
+        store
+            .authenticate_admin_token(&secret)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        t.id
+    );
+    assert!(store
+        .authenticate_admin_token("pat_forged")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .admin_token(&t.id)
+        .await
+        .unwrap()
+        .last_used_at
+        .is_some());
+    store.revoke_admin_token(&t.id).await.unwrap();
+    assert!(store
+        .authenticate_admin_token(&secret)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.revoke_admin_token(&t.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (_, expired) = store
+        .create_admin_token("short", Some(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(store
+        .authenticate_admin_token(&expired)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn audit_filters_and_pages() {
+    let (_d, store) = store().await;
+    for (actor, action) in [
+        ("admin:a", "app.publish"),
+        ("admin:b", "app.delete"),
+        ("admin:a", "group.create"),
+        ("connector:c", "connector.renew"),
+        ("admin:a", "app.update"),
+    ] {
+        store
+            .record(&NewAuditEvent {
+                actor,
+                action,
+                target: "t",
+                outcome: Outcome::Success,
+                detail: "",
+                request_id: "r",
+            })
+            .await
+            .unwrap();
+    }
+    let q = |f: fn(&mut AuditQuery)| {
+        let mut q = AuditQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let actions =
+        |events: Vec<AuditEvent>| -> Vec<String> { events.into_iter().map(|e| e.action).collect() };
+    let all = store.audit(&q(|_| {})).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(
+        actions(
+            store
+                .audit(&q(|q| q.actor = Some("admin:a".into())))
+                .await
+                .unwrap()
+        ),
+        ["app.update", "group.create", "app.publish"]
+    );
+    assert_eq!(
+        actions(
+            store
+                .audit(&q(|q| q.action = Some("app.".into())))
+                .await
+                .unwrap()
+        ),
+        ["app.update", "app.delete", "app.publish"]
+    );
+    assert_eq!(
+        actions(
+            store
+                .audit(&q(|q| q.action = Some("app.delete".into())))
+                .await
+                .unwrap()
+        ),
+        ["app.delete"]
+    );
+    let page1 = store.audit(&q(|q| q.limit = 2)).await.unwrap();
+    assert_eq!(page1.len(), 2);
+    let mut next = q(|q| q.limit = 2);
+    next.before_id = Some(page1[1].id);
+    let page2 = store.audit(&next).await.unwrap();
+    assert_eq!(page2.len(), 2);
+    assert!(page2[0].id < page1[1].id);
+    let future = store
+        .audit(&q(|q| q.since_ms = Some(i64::MAX / 2)))
+        .await
+        .unwrap();
+    assert!(future.is_empty());
+    let past = store.audit(&q(|q| q.until_ms = Some(0))).await.unwrap();
+    assert!(past.is_empty());
 }
