@@ -9,11 +9,13 @@ use postern_proto::api::{ApiError, ApiErrorBody};
 use postern_store::StoreError;
 
 /// An API call that failed: a status, a stable code and a message naming the fix.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiFailure {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Filled in by the API's request-ID layer, which also sets `X-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 impl ApiFailure {
@@ -22,7 +24,13 @@ impl ApiFailure {
             status,
             code,
             message: message.into(),
+            request_id: None,
         }
+    }
+
+    /// `code: message`, as the audit log records a failure.
+    pub fn detail(&self) -> String {
+        format!("{}: {}", self.code, self.message)
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiFailure {
@@ -57,11 +65,15 @@ impl IntoResponse for ApiFailure {
         let body = ApiError {
             error: ApiErrorBody {
                 code: self.code.to_owned(),
-                message: self.message,
-                request_id: None,
+                message: self.message.clone(),
+                request_id: self.request_id.clone(),
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let status = self.status;
+        let mut resp = (status, axum::Json(body)).into_response();
+        // Kept so an outer layer can render it again with the request ID.
+        resp.extensions_mut().insert(self);
+        resp
     }
 }
 

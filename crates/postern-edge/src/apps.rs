@@ -26,6 +26,79 @@ pub struct PublishApp {
     pub insecure_skip_backend_tls_verify: bool,
     #[serde(default)]
     pub backend_timeout_secs: Option<u64>,
+    /// Publish in maintenance mode: users get the maintenance page until it is turned off.
+    #[serde(default)]
+    pub maintenance: bool,
+}
+
+/// `PATCH /v1/apps/{name}`: the fields to change; the others keep their values.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preauth: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_host: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_backend_tls_verify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<bool>,
+}
+
+impl UpdateApp {
+    pub fn is_empty(&self) -> bool {
+        *self == UpdateApp::default()
+    }
+}
+
+impl PublishApp {
+    /// The publish request that would produce `app` as it is now.
+    pub fn from_app(app: &postern_store::App) -> PublishApp {
+        PublishApp {
+            name: app.name.clone(),
+            external_url: app.external_url.clone(),
+            internal_url: app.internal_url.clone(),
+            group: app.group.clone(),
+            preauth: app.preauth.as_str().to_owned(),
+            preserve_host: app.preserve_host,
+            insecure_skip_backend_tls_verify: app.insecure_skip_backend_tls_verify,
+            backend_timeout_secs: Some(app.backend_timeout.as_secs()),
+            maintenance: app.maintenance,
+        }
+    }
+
+    /// This request with `patch` applied on top.
+    pub fn patched(mut self, patch: &UpdateApp) -> PublishApp {
+        let set = |field: &mut String, v: &Option<String>| {
+            if let Some(v) = v {
+                *field = v.clone();
+            }
+        };
+        set(&mut self.name, &patch.name);
+        set(&mut self.external_url, &patch.external_url);
+        set(&mut self.internal_url, &patch.internal_url);
+        set(&mut self.group, &patch.group);
+        set(&mut self.preauth, &patch.preauth);
+        self.preserve_host = patch.preserve_host.unwrap_or(self.preserve_host);
+        self.insecure_skip_backend_tls_verify = patch
+            .insecure_skip_backend_tls_verify
+            .unwrap_or(self.insecure_skip_backend_tls_verify);
+        if patch.backend_timeout_secs.is_some() {
+            self.backend_timeout_secs = patch.backend_timeout_secs;
+        }
+        self.maintenance = patch.maintenance.unwrap_or(self.maintenance);
+        self
+    }
 }
 
 /// Why a publish request was refused; the message names the field and the fix.
@@ -127,6 +200,7 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
         preserve_host: req.preserve_host,
         insecure_skip_backend_tls_verify: req.insecure_skip_backend_tls_verify,
         backend_timeout,
+        maintenance: req.maintenance,
     })
 }
 
@@ -161,6 +235,7 @@ mod tests {
             preserve_host: false,
             insecure_skip_backend_tls_verify: false,
             backend_timeout_secs: None,
+            maintenance: false,
         }
     }
 

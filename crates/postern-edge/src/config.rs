@@ -41,6 +41,9 @@ pub struct EdgeConfig {
     pub queue_timeout: Duration,
     pub max_queued: usize,
     pub connector_cert_validity: Duration,
+    /// Tells connectors to renew their certificates at this age when it is shorter than their
+    /// own `--renew-after` (the default leaves the choice to them: 180 days).
+    pub connector_renew_after: Option<Duration>,
     pub drain_timeout: Duration,
 }
 
@@ -62,6 +65,7 @@ impl EdgeConfig {
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_queued: DEFAULT_MAX_QUEUED,
             connector_cert_validity: DEFAULT_CONNECTOR_CERT_VALIDITY,
+            connector_renew_after: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }

@@ -9,22 +9,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use postern_proto::api::{RegisterRequest, RegisterResponse};
+use postern_proto::api::{
+    RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, HEADER_CONNECTOR_HOSTNAME,
+    HEADER_CONNECTOR_VERSION,
+};
 use postern_proto::tunnel::TUNNEL_ALPN;
-use postern_store::{CertRecord, RegisterError, StoreError};
+use postern_store::{CertRecord, ConnectorReport, RegisterError, StoreError};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use crate::api::{ApiFailure, ApiJson};
+use crate::audit::{self, Actor};
 use crate::config::CONFIG_POLL_TIMEOUT;
 use crate::state::Shared;
 
@@ -45,6 +49,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/connector/register", post(register))
         .route("/v1/connector/config", get(config))
+        .route("/v1/connector/renew", post(renew))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(shared)
 }
@@ -72,6 +77,7 @@ pub async fn on_conn(
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(identity.clone());
+            req.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(req)
         });
     crate::serve::serve_http(&builder, &drain, tls, service).await;
@@ -115,74 +121,50 @@ async fn run_tunnel(
             return;
         }
     };
+    let report = ConnectorReport {
+        hostname: None,
+        version: None,
+        address: Some(peer.ip().to_string()),
+    };
+    seen(&shared, &id, &report).await;
     let tunnel = shared.tunnels.add(&connector.group, &id, peer, sender);
-    tracing::info!(%peer, connector = %id, group = %connector.group, tunnel = tunnel.id, "tunnel opened");
-    if let Err(e) = conn.await {
-        tracing::info!(connector = %id, tunnel = tunnel.id, error = %e, "tunnel failed");
+    // A move or revocation committed between the lookup above and the add would have missed
+    // this tunnel; one more look puts it where it belongs.
+    match shared.store.connector(&id).await {
+        Ok(now) if now.revoked_at.is_none() && now.group == connector.group => {}
+        _ => {
+            if let Err(e) = shared.reload().await {
+                tracing::error!(error = %e, "cannot reload after a connector changed");
+            }
+        }
     }
-    shared.tunnels.remove(&connector.group, tunnel.id);
+    tracing::info!(%peer, connector = %id, group = %connector.group, tunnel = tunnel.id, "tunnel opened");
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::info!(connector = %id, tunnel = tunnel.id, error = %e, "tunnel failed");
+            }
+        }
+        _ = tunnel.closed() => {
+            tracing::info!(connector = %id, tunnel = tunnel.id, "closing the tunnel of a revoked connector");
+        }
+    }
+    shared.tunnels.remove(tunnel.id);
+    seen(&shared, &id, &report).await;
     tracing::info!(connector = %id, tunnel = tunnel.id, "tunnel closed");
 }
 
-async fn register(
-    State(shared): State<Arc<Shared>>,
-    ApiJson(req): ApiJson<RegisterRequest>,
-) -> Result<Json<RegisterResponse>, ApiFailure> {
-    let ca = &shared.connector_ca;
-    let validity = shared.config.connector_cert_validity;
-    let registered = shared
-        .store
-        .register_connector(&req.token, &req.hostname, &req.version, |id| {
-            let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
-            Ok(CertRecord {
-                serial_hex: cert.serial_hex,
-                pem: cert.pem,
-                not_before: cert.not_before.unix_timestamp(),
-                not_after: cert.not_after.unix_timestamp(),
-            })
-        })
-        .await;
-    let (connector, cert) = match registered {
-        Ok(r) => r,
-        Err(RegisterError::Token(problem)) => {
-            tracing::warn!(hostname = %req.hostname, "registration refused: {problem}");
-            return Err(ApiFailure::new(
-                StatusCode::UNAUTHORIZED,
-                "token_refused",
-                problem.to_string(),
-            ));
-        }
-        Err(RegisterError::Sign(e)) => {
-            let e: postern_pki::CsrError = e;
-            return Err(ApiFailure::bad_request("bad_csr", e.to_string()));
-        }
-        Err(RegisterError::Store(e)) => return Err(e.into()),
-    };
-    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
-    // The registration is committed: a failed reload must not turn it into an error the
-    // connector would retry with a spent token. The next change reloads anyway.
-    if let Err(e) = shared.reload().await {
-        tracing::error!(error = %e, "cannot reload routing after a registration");
+async fn seen(shared: &Shared, id: &str, report: &ConnectorReport) {
+    if let Err(e) = shared.store.connector_seen(id, report).await {
+        tracing::warn!(connector = %id, error = %e, "cannot record that a connector was seen");
     }
-    Ok(Json(RegisterResponse {
-        connector_id: connector.id,
-        group: connector.group,
-        certificate_pem: cert.pem,
-        connector_ca_pem: ca.cert_pem().to_owned(),
-    }))
 }
 
-#[derive(Deserialize)]
-struct ConfigQuery {
-    /// The version the connector has applied; the call waits until a newer one exists.
-    after: Option<u64>,
-}
-
-async fn config(
-    State(shared): State<Arc<Shared>>,
-    Extension(PeerConnector(peer)): Extension<PeerConnector>,
-    Query(q): Query<ConfigQuery>,
-) -> Result<Response, ApiFailure> {
+/// The connector named by the caller's client certificate, if it is registered and not revoked.
+async fn calling_connector(
+    shared: &Shared,
+    peer: Option<String>,
+) -> Result<postern_store::Connector, ApiFailure> {
     let id = peer.ok_or_else(|| {
         ApiFailure::new(
             StatusCode::UNAUTHORIZED,
@@ -205,6 +187,95 @@ async fn config(
             format!("connector {id} was revoked; register it again with a new token"),
         ));
     }
+    Ok(connector)
+}
+
+/// What the connector says about itself in its control-plane headers.
+fn report(headers: &http::HeaderMap, peer: SocketAddr) -> ConnectorReport {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(128).collect::<String>())
+            .filter(|v| !v.is_empty())
+    };
+    ConnectorReport {
+        hostname: header(HEADER_CONNECTOR_HOSTNAME),
+        version: header(HEADER_CONNECTOR_VERSION),
+        address: Some(peer.ip().to_string()),
+    }
+}
+
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Json<RegisterResponse>, ApiFailure> {
+    let ca = &shared.connector_ca;
+    let validity = shared.config.connector_cert_validity;
+    let registered = shared
+        .store
+        .register_connector(&req.token, &req.hostname, &req.version, |id| {
+            let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
+            Ok(CertRecord {
+                serial_hex: cert.serial_hex,
+                pem: cert.pem,
+                not_before: cert.not_before.unix_timestamp(),
+                not_after: cert.not_after.unix_timestamp(),
+            })
+        })
+        .await;
+    let request_id = crate::forward::new_request_id();
+    let actor = Actor::registration(&req.hostname);
+    let (connector, cert) = match registered {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = match e {
+                RegisterError::Token(problem) => {
+                    tracing::warn!(hostname = %req.hostname, "registration refused: {problem}");
+                    ApiFailure::new(StatusCode::UNAUTHORIZED, "token_refused", problem.to_string())
+                }
+                RegisterError::Sign(e) => {
+                    let e: postern_pki::CsrError = e;
+                    ApiFailure::bad_request("bad_csr", e.to_string())
+                }
+                RegisterError::Store(e) => e.into(),
+            };
+            let detail = failure.detail();
+            audit::record(&shared.store, &actor, "connector.register", "-", Err(&detail), &request_id).await;
+            return Err(failure);
+        }
+    };
+    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
+    let detail = format!("group {}, certificate expires {}", connector.group, cert.not_after);
+    audit::record(&shared.store, &actor, "connector.register", &connector.id, Ok(&detail), &request_id).await;
+    // The registration is committed: a failed reload must not turn it into an error the
+    // connector would retry with a spent token. The next change reloads anyway.
+    if let Err(e) = shared.reload().await {
+        tracing::error!(error = %e, "cannot reload routing after a registration");
+    }
+    Ok(Json(RegisterResponse {
+        connector_id: connector.id,
+        group: connector.group,
+        certificate_pem: cert.pem,
+        connector_ca_pem: ca.cert_pem().to_owned(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ConfigQuery {
+    /// The version the connector has applied; the call waits until a newer one exists.
+    after: Option<u64>,
+}
+
+async fn config(
+    State(shared): State<Arc<Shared>>,
+    Extension(PeerConnector(peer)): Extension<PeerConnector>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: http::HeaderMap,
+    Query(q): Query<ConfigQuery>,
+) -> Result<Response, ApiFailure> {
+    let connector = calling_connector(&shared, peer).await?;
+    seen(&shared, &connector.id, &report(&headers, addr)).await;
     if let Some(after) = q.after {
         let mut rx = shared.version.subscribe();
         let mut stopping = shared.stopping.clone();
@@ -218,6 +289,68 @@ async fn config(
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }
-    let doc = shared.connector_config(&id).await?;
+    // Looked up again: the change that ended the wait may be this connector's revocation.
+    let connector = calling_connector(&shared, Some(connector.id)).await?;
+    let doc = shared.connector_config(&connector.id).await?;
     Ok(Json(doc).into_response())
+}
+
+/// Signs a new certificate for a live connector that proves itself with its current one.
+async fn renew(
+    State(shared): State<Arc<Shared>>,
+    Extension(PeerConnector(peer)): Extension<PeerConnector>,
+    ApiJson(req): ApiJson<RenewRequest>,
+) -> Result<Json<RenewResponse>, ApiFailure> {
+    let request_id = crate::forward::new_request_id();
+    let actor = Actor::connector(peer.as_deref().unwrap_or("unknown"));
+    let target = peer.clone().unwrap_or_else(|| "-".to_owned());
+    let result = async {
+        let connector = calling_connector(&shared, peer).await?;
+        let ca = &shared.connector_ca;
+        let validity = shared.config.connector_cert_validity;
+        let renewed = shared
+            .store
+            .renew_connector(&connector.id, |id| {
+                let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
+                Ok(CertRecord {
+                    serial_hex: cert.serial_hex,
+                    pem: cert.pem,
+                    not_before: cert.not_before.unix_timestamp(),
+                    not_after: cert.not_after.unix_timestamp(),
+                })
+            })
+            .await;
+        match renewed {
+            Ok((_, cert)) => Ok(cert),
+            Err(RegisterError::Sign(e)) => {
+                let e: postern_pki::CsrError = e;
+                Err(ApiFailure::bad_request("bad_csr", e.to_string()))
+            }
+            Err(RegisterError::Store(StoreError::Conflict(m))) => Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "connector_revoked",
+                m,
+            )),
+            Err(RegisterError::Store(e)) => Err(e.into()),
+            Err(RegisterError::Token(p)) => Err(ApiFailure::internal(p)),
+        }
+    }
+    .await;
+    match result {
+        Ok(cert) => {
+            tracing::info!(connector = %target, not_after = cert.not_after, "connector certificate renewed");
+            let detail = format!("serial {}, expires {}", cert.serial_hex, cert.not_after);
+            audit::record(&shared.store, &actor, "connector.renew", &target, Ok(&detail), &request_id).await;
+            Ok(Json(RenewResponse {
+                certificate_pem: cert.pem,
+                not_after: cert.not_after,
+            }))
+        }
+        Err(failure) => {
+            tracing::warn!(connector = %target, "renewal refused: {}", failure.message);
+            let detail = failure.detail();
+            audit::record(&shared.store, &actor, "connector.renew", &target, Err(&detail), &request_id).await;
+            Err(failure)
+        }
+    }
 }

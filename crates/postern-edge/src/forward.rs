@@ -82,6 +82,11 @@ async fn route_and_forward(
         .clone();
     let version = routes.version;
     drop(routes);
+    if route.maintenance {
+        return Err(Refusal::Maintenance {
+            app: route.name.clone(),
+        });
+    }
     if shared.shutting_down.load(Ordering::Relaxed) {
         return Err(Refusal::ShuttingDown);
     }

@@ -10,6 +10,7 @@
 pub mod admin_api;
 pub mod api;
 pub mod apps;
+mod audit;
 mod body;
 pub mod config;
 mod control;

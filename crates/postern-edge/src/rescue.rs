@@ -37,6 +37,8 @@ pub enum Refusal {
     PathOutsideApp { app: String },
     /// The app did not accept a WebSocket upgrade.
     UpgradeRefused { app: String },
+    /// An administrator put the app in maintenance mode.
+    Maintenance { app: String },
 }
 
 /// Where a failure comes from, as the page tells the user.
@@ -60,7 +62,9 @@ impl Refusal {
             | Refusal::ConnectorLacksApp { .. }
             | Refusal::BackendUnreachable { .. }
             | Refusal::TunnelLost { .. } => StatusCode::BAD_GATEWAY,
-            Refusal::QueueFull { .. } | Refusal::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -80,6 +84,7 @@ impl Refusal {
             Refusal::BackendTimeout { .. } => "backend_timeout",
             Refusal::TunnelLost { .. } => "tunnel_lost",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::Maintenance { .. } => "app_in_maintenance",
         }
     }
 
@@ -94,7 +99,9 @@ impl Refusal {
                 Source::Connector
             }
             Refusal::TunnelLost { .. } => Source::Connector,
-            Refusal::QueueFull { .. } | Refusal::ShuttingDown => Source::Edge,
+            Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
+                Source::Edge
+            }
             Refusal::BackendUnreachable { .. } | Refusal::BackendTimeout { .. } => Source::App,
         }
     }
@@ -124,6 +131,7 @@ impl Refusal {
             Refusal::BackendTimeout { .. } => "The app did not answer in time",
             Refusal::TunnelLost { .. } => "The connection to the connector was lost",
             Refusal::ShuttingDown => "The edge is restarting",
+            Refusal::Maintenance { .. } => "Down for maintenance",
         }
     }
 
@@ -160,6 +168,9 @@ impl Refusal {
             Refusal::ShuttingDown => "The edge is shutting down. Try again in a moment.".to_owned(),
             Refusal::PathOutsideApp { app } => format!(
                 "The path has '.' or '..' segments that would leave {app:?}'s own path. Remove them from the address."
+            ),
+            Refusal::Maintenance { app } => format!(
+                "{app:?} is down for maintenance. An administrator will bring it back; try again later."
             ),
             Refusal::UpgradeRefused { app } => format!(
                 "{app:?} answered the WebSocket upgrade without switching protocols. Check that the app serves WebSockets at this path."

@@ -22,6 +22,8 @@ pub struct Route {
     pub group: String,
     pub preauth: Preauth,
     pub timeout: Duration,
+    /// Users get the maintenance page; nothing is forwarded.
+    pub maintenance: bool,
 }
 
 /// An immutable routing table, swapped whole on every config change.
@@ -56,11 +58,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Rebuilds the routing snapshot from the store and tells waiting connectors.
+    /// Rebuilds the routing snapshot from the store, moves or closes tunnels whose connector
+    /// changed group or was revoked, and tells waiting connectors.
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let version = self.store.config_version().await?;
         let apps = self.store.apps().await?;
+        let connectors: HashMap<String, String> = self
+            .store
+            .connectors()
+            .await?
+            .into_iter()
+            .filter(|c| c.revoked_at.is_none())
+            .map(|c| (c.id, c.group))
+            .collect();
         let by_host = apps
             .into_iter()
             .map(|a| {
@@ -70,11 +81,16 @@ impl Shared {
                     group: a.group,
                     preauth: a.preauth,
                     timeout: a.backend_timeout,
+                    maintenance: a.maintenance,
                 };
                 (a.external_host, Arc::new(route))
             })
             .collect();
         self.routes.store(Arc::new(Routes { version, by_host }));
+        let closed = self.tunnels.reconcile(|id| connectors.get(id).cloned());
+        if closed > 0 {
+            tracing::info!(tunnels = closed, "closed the tunnels of revoked connectors");
+        }
         self.version.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;
@@ -88,7 +104,7 @@ impl Shared {
         &self,
         connector_id: &str,
     ) -> Result<ConnectorConfig, StoreError> {
-        let connector = self.store.connector(connector_id).await?;
+        let connector = self.store.live_connector(connector_id).await?;
         let version = self.store.config_version().await?;
         let apps = self
             .store
@@ -112,6 +128,7 @@ impl Shared {
             connector_id: connector.id,
             group: connector.group,
             apps,
+            renew_after_secs: self.config.connector_renew_after.map(|d| d.as_secs()),
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct Tunnel {
     in_flight: AtomicUsize,
     /// Requests this tunnel has been given.
     served: AtomicU64,
+    /// Signalled to close the tunnel's connection (its connector was revoked).
+    close: Notify,
 }
 
 impl Tunnel {
@@ -49,6 +51,11 @@ impl Tunnel {
 
     fn usable(&self) -> bool {
         !self.sender.is_closed()
+    }
+
+    /// Resolves once the tunnel is told to close; the task serving its connection then drops it.
+    pub async fn closed(&self) {
+        self.close.notified().await
     }
 }
 
@@ -123,6 +130,7 @@ impl TunnelPool {
             sender,
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            close: Notify::new(),
         });
         let g = self.group(group);
         g.live.rcu(|live| {
@@ -134,15 +142,64 @@ impl TunnelPool {
         tunnel
     }
 
-    /// Removes a tunnel (its connection ended).
-    pub fn remove(&self, group: &str, tunnel_id: u64) {
-        let g = self.group(group);
-        g.live.rcu(|live| {
-            live.iter()
-                .filter(|t| t.id != tunnel_id)
+    /// Removes a tunnel (its connection ended), from whichever group holds it now.
+    pub fn remove(&self, tunnel_id: u64) {
+        for g in self.groups.load().values() {
+            if g.live.load().iter().any(|t| t.id == tunnel_id) {
+                g.live.rcu(|live| {
+                    live.iter()
+                        .filter(|t| t.id != tunnel_id)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                });
+            }
+        }
+    }
+
+    /// Brings every tunnel in line with where its connector belongs now: `group_of` gives the
+    /// group of a live connector, `None` for a revoked or unknown one. Tunnels of a moved
+    /// connector join its new group (in-flight requests carry on); tunnels of a revoked one are
+    /// taken out and told to close. Returns how many tunnels were closed.
+    pub fn reconcile(&self, group_of: impl Fn(&str) -> Option<String>) -> usize {
+        let mut closed = 0;
+        let mut moved = Vec::new();
+        for (name, g) in self.groups.load().iter() {
+            let live = g.live.load();
+            let stray: Vec<Arc<Tunnel>> = live
+                .iter()
+                .filter(|t| group_of(&t.connector_id).as_deref() != Some(name.as_str()))
                 .cloned()
-                .collect::<Vec<_>>()
-        });
+                .collect();
+            if stray.is_empty() {
+                continue;
+            }
+            g.live.rcu(|live| {
+                live.iter()
+                    .filter(|t| !stray.iter().any(|s| s.id == t.id))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            for t in stray {
+                match group_of(&t.connector_id) {
+                    Some(to) => moved.push((to, t)),
+                    None => {
+                        t.close.notify_one();
+                        closed += 1;
+                    }
+                }
+            }
+        }
+        for (to, t) in moved {
+            tracing::info!(connector = %t.connector_id, tunnel = t.id, group = %to, "tunnel moved to the connector's new group");
+            let g = self.group(&to);
+            g.live.rcu(|live| {
+                let mut next = Vec::clone(live);
+                next.push(t.clone());
+                next
+            });
+            g.joined.notify_waiters();
+        }
+        closed
     }
 
     /// The live tunnels of every group (for the admin API).

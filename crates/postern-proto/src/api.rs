@@ -41,3 +41,24 @@ pub struct RegisterResponse {
     /// The connector CA's certificate (PEM).
     pub connector_ca_pem: String,
 }
+
+/// Headers a connector sends on every control-plane call, so the edge can show what runs where.
+pub const HEADER_CONNECTOR_VERSION: &str = "postern-connector-version";
+pub const HEADER_CONNECTOR_HOSTNAME: &str = "postern-connector-hostname";
+
+/// `POST /v1/connector/renew`, made over mutual TLS with the certificate being replaced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// PKCS#10 certificate signing request (PEM) for the connector's new key.
+    pub csr_pem: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewResponse {
+    /// The new client certificate (PEM).
+    pub certificate_pem: String,
+    /// Its expiry, Unix seconds.
+    pub not_after: i64,
+}

@@ -49,6 +49,10 @@ pub struct ConnectorConfig {
     pub connector_id: String,
     pub group: String,
     pub apps: Vec<AppRoute>,
+    /// The edge's renewal age for connector certificates, when it sets one shorter than the
+    /// connector's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_after_secs: Option<u64>,
 }
 
 impl ConnectorConfig {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use admin::MAX_AUDIT_PAGE;
 pub use model::{
     AdminToken, App, AuditEvent, AuditQuery, CertRecord, Connector, ConnectorReport, Group, NewApp,
     NewAuditEvent, Outcome, Preauth, TokenProblem,

@@ -1,0 +1,227 @@
+//! Published apps: publish, list, show, update (including maintenance mode), delete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::{unknown_group, Admin};
+use crate::api::{ApiFailure, ApiJson};
+use crate::apps::{self, PublishApp, UpdateApp};
+use crate::state::Shared;
+
+/// An app as the admin API shows it.
+#[derive(Serialize, Deserialize)]
+pub struct AppView {
+    pub name: String,
+    pub external_url: String,
+    pub internal_url: String,
+    pub group: String,
+    pub preauth: String,
+    pub preserve_host: bool,
+    pub insecure_skip_backend_tls_verify: bool,
+    pub backend_timeout_secs: u64,
+    pub maintenance: bool,
+    /// Live tunnels of the app's group right now.
+    pub tunnels: usize,
+    /// Why users may not reach the app right now, if they may not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+fn app_view(a: postern_store::App, tunnels: &HashMap<String, usize>) -> AppView {
+    let open = tunnels.get(&a.group).copied().unwrap_or(0);
+    let warning = if a.maintenance {
+        Some("in maintenance mode: users get the maintenance page".to_owned())
+    } else if open == 0 {
+        Some(format!(
+            "no connector of group {:?} is online: users get a 502",
+            a.group
+        ))
+    } else {
+        None
+    };
+    AppView {
+        tunnels: open,
+        warning,
+        name: a.name,
+        external_url: a.external_url,
+        internal_url: a.internal_url,
+        group: a.group,
+        preauth: a.preauth.as_str().to_owned(),
+        preserve_host: a.preserve_host,
+        insecure_skip_backend_tls_verify: a.insecure_skip_backend_tls_verify,
+        backend_timeout_secs: a.backend_timeout.as_secs(),
+        maintenance: a.maintenance,
+    }
+}
+
+fn tunnels_by_group(shared: &Shared) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for (group, _) in shared.tunnels.snapshot() {
+        *counts.entry(group).or_insert(0) += 1;
+    }
+    counts
+}
+
+pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<AppView>>, ApiFailure> {
+    let counts = tunnels_by_group(&shared);
+    let apps = shared.store.apps().await?;
+    Ok(Json(
+        apps.into_iter().map(|a| app_view(a, &counts)).collect(),
+    ))
+}
+
+pub async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<AppView>, ApiFailure> {
+    let app = shared.store.app(&name).await?;
+    Ok(Json(app_view(app, &tunnels_by_group(&shared))))
+}
+
+/// Validates a publish or update request, including that its group exists.
+async fn checked(shared: &Shared, req: &PublishApp) -> Result<postern_store::NewApp, ApiFailure> {
+    let new = apps::validate(req).map_err(|e| ApiFailure::bad_request("invalid_app", e.0))?;
+    shared
+        .store
+        .group(&new.group)
+        .await
+        .map_err(|e| unknown_group(e, &new.group))?;
+    Ok(new)
+}
+
+pub async fn publish(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    ApiJson(req): ApiJson<PublishApp>,
+) -> Result<(StatusCode, Json<AppView>), ApiFailure> {
+    let result = async {
+        let new = checked(&shared, &req).await?;
+        let app = shared.store.publish_app(&new).await?;
+        shared.reload().await?;
+        tracing::info!(app = %app.name, external = %app.external_url, internal = %app.internal_url, group = %app.group, "app published");
+        Ok(app_view(app, &tunnels_by_group(&shared)))
+    }
+    .await;
+    admin
+        .audit(&shared, "app.publish", &req.name, &result, |a| {
+            format!(
+                "{} -> {} (group {}, preauth {})",
+                a.external_url, a.internal_url, a.group, a.preauth
+            )
+        })
+        .await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// What an update changed, field by field, for the audit log.
+fn changes(before: &PublishApp, after: &PublishApp) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{name}: {a} -> {b}"));
+        }
+    };
+    field("name", before.name.clone(), after.name.clone());
+    field("external_url", before.external_url.clone(), after.external_url.clone());
+    field("internal_url", before.internal_url.clone(), after.internal_url.clone());
+    field("group", before.group.clone(), after.group.clone());
+    field("preauth", before.preauth.clone(), after.preauth.clone());
+    field(
+        "preserve_host",
+        before.preserve_host.to_string(),
+        after.preserve_host.to_string(),
+    );
+    field(
+        "insecure_skip_backend_tls_verify",
+        before.insecure_skip_backend_tls_verify.to_string(),
+        after.insecure_skip_backend_tls_verify.to_string(),
+    );
+    field(
+        "backend_timeout_secs",
+        format!("{:?}", before.backend_timeout_secs),
+        format!("{:?}", after.backend_timeout_secs),
+    );
+    out
+}
+
+pub async fn update(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    ApiJson(patch): ApiJson<UpdateApp>,
+) -> Result<Json<AppView>, ApiFailure> {
+    if patch.is_empty() {
+        return Err(ApiFailure::bad_request(
+            "nothing_to_change",
+            "the update names no field to change; send e.g. {\"internal_url\": \"http://10.0.0.5:8080/\"} or {\"maintenance\": true}",
+        ));
+    }
+    let result = async {
+        let current = PublishApp::from_app(&shared.store.app(&name).await?);
+        let next = current.clone().patched(&patch);
+        let new = checked(&shared, &next).await?;
+        let app = shared.store.update_app(&name, &new).await?;
+        shared.reload().await?;
+        tracing::info!(app = %name, "app updated");
+        Ok((current, next, app_view(app, &tunnels_by_group(&shared))))
+    }
+    .await;
+    match &result {
+        Ok((before, after, _)) => {
+            // Maintenance mode is its own audit action, so it can be searched for.
+            if before.maintenance != after.maintenance {
+                let detail = if after.maintenance { "on" } else { "off" };
+                admin
+                    .audit(&shared, "app.maintenance", &name, &result, |_| detail.to_owned())
+                    .await;
+            }
+            let changed = changes(before, after);
+            if !changed.is_empty() || before.maintenance == after.maintenance {
+                let detail = if changed.is_empty() {
+                    "no change".to_owned()
+                } else {
+                    changed.join("; ")
+                };
+                admin
+                    .audit(&shared, "app.update", &name, &result, |_| detail)
+                    .await;
+            }
+        }
+        Err(_) => {
+            let only_maintenance = patch.maintenance.is_some()
+                && UpdateApp {
+                    maintenance: None,
+                    ..patch.clone()
+                }
+                .is_empty();
+            let action = if only_maintenance { "app.maintenance" } else { "app.update" };
+            admin
+                .audit(&shared, action, &name, &result, |_| String::new())
+                .await;
+        }
+    }
+    result.map(|(_, _, view)| Json(view))
+}
+
+pub async fn remove(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    let result = async {
+        shared.store.delete_app(&name).await?;
+        shared.reload().await?;
+        tracing::info!(app = %name, "app deleted");
+        Ok(())
+    }
+    .await;
+    admin
+        .audit(&shared, "app.delete", &name, &result, |_| String::new())
+        .await;
+    result.map(|()| StatusCode::NO_CONTENT)
+}
