@@ -14,6 +14,8 @@ use postern_proto::{AppId, AppRoute, ConnectorConfig};
 pub struct Apps {
     pub version: u64,
     by_id: HashMap<AppId, Arc<AppEntry>>,
+    /// The edge's certificate renewal age, when it sets one.
+    pub renew_after: Option<Duration>,
 }
 
 /// One app, ready for the request path.
@@ -42,6 +44,7 @@ impl Apps {
         Apps {
             version: config.version,
             by_id,
+            renew_after: config.renew_after_secs.map(Duration::from_secs),
         }
     }
 

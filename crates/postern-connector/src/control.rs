@@ -2,7 +2,6 @@
 //! as the edge's config version moves past the one applied here.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use arc_swap::ArcSwap;
@@ -13,10 +12,7 @@ use tokio::sync::watch;
 
 use crate::apps::Apps;
 use crate::backoff::Backoff;
-
-/// Longer than the edge holds a long-poll, so an idle poll ends with the edge's 304, not a client
-/// timeout.
-const POLL_CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
+use crate::credentials::Credentials;
 
 /// Normalises `--edge`: an `https` URL with a host, reduced to scheme, host and port.
 pub fn edge_base(url: &str) -> anyhow::Result<String> {
@@ -31,20 +27,6 @@ pub fn edge_base(url: &str) -> anyhow::Result<String> {
         .with_context(|| format!("--edge {url:?} has no host"))?;
     let port = parsed.port_or_known_default().unwrap_or(443);
     Ok(format!("https://{host}:{port}"))
-}
-
-/// The control-plane client: mutual TLS 1.3 with the connector's certificate.
-pub fn client(identity: &crate::state::Identity) -> anyhow::Result<reqwest::Client> {
-    let tls = postern_pki::connector_client_config(
-        &identity.edge_ca_pem,
-        &identity.cert_pem,
-        &identity.key_pem,
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-    )?;
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(POLL_CLIENT_TIMEOUT)
-        .build()?)
 }
 
 /// Why a config fetch failed.
@@ -94,7 +76,7 @@ pub async fn fetch(
 /// Keeps `apps` current until shutdown. Returns an error only when the edge refuses this
 /// connector for good.
 pub async fn watch_config(
-    client: reqwest::Client,
+    credentials: Arc<ArcSwap<Credentials>>,
     edge: String,
     apps: Arc<ArcSwap<Apps>>,
     applied: watch::Sender<u64>,
@@ -104,6 +86,8 @@ pub async fn watch_config(
     loop {
         let current = apps.load().version;
         let after = (current > 0).then_some(current);
+        // Loaded each time: a renewed certificate is used from the next poll on.
+        let client = credentials.load().control.clone();
         let fetched = tokio::select! {
             r = fetch(&client, &edge, after) => r,
             _ = crate::stopped(&mut shutdown) => return Ok(()),

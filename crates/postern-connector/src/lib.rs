@@ -11,7 +11,9 @@ mod apps;
 mod backend;
 mod backoff;
 pub mod control;
+mod credentials;
 pub mod register;
+mod renew;
 pub mod state;
 mod tunnel;
 
@@ -28,8 +30,11 @@ use tokio::task::JoinSet;
 use crate::apps::Apps;
 use crate::backoff::Backoff;
 use crate::control::FetchError;
+use crate::credentials::Credentials;
 
+pub use credentials::hostname;
 pub use register::{register, RegisterOptions};
+pub use renew::DEFAULT_RENEW_AFTER;
 
 /// How many tunnels a connector keeps open unless told otherwise: two, so one can fail or be
 /// replaced without a gap.
@@ -41,6 +46,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     pub tunnels: usize,
     pub drain_timeout: Duration,
+    /// Renew the certificate at this age (the edge may ask for sooner).
+    pub renew_after: Duration,
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -56,7 +63,16 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     }
     let identity = state::load(&opts.state_dir)?;
     let reg = identity.registration.clone();
-    let client = control::client(&identity)?;
+    let credentials = Arc::new(ArcSwap::from_pointee(
+        Credentials::build(&identity.edge_ca_pem, &identity.cert_pem, &identity.key_pem)
+            .with_context(|| {
+                format!(
+                    "the certificate in {} is not usable",
+                    opts.state_dir.display()
+                )
+            })?,
+    ));
+    let client = credentials.load().control.clone();
     let apps = Arc::new(ArcSwap::from_pointee(Apps::default()));
     let (applied_tx, applied_rx) = watch::channel(0u64);
 
@@ -95,12 +111,6 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             .to_owned(),
     )
     .context("the registered edge URL's host is not a valid TLS server name")?;
-    let tls = postern_pki::connector_client_config(
-        &identity.edge_ca_pem,
-        &identity.cert_pem,
-        &identity.key_pem,
-        vec![postern_proto::tunnel::TUNNEL_ALPN.to_vec()],
-    )?;
     let dialer = Arc::new(tunnel::Dialer {
         host: host
             .trim_start_matches('[')
@@ -108,9 +118,20 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             .to_owned(),
         port,
         server_name,
-        tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        credentials: credentials.clone(),
     });
-    let backends = Arc::new(backend::Backends::new(apps.clone(), applied_rx));
+    let backends = Arc::new(backend::Backends::new(apps.clone(), applied_rx.clone()));
+    let (renewed_tx, renewed_rx) = watch::channel(0u64);
+    let renewer = renew::Renewer {
+        state_dir: opts.state_dir.clone(),
+        edge: reg.edge_url.clone(),
+        edge_ca_pem: identity.edge_ca_pem.clone(),
+        credentials: credentials.clone(),
+        renewed: renewed_tx,
+        renew_after: opts.renew_after,
+        apps: apps.clone(),
+        applied: applied_rx,
+    };
 
     let mut tasks = JoinSet::new();
     for slot in 0..opts.tunnels {
@@ -119,11 +140,13 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             dialer.clone(),
             backends.clone(),
             shutdown.clone(),
+            renewed_rx.clone(),
             opts.drain_timeout,
         ));
     }
+    tasks.spawn(renewer.run(shutdown.clone()));
     let watcher = control::watch_config(
-        client,
+        credentials,
         reg.edge_url.clone(),
         apps,
         applied_tx,

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::credentials::Credentials;
 
 use crate::backend::Backends;
 use crate::backoff::Backoff;
@@ -31,7 +34,8 @@ pub struct Dialer {
     pub host: String,
     pub port: u16,
     pub server_name: ServerName<'static>,
-    pub tls: TlsConnector,
+    /// Read at each dial: a renewed certificate is used from the next tunnel on.
+    pub credentials: Arc<ArcSwap<Credentials>>,
 }
 
 impl Dialer {
@@ -44,9 +48,10 @@ impl Dialer {
         .context("timed out connecting to the edge")?
         .with_context(|| format!("cannot connect to the edge at {}:{}", self.host, self.port))?;
         tcp.set_nodelay(true)?;
+        let connector = self.credentials.load().tunnel.clone();
         let tls = tokio::time::timeout(
             DIAL_TIMEOUT,
-            self.tls.connect(self.server_name.clone(), tcp),
+            connector.connect(self.server_name.clone(), tcp),
         )
         .await
         .context("timed out in the TLS handshake with the edge")?
@@ -55,26 +60,60 @@ impl Dialer {
     }
 }
 
-/// Keeps one tunnel open until shutdown, re-dialling with jittered exponential backoff.
+/// How one tunnel connection ended.
+enum Ended {
+    /// The connection closed or failed: dial again.
+    Closed,
+    /// The certificate was renewed: this new connection (dialled with it) takes over while the
+    /// old one drains.
+    Replaced(TlsStream<TcpStream>),
+    /// Shutdown: drained.
+    Shutdown,
+}
+
+/// Keeps one tunnel open until shutdown, re-dialling with jittered exponential backoff, and
+/// replacing it when the certificate is renewed.
 pub async fn keep_open(
     slot: usize,
     dialer: Arc<Dialer>,
     backends: Arc<Backends>,
     mut shutdown: watch::Receiver<bool>,
+    mut renewed: watch::Receiver<u64>,
     drain_timeout: Duration,
 ) {
     let mut backoff = Backoff::new();
+    let mut next = None;
     while !*shutdown.borrow() {
         let started = Instant::now();
-        let dialled = tokio::select! {
-            d = dialer.dial() => d,
-            _ = crate::stopped(&mut shutdown) => return,
+        let dialled = match next.take() {
+            Some(tls) => Ok(tls),
+            None => tokio::select! {
+                d = dialer.dial() => d,
+                _ = crate::stopped(&mut shutdown) => return,
+            },
         };
         match dialled {
             Ok(tls) => {
                 tracing::info!(slot, edge = %dialer.host, "tunnel connected");
-                serve(tls, backends.clone(), &mut shutdown, drain_timeout).await;
-                tracing::info!(slot, "tunnel closed");
+                renewed.borrow_and_update();
+                let ended = serve(
+                    tls,
+                    &backends,
+                    &dialer,
+                    &mut shutdown,
+                    &mut renewed,
+                    drain_timeout,
+                )
+                .await;
+                match ended {
+                    Ended::Replaced(tls) => {
+                        tracing::info!(slot, "tunnel replaced by one with the renewed certificate");
+                        next = Some(tls);
+                        continue;
+                    }
+                    Ended::Shutdown => return,
+                    Ended::Closed => tracing::info!(slot, "tunnel closed"),
+                }
                 if started.elapsed() >= HEALTHY_AFTER {
                     backoff.reset();
                 }
@@ -93,34 +132,74 @@ pub async fn keep_open(
 }
 
 async fn serve(
-    tls: tokio_rustls::client::TlsStream<TcpStream>,
-    backends: Arc<Backends>,
+    tls: TlsStream<TcpStream>,
+    backends: &Arc<Backends>,
+    dialer: &Dialer,
     shutdown: &mut watch::Receiver<bool>,
+    renewed: &mut watch::Receiver<u64>,
     drain_timeout: Duration,
-) {
+) -> Ended {
+    let backends = backends.clone();
     let service = hyper::service::service_fn(move |req| backends.clone().handle(req));
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
-        .keep_alive_interval(PING_INTERVAL)
-        .keep_alive_timeout(PING_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::info!(error = %e, "tunnel ended");
+    let mut conn = Box::pin(
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .serve_connection(TokioIo::new(tls), service),
+    );
+    let mut watching_renewals = true;
+    // The replacement tunnel being dialled after a renewal, polled alongside this one so the
+    // connection in use never stalls.
+    let mut replacement: Option<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = anyhow::Result<TlsStream<TcpStream>>> + Send + '_>,
+        >,
+    > = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::info!(error = %e, "tunnel ended");
+                }
+                return Ended::Closed;
             }
-        }
-        _ = crate::stopped(shutdown) => {
-            // GOAWAY: the edge sends nothing new here; streams in flight finish.
-            conn.as_mut().graceful_shutdown();
-            if tokio::time::timeout(drain_timeout, conn).await.is_err() {
-                tracing::warn!("tunnel did not drain in time; closing it");
+            _ = crate::stopped(shutdown) => {
+                // GOAWAY: the edge sends nothing new here; streams in flight finish.
+                conn.as_mut().graceful_shutdown();
+                if tokio::time::timeout(drain_timeout, conn).await.is_err() {
+                    tracing::warn!("tunnel did not drain in time; closing it");
+                }
+                return Ended::Shutdown;
+            }
+            changed = renewed.changed(), if watching_renewals => {
+                if changed.is_err() {
+                    // The renewer is gone: nothing more will change.
+                    watching_renewals = false;
+                } else if replacement.is_none() {
+                    replacement = Some(Box::pin(dialer.dial()));
+                }
+            }
+            dialled = async { replacement.as_mut().expect("guarded by is_some").await }, if replacement.is_some() => {
+                replacement = None;
+                match dialled {
+                    Ok(next) => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::spawn(async move {
+                            if tokio::time::timeout(drain_timeout, conn).await.is_err() {
+                                tracing::warn!("replaced tunnel did not drain in time; closing it");
+                            }
+                        });
+                        return Ended::Replaced(next);
+                    }
+                    // This tunnel's certificate is still valid: it carries on.
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot dial a tunnel with the renewed certificate; keeping this one"),
+                }
             }
         }
     }

@@ -232,7 +232,11 @@ async fn register(
             let failure = match e {
                 RegisterError::Token(problem) => {
                     tracing::warn!(hostname = %req.hostname, "registration refused: {problem}");
-                    ApiFailure::new(StatusCode::UNAUTHORIZED, "token_refused", problem.to_string())
+                    ApiFailure::new(
+                        StatusCode::UNAUTHORIZED,
+                        "token_refused",
+                        problem.to_string(),
+                    )
                 }
                 RegisterError::Sign(e) => {
                     let e: postern_pki::CsrError = e;
@@ -241,13 +245,32 @@ async fn register(
                 RegisterError::Store(e) => e.into(),
             };
             let detail = failure.detail();
-            audit::record(&shared.store, &actor, "connector.register", "-", Err(&detail), &request_id).await;
+            audit::record(
+                &shared.store,
+                &actor,
+                "connector.register",
+                "-",
+                Err(&detail),
+                &request_id,
+            )
+            .await;
             return Err(failure);
         }
     };
     tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
-    let detail = format!("group {}, certificate expires {}", connector.group, cert.not_after);
-    audit::record(&shared.store, &actor, "connector.register", &connector.id, Ok(&detail), &request_id).await;
+    let detail = format!(
+        "group {}, certificate expires {}",
+        connector.group, cert.not_after
+    );
+    audit::record(
+        &shared.store,
+        &actor,
+        "connector.register",
+        &connector.id,
+        Ok(&detail),
+        &request_id,
+    )
+    .await;
     // The registration is committed: a failed reload must not turn it into an error the
     // connector would retry with a spent token. The next change reloads anyway.
     if let Err(e) = shared.reload().await {
@@ -340,7 +363,15 @@ async fn renew(
         Ok(cert) => {
             tracing::info!(connector = %target, not_after = cert.not_after, "connector certificate renewed");
             let detail = format!("serial {}, expires {}", cert.serial_hex, cert.not_after);
-            audit::record(&shared.store, &actor, "connector.renew", &target, Ok(&detail), &request_id).await;
+            audit::record(
+                &shared.store,
+                &actor,
+                "connector.renew",
+                &target,
+                Ok(&detail),
+                &request_id,
+            )
+            .await;
             Ok(Json(RenewResponse {
                 certificate_pem: cert.pem,
                 not_after: cert.not_after,
@@ -349,7 +380,15 @@ async fn renew(
         Err(failure) => {
             tracing::warn!(connector = %target, "renewal refused: {}", failure.message);
             let detail = failure.detail();
-            audit::record(&shared.store, &actor, "connector.renew", &target, Err(&detail), &request_id).await;
+            audit::record(
+                &shared.store,
+                &actor,
+                "connector.renew",
+                &target,
+                Err(&detail),
+                &request_id,
+            )
+            .await;
             Err(failure)
         }
     }

@@ -25,6 +25,11 @@ const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(397 * 24 * 3600);
 const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// A certificate authority whose key is on this machine.
+/// Connector certificates start this long before they are issued, so an edge whose clock is a
+/// little behind the one that signed still accepts them. [`cert_issued_at`](crate::cert_issued_at)
+/// undoes it to tell a certificate's age.
+pub const CONNECTOR_CERT_BACKDATE: Duration = Duration::from_secs(300);
+
 pub struct Ca {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
@@ -178,7 +183,7 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::from_secs(300);
+        params.not_before = now - CONNECTOR_CERT_BACKDATE;
         params.not_after = now + valid_for;
         let serial = random_serial();
         params.serial_number = Some(serial.clone());
@@ -324,6 +329,22 @@ mod tests {
             "-----BEGIN CERTIFICATE REQUEST-----\n{body}\n-----END CERTIFICATE REQUEST-----\n"
         );
         check(&tampered, Err(CsrError::BadSignature));
+    }
+
+    #[test]
+    fn a_certificate_tells_when_it_was_issued_and_expires() {
+        let (_dir, ca) = ca();
+        let csr = crate::generate_key_and_csr().unwrap().csr_pem;
+        let before = std::time::SystemTime::now() - Duration::from_secs(1);
+        let cert = ca
+            .sign_connector_csr(&csr, "c_1", Duration::from_secs(3600))
+            .unwrap();
+        let after = std::time::SystemTime::now() + Duration::from_secs(1);
+        let (issued, expires) = crate::cert_issued_at(&cert.pem).unwrap();
+        assert!(issued >= before && issued <= after, "{issued:?}");
+        let life = expires.duration_since(issued).unwrap();
+        assert!(life.as_secs().abs_diff(3600) <= 2, "{life:?}");
+        assert!(crate::cert_issued_at("garbage").is_err());
     }
 
     #[test]

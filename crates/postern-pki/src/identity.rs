@@ -34,3 +34,24 @@ pub fn connector_id_from_cert(der: &[u8]) -> Option<String> {
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
 }
+
+/// When a connector certificate (PEM) was issued, and when it expires: its validity period, with
+/// the backdating undone. The connector renews by the first, and shows the second.
+pub fn cert_issued_at(
+    cert_pem: &str,
+) -> Result<(std::time::SystemTime, std::time::SystemTime), PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = || PkiError::BadPem {
+        path: "connector certificate".into(),
+        what: "certificate",
+    };
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| bad())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| bad())?;
+    let at = |t: i64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    let validity = cert.validity();
+    Ok((
+        at(validity.not_before.timestamp()) + crate::ca::CONNECTOR_CERT_BACKDATE,
+        at(validity.not_after.timestamp()),
+    ))
+}

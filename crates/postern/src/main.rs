@@ -69,6 +69,19 @@ struct EdgeArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Tell connectors to renew their certificates at this age when it is shorter than their own
+    /// --renew-after (e.g. 30d).
+    #[arg(long, value_parser = positive_duration)]
+    connector_renew_after: Option<Duration>,
+}
+
+/// A duration of at least one second, e.g. `180d`, `12h`, `90s`.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 180d, 12h or 90s"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(d)
 }
 
 #[derive(Subcommand)]
@@ -106,6 +119,9 @@ struct RunArgs {
     /// How long shutdown waits for streams in flight.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Renew the client certificate when it is this old (the edge may ask for sooner).
+    #[arg(long, default_value = "180d", value_parser = positive_duration)]
+    renew_after: Duration,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +172,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.queue_timeout = args.queue_timeout;
     config.max_queued = args.max_queued;
     config.drain_timeout = args.drain_timeout;
+    config.connector_renew_after = args.connector_renew_after;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -183,7 +200,7 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
         token: &args.token,
         state_dir: &args.state,
         edge_ca_pem: &ca,
-        hostname: &hostname(),
+        hostname: &postern_connector::hostname(),
     })
     .await?;
     println!(
@@ -202,6 +219,7 @@ async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
             state_dir: args.state,
             tunnels: args.tunnels,
             drain_timeout: args.drain_timeout,
+            renew_after: args.renew_after,
         },
         rx,
     );
@@ -237,14 +255,6 @@ pub async fn terminated() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn init_logging(quiet: bool) {

@@ -74,6 +74,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
                 preserve_host: false,
                 insecure_skip_backend_tls_verify: false,
                 backend_timeout_secs: None,
+                maintenance: false,
             },
         )
         .await?;
@@ -93,7 +94,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             token,
             state_dir: &connector_dir,
             edge_ca_pem: &ca_pem,
-            hostname: &crate::hostname(),
+            hostname: &postern_connector::hostname(),
         })
         .await?;
     } else {
@@ -111,6 +112,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             state_dir: connector_dir,
             tunnels: postern_connector::DEFAULT_TUNNELS,
             drain_timeout: postern_connector::DEFAULT_DRAIN_TIMEOUT,
+            renew_after: postern_connector::DEFAULT_RENEW_AFTER,
         },
         stop_rx,
     ));

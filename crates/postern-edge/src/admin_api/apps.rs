@@ -127,8 +127,16 @@ fn changes(before: &PublishApp, after: &PublishApp) -> Vec<String> {
         }
     };
     field("name", before.name.clone(), after.name.clone());
-    field("external_url", before.external_url.clone(), after.external_url.clone());
-    field("internal_url", before.internal_url.clone(), after.internal_url.clone());
+    field(
+        "external_url",
+        before.external_url.clone(),
+        after.external_url.clone(),
+    );
+    field(
+        "internal_url",
+        before.internal_url.clone(),
+        after.internal_url.clone(),
+    );
     field("group", before.group.clone(), after.group.clone());
     field("preauth", before.preauth.clone(), after.preauth.clone());
     field(
@@ -177,7 +185,9 @@ pub async fn update(
             if before.maintenance != after.maintenance {
                 let detail = if after.maintenance { "on" } else { "off" };
                 admin
-                    .audit(&shared, "app.maintenance", &name, &result, |_| detail.to_owned())
+                    .audit(&shared, "app.maintenance", &name, &result, |_| {
+                        detail.to_owned()
+                    })
                     .await;
             }
             let changed = changes(before, after);
@@ -199,7 +209,11 @@ pub async fn update(
                     ..patch.clone()
                 }
                 .is_empty();
-            let action = if only_maintenance { "app.maintenance" } else { "app.update" };
+            let action = if only_maintenance {
+                "app.maintenance"
+            } else {
+                "app.update"
+            };
             admin
                 .audit(&shared, action, &name, &result, |_| String::new())
                 .await;

@@ -74,7 +74,10 @@ pub async fn query(
     if limit == 0 || limit > postern_store::MAX_AUDIT_PAGE {
         return Err(ApiFailure::bad_request(
             "invalid_limit",
-            format!("limit {limit} is out of range; use 1 to {}", postern_store::MAX_AUDIT_PAGE),
+            format!(
+                "limit {limit} is out of range; use 1 to {}",
+                postern_store::MAX_AUDIT_PAGE
+            ),
         ));
     }
     let before_id = p
@@ -90,8 +93,16 @@ pub async fn query(
         })
         .transpose()?;
     let q = postern_store::AuditQuery {
-        since_ms: p.since.as_deref().map(|v| parse_time("since", v)).transpose()?,
-        until_ms: p.until.as_deref().map(|v| parse_time("until", v)).transpose()?,
+        since_ms: p
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?,
+        until_ms: p
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v))
+            .transpose()?,
         actor: p.actor,
         action: p.action,
         before_id,

@@ -86,7 +86,9 @@ pub async fn list(
 ) -> Result<Json<Vec<ConnectorView>>, ApiFailure> {
     let open = open_tunnels(&shared);
     let connectors = shared.store.connectors().await?;
-    Ok(Json(connectors.into_iter().map(|c| view(c, &open)).collect()))
+    Ok(Json(
+        connectors.into_iter().map(|c| view(c, &open)).collect(),
+    ))
 }
 
 pub async fn show(

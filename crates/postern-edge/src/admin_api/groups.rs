@@ -80,7 +80,9 @@ pub async fn create(
     }
     .await;
     admin
-        .audit(&shared, "group.create", &req.name, &result, |_| String::new())
+        .audit(&shared, "group.create", &req.name, &result, |_| {
+            String::new()
+        })
         .await;
     Ok((StatusCode::CREATED, Json(result?)))
 }

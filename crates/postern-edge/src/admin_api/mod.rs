@@ -60,11 +60,23 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
         (Method::DELETE, "/v1/apps/{name}", delete(apps::remove)),
         (Method::GET, "/v1/connectors", get(connectors::list)),
         (Method::GET, "/v1/connectors/{id}", get(connectors::show)),
-        (Method::PATCH, "/v1/connectors/{id}", patch(connectors::update)),
-        (Method::POST, "/v1/connectors/{id}/revoke", post(connectors::revoke)),
+        (
+            Method::PATCH,
+            "/v1/connectors/{id}",
+            patch(connectors::update),
+        ),
+        (
+            Method::POST,
+            "/v1/connectors/{id}/revoke",
+            post(connectors::revoke),
+        ),
         (Method::GET, "/v1/admin-tokens", get(tokens::list)),
         (Method::POST, "/v1/admin-tokens", post(tokens::create)),
-        (Method::DELETE, "/v1/admin-tokens/{id}", delete(tokens::revoke)),
+        (
+            Method::DELETE,
+            "/v1/admin-tokens/{id}",
+            delete(tokens::revoke),
+        ),
         (Method::GET, "/v1/audit", get(audit_log::query)),
     ]
 }
@@ -192,7 +204,10 @@ async fn authenticate(
         match shared.store.authenticate_admin_token(presented).await? {
             Some(token) => Actor::admin_token(&token.id),
             None => {
-                tracing::warn!(path = req.uri().path(), "admin call refused: unknown, revoked or expired token");
+                tracing::warn!(
+                    path = req.uri().path(),
+                    "admin call refused: unknown, revoked or expired token"
+                );
                 return Err(ApiFailure::new(
                     StatusCode::UNAUTHORIZED,
                     "token_refused",

@@ -1,0 +1,400 @@
+//! `postern admin apply -f FILE`: make the edge's groups and apps match a TOML or YAML file.
+//!
+//! The whole file is checked before anything is sent; the plan (what will be created and which
+//! fields change) is printed first; `--dry-run` stops there. Applying the same file twice changes
+//! nothing the second time. Groups and apps that are not in the file are left alone.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use postern_edge::admin_api::{AppView, GroupView};
+use postern_edge::apps::{PublishApp, UpdateApp};
+use serde::{Deserialize, Serialize};
+
+use super::client::{segment, AdminClient};
+use super::output::print;
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// The file: `.toml`, `.yaml` or `.yml`.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Show what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The file, as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DesiredState {
+    #[serde(default)]
+    groups: Vec<GroupSpec>,
+    #[serde(default)]
+    apps: Vec<AppSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSpec {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSpec {
+    name: String,
+    external_url: String,
+    internal_url: String,
+    group: String,
+    #[serde(default = "passthrough")]
+    preauth: String,
+    #[serde(default)]
+    preserve_host: bool,
+    #[serde(default)]
+    insecure_skip_backend_tls_verify: bool,
+    /// e.g. "85s" or "2m".
+    #[serde(default, with = "humantime_serde_opt")]
+    backend_timeout: Option<Duration>,
+    #[serde(default)]
+    maintenance: bool,
+}
+
+fn passthrough() -> String {
+    "passthrough".to_owned()
+}
+
+/// `Option<Duration>` written as a human duration ("85s").
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            humantime::parse_duration(&s).map_err(|e| {
+                serde::de::Error::custom(format!("backend_timeout {s:?}: {e}; use e.g. \"85s\""))
+            })
+        })
+        .transpose()
+    }
+}
+
+/// One change the plan makes.
+#[derive(Serialize, Debug)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Change {
+    CreateGroup {
+        name: String,
+    },
+    PublishApp {
+        name: String,
+        #[serde(skip)]
+        request: PublishApp,
+    },
+    UpdateApp {
+        name: String,
+        /// Field -> [current, wanted].
+        fields: BTreeMap<String, [serde_json::Value; 2]>,
+        #[serde(skip)]
+        patch: UpdateApp,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::CreateGroup { name } => write!(f, "+ group {name}"),
+            Change::PublishApp { name, request } => write!(
+                f,
+                "+ app {name}: {} -> {} (group {}, preauth {})",
+                request.external_url, request.internal_url, request.group, request.preauth
+            ),
+            Change::UpdateApp { name, fields, .. } => {
+                write!(f, "~ app {name}")?;
+                for (field, [from, to]) in fields {
+                    write!(f, "\n    {field}: {from} -> {to}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Outcome<'a> {
+    dry_run: bool,
+    changes: &'a [Change],
+}
+
+pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::Result<()> {
+    let desired = read(&args.file)?;
+    let groups: Vec<GroupView> = client.get("/v1/groups").await?;
+    let apps: Vec<AppView> = client.get("/v1/apps").await?;
+    let changes = plan(&desired, &groups, &apps)
+        .with_context(|| format!("{} was not applied", args.file.display()))?;
+    if !json {
+        if changes.is_empty() {
+            println!(
+                "no changes: the edge already matches {}",
+                args.file.display()
+            );
+        }
+        for c in &changes {
+            println!("{c}");
+        }
+    }
+    if !args.dry_run {
+        for c in &changes {
+            execute(client, c).await.with_context(|| {
+                format!(
+                    "while applying `{}`",
+                    c.to_string().lines().next().unwrap_or_default()
+                )
+            })?;
+        }
+    }
+    print(
+        json,
+        &Outcome {
+            dry_run: args.dry_run,
+            changes: &changes,
+        },
+        || {
+            if !changes.is_empty() {
+                if args.dry_run {
+                    println!("dry run: {} change(s) not applied", changes.len());
+                } else {
+                    println!("applied {} change(s)", changes.len());
+                }
+            }
+        },
+    );
+    Ok(())
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<DesiredState> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read -f {}", path.display()))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "toml" => toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message())),
+        "yaml" | "yml" => {
+            if text.trim().is_empty() {
+                return Ok(DesiredState::default());
+            }
+            serde_yaml_ng::from_str(&text)
+                .with_context(|| format!("{} is not valid", path.display()))
+        }
+        _ => bail!(
+            "-f {} must end in .toml, .yaml or .yml so its format is known",
+            path.display()
+        ),
+    }
+}
+
+/// Checks the whole file and works out the changes, without sending anything.
+fn plan(
+    desired: &DesiredState,
+    groups: &[GroupView],
+    apps: &[AppView],
+) -> anyhow::Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    let existing_groups: HashSet<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    let mut known_groups = existing_groups.clone();
+    let mut seen = HashSet::new();
+    for g in &desired.groups {
+        postern_edge::apps::check_name(&g.name).map_err(|e| anyhow::anyhow!("group: {e}"))?;
+        if !seen.insert(g.name.as_str()) {
+            bail!("group {:?} is listed twice", g.name);
+        }
+        known_groups.insert(&g.name);
+        if !existing_groups.contains(g.name.as_str()) {
+            changes.push(Change::CreateGroup {
+                name: g.name.clone(),
+            });
+        }
+    }
+    let mut names = HashSet::new();
+    let mut hosts = HashSet::new();
+    for spec in &desired.apps {
+        let request = PublishApp {
+            name: spec.name.clone(),
+            external_url: spec.external_url.clone(),
+            internal_url: spec.internal_url.clone(),
+            group: spec.group.clone(),
+            preauth: spec.preauth.clone(),
+            preserve_host: spec.preserve_host,
+            insecure_skip_backend_tls_verify: spec.insecure_skip_backend_tls_verify,
+            backend_timeout_secs: spec.backend_timeout.map(|d| d.as_secs()),
+            maintenance: spec.maintenance,
+        };
+        let valid = postern_edge::apps::validate(&request)
+            .map_err(|e| anyhow::anyhow!("app {:?}: {e}", spec.name))?;
+        if !names.insert(valid.name.clone()) {
+            bail!("app {:?} is listed twice", spec.name);
+        }
+        if !hosts.insert(valid.external_host.clone()) {
+            bail!(
+                "two apps in the file use the external host {}; each host serves one app",
+                valid.external_host
+            );
+        }
+        if !known_groups.contains(valid.group.as_str()) {
+            bail!(
+                "app {:?} names group {:?}, which neither the edge nor the file has; add it under groups",
+                spec.name,
+                valid.group
+            );
+        }
+        if let Some(other) = apps
+            .iter()
+            .find(|a| a.name != valid.name && host_of(&a.external_url) == valid.external_host)
+        {
+            bail!(
+                "app {:?} wants {}, which the edge's app {:?} already uses",
+                spec.name,
+                valid.external_host,
+                other.name
+            );
+        }
+        match apps.iter().find(|a| a.name == valid.name) {
+            None => changes.push(Change::PublishApp {
+                name: valid.name.clone(),
+                request,
+            }),
+            Some(current) => {
+                let wanted = Wanted {
+                    external_url: valid.external_url,
+                    internal_url: valid.internal_url,
+                    group: valid.group,
+                    preauth: valid.preauth.as_str().to_owned(),
+                    preserve_host: valid.preserve_host,
+                    insecure_skip_backend_tls_verify: valid.insecure_skip_backend_tls_verify,
+                    backend_timeout_secs: valid.backend_timeout.as_secs(),
+                    maintenance: valid.maintenance,
+                };
+                if let Some(change) = diff(current, wanted) {
+                    changes.push(change);
+                }
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// An app's settings as the file wants them, normalised as the edge stores them.
+struct Wanted {
+    external_url: String,
+    internal_url: String,
+    group: String,
+    preauth: String,
+    preserve_host: bool,
+    insecure_skip_backend_tls_verify: bool,
+    backend_timeout_secs: u64,
+    maintenance: bool,
+}
+
+fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
+    let mut fields = BTreeMap::new();
+    let mut patch = UpdateApp::default();
+    let mut field = |name: &str, from: serde_json::Value, to: serde_json::Value| -> bool {
+        if from == to {
+            return false;
+        }
+        fields.insert(name.to_owned(), [from, to]);
+        true
+    };
+    use serde_json::json;
+    if field(
+        "external_url",
+        json!(current.external_url),
+        json!(wanted.external_url),
+    ) {
+        patch.external_url = Some(wanted.external_url);
+    }
+    if field(
+        "internal_url",
+        json!(current.internal_url),
+        json!(wanted.internal_url),
+    ) {
+        patch.internal_url = Some(wanted.internal_url);
+    }
+    if field("group", json!(current.group), json!(wanted.group)) {
+        patch.group = Some(wanted.group);
+    }
+    if field("preauth", json!(current.preauth), json!(wanted.preauth)) {
+        patch.preauth = Some(wanted.preauth);
+    }
+    if field(
+        "preserve_host",
+        json!(current.preserve_host),
+        json!(wanted.preserve_host),
+    ) {
+        patch.preserve_host = Some(wanted.preserve_host);
+    }
+    if field(
+        "insecure_skip_backend_tls_verify",
+        json!(current.insecure_skip_backend_tls_verify),
+        json!(wanted.insecure_skip_backend_tls_verify),
+    ) {
+        patch.insecure_skip_backend_tls_verify = Some(wanted.insecure_skip_backend_tls_verify);
+    }
+    if field(
+        "backend_timeout_secs",
+        json!(current.backend_timeout_secs),
+        json!(wanted.backend_timeout_secs),
+    ) {
+        patch.backend_timeout_secs = Some(wanted.backend_timeout_secs);
+    }
+    if field(
+        "maintenance",
+        json!(current.maintenance),
+        json!(wanted.maintenance),
+    ) {
+        patch.maintenance = Some(wanted.maintenance);
+    }
+    (!patch.is_empty()).then(|| Change::UpdateApp {
+        name: current.name.clone(),
+        fields,
+        patch,
+    })
+}
+
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .unwrap_or_default()
+}
+
+async fn execute(client: &AdminClient, change: &Change) -> anyhow::Result<()> {
+    match change {
+        Change::CreateGroup { name } => {
+            let _: GroupView = client
+                .post("/v1/groups", &serde_json::json!({ "name": name }))
+                .await?;
+        }
+        Change::PublishApp { request, .. } => {
+            let _: AppView = client.post("/v1/apps", request).await?;
+        }
+        Change::UpdateApp { name, patch, .. } => {
+            let _: AppView = client
+                .patch(&format!("/v1/apps/{}", segment(name)), patch)
+                .await?;
+        }
+    }
+    Ok(())
+}

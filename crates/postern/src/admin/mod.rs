@@ -1,0 +1,616 @@
+//! `postern admin`: the admin API from the command line. Tables for people, `--json` for scripts;
+//! any error exits non-zero with a one-line reason.
+
+mod apply;
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use postern_edge::admin_api::{
+    AdminTokenView, AppView, AuditPage, ConnectorView, GroupView, NewAdminTokenView,
+};
+use postern_edge::apps::{PublishApp, UpdateApp};
+
+use client::segment;
+pub use client::AdminClient;
+use output::{format_time, print, table, time_cell};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The edge's admin API, e.g. https://127.0.0.1:8445.
+    #[arg(long, env = "POSTERN_ADMIN_URL")]
+    admin_url: String,
+    /// File holding an admin token (the edge writes DATA/admin-token).
+    #[arg(long, env = "POSTERN_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// CA certificate (PEM) of the admin API (the edge's DATA/ca.pem).
+    #[arg(long, env = "POSTERN_CA_FILE")]
+    ca_file: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Connector groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Published apps.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Connectors and their registration tokens.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// Admin API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log, newest first.
+    Audit(AuditArgs),
+    /// Create or update groups and apps to match a TOML or YAML file.
+    Apply(apply::ApplyArgs),
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a connector group.
+    Create { name: String },
+    /// List connector groups.
+    List,
+    /// Rename a group; its apps and connectors follow.
+    Rename { name: String, new_name: String },
+    /// Delete a group that no app and no live connector uses.
+    Delete { name: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Publish an internal app at an external URL.
+    Publish {
+        name: String,
+        /// Public URL, e.g. https://wiki.example.com (host only: Postern routes by host).
+        #[arg(long)]
+        external_url: String,
+        /// Where the connector reaches the app, e.g. http://10.0.0.5:8080/.
+        #[arg(long)]
+        internal_url: String,
+        /// Connector group whose connectors carry the app's traffic.
+        #[arg(long)]
+        group: String,
+        /// Pre-authentication: `passthrough` (the app signs users in itself).
+        #[arg(long, default_value = "passthrough")]
+        preauth: String,
+        /// Send the external host as `Host` to the app instead of the internal URL's host.
+        #[arg(long)]
+        preserve_host: bool,
+        /// Accept any certificate from an https internal URL. Dangerous: only for apps whose
+        /// certificate cannot be verified.
+        #[arg(long)]
+        insecure_skip_backend_tls_verify: bool,
+        /// How long the app may take to send its response headers (default 85s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        backend_timeout: Option<Duration>,
+        /// Publish in maintenance mode.
+        #[arg(long)]
+        maintenance: bool,
+    },
+    /// List published apps.
+    List,
+    /// Show one app.
+    Show { name: String },
+    /// Change some of an app's settings; the others keep their values.
+    Update {
+        name: String,
+        /// New name.
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        external_url: Option<String>,
+        #[arg(long)]
+        internal_url: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        preauth: Option<String>,
+        #[arg(long)]
+        preserve_host: Option<bool>,
+        #[arg(long)]
+        insecure_skip_backend_tls_verify: Option<bool>,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        backend_timeout: Option<Duration>,
+        /// Maintenance mode: every user gets a maintenance page while it is on.
+        #[arg(long)]
+        maintenance: Option<OnOff>,
+    },
+    /// Unpublish an app.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Create a one-time registration token for a group; prints the token alone.
+    Token {
+        #[arg(long)]
+        group: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// List registered connectors with their health.
+    List,
+    /// Show one connector.
+    Show { id: String },
+    /// Move a connector to another group.
+    Move {
+        id: String,
+        #[arg(long)]
+        group: String,
+    },
+    /// Revoke a connector: its tunnels close and its certificate is refused from now on.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an admin API token; prints the token alone (shown only now).
+    Create {
+        name: String,
+        /// Lifetime (e.g. 90d); without it the token lives until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List admin API tokens.
+    List,
+    /// Revoke an admin API token.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Events at or after this time: RFC 3339, Unix seconds, or an age such as 1h or 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Events before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this actor, e.g. admin:bootstrap or connector:c_0123.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only this action (app.publish), or a prefix ending in '.' (connector.).
+    #[arg(long)]
+    action: Option<String>,
+    /// Events per page.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Continue from the `next_cursor` of a previous page.
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read --token-file {}", args.token_file.display()))?;
+    let ca = std::fs::read_to_string(&args.ca_file)
+        .with_context(|| format!("cannot read --ca-file {}", args.ca_file.display()))?;
+    let client = AdminClient::new(&args.admin_url, &token, &ca)?;
+    let json = args.json;
+    match args.command {
+        AdminCommand::Group(cmd) => group(&client, json, cmd).await,
+        AdminCommand::App(cmd) => app(&client, json, cmd).await,
+        AdminCommand::Connector(cmd) => connector(&client, json, cmd).await,
+        AdminCommand::Token(cmd) => admin_token(&client, json, cmd).await,
+        AdminCommand::Audit(a) => audit(&client, json, a).await,
+        AdminCommand::Apply(a) => apply::run(&client, json, a).await,
+    }
+}
+
+async fn group(client: &AdminClient, json: bool, cmd: GroupCommand) -> anyhow::Result<()> {
+    match cmd {
+        GroupCommand::Create { name } => {
+            let g: GroupView = client
+                .post("/v1/groups", &serde_json::json!({ "name": name }))
+                .await?;
+            print(json, &g, || println!("created connector group {}", g.name));
+        }
+        GroupCommand::List => {
+            let groups: Vec<GroupView> = client.get("/v1/groups").await?;
+            print(json, &groups, || {
+                table(
+                    &["NAME", "APPS", "CONNECTORS", "TUNNELS"],
+                    groups
+                        .iter()
+                        .map(|g| {
+                            vec![
+                                g.name.clone(),
+                                g.apps.to_string(),
+                                g.connectors.to_string(),
+                                g.tunnels.to_string(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        GroupCommand::Rename { name, new_name } => {
+            let g: GroupView = client
+                .patch(
+                    &format!("/v1/groups/{}", segment(&name)),
+                    &serde_json::json!({ "name": new_name }),
+                )
+                .await?;
+            print(json, &g, || {
+                println!("renamed connector group {name} to {}", g.name)
+            });
+        }
+        GroupCommand::Delete { name } => {
+            client
+                .delete(&format!("/v1/groups/{}", segment(&name)))
+                .await?;
+            print(json, &serde_json::json!({ "deleted": name }), || {
+                println!("deleted connector group {name}")
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppCommand::Publish {
+            name,
+            external_url,
+            internal_url,
+            group,
+            preauth,
+            preserve_host,
+            insecure_skip_backend_tls_verify,
+            backend_timeout,
+            maintenance,
+        } => {
+            let req = PublishApp {
+                name,
+                external_url,
+                internal_url,
+                group,
+                preauth,
+                preserve_host,
+                insecure_skip_backend_tls_verify,
+                backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
+                maintenance,
+            };
+            let app: AppView = client.post("/v1/apps", &req).await?;
+            print(json, &app, || {
+                println!(
+                    "published {} at {} -> {} (group {})",
+                    app.name, app.external_url, app.internal_url, app.group
+                );
+                if let Some(w) = &app.warning {
+                    println!("warning: {w}");
+                }
+            });
+        }
+        AppCommand::List => {
+            let apps: Vec<AppView> = client.get("/v1/apps").await?;
+            print(json, &apps, || {
+                table(
+                    &[
+                        "NAME",
+                        "EXTERNAL URL",
+                        "INTERNAL URL",
+                        "GROUP",
+                        "PREAUTH",
+                        "TUNNELS",
+                        "WARNING",
+                    ],
+                    apps.iter()
+                        .map(|a| {
+                            vec![
+                                a.name.clone(),
+                                a.external_url.clone(),
+                                a.internal_url.clone(),
+                                a.group.clone(),
+                                a.preauth.clone(),
+                                a.tunnels.to_string(),
+                                a.warning.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        AppCommand::Show { name } => {
+            let a: AppView = client.get(&format!("/v1/apps/{}", segment(&name))).await?;
+            print(json, &a, || show_app(&a));
+        }
+        AppCommand::Update {
+            name,
+            rename,
+            external_url,
+            internal_url,
+            group,
+            preauth,
+            preserve_host,
+            insecure_skip_backend_tls_verify,
+            backend_timeout,
+            maintenance,
+        } => {
+            let patch = UpdateApp {
+                name: rename,
+                external_url,
+                internal_url,
+                group,
+                preauth,
+                preserve_host,
+                insecure_skip_backend_tls_verify,
+                backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
+                maintenance: maintenance.map(|m| matches!(m, OnOff::On)),
+            };
+            if patch.is_empty() {
+                anyhow::bail!("nothing to change: give at least one option, e.g. --internal-url URL or --maintenance on");
+            }
+            let a: AppView = client
+                .patch(&format!("/v1/apps/{}", segment(&name)), &patch)
+                .await?;
+            print(json, &a, || {
+                println!("updated app {}", a.name);
+                show_app(&a);
+            });
+        }
+        AppCommand::Delete { name } => {
+            client
+                .delete(&format!("/v1/apps/{}", segment(&name)))
+                .await?;
+            print(json, &serde_json::json!({ "deleted": name }), || {
+                println!("deleted app {name}")
+            });
+        }
+    }
+    Ok(())
+}
+
+fn show_app(a: &AppView) {
+    println!("name:            {}", a.name);
+    println!("external url:    {}", a.external_url);
+    println!("internal url:    {}", a.internal_url);
+    println!("group:           {}", a.group);
+    println!("preauth:         {}", a.preauth);
+    println!("preserve host:   {}", a.preserve_host);
+    println!(
+        "skip backend TLS verify: {}",
+        a.insecure_skip_backend_tls_verify
+    );
+    println!("backend timeout: {}s", a.backend_timeout_secs);
+    println!(
+        "maintenance:     {}",
+        if a.maintenance { "on" } else { "off" }
+    );
+    println!("tunnels open:    {}", a.tunnels);
+    if let Some(w) = &a.warning {
+        println!("warning:         {w}");
+    }
+}
+
+async fn connector(client: &AdminClient, json: bool, cmd: ConnectorCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConnectorCommand::Token { group, ttl } => {
+            let t: serde_json::Value = client
+                .post(
+                    &format!("/v1/groups/{}/registration-tokens", segment(&group)),
+                    &serde_json::json!({ "ttl_secs": ttl.as_secs() }),
+                )
+                .await?;
+            let token = t["token"]
+                .as_str()
+                .context("the admin API returned no token")?;
+            print(json, &t, || println!("{token}"));
+        }
+        ConnectorCommand::List => {
+            let cs: Vec<ConnectorView> = client.get("/v1/connectors").await?;
+            print(json, &cs, || {
+                table(
+                    &[
+                        "ID",
+                        "GROUP",
+                        "STATUS",
+                        "TUNNELS",
+                        "REQUESTS",
+                        "LAST SEEN",
+                        "HOST",
+                        "ADDRESS",
+                        "VERSION",
+                        "CERT EXPIRES",
+                    ],
+                    cs.iter()
+                        .map(|c| {
+                            vec![
+                                c.id.clone(),
+                                c.group.clone(),
+                                c.status.clone(),
+                                c.tunnels.to_string(),
+                                c.requests.to_string(),
+                                time_cell(c.last_seen_at),
+                                c.hostname.clone(),
+                                c.address.clone().unwrap_or_default(),
+                                c.version.clone(),
+                                time_cell(c.cert_not_after),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        ConnectorCommand::Show { id } => {
+            let c: ConnectorView = client
+                .get(&format!("/v1/connectors/{}", segment(&id)))
+                .await?;
+            print(json, &c, || show_connector(&c));
+        }
+        ConnectorCommand::Move { id, group } => {
+            let c: ConnectorView = client
+                .patch(
+                    &format!("/v1/connectors/{}", segment(&id)),
+                    &serde_json::json!({ "group": group }),
+                )
+                .await?;
+            print(json, &c, || {
+                println!("moved connector {} to group {}", c.id, c.group)
+            });
+        }
+        ConnectorCommand::Revoke { id } => {
+            let c: ConnectorView = client
+                .post(
+                    &format!("/v1/connectors/{}/revoke", segment(&id)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print(json, &c, || {
+                println!("revoked connector {}; its tunnels are closed", c.id)
+            });
+        }
+    }
+    Ok(())
+}
+
+fn show_connector(c: &ConnectorView) {
+    println!("id:           {}", c.id);
+    println!("group:        {}", c.group);
+    println!("status:       {}", c.status);
+    println!("tunnels open: {}", c.tunnels);
+    println!("requests:     {}", c.requests);
+    println!("host:         {}", c.hostname);
+    println!("address:      {}", c.address.clone().unwrap_or_default());
+    println!("version:      {}", c.version);
+    println!("registered:   {}", format_time(c.registered_at));
+    println!("last seen:    {}", time_cell(c.last_seen_at));
+    println!("cert expires: {}", time_cell(c.cert_not_after));
+    if c.revoked_at.is_some() {
+        println!("revoked:      {}", time_cell(c.revoked_at));
+    }
+}
+
+async fn admin_token(client: &AdminClient, json: bool, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create { name, ttl } => {
+            let t: NewAdminTokenView = client
+                .post(
+                    "/v1/admin-tokens",
+                    &serde_json::json!({ "name": name, "ttl_secs": ttl.map(|d| d.as_secs()) }),
+                )
+                .await?;
+            print(json, &t, || println!("{}", t.token));
+        }
+        TokenCommand::List => {
+            let ts: Vec<AdminTokenView> = client.get("/v1/admin-tokens").await?;
+            print(json, &ts, || {
+                table(
+                    &["ID", "NAME", "CREATED", "EXPIRES", "LAST USED", "REVOKED"],
+                    ts.iter()
+                        .map(|t| {
+                            vec![
+                                t.id.clone(),
+                                t.name.clone(),
+                                format_time(t.created_at),
+                                time_cell(t.expires_at),
+                                time_cell(t.last_used_at),
+                                time_cell(t.revoked_at),
+                            ]
+                        })
+                        .collect(),
+                )
+            });
+        }
+        TokenCommand::Revoke { id } => {
+            let t: AdminTokenView = client
+                .delete_json(&format!("/v1/admin-tokens/{}", segment(&id)))
+                .await?;
+            print(json, &t, || {
+                println!("revoked admin token {} ({})", t.id, t.name)
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A `--since`/`--until` value as the API takes it: Unix seconds.
+fn time_filter(flag: &str, value: &str) -> anyhow::Result<String> {
+    if value.parse::<i64>().is_ok() {
+        return Ok(value.to_owned());
+    }
+    let now = std::time::SystemTime::now();
+    let at = if let Ok(t) = humantime::parse_rfc3339_weak(value) {
+        t
+    } else if let Ok(age) = humantime::parse_duration(value) {
+        now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH)
+    } else {
+        anyhow::bail!("{flag} {value:?} is not a time; use RFC 3339 (2026-01-31T12:00:00Z), Unix seconds, or an age such as 1h or 7d");
+    };
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(secs.to_string())
+}
+
+async fn audit(client: &AdminClient, json: bool, a: AuditArgs) -> anyhow::Result<()> {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(v) = &a.since {
+        query.append_pair("since", &time_filter("--since", v)?);
+    }
+    if let Some(v) = &a.until {
+        query.append_pair("until", &time_filter("--until", v)?);
+    }
+    if let Some(v) = &a.actor {
+        query.append_pair("actor", v);
+    }
+    if let Some(v) = &a.action {
+        query.append_pair("action", v);
+    }
+    if let Some(v) = &a.cursor {
+        query.append_pair("cursor", v);
+    }
+    query.append_pair("limit", &a.limit.to_string());
+    let page: AuditPage = client.get(&format!("/v1/audit?{}", query.finish())).await?;
+    print(json, &page, || {
+        table(
+            &[
+                "TIME",
+                "ACTOR",
+                "ACTION",
+                "TARGET",
+                "RESULT",
+                "DETAIL",
+                "REQUEST ID",
+            ],
+            page.events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.time.clone(),
+                        e.actor.clone(),
+                        e.action.clone(),
+                        e.target.clone(),
+                        e.result.clone(),
+                        e.detail.clone(),
+                        e.request_id.clone(),
+                    ]
+                })
+                .collect(),
+        );
+        if let Some(c) = &page.next_cursor {
+            println!("more: --cursor {c}");
+        }
+    });
+    Ok(())
+}
