@@ -287,6 +287,7 @@ mod tests {
                 insecure_skip_backend_tls_verify: false,
                 backend_timeout_ms: 1000,
             }],
+            renew_after_secs: None,
         })
     }
 

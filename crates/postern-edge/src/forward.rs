@@ -108,9 +108,11 @@ async fn route_and_forward(
     meta.encode(&mut parts.headers);
     parts.uri = tunnel_uri(&authority, parts.uri.path_and_query())?;
     parts.version = Version::HTTP_2;
+    // A request without a body can be sent again if a tunnel refuses it unprocessed.
+    let replay = http_body::Body::is_end_stream(&body).then(|| Replay::of(&parts));
     let (body, sent) = Watched::new(body, hygiene::clean_request_trailers);
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
-    let (resp, in_flight) = send(shared, &route, tunnel_req, sent).await?;
+    let (resp, in_flight) = send(shared, &route, tunnel_req, sent, replay).await?;
     let (mut parts, body) = resp.into_parts();
     refusal_from_connector(&parts.headers, &route)?;
     hygiene::prepare_response(&mut parts.headers, request_id);
@@ -127,11 +129,53 @@ async fn route_and_forward(
 /// online, and moving to another tunnel when the chosen one closed before the request left (a
 /// connector that went away or sent GOAWAY). A stream the connector accepted and then lost is not
 /// replayed: its body is gone and the app may have seen it.
+/// The head of a bodyless request, to send it again on another tunnel.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &http::request::Parts) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn request(&self) -> Request<TunnelBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Whether the connector refused a stream without processing it: it arrived after the connector
+/// said GOAWAY (the tunnel is being replaced or drained), or was reset with REFUSED_STREAM. Such
+/// a request may be retried, whatever its method (RFC 9113, section 8.7).
+fn unprocessed(err: &hyper::Error) -> bool {
+    let Some(h2) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<h2::Error>())
+    else {
+        return false;
+    };
+    let graceful_goaway =
+        h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+    graceful_goaway || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
 async fn send(
     shared: &Shared,
     route: &Route,
     req: Request<TunnelBody>,
     sent: BodySent,
+    replay: Option<Replay>,
 ) -> Result<(Response<Incoming>, InFlight), Refusal> {
     let deadline = tokio::time::Instant::now() + shared.config.queue_timeout;
     let lost = || Refusal::TunnelLost {
@@ -178,18 +222,25 @@ async fn send(
                 })
             }
             Ok(Ok(resp)) => return Ok((resp, picked)),
-            Ok(Err(mut err)) => match err.take_message() {
-                // The tunnel closed before the request left: nothing reached the app.
-                Some(unsent) => {
-                    tracing::debug!(tunnel, "tunnel closed; retrying on another");
-                    exclude = Some(tunnel);
-                    next = Some(unsent);
+            Ok(Err(mut err)) => {
+                match err.take_message() {
+                    // The tunnel closed before the request left: nothing reached the app.
+                    Some(unsent) => {
+                        tracing::debug!(tunnel, "tunnel closed; retrying on another");
+                        exclude = Some(tunnel);
+                        next = Some(unsent);
+                    }
+                    None if replay.is_some() && unprocessed(err.error()) => {
+                        tracing::debug!(tunnel, "the connector refused the stream unprocessed; retrying on another tunnel");
+                        exclude = Some(tunnel);
+                        next = replay.as_ref().map(Replay::request);
+                    }
+                    None => {
+                        tracing::warn!(tunnel, error = %err.error(), "tunnel stream failed");
+                        return Err(lost());
+                    }
                 }
-                None => {
-                    tracing::warn!(tunnel, error = %err.error(), "tunnel stream failed");
-                    return Err(lost());
-                }
-            },
+            }
         }
     }
     Err(lost())
@@ -243,7 +294,7 @@ async fn websocket(
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
 
-    let (resp, in_flight) = send(shared, route, tunnel_req, BodySent::already()).await?;
+    let (resp, in_flight) = send(shared, route, tunnel_req, BodySent::already(), None).await?;
     refusal_from_connector(resp.headers(), route)?;
     if resp.status() != StatusCode::OK {
         // The app refused the upgrade; its answer goes to the user as is.

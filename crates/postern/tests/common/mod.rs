@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod load;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -185,6 +186,11 @@ impl Edge {
 
     /// Registers a connector in `group` with a fresh token and starts it.
     pub async fn connector(&self, group: &str) -> Connector {
+        self.connector_with(group, &[]).await
+    }
+
+    /// Like [`Edge::connector`], with extra `connector run` arguments.
+    pub async fn connector_with(&self, group: &str, run_args: &[&str]) -> Connector {
         let state = tempfile::tempdir().unwrap();
         let state_dir = state.path().join("state");
         let token = self.token(group).await;
@@ -199,7 +205,7 @@ impl Edge {
         )
         .unwrap();
         let id = reg["connector_id"].as_str().unwrap().to_owned();
-        let child = Connector::spawn(&state_dir);
+        let child = Connector::spawn_with(&state_dir, run_args);
         let c = Connector {
             child,
             state,
@@ -261,6 +267,84 @@ impl Edge {
         tokio::time::timeout(READY_TIMEOUT, wait)
             .await
             .unwrap_or_else(|_| panic!("connector {id} never had {n} tunnels"));
+    }
+
+    /// Calls the admin API directly with the bootstrap token: status, JSON body (`null` when
+    /// empty), headers.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        self.api_as(&self.admin_token(), method, path, body).await
+    }
+
+    /// Calls the admin API directly with `token`.
+    pub async fn api_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .admin_client()
+            .request(method, format!("https://{}{path}", self.admin))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        };
+        (status, json, headers)
+    }
+
+    /// A control-plane client that presents the client certificate in `state_dir`.
+    pub fn connector_client(&self, state_dir: &Path) -> reqwest::Client {
+        let read = |f: &str| std::fs::read_to_string(state_dir.join(f)).unwrap();
+        let tls = postern_pki::connector_client_config(
+            &self.ca_pem(),
+            &read("connector.pem"),
+            &read("connector-key.pem"),
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        )
+        .unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until `check` holds for the connector list (as JSON), or fails after `within`.
+    pub async fn wait_connectors(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) {
+        let wait = async {
+            loop {
+                let (_, list, _) = self.api(reqwest::Method::GET, "/v1/connectors", None).await;
+                if check(list.as_array().unwrap()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or_else(|_| panic!("not within {within:?}: {what}"));
     }
 
     fn admin_client(&self) -> reqwest::Client {
@@ -334,9 +418,14 @@ pub struct Connector {
 
 impl Connector {
     pub fn spawn(state_dir: &Path) -> Child {
+        Connector::spawn_with(state_dir, &[])
+    }
+
+    pub fn spawn_with(state_dir: &Path, extra: &[&str]) -> Child {
         Command::new(BIN)
             .args(["connector", "run", "--state"])
             .arg(state_dir)
+            .args(extra)
             .env("POSTERN_LOG", "info")
             .kill_on_drop(true)
             .spawn()
