@@ -60,13 +60,18 @@ impl Dialer {
     }
 }
 
+/// A tunnel being dialled.
+type Dialling<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = anyhow::Result<TlsStream<TcpStream>>> + Send + 'a>,
+>;
+
 /// How one tunnel connection ended.
 enum Ended {
     /// The connection closed or failed: dial again.
     Closed,
     /// The certificate was renewed: this new connection (dialled with it) takes over while the
     /// old one drains.
-    Replaced(TlsStream<TcpStream>),
+    Replaced(Box<TlsStream<TcpStream>>),
     /// Shutdown: drained.
     Shutdown,
 }
@@ -108,7 +113,7 @@ pub async fn keep_open(
                 match ended {
                     Ended::Replaced(tls) => {
                         tracing::info!(slot, "tunnel replaced by one with the renewed certificate");
-                        next = Some(tls);
+                        next = Some(*tls);
                         continue;
                     }
                     Ended::Shutdown => return,
@@ -156,11 +161,7 @@ async fn serve(
     let mut watching_renewals = true;
     // The replacement tunnel being dialled after a renewal, polled alongside this one so the
     // connection in use never stalls.
-    let mut replacement: Option<
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = anyhow::Result<TlsStream<TcpStream>>> + Send + '_>,
-        >,
-    > = None;
+    let mut replacement: Option<Dialling<'_>> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -195,7 +196,7 @@ async fn serve(
                                 tracing::warn!("replaced tunnel did not drain in time; closing it");
                             }
                         });
-                        return Ended::Replaced(next);
+                        return Ended::Replaced(Box::new(next));
                     }
                     // This tunnel's certificate is still valid: it carries on.
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot dial a tunnel with the renewed certificate; keeping this one"),

@@ -1,0 +1,679 @@
+//! The admin API and CLI with a real edge: the audit trail, admin tokens, the OpenAPI document
+//! against the routes served, bad input, and declarative `apply`.
+
+mod common;
+
+use common::{backends, Edge};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// The audit events (oldest first) as `(actor, action, target, result)`.
+async fn trail(edge: &Edge, query: &str) -> Vec<(String, String, String, String)> {
+    let (status, page, _) = edge
+        .api(Method::GET, &format!("/v1/audit?{query}"), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let mut events: Vec<_> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_owned();
+            (s("actor"), s("action"), s("target"), s("result"))
+        })
+        .collect();
+    events.reverse();
+    events
+}
+
+fn ev(actor: &str, action: &str, target: &str, result: &str) -> (String, String, String, String) {
+    (actor.into(), action.into(), target.into(), result.into())
+}
+
+#[tokio::test]
+async fn a_full_lifecycle_leaves_an_audit_trail() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    let boot = "admin:bootstrap";
+    edge.group("g").await;
+    edge.group("h").await;
+    edge.publish("app", "app.localhost", &app.url(), "g", &[])
+        .await;
+    // A refused change is recorded as a failure.
+    let out = edge
+        .admin(&[
+            "app",
+            "publish",
+            "app",
+            "--external-url",
+            "https://x.localhost",
+            "--internal-url",
+            &app.url(),
+            "--group",
+            "g",
+        ])
+        .await;
+    assert!(!out.status.success());
+    let c = edge.connector("g").await;
+    edge.admin_ok(&["app", "update", "app", "--backend-timeout", "30s"])
+        .await;
+    edge.admin_ok(&["app", "update", "app", "--maintenance", "on"])
+        .await;
+    edge.admin_ok(&["app", "update", "app", "--maintenance", "off"])
+        .await;
+    edge.admin_ok(&["connector", "move", &c.id, "--group", "h"])
+        .await;
+    edge.admin_ok(&["connector", "revoke", &c.id]).await;
+    edge.admin_ok(&["app", "delete", "app"]).await;
+    edge.admin_ok(&["group", "rename", "h", "h2"]).await;
+    edge.admin_ok(&["group", "delete", "h2"]).await;
+
+    let reg = format!("registration:{}", postern_connector::hostname());
+    let got = trail(&edge, "limit=1000").await;
+    let want = vec![
+        ev(boot, "group.create", "g", "success"),
+        ev(boot, "group.create", "h", "success"),
+        ev(boot, "app.publish", "app", "success"),
+        ev(boot, "app.publish", "app", "failure"),
+        ev(boot, "registration_token.create", "g", "success"),
+        ev(&reg, "connector.register", &c.id, "success"),
+        ev(boot, "app.update", "app", "success"),
+        ev(boot, "app.maintenance", "app", "success"),
+        ev(boot, "app.maintenance", "app", "success"),
+        ev(boot, "connector.move", &c.id, "success"),
+        ev(boot, "connector.revoke", &c.id, "success"),
+        ev(boot, "app.delete", "app", "success"),
+        ev(boot, "group.rename", "h", "success"),
+        ev(boot, "group.delete", "h2", "success"),
+    ];
+    assert_eq!(got, want);
+
+    // Every event has a time, a detail where it matters and a request ID; the failure names why.
+    let (_, page, _) = edge.api(Method::GET, "/v1/audit?limit=1000", None).await;
+    let events = page["events"].as_array().unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e["request_id"].as_str().unwrap().len() == 32));
+    assert!(events
+        .iter()
+        .all(|e| e["time"].as_str().unwrap().ends_with('Z')));
+    let failed = events.iter().find(|e| e["result"] == "failure").unwrap();
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already published"),
+        "{failed}"
+    );
+    let update = events.iter().find(|e| e["action"] == "app.update").unwrap();
+    assert!(
+        update["detail"]
+            .as_str()
+            .unwrap()
+            .contains("backend_timeout_secs"),
+        "{update}"
+    );
+    // The request ID in the log is the one the caller got back.
+    let (status, _, headers) = edge
+        .api(
+            Method::POST,
+            "/v1/groups",
+            Some(json!({ "name": "traced" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let rid = headers["x-request-id"].to_str().unwrap().to_owned();
+    let (_, page, _) = edge.api(Method::GET, "/v1/audit?limit=1", None).await;
+    assert_eq!(page["events"][0]["request_id"], rid.as_str());
+
+    // Filters and pages, through the CLI.
+    let json_of = |s: String| serde_json::from_str::<Value>(&s).unwrap();
+    let apps = json_of(
+        edge.admin_ok(&["audit", "--action", "app.", "--json"])
+            .await,
+    );
+    assert_eq!(apps["events"].as_array().unwrap().len(), 6);
+    let by_reg = json_of(edge.admin_ok(&["audit", "--actor", &reg, "--json"]).await);
+    assert_eq!(by_reg["events"].as_array().unwrap().len(), 1);
+    let future = json_of(
+        edge.admin_ok(&["audit", "--since", "2999-01-01T00:00:00Z", "--json"])
+            .await,
+    );
+    assert!(future["events"].as_array().unwrap().is_empty());
+    let recent = json_of(edge.admin_ok(&["audit", "--since", "1h", "--json"]).await);
+    assert_eq!(recent["events"].as_array().unwrap().len(), 15);
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = vec!["audit", "--limit", "4", "--json"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = json_of(edge.admin_ok(&args).await);
+        seen.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 15);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "pages are newest first, without overlap"
+    );
+    let table = edge.admin_ok(&["audit", "--limit", "2"]).await;
+    assert!(
+        table.contains("ACTION") && table.contains("more: --cursor"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn admin_tokens_act_under_their_own_name_until_revoked() {
+    let edge = Edge::start(&[]).await;
+    let token = edge
+        .admin_ok(&["token", "create", "ci"])
+        .await
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("pat_"));
+    let file = edge.dir.path().join("ci-token");
+    std::fs::write(&file, &token).unwrap();
+    let out = edge
+        .admin_with_token_file(&file, &["group", "create", "from-ci"])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value =
+        serde_json::from_str(&edge.admin_ok(&["token", "list", "--json"]).await).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    assert!(list[0]["last_used_at"].as_i64().is_some());
+    assert!(
+        list[0].get("token").is_none(),
+        "a token's value is shown only once"
+    );
+    let events = trail(&edge, "action=group.create").await;
+    assert_eq!(
+        events,
+        vec![ev(
+            &format!("admin:{id}"),
+            "group.create",
+            "from-ci",
+            "success"
+        )]
+    );
+
+    edge.admin_ok(&["token", "revoke", &id]).await;
+    let out = edge.admin_with_token_file(&file, &["group", "list"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("token_refused") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
+    // A token past its lifetime is refused too.
+    let (status, body, _) = edge
+        .api(
+            Method::POST,
+            "/v1/admin-tokens",
+            Some(json!({ "name": "brief", "ttl_secs": 1 })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let brief = body["token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body, _) = edge.api_as(&brief, Method::GET, "/v1/groups", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "token_refused");
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_served() {
+    let edge = Edge::start(&[]).await;
+    // Served without a token, byte for byte the file in the repository.
+    let resp = edge.api_as("", Method::GET, "/v1/openapi.yaml", None).await;
+    assert_eq!(resp.0, 200);
+    let served = resp.1.as_str().unwrap().to_owned();
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.yaml"
+    ))
+    .unwrap();
+    assert_eq!(served, file);
+
+    // Every documented route is served: the router knows the path and the method.
+    let doc: Value = serde_yaml_ng::from_str(&file).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["get", "post", "patch", "delete", "put"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let concrete = path
+                .replace("{name}", "nothing-here")
+                .replace("{id}", "nothing-here");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = (m == Method::POST || m == Method::PATCH).then(|| json!({}));
+            let (status, answer, _) = edge.api(m.clone(), &concrete, body).await;
+            let code = answer["error"]["code"].as_str().unwrap_or("");
+            assert!(
+                code != "no_such_route" && code != "method_not_allowed" && status != 405,
+                "{m} {path} is documented but not served: {status} {answer}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 19);
+    // And an undocumented one is not.
+    let (status, answer, _) = edge.api(Method::GET, "/v1/nothing", None).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("no_such_route"))
+    );
+    let (status, answer, _) = edge.api(Method::PUT, "/v1/apps", None).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}
+
+/// A call, and the status, error code and message fragment it must get.
+type BadCall<'a> = (Method, String, Option<Value>, u16, &'a str, &'a str);
+
+/// The state bad input must not change.
+async fn snapshot(edge: &Edge) -> Value {
+    let (_, groups, _) = edge.api(Method::GET, "/v1/groups", None).await;
+    let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
+    let (_, connectors, _) = edge.api(Method::GET, "/v1/connectors", None).await;
+    let (_, tokens, _) = edge.api(Method::GET, "/v1/admin-tokens", None).await;
+    let connectors: Vec<Value> = connectors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!([c["id"], c["group"], c["status"], c["cert_not_after"]]))
+        .collect();
+    json!({ "groups": groups, "apps": apps, "connectors": connectors, "tokens": tokens })
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish("app", "app.localhost", &app.url(), "g", &[])
+        .await;
+    let c = edge.connector("g").await;
+    let before = snapshot(&edge).await;
+    let publish = |name: &str, ext: &str, int: &str, group: &str| json!({ "name": name, "external_url": ext, "internal_url": int, "group": group, "preauth": "passthrough" });
+    let big = "x".repeat(100 * 1024);
+    let cases: Vec<BadCall> = vec![
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "http://b.localhost", &app.url(), "g")),
+            400,
+            "invalid_app",
+            "must use https",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "not a url", &app.url(), "g")),
+            400,
+            "invalid_app",
+            "is not a URL",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "https://b.localhost/path", &app.url(), "g")),
+            400,
+            "invalid_app",
+            "no path",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "https://b.localhost", "ftp://10.0.0.1/", "g")),
+            400,
+            "invalid_app",
+            "http or https",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "https://APP.localhost", &app.url(), "g")),
+            409,
+            "conflict",
+            "already published at app.localhost",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("app", "https://b.localhost", &app.url(), "g")),
+            409,
+            "conflict",
+            "already published",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish("b", "https://b.localhost", &app.url(), "nope")),
+            400,
+            "unknown_group",
+            "postern admin group create nope",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(json!({ "name": "b", "surprise": 1 })),
+            422,
+            "bad_json",
+            "unknown field",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(json!({ "name": big })),
+            413,
+            "body_too_large",
+            "",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/app".into(),
+            Some(json!({})),
+            400,
+            "nothing_to_change",
+            "names no field",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/app".into(),
+            Some(json!({ "group": "nope" })),
+            400,
+            "unknown_group",
+            "does not exist",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/app".into(),
+            Some(json!({ "internal_url": "gopher://x" })),
+            400,
+            "invalid_app",
+            "http or https",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/ghost".into(),
+            Some(json!({ "maintenance": true })),
+            404,
+            "not_found",
+            "does not exist",
+        ),
+        (
+            Method::DELETE,
+            "/v1/groups/g".into(),
+            None,
+            409,
+            "in_use",
+            "still carries apps app",
+        ),
+        (
+            Method::PATCH,
+            "/v1/groups/g".into(),
+            Some(json!({ "name": "bad name!" })),
+            400,
+            "invalid_name",
+            "is not valid",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/connectors/{}", c.id),
+            Some(json!({ "group": "nope" })),
+            400,
+            "unknown_group",
+            "does not exist",
+        ),
+        (
+            Method::POST,
+            "/v1/connectors/c_ghost/revoke".into(),
+            None,
+            404,
+            "not_found",
+            "does not exist",
+        ),
+        (
+            Method::POST,
+            "/v1/admin-tokens".into(),
+            Some(json!({ "name": "t", "ttl_secs": 0 })),
+            400,
+            "invalid_ttl",
+            "out of range",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?since=yesterday".into(),
+            None,
+            400,
+            "invalid_time",
+            "RFC 3339",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?limit=0".into(),
+            None,
+            400,
+            "invalid_limit",
+            "out of range",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?cursor=abc".into(),
+            None,
+            400,
+            "invalid_cursor",
+            "next_cursor",
+        ),
+    ];
+    for (method, path, body, status, code, fragment) in cases {
+        let (got, answer, headers) = edge.api(method.clone(), &path, body).await;
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{method} {path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(fragment),
+            "{method} {path}: {message:?} lacks {fragment:?}"
+        );
+        assert_eq!(
+            answer["error"]["request_id"].as_str(),
+            headers["x-request-id"].to_str().ok(),
+            "the error names its request ID"
+        );
+    }
+    // Forged and missing admin tokens.
+    for token in ["pat_forged", ""] {
+        let (status, answer, _) = edge
+            .api_as(
+                token,
+                Method::POST,
+                "/v1/groups",
+                Some(json!({ "name": "z" })),
+            )
+            .await;
+        assert_eq!(status, 401, "{answer}");
+    }
+    // Malformed CSRs and CSRs asking for more than a key, on renewal.
+    let client = edge.connector_client(&c.state_dir);
+    for csr in [
+        "",
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        &csr_with_extension(),
+    ] {
+        let resp = client
+            .post(format!("https://{}/v1/connector/renew", edge.connector))
+            .json(&json!({ "csr_pem": csr }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_csr", "{body}");
+    }
+    // Renewal without a client certificate.
+    let anonymous = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let resp = reqwest::Client::builder()
+        .use_preconfigured_tls(anonymous)
+        .build()
+        .unwrap()
+        .post(format!("https://{}/v1/connector/renew", edge.connector))
+        .json(&json!({ "csr_pem": postern_pki::generate_key_and_csr().unwrap().csr_pem }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    assert_eq!(snapshot(&edge).await, before, "bad input changed the state");
+    // The CLI says what is wrong in one line and exits non-zero.
+    let out = edge
+        .admin(&["app", "update", "ghost", "--maintenance", "on"])
+        .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let out = edge.admin(&["app", "update", "app"]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to change"));
+}
+
+/// A CSR that asks for a subject alternative name: the edge must refuse it, not trim it.
+fn csr_with_extension() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+#[tokio::test]
+async fn apply_makes_the_edge_match_a_file_and_is_idempotent() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    let port = edge.public.port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml_path = dir.path().join("postern.toml");
+    std::fs::write(
+        &toml_path,
+        format!(
+            r#"
+[[groups]]
+name = "office"
+
+[[apps]]
+name = "wiki"
+external_url = "https://wiki.localhost:{port}"
+internal_url = "{internal}"
+group = "office"
+
+[[apps]]
+name = "crm"
+external_url = "https://crm.localhost:{port}"
+internal_url = "{internal}"
+group = "office"
+backend_timeout = "30s"
+"#,
+            internal = app.url()
+        ),
+    )
+    .unwrap();
+    let file = toml_path.to_str().unwrap();
+
+    let plan = edge.admin_ok(&["apply", "-f", file, "--dry-run"]).await;
+    assert!(plan.contains("+ group office"), "{plan}");
+    assert!(
+        plan.contains("+ app wiki") && plan.contains("+ app crm"),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run: 3 change(s) not applied"), "{plan}");
+    let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
+    assert!(
+        apps.as_array().unwrap().is_empty(),
+        "a dry run changed the edge"
+    );
+
+    let applied = edge.admin_ok(&["apply", "-f", file]).await;
+    assert!(applied.contains("applied 3 change(s)"), "{applied}");
+    let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
+    assert_eq!(apps.as_array().unwrap().len(), 2);
+    assert_eq!(apps[0]["name"], "crm");
+    assert_eq!(apps[0]["backend_timeout_secs"], 30);
+    let events = trail(&edge, "limit=1000").await.len();
+
+    let again = edge.admin_ok(&["apply", "-f", file]).await;
+    assert!(again.contains("no changes"), "{again}");
+    assert_eq!(
+        trail(&edge, "limit=1000").await.len(),
+        events,
+        "an idempotent apply changed something"
+    );
+
+    // The same state in YAML, with one change: a diff, then the update.
+    let other = backends::app().await;
+    let yaml_path = dir.path().join("postern.yaml");
+    std::fs::write(
+        &yaml_path,
+        format!(
+            "groups:\n  - name: office\napps:\n  - name: wiki\n    external_url: https://wiki.localhost:{port}\n    internal_url: {}\n    group: office\n    maintenance: true\n",
+            other.url()
+        ),
+    )
+    .unwrap();
+    let yaml = yaml_path.to_str().unwrap();
+    let diff: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["apply", "-f", yaml, "--dry-run", "--json"])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(diff["dry_run"], true);
+    let changes = diff["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{diff}");
+    assert_eq!(changes[0]["op"], "update_app");
+    assert_eq!(changes[0]["fields"]["maintenance"], json!([false, true]));
+    assert_eq!(changes[0]["fields"]["internal_url"][1], other.url());
+    edge.admin_ok(&["apply", "-f", yaml]).await;
+    let (_, wiki, _) = edge.api(Method::GET, "/v1/apps/wiki", None).await;
+    assert_eq!(wiki["maintenance"], true);
+    assert_eq!(wiki["internal_url"], other.url());
+    // crm is not in the YAML file and is left alone.
+    let (status, _, _) = edge.api(Method::GET, "/v1/apps/crm", None).await;
+    assert_eq!(status, 200);
+
+    // Bad files are refused whole, naming the problem, and change nothing.
+    let before = snapshot(&edge).await;
+    let bad = [
+        ("unknown.toml", "[[apps]]\nname = \"x\"\nsurprise = true\n", "unknown field"),
+        ("url.toml", &format!("[[apps]]\nname = \"x\"\nexternal_url = \"http://x.localhost\"\ninternal_url = \"{}\"\ngroup = \"office\"\n", app.url()), "must use https"),
+        ("group.yaml", &format!("apps:\n  - name: x\n    external_url: https://x.localhost\n    internal_url: {}\n    group: nowhere\n", app.url()), "neither the edge nor the file"),
+        ("taken.yaml", &format!("groups: [{{name: later}}]\napps:\n  - name: x\n    external_url: https://wiki.localhost:{port}\n    internal_url: {}\n    group: office\n", app.url()), "already uses"),
+        ("twice.yaml", "groups: [{name: a}, {name: a}]\n", "listed twice"),
+        ("config.json", "{}", "must end in .toml, .yaml or .yml"),
+    ];
+    for (name, content, fragment) in bad {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = edge.admin(&["apply", "-f", path.to_str().unwrap()]).await;
+        assert!(!out.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(fragment), "{name}: {stderr}");
+    }
+    assert_eq!(snapshot(&edge).await, before);
+}
