@@ -519,6 +519,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         "",
         "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
         &csr_with_extension(),
+        &csr_with_subject(),
     ] {
         let resp = client
             .post(format!("https://{}/v1/connector/renew", edge.connector))
@@ -543,6 +544,16 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
+    // A forged registration token: refused, nothing written, and recorded as a failure.
+    let dir = tempfile::tempdir().unwrap();
+    let out = edge.register("pst_forged", &dir.path().join("c")).await;
+    assert!(!out.status.success());
+    let refused = trail(&edge, "action=connector.register").await;
+    assert_eq!(refused.last().unwrap().3, "failure");
+    let renewals = trail(&edge, "action=connector.renew").await;
+    assert_eq!(renewals.len(), 5, "four bad CSRs and one call without a certificate");
+    assert!(renewals.iter().all(|e| e.3 == "failure"));
+
     assert_eq!(snapshot(&edge).await, before, "bad input changed the state");
     // The CLI says what is wrong in one line and exits non-zero.
     let out = edge
@@ -554,6 +565,19 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     let out = edge.admin(&["app", "update", "app"]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to change"));
+}
+
+/// A CSR that asks for a subject beyond a common name.
+fn csr_with_subject() -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "c_someone_else");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Evil Corp");
+    params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
 /// A CSR that asks for a subject alternative name: the edge must refuse it, not trim it.
