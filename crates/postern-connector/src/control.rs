@@ -132,3 +132,51 @@ pub fn apply(apps: &ArcSwap<Apps>, applied: &watch::Sender<u64>, config: Connect
     applied.send_replace(config.version);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use postern_proto::config::CONFIG_FORMAT;
+
+    use super::*;
+
+    fn config(version: u64, apps: usize) -> ConnectorConfig {
+        ConnectorConfig {
+            format: CONFIG_FORMAT,
+            version,
+            connector_id: "c".into(),
+            group: "g".into(),
+            apps: (0..apps)
+                .map(|i| postern_proto::AppRoute {
+                    id: postern_proto::AppId(i as u64 + 1),
+                    name: format!("a{i}"),
+                    external_host: format!("a{i}.example"),
+                    internal_url: "http://10.0.0.1/".into(),
+                    preserve_host: false,
+                    insecure_skip_backend_tls_verify: false,
+                    backend_timeout_ms: 1000,
+                })
+                .collect(),
+            renew_after_secs: None,
+        }
+    }
+
+    #[test]
+    fn a_config_not_newer_than_the_applied_one_is_ignored() {
+        let apps = ArcSwap::from_pointee(Apps::default());
+        let (tx, rx) = watch::channel(0);
+        assert!(apply(&apps, &tx, config(5, 2)));
+        assert_eq!(
+            (apps.load().version, apps.load().len(), *rx.borrow()),
+            (5, 2, 5)
+        );
+        // Same version, older version: ignored, whatever they hold.
+        assert!(!apply(&apps, &tx, config(5, 0)));
+        assert!(!apply(&apps, &tx, config(4, 7)));
+        assert_eq!(
+            (apps.load().version, apps.load().len(), *rx.borrow()),
+            (5, 2, 5)
+        );
+        assert!(apply(&apps, &tx, config(6, 1)));
+        assert_eq!((apps.load().version, apps.load().len()), (6, 1));
+    }
+}

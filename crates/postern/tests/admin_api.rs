@@ -551,7 +551,11 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let refused = trail(&edge, "action=connector.register").await;
     assert_eq!(refused.last().unwrap().3, "failure");
     let renewals = trail(&edge, "action=connector.renew").await;
-    assert_eq!(renewals.len(), 5, "four bad CSRs and one call without a certificate");
+    assert_eq!(
+        renewals.len(),
+        5,
+        "four bad CSRs and one call without a certificate"
+    );
     assert!(renewals.iter().all(|e| e.3 == "failure"));
 
     assert_eq!(snapshot(&edge).await, before, "bad input changed the state");
