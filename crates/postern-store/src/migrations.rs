@@ -75,6 +75,36 @@ const MIGRATIONS: &[&str] = &[
         request_id TEXT NOT NULL
     );
     CREATE INDEX audit_events_at ON audit_events (at_ms);",
+    // 3: pre-authentication with OpenID Connect: per-app relying-party settings, assignments,
+    // session revocations, and the edge's key rings (session cookie, identity assertion), kept
+    // in the store so several edges can share them.
+    "ALTER TABLE apps ADD COLUMN oidc_issuer TEXT;
+    ALTER TABLE apps ADD COLUMN oidc_client_id TEXT;
+    ALTER TABLE apps ADD COLUMN oidc_client_secret TEXT;
+    ALTER TABLE apps ADD COLUMN assignment_required INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN require_mfa INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE apps ADD COLUMN cookie_http_only INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE apps ADD COLUMN cookie_persistent INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE app_assignments (
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('user', 'group')),
+        value TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (app_id, kind, value)
+    );
+    CREATE TABLE session_revocations (
+        principal TEXT PRIMARY KEY,
+        revoked_at INTEGER NOT NULL
+    );
+    CREATE TABLE edge_keys (
+        purpose TEXT NOT NULL,
+        id TEXT NOT NULL,
+        material TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        retired_at INTEGER,
+        PRIMARY KEY (purpose, id)
+    );",
+    // 4: reserved for the built-in identity provider's directory and OIDC state.
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
