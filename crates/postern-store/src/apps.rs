@@ -126,8 +126,10 @@ impl Store {
         let res = sqlx::query(
             "INSERT INTO apps (name, external_url, external_host, internal_url, group_id, preauth,
                                preserve_host, insecure_skip_backend_tls_verify, backend_timeout_ms,
-                               maintenance, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               maintenance, oidc_issuer, oidc_client_id, oidc_client_secret,
+                               assignment_required, require_mfa, cookie_http_only,
+                               cookie_persistent, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&app.name)
         .bind(&app.external_url)
@@ -139,6 +141,13 @@ impl Store {
         .bind(app.insecure_skip_backend_tls_verify)
         .bind(app.backend_timeout.as_millis() as i64)
         .bind(app.maintenance)
+        .bind(app.oidc.as_ref().and_then(|o| o.issuer.clone()))
+        .bind(app.oidc.as_ref().map(|o| o.client_id.clone()))
+        .bind(app.oidc.as_ref().and_then(|o| o.client_secret.clone()))
+        .bind(app.access.assignment_required)
+        .bind(app.access.require_mfa)
+        .bind(app.cookie.http_only)
+        .bind(app.cookie.persistent)
         .bind(now())
         .execute(&mut *tx)
         .await;
@@ -161,7 +170,10 @@ impl Store {
         let res = sqlx::query(
             "UPDATE apps SET name = ?, external_url = ?, external_host = ?, internal_url = ?,
                  group_id = ?, preauth = ?, preserve_host = ?,
-                 insecure_skip_backend_tls_verify = ?, backend_timeout_ms = ?, maintenance = ?
+                 insecure_skip_backend_tls_verify = ?, backend_timeout_ms = ?, maintenance = ?,
+                 oidc_issuer = ?, oidc_client_id = ?, oidc_client_secret = ?,
+                 assignment_required = ?, require_mfa = ?, cookie_http_only = ?,
+                 cookie_persistent = ?
              WHERE name = ?",
         )
         .bind(&app.name)
@@ -174,6 +186,13 @@ impl Store {
         .bind(app.insecure_skip_backend_tls_verify)
         .bind(app.backend_timeout.as_millis() as i64)
         .bind(app.maintenance)
+        .bind(app.oidc.as_ref().and_then(|o| o.issuer.clone()))
+        .bind(app.oidc.as_ref().map(|o| o.client_id.clone()))
+        .bind(app.oidc.as_ref().and_then(|o| o.client_secret.clone()))
+        .bind(app.access.assignment_required)
+        .bind(app.access.require_mfa)
+        .bind(app.cookie.http_only)
+        .bind(app.cookie.persistent)
         .bind(name)
         .execute(&mut *tx)
         .await;
@@ -223,7 +242,8 @@ impl Store {
 
 const APP_SELECT: &str = "SELECT a.id, a.name, a.external_url, a.external_host, a.internal_url,
     g.name, a.preauth, a.preserve_host, a.insecure_skip_backend_tls_verify, a.backend_timeout_ms,
-    a.maintenance
+    a.maintenance, a.oidc_issuer, a.oidc_client_id, a.oidc_client_secret, a.assignment_required,
+    a.require_mfa, a.cookie_http_only, a.cookie_persistent
     FROM apps a JOIN groups g ON g.id = a.group_id";
 
 fn no_group(name: &str) -> StoreError {

@@ -9,6 +9,7 @@
 //! same transaction that stores the connector and its certificate, so a refused CSR leaves the
 //! token usable and a crash never leaves a half-registered connector.
 
+mod access;
 mod admin;
 mod apps;
 mod connectors;
@@ -24,8 +25,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use admin::MAX_AUDIT_PAGE;
 pub use model::{
-    AdminToken, App, AuditEvent, AuditQuery, CertRecord, Connector, ConnectorReport, Group, NewApp,
-    NewAuditEvent, Outcome, Preauth, TokenProblem,
+    AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,
+    ConnectorReport, CookieOptions, Group, NewApp, NewAuditEvent, OidcClient, Outcome, Preauth,
+    TokenProblem,
 };
 
 /// Why a store operation failed.

@@ -18,19 +18,74 @@ pub struct Group {
 pub enum Preauth {
     /// Forward without signing the user in (the app does its own authentication).
     Passthrough,
+    /// Sign the user in with OpenID Connect at the edge before anything is forwarded.
+    Oidc,
 }
 
 impl Preauth {
     pub fn as_str(self) -> &'static str {
         match self {
             Preauth::Passthrough => "passthrough",
+            Preauth::Oidc => "oidc",
         }
     }
 
     pub fn parse(s: &str) -> Option<Preauth> {
         match s {
             "passthrough" => Some(Preauth::Passthrough),
+            "oidc" => Some(Preauth::Oidc),
             _ => None,
+        }
+    }
+}
+
+/// The OpenID Connect client an app signs users in with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OidcClient {
+    /// The issuer; `None` for the edge's built-in identity provider.
+    pub issuer: Option<String>,
+    pub client_id: String,
+    /// `None` for a public client.
+    pub client_secret: Option<String>,
+}
+
+impl std::fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "********"),
+            )
+            .finish()
+    }
+}
+
+/// Who may use an app with pre-authentication, beyond being signed in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessRules {
+    /// Only users assigned to the app (themselves or through a group) get in.
+    pub assignment_required: bool,
+    /// The sign-in must have used a second factor.
+    pub require_mfa: bool,
+}
+
+/// The session cookie's per-app options (those of Entra application proxy). It is always
+/// `Secure`, host-only and `SameSite=Lax`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CookieOptions {
+    /// Scripts in the page cannot read it (on by default).
+    pub http_only: bool,
+    /// Kept across browser restarts until it expires, instead of a browser-session cookie.
+    pub persistent: bool,
+}
+
+impl Default for CookieOptions {
+    fn default() -> Self {
+        CookieOptions {
+            http_only: true,
+            persistent: false,
         }
     }
 }
@@ -49,6 +104,10 @@ pub struct NewApp {
     pub backend_timeout: Duration,
     /// Every user gets a maintenance page; nothing is forwarded.
     pub maintenance: bool,
+    /// Set when `preauth` is `Oidc`.
+    pub oidc: Option<OidcClient>,
+    pub access: AccessRules,
+    pub cookie: CookieOptions,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +123,9 @@ pub struct App {
     pub insecure_skip_backend_tls_verify: bool,
     pub backend_timeout: Duration,
     pub maintenance: bool,
+    pub oidc: Option<OidcClient>,
+    pub access: AccessRules,
+    pub cookie: CookieOptions,
 }
 
 impl App {
@@ -80,6 +142,9 @@ impl App {
             insecure_skip_backend_tls_verify: self.insecure_skip_backend_tls_verify,
             backend_timeout: self.backend_timeout,
             maintenance: self.maintenance,
+            oidc: self.oidc.clone(),
+            access: self.access,
+            cookie: self.cookie,
         }
     }
 }
@@ -103,6 +168,19 @@ pub(crate) fn app_from_row(r: &SqliteRow) -> Result<App, StoreError> {
         insecure_skip_backend_tls_verify: r.get(8),
         backend_timeout: Duration::from_millis(timeout_ms.max(0) as u64),
         maintenance: r.get(10),
+        oidc: r.get::<Option<String>, _>(12).map(|client_id| OidcClient {
+            issuer: r.get(11),
+            client_id,
+            client_secret: r.get(13),
+        }),
+        access: AccessRules {
+            assignment_required: r.get(14),
+            require_mfa: r.get(15),
+        },
+        cookie: CookieOptions {
+            http_only: r.get(16),
+            persistent: r.get(17),
+        },
     })
 }
 
@@ -270,5 +348,29 @@ impl std::fmt::Display for TokenProblem {
                 "the registration token has expired; create a new one with `postern admin connector token --group NAME`"
             }
         })
+    }
+}
+
+/// Who an app is assigned to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Assignee {
+    /// A user, by subject or email.
+    User(String),
+    /// A group, by name as the issuer puts it in the `groups` claim.
+    Group(String),
+}
+
+impl Assignee {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Assignee::User(_) => "user",
+            Assignee::Group(_) => "group",
+        }
+    }
+
+    pub fn value(&self) -> &str {
+        match self {
+            Assignee::User(v) | Assignee::Group(v) => v,
+        }
     }
 }

@@ -31,6 +31,9 @@ fn app(name: &str, host: &str) -> NewApp {
         insecure_skip_backend_tls_verify: false,
         backend_timeout: Duration::from_secs(85),
         maintenance: false,
+        oidc: None,
+        access: AccessRules::default(),
+        cookie: CookieOptions::default(),
     }
 }
 
@@ -403,4 +406,73 @@ async fn audit_filters_and_pages() {
     assert!(future.is_empty());
     let past = store.audit(&q(|q| q.until_ms = Some(0))).await.unwrap();
     assert!(past.is_empty());
+}
+
+#[tokio::test]
+async fn oidc_settings_assignments_and_revocations_are_kept() {
+    let (_d, store) = store().await;
+    store.create_group("g").await.unwrap();
+    let mut new = app("a", "a.example");
+    new.preauth = Preauth::Oidc;
+    new.oidc = Some(OidcClient {
+        issuer: Some("https://issuer.example".into()),
+        client_id: "client".into(),
+        client_secret: Some("s3cret".into()),
+    });
+    new.access.require_mfa = true;
+    new.cookie.persistent = true;
+    let a = store.publish_app(&new).await.unwrap();
+    assert_eq!(a.settings().oidc, new.oidc);
+    assert!(a.access.require_mfa && !a.access.assignment_required);
+    assert!(a.cookie.persistent && a.cookie.http_only);
+    assert!(
+        !format!("{:?}", a.oidc).contains("s3cret"),
+        "the secret is masked in Debug"
+    );
+
+    let v = store.config_version().await.unwrap();
+    assert!(store
+        .assign("a", &Assignee::User("ann@example.com".into()))
+        .await
+        .unwrap());
+    assert!(!store
+        .assign("a", &Assignee::User("ann@example.com".into()))
+        .await
+        .unwrap());
+    store
+        .assign("a", &Assignee::Group("staff".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.config_version().await.unwrap(), v + 2);
+    assert_eq!(store.assignments().await.unwrap().len(), 2);
+    assert!(matches!(
+        store.assign("nope", &Assignee::Group("staff".into())).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store
+        .unassign("a", &Assignee::Group("staff".into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.unassign("a", &Assignee::Group("staff".into())).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Assignments go with their app.
+    store.delete_app("a").await.unwrap();
+    assert!(store.assignments().await.unwrap().is_empty());
+
+    let at = store.revoke_sessions("ann@example.com").await.unwrap();
+    assert_eq!(
+        store.session_revocations().await.unwrap(),
+        vec![("ann@example.com".to_owned(), at)]
+    );
+
+    let first = store.key_ring("session", || "one".into()).await.unwrap();
+    let second = store.key_ring("session", || "two".into()).await.unwrap();
+    assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+    store.save_key_ring("session", "three").await.unwrap();
+    assert_eq!(
+        store.key_ring("session", || "four".into()).await.unwrap(),
+        "three"
+    );
 }
