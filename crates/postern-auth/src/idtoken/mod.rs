@@ -116,7 +116,9 @@ pub fn verify(
             ErrorKind::Base64(_)
             | ErrorKind::Json(_)
             | ErrorKind::Utf8(_)
-            | ErrorKind::InvalidToken => TokenError::malformed(format!("payload: {e}")),
+            | ErrorKind::InvalidToken => {
+                TokenError::malformed(format!("payload or signature: {e}"))
+            }
             _ => TokenError::UnusableKey {
                 kid: key.kid.clone(),
                 reason: e.to_string(),
