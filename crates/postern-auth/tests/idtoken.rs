@@ -304,7 +304,7 @@ fn attacks_are_refused_each_with_its_own_error() {
                 &[1; 64],
             ),
             TokenError::CriticalHeader {
-                names: vec!["\"b64\"".into()],
+                names: vec!["b64".into()],
             },
         ),
         (

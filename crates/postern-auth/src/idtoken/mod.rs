@@ -170,7 +170,11 @@ fn read_header(token: &str) -> Result<Header, TokenError> {
     if let Some(crit) = header.get("crit") {
         let names = crit
             .as_array()
-            .map(|a| a.iter().map(|v| v.to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect()
+            })
             .unwrap_or_else(|| vec![crit.to_string()]);
         return Err(TokenError::CriticalHeader { names });
     }
