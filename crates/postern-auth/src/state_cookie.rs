@@ -35,6 +35,9 @@ pub struct StateCookie {
     pub return_to: ReturnTo,
     /// When this sign-in attempt lapses.
     pub expires_at: UnixTime,
+    /// This attempt already asked the issuer for a second factor (a step-up): if the token
+    /// still lacks one, the sign-in is refused rather than sent back again.
+    pub step_up: bool,
 }
 
 /// The sealed payload. Field order is the wire order: a change here is a new wire version.
@@ -45,6 +48,7 @@ struct StateWire {
     code_verifier: String,
     return_to: String,
     expires_at: UnixTime,
+    step_up: bool,
 }
 
 impl StateCookie {
@@ -57,7 +61,14 @@ impl StateCookie {
             code_verifier: CodeVerifier::generate(),
             return_to,
             expires_at: now.saturating_add(STATE_LIFETIME),
+            step_up: false,
         }
+    }
+
+    /// The same sign-in, marked as asking for a second factor.
+    pub fn stepping_up(mut self) -> Self {
+        self.step_up = true;
+        self
     }
 
     /// The cookie value.
@@ -68,6 +79,7 @@ impl StateCookie {
             code_verifier: self.code_verifier.as_str().to_owned(),
             return_to: self.return_to.as_str().to_owned(),
             expires_at: self.expires_at,
+            step_up: self.step_up,
         };
         // Not outside input: postcard serialises owned strings and integers into a Vec infallibly.
         let plaintext = postcard::to_allocvec(&wire).expect("state payload serialises");
@@ -99,6 +111,7 @@ impl StateCookie {
             code_verifier: CodeVerifier::new(wire.code_verifier).map_err(|_| malformed)?,
             return_to: ReturnTo::from_sealed(wire.return_to),
             expires_at: wire.expires_at,
+            step_up: wire.step_up,
         })
     }
 }

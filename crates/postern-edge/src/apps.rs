@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use postern_store::{NewApp, Preauth};
+use postern_store::{AccessRules, CookieOptions, NewApp, OidcClient, Preauth};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -29,6 +29,26 @@ pub struct PublishApp {
     /// Publish in maintenance mode: users get the maintenance page until it is turned off.
     #[serde(default)]
     pub maintenance: bool,
+    /// With `preauth: oidc`: the issuer (https, or http on loopback); none for the built-in
+    /// identity provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub assignment_required: bool,
+    #[serde(default)]
+    pub require_mfa: bool,
+    #[serde(default = "yes")]
+    pub cookie_http_only: bool,
+    #[serde(default)]
+    pub cookie_persistent: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `PATCH /v1/apps/{name}`: the fields to change; the others keep their values.
@@ -53,6 +73,20 @@ pub struct UpdateApp {
     pub backend_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_mfa: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_http_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_persistent: Option<bool>,
 }
 
 impl UpdateApp {
@@ -62,6 +96,28 @@ impl UpdateApp {
 }
 
 impl PublishApp {
+    /// A passthrough app with every default.
+    pub fn new(name: &str, external_url: &str, internal_url: &str, group: &str) -> PublishApp {
+        PublishApp {
+            name: name.to_owned(),
+            external_url: external_url.to_owned(),
+            internal_url: internal_url.to_owned(),
+            group: group.to_owned(),
+            preauth: Preauth::Passthrough.as_str().to_owned(),
+            preserve_host: false,
+            insecure_skip_backend_tls_verify: false,
+            backend_timeout_secs: None,
+            maintenance: false,
+            issuer: None,
+            client_id: None,
+            client_secret: None,
+            assignment_required: false,
+            require_mfa: false,
+            cookie_http_only: true,
+            cookie_persistent: false,
+        }
+    }
+
     /// The publish request that would produce `app` as it is now.
     pub fn from_app(app: &postern_store::App) -> PublishApp {
         PublishApp {
@@ -74,6 +130,13 @@ impl PublishApp {
             insecure_skip_backend_tls_verify: app.insecure_skip_backend_tls_verify,
             backend_timeout_secs: Some(app.backend_timeout.as_secs()),
             maintenance: app.maintenance,
+            issuer: app.oidc.as_ref().and_then(|o| o.issuer.clone()),
+            client_id: app.oidc.as_ref().map(|o| o.client_id.clone()),
+            client_secret: app.oidc.as_ref().and_then(|o| o.client_secret.clone()),
+            assignment_required: app.access.assignment_required,
+            require_mfa: app.access.require_mfa,
+            cookie_http_only: app.cookie.http_only,
+            cookie_persistent: app.cookie.persistent,
         }
     }
 
@@ -97,6 +160,22 @@ impl PublishApp {
             self.backend_timeout_secs = patch.backend_timeout_secs;
         }
         self.maintenance = patch.maintenance.unwrap_or(self.maintenance);
+        for (field, value) in [
+            (&mut self.issuer, &patch.issuer),
+            (&mut self.client_id, &patch.client_id),
+            (&mut self.client_secret, &patch.client_secret),
+        ] {
+            if let Some(v) = value {
+                // An empty string clears the field (e.g. back to the built-in provider).
+                *field = (!v.is_empty()).then(|| v.clone());
+            }
+        }
+        self.assignment_required = patch
+            .assignment_required
+            .unwrap_or(self.assignment_required);
+        self.require_mfa = patch.require_mfa.unwrap_or(self.require_mfa);
+        self.cookie_http_only = patch.cookie_http_only.unwrap_or(self.cookie_http_only);
+        self.cookie_persistent = patch.cookie_persistent.unwrap_or(self.cookie_persistent);
         self
     }
 }
@@ -173,10 +252,26 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
     }
     let preauth = Preauth::parse(&req.preauth).ok_or_else(|| {
         Invalid(format!(
-            "preauth {:?} is not supported; use \"passthrough\"",
+            "preauth {:?} is not supported; use \"passthrough\" or \"oidc\"",
             req.preauth
         ))
     })?;
+    let oidc = match preauth {
+        Preauth::Passthrough => {
+            let set = req.issuer.is_some()
+                || req.client_id.is_some()
+                || req.client_secret.is_some()
+                || req.assignment_required
+                || req.require_mfa;
+            if set {
+                return Err(Invalid(
+                    "issuer, client ID and secret, assignment and MFA apply only with preauth \"oidc\"; passthrough apps sign users in themselves".into(),
+                ));
+            }
+            None
+        }
+        Preauth::Oidc => Some(oidc_client(req)?),
+    };
     let backend_timeout = match req.backend_timeout_secs {
         None => DEFAULT_BACKEND_TIMEOUT,
         Some(s) if s >= 1 && s <= MAX_BACKEND_TIMEOUT.as_secs() => Duration::from_secs(s),
@@ -201,7 +296,62 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
         insecure_skip_backend_tls_verify: req.insecure_skip_backend_tls_verify,
         backend_timeout,
         maintenance: req.maintenance,
+        oidc,
+        access: AccessRules {
+            assignment_required: req.assignment_required,
+            require_mfa: req.require_mfa,
+        },
+        cookie: CookieOptions {
+            http_only: req.cookie_http_only,
+            persistent: req.cookie_persistent,
+        },
     })
+}
+
+/// The OIDC client of an app with `preauth: oidc`. Without an issuer the app uses the built-in
+/// identity provider, and the edge fills in the client it registers there.
+fn oidc_client(req: &PublishApp) -> Result<OidcClient, Invalid> {
+    let printable =
+        |v: &str| !v.is_empty() && v.len() <= 512 && v.bytes().all(|b| (0x21..0x7f).contains(&b));
+    match &req.issuer {
+        Some(issuer) => {
+            postern_auth::IssuerUrl::parse(issuer).map_err(|e| Invalid(format!("issuer: {e}")))?;
+            let client_id = req.client_id.clone().ok_or_else(|| {
+                Invalid(format!(
+                    "an app signing users in with {issuer} needs the client ID registered there (--client-id)"
+                ))
+            })?;
+            if !printable(&client_id) {
+                return Err(Invalid(
+                    "client ID must be 1 to 512 printable ASCII characters".into(),
+                ));
+            }
+            if let Some(secret) = &req.client_secret {
+                if !printable(secret) {
+                    return Err(Invalid(
+                        "client secret must be 1 to 512 printable ASCII characters; check --client-secret-file".into(),
+                    ));
+                }
+            }
+            Ok(OidcClient {
+                issuer: Some(issuer.clone()),
+                client_id,
+                client_secret: req.client_secret.clone(),
+            })
+        }
+        None => {
+            if req.client_secret.is_some() {
+                return Err(Invalid(
+                    "a client secret needs an --issuer; the built-in identity provider registers the app's client itself".into(),
+                ));
+            }
+            Ok(OidcClient {
+                issuer: None,
+                client_id: req.client_id.clone().unwrap_or_default(),
+                client_secret: None,
+            })
+        }
+    }
 }
 
 /// Names of apps and groups: short, printable in a table and a URL path.
@@ -226,17 +376,7 @@ mod tests {
     use super::*;
 
     fn req(external: &str, internal: &str) -> PublishApp {
-        PublishApp {
-            name: "app".into(),
-            external_url: external.into(),
-            internal_url: internal.into(),
-            group: "g".into(),
-            preauth: "passthrough".into(),
-            preserve_host: false,
-            insecure_skip_backend_tls_verify: false,
-            backend_timeout_secs: None,
-            maintenance: false,
-        }
+        PublishApp::new("app", external, internal, "g")
     }
 
     fn check(external: &str, internal: &str, expected_host: Result<&str, &str>) {

@@ -21,9 +21,11 @@ use hyper_util::rt::TokioIo;
 use postern_proto::body::{BodySent, Watched};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
+use postern_store::Preauth;
 
 use crate::body::EdgeBody;
 use crate::hygiene::{self, Forwarded};
+use crate::preauth;
 use crate::rescue::Refusal;
 use crate::state::{Route, Shared};
 use crate::tunnels::{InFlight, NoTunnel, TunnelBody};
@@ -75,18 +77,49 @@ async fn route_and_forward(
     if req.uri().path() == "/robots.txt" && matches!(*req.method(), Method::GET | Method::HEAD) {
         return Ok(robots(request_id));
     }
-    let routes = shared.routes.load();
+    let routes = shared.routes.load_full();
     let route = routes
         .get(&host)
         .ok_or_else(|| Refusal::UnknownApp { host: host.clone() })?
         .clone();
     let version = routes.version;
-    drop(routes);
     if route.maintenance {
         return Err(Refusal::Maintenance {
             app: route.name.clone(),
         });
     }
+    if req.uri().path() == preauth::JWKS_PATH && matches!(*req.method(), Method::GET | Method::HEAD)
+    {
+        return Ok(preauth::jwks_response(&shared.auth).map(EdgeBody::Page));
+    }
+    let identity = match &route.sign_in {
+        None if route.preauth == Preauth::Oidc => {
+            // The app's sign-in settings could not be used (logged at reload): refuse rather
+            // than let anyone through.
+            return Err(Refusal::SignInMisconfigured {
+                app: route.name.clone(),
+                reason: "its sign-in settings are not valid".into(),
+            });
+        }
+        None => None,
+        Some(sign_in) => {
+            let guard_req = preauth::Request {
+                uri: req.uri(),
+                headers: req.headers(),
+                json: crate::rescue::wants_json(req.headers()),
+                request_id,
+            };
+            match preauth::guard(shared, &routes, sign_in, &guard_req).await? {
+                preauth::Guarded::Forward(identity) => Some(identity),
+                preauth::Guarded::Answer(resp) => {
+                    let mut resp = resp.map(EdgeBody::Page);
+                    hygiene::prepare_response(resp.headers_mut(), request_id);
+                    return Ok(resp);
+                }
+            }
+        }
+    };
+    drop(routes);
     if shared.shutting_down.load(Ordering::Relaxed) {
         return Err(Refusal::ShuttingDown);
     }
@@ -101,10 +134,22 @@ async fn route_and_forward(
         request_id,
     };
     if is_websocket_upgrade(&req) {
-        return websocket(shared, &route, req, &authority, &fwd, &meta).await;
+        return websocket(
+            shared,
+            &route,
+            req,
+            &authority,
+            &fwd,
+            &meta,
+            identity.as_ref(),
+        )
+        .await;
     }
     let (mut parts, body) = req.into_parts();
     hygiene::prepare_request(&mut parts.headers, &fwd);
+    if let Some(identity) = &identity {
+        identity.apply(&mut parts.headers);
+    }
     meta.encode(&mut parts.headers);
     parts.uri = tunnel_uri(&authority, parts.uri.path_and_query())?;
     parts.version = Version::HTTP_2;
@@ -275,12 +320,16 @@ async fn websocket(
     authority: &Authority,
     fwd: &Forwarded<'_>,
     meta: &StreamMeta,
+    identity: Option<&preauth::Identity>,
 ) -> Result<Response<EdgeBody>, Refusal> {
     let user_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let mut headers = parts.headers;
     let key = headers.remove(header::SEC_WEBSOCKET_KEY);
     hygiene::prepare_request(&mut headers, fwd);
+    if let Some(identity) = identity {
+        identity.apply(&mut headers);
+    }
     meta.encode(&mut headers);
     if let Some(key) = key {
         headers.insert(HEADER_WS_KEY, key);

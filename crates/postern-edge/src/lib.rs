@@ -16,6 +16,7 @@ pub mod config;
 mod control;
 mod forward;
 pub mod hygiene;
+pub mod preauth;
 pub mod rescue;
 mod serve;
 mod state;
@@ -153,6 +154,18 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ],
     )?));
 
+    let issuer_http = reqwest::Client::builder()
+        .use_preconfigured_tls(postern_pki::issuer_client_config(&[server_ca
+            .cert_der()
+            .clone()]))
+        .redirect(reqwest::redirect::Policy::none())
+        // Sign-ins are rare next to requests; a fresh connection each time avoids reusing one
+        // the issuer already closed.
+        .pool_max_idle_per_host(0)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("building the HTTP client for identity providers")?;
+    let auth = preauth::Auth::load(&store, issuer_http).await?;
     let (version_tx, _) = watch::channel(0);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -167,6 +180,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         shutting_down: Default::default(),
         stopping: shutdown_rx.clone(),
         reload_lock: Default::default(),
+        auth,
     });
     shared.reload().await?;
 

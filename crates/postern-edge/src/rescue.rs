@@ -39,6 +39,30 @@ pub enum Refusal {
     UpgradeRefused { app: String },
     /// An administrator put the app in maintenance mode.
     Maintenance { app: String },
+    /// An API client (it asked for JSON) has no session and no bearer token.
+    SignInRequired { app: String },
+    /// A bearer token was presented and refused.
+    BearerRefused { app: String, reason: String },
+    /// The identity provider could not be reached or answered nonsense.
+    IssuerUnavailable {
+        app: String,
+        issuer: String,
+        reason: String,
+    },
+    /// The identity provider said no (the `error` of the callback, or the code exchange).
+    IssuerRefused { app: String, reason: String },
+    /// The ID token from the sign-in failed a check.
+    TokenInvalid { app: String, reason: String },
+    /// The callback came without a matching, unexpired sign-in state.
+    SignInStateInvalid { app: String, reason: String },
+    /// The session cookie was tampered with, or is for another app.
+    SessionCookieInvalid { app: String, reason: String },
+    /// The user is signed in but not assigned to the app.
+    NotAssigned { app: String, user: String },
+    /// The app needs a second factor the sign-in did not use, even after asking for it.
+    MfaRequired { app: String },
+    /// The app's sign-in is not set up in a way the edge can use.
+    SignInMisconfigured { app: String, reason: String },
 }
 
 /// Where a failure comes from, as the page tells the user.
@@ -48,6 +72,10 @@ pub enum Source {
     Edge,
     Connector,
     App,
+    /// The identity provider that signs users in.
+    IdentityProvider,
+    /// The app's access rules (assignment, MFA).
+    Policy,
 }
 
 impl Refusal {
@@ -66,6 +94,19 @@ impl Refusal {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Refusal::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::SignInRequired { .. } | Refusal::BearerRefused { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            Refusal::IssuerUnavailable { .. } | Refusal::SignInMisconfigured { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Refusal::IssuerRefused { .. }
+            | Refusal::NotAssigned { .. }
+            | Refusal::MfaRequired { .. } => StatusCode::FORBIDDEN,
+            Refusal::TokenInvalid { .. } => StatusCode::UNAUTHORIZED,
+            Refusal::SignInStateInvalid { .. } | Refusal::SessionCookieInvalid { .. } => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -85,6 +126,16 @@ impl Refusal {
             Refusal::TunnelLost { .. } => "tunnel_lost",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Maintenance { .. } => "app_in_maintenance",
+            Refusal::SignInRequired { .. } => "sign_in_required",
+            Refusal::BearerRefused { .. } => "bearer_token_refused",
+            Refusal::IssuerUnavailable { .. } => "issuer_unavailable",
+            Refusal::IssuerRefused { .. } => "issuer_refused",
+            Refusal::TokenInvalid { .. } => "token_invalid",
+            Refusal::SignInStateInvalid { .. } => "sign_in_state_invalid",
+            Refusal::SessionCookieInvalid { .. } => "session_cookie_invalid",
+            Refusal::NotAssigned { .. } => "not_assigned",
+            Refusal::MfaRequired { .. } => "mfa_required",
+            Refusal::SignInMisconfigured { .. } => "sign_in_misconfigured",
         }
     }
 
@@ -103,6 +154,15 @@ impl Refusal {
                 Source::Edge
             }
             Refusal::BackendUnreachable { .. } | Refusal::BackendTimeout { .. } => Source::App,
+            Refusal::SignInRequired { .. }
+            | Refusal::BearerRefused { .. }
+            | Refusal::SignInStateInvalid { .. }
+            | Refusal::SessionCookieInvalid { .. } => Source::Client,
+            Refusal::IssuerUnavailable { .. }
+            | Refusal::IssuerRefused { .. }
+            | Refusal::TokenInvalid { .. } => Source::IdentityProvider,
+            Refusal::NotAssigned { .. } | Refusal::MfaRequired { .. } => Source::Policy,
+            Refusal::SignInMisconfigured { .. } => Source::Edge,
         }
     }
 
@@ -114,6 +174,10 @@ impl Refusal {
                 | Refusal::MissingHost
                 | Refusal::ConnectNotAllowed
                 | Refusal::PathOutsideApp { .. }
+                | Refusal::NotAssigned { .. }
+                | Refusal::MfaRequired { .. }
+                | Refusal::TokenInvalid { .. }
+                | Refusal::BearerRefused { .. }
         )
     }
 
@@ -132,6 +196,16 @@ impl Refusal {
             Refusal::TunnelLost { .. } => "The connection to the connector was lost",
             Refusal::ShuttingDown => "The edge is restarting",
             Refusal::Maintenance { .. } => "Down for maintenance",
+            Refusal::SignInRequired { .. } => "Sign-in required",
+            Refusal::BearerRefused { .. } => "The access token was refused",
+            Refusal::IssuerUnavailable { .. } => "The sign-in service cannot be reached",
+            Refusal::IssuerRefused { .. } => "The sign-in service refused the sign-in",
+            Refusal::TokenInvalid { .. } => "The sign-in could not be verified",
+            Refusal::SignInStateInvalid { .. } => "The sign-in expired or was not started here",
+            Refusal::SessionCookieInvalid { .. } => "Your session is not valid",
+            Refusal::NotAssigned { .. } => "You are not assigned to this app",
+            Refusal::MfaRequired { .. } => "A second factor is required",
+            Refusal::SignInMisconfigured { .. } => "Sign-in is not set up for this app",
         }
     }
 
@@ -168,6 +242,36 @@ impl Refusal {
             Refusal::ShuttingDown => "The edge is shutting down. Try again in a moment.".to_owned(),
             Refusal::PathOutsideApp { app } => format!(
                 "The path has '.' or '..' segments that would leave {app:?}'s own path. Remove them from the address."
+            ),
+            Refusal::SignInRequired { app } => format!(
+                "{app:?} requires sign-in. Send a session cookie, or an `Authorization: Bearer` token issued for this app."
+            ),
+            Refusal::BearerRefused { app, reason } => format!(
+                "The bearer token sent to {app:?} was refused: {reason}."
+            ),
+            Refusal::IssuerUnavailable { app, issuer, reason } => format!(
+                "{app:?} signs users in with {issuer}, which could not be used: {reason}. Try again later, or ask an administrator to check the issuer."
+            ),
+            Refusal::IssuerRefused { app, reason } => format!(
+                "The identity provider of {app:?} refused the sign-in: {reason}."
+            ),
+            Refusal::TokenInvalid { app, reason } => format!(
+                "The identity provider's answer for {app:?} failed a check, so you were not signed in: {reason}."
+            ),
+            Refusal::SignInStateInvalid { app, reason } => format!(
+                "The sign-in to {app:?} cannot be completed: {reason}. Open the app again to start a new sign-in."
+            ),
+            Refusal::SessionCookieInvalid { app, reason } => format!(
+                "The session cookie sent to {app:?} is not valid ({reason}); it has been cleared. Open the app again to sign in."
+            ),
+            Refusal::NotAssigned { app, user } => format!(
+                "{user} is signed in, but is not assigned to {app:?}. Ask an administrator to assign you (or one of your groups) to it."
+            ),
+            Refusal::MfaRequired { app } => format!(
+                "{app:?} requires that you sign in with a second factor (such as an authenticator app), and the sign-in did not use one."
+            ),
+            Refusal::SignInMisconfigured { app, reason } => format!(
+                "{app:?} cannot sign users in: {reason}. An administrator must fix the app's settings."
             ),
             Refusal::Maintenance { app } => format!(
                 "{app:?} is down for maintenance. An administrator will bring it back; try again later."
@@ -219,6 +323,8 @@ impl Refusal {
             Source::Edge => "the Postern edge",
             Source::Connector => "the Postern connector",
             Source::App => "the application",
+            Source::IdentityProvider => "the identity provider",
+            Source::Policy => "the app's access rules",
         };
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\

@@ -24,6 +24,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Users get the maintenance page; nothing is forwarded.
     pub maintenance: bool,
+    /// With `preauth: oidc`: how users sign in, and who may.
+    pub sign_in: Option<Arc<crate::preauth::SignIn>>,
 }
 
 /// An immutable routing table, swapped whole on every config change.
@@ -31,6 +33,9 @@ pub struct Route {
 pub struct Routes {
     pub version: u64,
     by_host: HashMap<String, Arc<Route>>,
+    /// Sessions of these principals (subject, email, or `session:ID`) issued at or before the
+    /// time given (Unix seconds) no longer work.
+    pub revoked: HashMap<String, i64>,
 }
 
 impl Routes {
@@ -55,6 +60,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Serialises reloads so an older snapshot never replaces a newer one.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Pre-authentication: cookie keys, assertion keys, issuers.
+    pub auth: crate::preauth::Auth,
 }
 
 impl Shared {
@@ -64,6 +71,16 @@ impl Shared {
         let _one_at_a_time = self.reload_lock.lock().await;
         let version = self.store.config_version().await?;
         let apps = self.store.apps().await?;
+        let mut assigned: HashMap<i64, Vec<postern_store::Assignee>> = HashMap::new();
+        for (app, who) in self.store.assignments().await? {
+            assigned.entry(app).or_default().push(who);
+        }
+        let revoked = self
+            .store
+            .session_revocations()
+            .await?
+            .into_iter()
+            .collect();
         let connectors: HashMap<String, String> = self
             .store
             .connectors()
@@ -75,6 +92,13 @@ impl Shared {
         let by_host = apps
             .into_iter()
             .map(|a| {
+                let sign_in = match a.preauth {
+                    Preauth::Passthrough => None,
+                    Preauth::Oidc => {
+                        crate::preauth::SignIn::new(&a, assigned.remove(&a.id).unwrap_or_default())
+                            .map(Arc::new)
+                    }
+                };
                 let route = Route {
                     app_id: AppId(a.id as u64),
                     name: a.name,
@@ -82,11 +106,16 @@ impl Shared {
                     preauth: a.preauth,
                     timeout: a.backend_timeout,
                     maintenance: a.maintenance,
+                    sign_in,
                 };
                 (a.external_host, Arc::new(route))
             })
             .collect();
-        self.routes.store(Arc::new(Routes { version, by_host }));
+        self.routes.store(Arc::new(Routes {
+            version,
+            by_host,
+            revoked,
+        }));
         let closed = self.tunnels.reconcile(|id| connectors.get(id).cloned());
         if closed > 0 {
             tracing::info!(tunnels = closed, "closed the tunnels of revoked connectors");

@@ -17,7 +17,7 @@ pub use identity::{cert_issued_at, connector_id_from_cert, generate_key_and_csr,
 pub use resolver::ServerCerts;
 pub use tls::{
     backend_client_config, client_config, connector_client_config, connector_listener_config,
-    insecure_backend_client_config, provider, public_server_config, PemError,
+    insecure_backend_client_config, issuer_client_config, provider, public_server_config, PemError,
 };
 
 /// Why a PKI operation failed.

@@ -131,6 +131,21 @@ pub fn backend_client_config() -> ClientConfig {
         .with_no_client_auth()
 }
 
+/// The edge's client for OpenID Connect issuers: the system's CA certificates, plus `extra`
+/// (the edge's own CA, which signs the built-in identity provider's certificate).
+pub fn issuer_client_config(extra: &[CertificateDer<'static>]) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.add_parsable_certificates(extra.iter().cloned());
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
 /// The connector's client for apps an admin published with `insecure_skip_backend_tls_verify`:
 /// any certificate is accepted (the handshake's signatures are still checked). Used for no other
 /// purpose.

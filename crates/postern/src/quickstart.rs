@@ -65,17 +65,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let _: AppView = admin
         .post(
             "/v1/apps",
-            &PublishApp {
-                name: APP.into(),
-                external_url: external.clone(),
-                internal_url: format!("http://{demo}/"),
-                group: GROUP.into(),
-                preauth: "passthrough".into(),
-                preserve_host: false,
-                insecure_skip_backend_tls_verify: false,
-                backend_timeout_secs: None,
-                maintenance: false,
-            },
+            &PublishApp::new(APP, &external, &format!("http://{demo}/"), GROUP),
         )
         .await?;
 

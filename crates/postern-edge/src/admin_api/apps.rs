@@ -25,11 +25,27 @@ pub struct AppView {
     pub insecure_skip_backend_tls_verify: bool,
     pub backend_timeout_secs: u64,
     pub maintenance: bool,
+    /// With `preauth: oidc`: how users sign in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_in: Option<SignInView>,
     /// Live tunnels of the app's group right now.
     pub tunnels: usize,
     /// Why users may not reach the app right now, if they may not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// An app's sign-in settings (never the client secret itself).
+#[derive(Serialize, Deserialize)]
+pub struct SignInView {
+    /// `built-in` for the edge's own identity provider.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_set: bool,
+    pub assignment_required: bool,
+    pub require_mfa: bool,
+    pub cookie_http_only: bool,
+    pub cookie_persistent: bool,
 }
 
 fn app_view(a: postern_store::App, tunnels: &HashMap<String, usize>) -> AppView {
@@ -56,6 +72,15 @@ fn app_view(a: postern_store::App, tunnels: &HashMap<String, usize>) -> AppView 
         insecure_skip_backend_tls_verify: a.insecure_skip_backend_tls_verify,
         backend_timeout_secs: a.backend_timeout.as_secs(),
         maintenance: a.maintenance,
+        sign_in: a.oidc.map(|o| SignInView {
+            issuer: o.issuer.unwrap_or_else(|| "built-in".to_owned()),
+            client_id: o.client_id,
+            client_secret_set: o.client_secret.is_some(),
+            assignment_required: a.access.assignment_required,
+            require_mfa: a.access.require_mfa,
+            cookie_http_only: a.cookie.http_only,
+            cookie_persistent: a.cookie.persistent,
+        }),
     }
 }
 
@@ -154,6 +179,40 @@ fn changes(before: &PublishApp, after: &PublishApp) -> Vec<String> {
         format!("{:?}", before.backend_timeout_secs),
         format!("{:?}", after.backend_timeout_secs),
     );
+    field(
+        "issuer",
+        format!("{:?}", before.issuer),
+        format!("{:?}", after.issuer),
+    );
+    field(
+        "client_id",
+        format!("{:?}", before.client_id),
+        format!("{:?}", after.client_id),
+    );
+    for (name, a, b) in [
+        (
+            "assignment_required",
+            before.assignment_required,
+            after.assignment_required,
+        ),
+        ("require_mfa", before.require_mfa, after.require_mfa),
+        (
+            "cookie_http_only",
+            before.cookie_http_only,
+            after.cookie_http_only,
+        ),
+        (
+            "cookie_persistent",
+            before.cookie_persistent,
+            after.cookie_persistent,
+        ),
+    ] {
+        field(name, a.to_string(), b.to_string());
+    }
+    // The secret itself never reaches the audit log.
+    if before.client_secret != after.client_secret {
+        out.push("client_secret: changed".to_owned());
+    }
     out
 }
 
@@ -236,6 +295,90 @@ pub async fn remove(
     .await;
     admin
         .audit(&shared, "app.delete", &name, &result, |_| String::new())
+        .await;
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct AssignmentView {
+    /// `user` (by subject or email) or `group` (as named in the `groups` claim).
+    pub kind: String,
+    pub value: String,
+}
+
+fn assignee(a: &AssignmentView) -> Result<postern_store::Assignee, ApiFailure> {
+    let value = a.value.trim();
+    if value.is_empty() || value.len() > 320 {
+        return Err(ApiFailure::bad_request(
+            "invalid_assignment",
+            "value must name a user (subject or email) or a group, 1 to 320 characters",
+        ));
+    }
+    match a.kind.as_str() {
+        "user" => Ok(postern_store::Assignee::User(value.to_owned())),
+        "group" => Ok(postern_store::Assignee::Group(value.to_owned())),
+        other => Err(ApiFailure::bad_request(
+            "invalid_assignment",
+            format!("kind {other:?} is not known; use \"user\" or \"group\""),
+        )),
+    }
+}
+
+pub async fn list_assignments(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<AssignmentView>>, ApiFailure> {
+    let app = shared.store.app(&name).await?;
+    let all = shared.store.assignments().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|(id, _)| *id == app.id)
+            .map(|(_, who)| AssignmentView {
+                kind: who.kind().to_owned(),
+                value: who.value().to_owned(),
+            })
+            .collect(),
+    ))
+}
+
+pub async fn assign(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<AssignmentView>,
+) -> Result<(StatusCode, Json<AssignmentView>), ApiFailure> {
+    let result = async {
+        let who = assignee(&req)?;
+        shared.store.assign(&name, &who).await?;
+        shared.reload().await?;
+        Ok(req.clone())
+    }
+    .await;
+    admin
+        .audit(&shared, "app.assign", &name, &result, |a| {
+            format!("{} {}", a.kind, a.value)
+        })
+        .await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+pub async fn unassign(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<AssignmentView>,
+) -> Result<StatusCode, ApiFailure> {
+    let result = async {
+        let who = assignee(&req)?;
+        shared.store.unassign(&name, &who).await?;
+        shared.reload().await?;
+        Ok(())
+    }
+    .await;
+    admin
+        .audit(&shared, "app.unassign", &name, &result, |_| {
+            format!("{} {}", req.kind, req.value)
+        })
         .await;
     result.map(|()| StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ mod apps;
 mod audit_log;
 mod connectors;
 mod groups;
+mod sessions;
 mod tokens;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::api::ApiFailure;
 use crate::audit::{self, Actor};
 use crate::state::Shared;
 
-pub use apps::AppView;
+pub use apps::{AppView, AssignmentView, SignInView};
 pub use audit_log::{AuditEventView, AuditPage};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
@@ -58,6 +59,26 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
         (Method::GET, "/v1/apps/{name}", get(apps::show)),
         (Method::PATCH, "/v1/apps/{name}", patch(apps::update)),
         (Method::DELETE, "/v1/apps/{name}", delete(apps::remove)),
+        (
+            Method::GET,
+            "/v1/apps/{name}/assignments",
+            get(apps::list_assignments),
+        ),
+        (
+            Method::POST,
+            "/v1/apps/{name}/assignments",
+            post(apps::assign),
+        ),
+        (
+            Method::DELETE,
+            "/v1/apps/{name}/assignments",
+            delete(apps::unassign),
+        ),
+        (
+            Method::POST,
+            "/v1/users/{user}/revoke-sessions",
+            post(sessions::revoke),
+        ),
         (Method::GET, "/v1/connectors", get(connectors::list)),
         (Method::GET, "/v1/connectors/{id}", get(connectors::show)),
         (

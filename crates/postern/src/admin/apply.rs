@@ -61,6 +61,19 @@ struct AppSpec {
     backend_timeout: Option<Duration>,
     #[serde(default)]
     maintenance: bool,
+    /// With `preauth = "oidc"`: the issuer; none for the built-in identity provider.
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    /// A file holding the client secret (secrets stay out of the file itself). Sent when the app
+    /// is published, or when the edge holds no secret for it yet.
+    #[serde(default)]
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    assignment_required: bool,
+    #[serde(default)]
+    require_mfa: bool,
 }
 
 fn passthrough() -> String {
@@ -227,16 +240,38 @@ fn plan(
     let mut names = HashSet::new();
     let mut hosts = HashSet::new();
     for spec in &desired.apps {
+        let client_secret = spec
+            .client_secret_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|s| s.trim().to_owned())
+                    .with_context(|| {
+                        format!(
+                            "app {:?}: cannot read client_secret_file {}",
+                            spec.name,
+                            p.display()
+                        )
+                    })
+            })
+            .transpose()?;
         let request = PublishApp {
-            name: spec.name.clone(),
-            external_url: spec.external_url.clone(),
-            internal_url: spec.internal_url.clone(),
-            group: spec.group.clone(),
             preauth: spec.preauth.clone(),
             preserve_host: spec.preserve_host,
             insecure_skip_backend_tls_verify: spec.insecure_skip_backend_tls_verify,
             backend_timeout_secs: spec.backend_timeout.map(|d| d.as_secs()),
             maintenance: spec.maintenance,
+            issuer: spec.issuer.clone(),
+            client_id: spec.client_id.clone(),
+            client_secret: client_secret.clone(),
+            assignment_required: spec.assignment_required,
+            require_mfa: spec.require_mfa,
+            ..PublishApp::new(
+                &spec.name,
+                &spec.external_url,
+                &spec.internal_url,
+                &spec.group,
+            )
         };
         let valid = postern_edge::apps::validate(&request)
             .map_err(|e| anyhow::anyhow!("app {:?}: {e}", spec.name))?;
@@ -282,6 +317,14 @@ fn plan(
                     insecure_skip_backend_tls_verify: valid.insecure_skip_backend_tls_verify,
                     backend_timeout_secs: valid.backend_timeout.as_secs(),
                     maintenance: valid.maintenance,
+                    issuer: valid
+                        .oidc
+                        .as_ref()
+                        .map(|o| o.issuer.clone().unwrap_or_else(|| "built-in".to_owned())),
+                    client_id: valid.oidc.as_ref().map(|o| o.client_id.clone()),
+                    client_secret,
+                    assignment_required: valid.access.assignment_required,
+                    require_mfa: valid.access.require_mfa,
                 };
                 if let Some(change) = diff(current, wanted) {
                     changes.push(change);
@@ -302,6 +345,12 @@ struct Wanted {
     insecure_skip_backend_tls_verify: bool,
     backend_timeout_secs: u64,
     maintenance: bool,
+    /// `built-in` for the built-in identity provider, as the edge shows it.
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    assignment_required: bool,
+    require_mfa: bool,
 }
 
 fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
@@ -362,6 +411,51 @@ fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
         json!(wanted.maintenance),
     ) {
         patch.maintenance = Some(wanted.maintenance);
+    }
+    let sign_in = current.sign_in.as_ref();
+    if field(
+        "issuer",
+        json!(sign_in.map(|s| &s.issuer)),
+        json!(wanted.issuer),
+    ) {
+        patch.issuer = Some(
+            wanted
+                .issuer
+                .clone()
+                .filter(|i| i != "built-in")
+                .unwrap_or_default(),
+        );
+    }
+    let current_client = sign_in
+        .map(|s| s.client_id.clone())
+        .filter(|c| !c.is_empty());
+    let wanted_client = wanted.client_id.clone().filter(|c| !c.is_empty());
+    // The built-in provider names the client itself: only an explicit client ID is compared.
+    if wanted_client.is_some() && field("client_id", json!(current_client), json!(wanted_client)) {
+        patch.client_id = wanted_client;
+    }
+    if field(
+        "assignment_required",
+        json!(sign_in.is_some_and(|s| s.assignment_required)),
+        json!(wanted.assignment_required),
+    ) {
+        patch.assignment_required = Some(wanted.assignment_required);
+    }
+    if field(
+        "require_mfa",
+        json!(sign_in.is_some_and(|s| s.require_mfa)),
+        json!(wanted.require_mfa),
+    ) {
+        patch.require_mfa = Some(wanted.require_mfa);
+    }
+    // Secrets are never shown back, so one is sent only when the edge holds none.
+    let secret_missing = !sign_in.is_some_and(|s| s.client_secret_set);
+    if wanted.client_secret.is_some() && secret_missing {
+        fields.insert(
+            "client_secret".to_owned(),
+            [json!("(none)"), json!("(from file)")],
+        );
+        patch.client_secret = wanted.client_secret;
     }
     (!patch.is_empty()).then(|| Change::UpdateApp {
         name: current.name.clone(),

@@ -61,6 +61,13 @@ impl AdminClient {
         self.call(self.http.delete(self.url(path))).await
     }
 
+    /// DELETE with a JSON body naming what to remove.
+    pub async fn delete_with_body<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<()> {
+        self.call::<serde_json::Value>(self.http.delete(self.url(path)).json(body))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.call::<serde_json::Value>(self.http.delete(self.url(path)))
             .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use postern_edge::admin_api::{
-    AdminTokenView, AppView, AuditPage, ConnectorView, GroupView, NewAdminTokenView,
+    AdminTokenView, AppView, AssignmentView, AuditPage, ConnectorView, GroupView, NewAdminTokenView,
 };
 use postern_edge::apps::{PublishApp, UpdateApp};
 
@@ -51,6 +51,9 @@ enum AdminCommand {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Users' sessions at the edge.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Read the audit log, newest first.
     Audit(AuditArgs),
     /// Create or update groups and apps to match a TOML or YAML file.
@@ -105,6 +108,8 @@ enum AppCommand {
         /// Publish in maintenance mode.
         #[arg(long)]
         maintenance: bool,
+        #[command(flatten)]
+        sign_in: SignInArgs,
     },
     /// List published apps.
     List,
@@ -133,9 +138,108 @@ enum AppCommand {
         /// Maintenance mode: every user gets a maintenance page while it is on.
         #[arg(long)]
         maintenance: Option<OnOff>,
+        /// With --preauth oidc: the issuer ("" for the built-in identity provider).
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        /// File holding the client secret.
+        #[arg(long)]
+        client_secret_file: Option<PathBuf>,
+        #[arg(long)]
+        assignment_required: Option<bool>,
+        #[arg(long)]
+        require_mfa: Option<bool>,
+        /// Whether scripts in the page can read the session cookie (HttpOnly off).
+        #[arg(long)]
+        cookie_http_only: Option<bool>,
+        #[arg(long)]
+        cookie_persistent: Option<bool>,
     },
+    /// Assign a user or a group to an app that requires assignment.
+    Assign {
+        name: String,
+        #[command(flatten)]
+        who: Assignee,
+    },
+    /// Remove an assignment.
+    Unassign {
+        name: String,
+        #[command(flatten)]
+        who: Assignee,
+    },
+    /// List who is assigned to an app.
+    Assignments { name: String },
     /// Unpublish an app.
     Delete { name: String },
+}
+
+/// How users of an app with `--preauth oidc` sign in.
+#[derive(Args)]
+struct SignInArgs {
+    /// The OpenID Connect issuer (https, or http on loopback); without it, the built-in
+    /// identity provider.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// The client ID registered with the issuer for this app.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// File holding the client secret (omit for a public client).
+    #[arg(long)]
+    client_secret_file: Option<PathBuf>,
+    /// Only users assigned to the app (`app assign`) get in.
+    #[arg(long)]
+    assignment_required: bool,
+    /// Users must have signed in with a second factor.
+    #[arg(long)]
+    require_mfa: bool,
+    /// Keep the session cookie across browser restarts.
+    #[arg(long)]
+    persistent_cookie: bool,
+    /// Let scripts in the page read the session cookie (not recommended).
+    #[arg(long)]
+    no_http_only_cookie: bool,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Assignee {
+    /// A user, by email or subject.
+    #[arg(long)]
+    user: Option<String>,
+    /// A group, as the issuer names it in the `groups` claim.
+    #[arg(long)]
+    group: Option<String>,
+}
+
+impl Assignee {
+    fn view(&self) -> AssignmentView {
+        match (&self.user, &self.group) {
+            (Some(u), _) => AssignmentView {
+                kind: "user".into(),
+                value: u.clone(),
+            },
+            (None, g) => AssignmentView {
+                kind: "group".into(),
+                value: g.clone().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// End every session of a user (by email or subject) on every app, now.
+    RevokeSessions { user: String },
+}
+
+/// Reads a secret from a file, trimmed.
+fn read_secret(path: &PathBuf, flag: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {flag} {}", path.display()))?;
+    let s = s.trim().to_owned();
+    anyhow::ensure!(!s.is_empty(), "{flag} {} is empty", path.display());
+    Ok(s)
 }
 
 #[derive(Subcommand)]
@@ -211,6 +315,18 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::App(cmd) => app(&client, json, cmd).await,
         AdminCommand::Connector(cmd) => connector(&client, json, cmd).await,
         AdminCommand::Token(cmd) => admin_token(&client, json, cmd).await,
+        AdminCommand::User(UserCommand::RevokeSessions { user }) => {
+            let v: serde_json::Value = client
+                .post(
+                    &format!("/v1/users/{}/revoke-sessions", segment(&user)),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            print(json, &v, || {
+                println!("ended every session of {user}; they must sign in again")
+            });
+            Ok(())
+        }
         AdminCommand::Audit(a) => audit(&client, json, a).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
     }
@@ -278,7 +394,13 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
             insecure_skip_backend_tls_verify,
             backend_timeout,
             maintenance,
+            sign_in,
         } => {
+            let client_secret = sign_in
+                .client_secret_file
+                .as_ref()
+                .map(|p| read_secret(p, "--client-secret-file"))
+                .transpose()?;
             let req = PublishApp {
                 name,
                 external_url,
@@ -289,6 +411,13 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 insecure_skip_backend_tls_verify,
                 backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
                 maintenance,
+                issuer: sign_in.issuer,
+                client_id: sign_in.client_id,
+                client_secret,
+                assignment_required: sign_in.assignment_required,
+                require_mfa: sign_in.require_mfa,
+                cookie_http_only: !sign_in.no_http_only_cookie,
+                cookie_persistent: sign_in.persistent_cookie,
             };
             let app: AppView = client.post("/v1/apps", &req).await?;
             print(json, &app, || {
@@ -345,7 +474,18 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
             insecure_skip_backend_tls_verify,
             backend_timeout,
             maintenance,
+            issuer,
+            client_id,
+            client_secret_file,
+            assignment_required,
+            require_mfa,
+            cookie_http_only,
+            cookie_persistent,
         } => {
+            let client_secret = client_secret_file
+                .as_ref()
+                .map(|p| read_secret(p, "--client-secret-file"))
+                .transpose()?;
             let patch = UpdateApp {
                 name: rename,
                 external_url,
@@ -356,6 +496,13 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 insecure_skip_backend_tls_verify,
                 backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
                 maintenance: maintenance.map(|m| matches!(m, OnOff::On)),
+                issuer,
+                client_id,
+                client_secret,
+                assignment_required,
+                require_mfa,
+                cookie_http_only,
+                cookie_persistent,
             };
             if patch.is_empty() {
                 anyhow::bail!("nothing to change: give at least one option, e.g. --internal-url URL or --maintenance on");
@@ -366,6 +513,39 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
             print(json, &a, || {
                 println!("updated app {}", a.name);
                 show_app(&a);
+            });
+        }
+        AppCommand::Assign { name, who } => {
+            let a: AssignmentView = client
+                .post(
+                    &format!("/v1/apps/{}/assignments", segment(&name)),
+                    &who.view(),
+                )
+                .await?;
+            print(json, &a, || {
+                println!("assigned {} {} to {name}", a.kind, a.value)
+            });
+        }
+        AppCommand::Unassign { name, who } => {
+            let view = who.view();
+            client
+                .delete_with_body(&format!("/v1/apps/{}/assignments", segment(&name)), &view)
+                .await?;
+            print(json, &view, || {
+                println!("removed {} {} from {name}", view.kind, view.value)
+            });
+        }
+        AppCommand::Assignments { name } => {
+            let list: Vec<AssignmentView> = client
+                .get(&format!("/v1/apps/{}/assignments", segment(&name)))
+                .await?;
+            print(json, &list, || {
+                table(
+                    &["KIND", "VALUE"],
+                    list.iter()
+                        .map(|a| vec![a.kind.clone(), a.value.clone()])
+                        .collect(),
+                )
             });
         }
         AppCommand::Delete { name } => {
@@ -396,6 +576,19 @@ fn show_app(a: &AppView) {
         "maintenance:     {}",
         if a.maintenance { "on" } else { "off" }
     );
+    if let Some(s) = &a.sign_in {
+        println!("sign-in issuer:  {}", s.issuer);
+        println!("client id:       {}", s.client_id);
+        println!(
+            "assignment:      {}",
+            if s.assignment_required {
+                "required"
+            } else {
+                "not required"
+            }
+        );
+        println!("require MFA:     {}", s.require_mfa);
+    }
     println!("tunnels open:    {}", a.tunnels);
     if let Some(w) = &a.warning {
         println!("warning:         {w}");

@@ -1,0 +1,702 @@
+//! Pre-authentication: with `preauth: oidc`, only requests of signed-in, authorised users reach
+//! the tunnel. A request without a valid session is sent to the app's identity provider (code
+//! flow with PKCE, `state` bound to an encrypted state cookie, `nonce`); the callback at
+//! `/.postern/callback` on the app's own host checks the ID token, the app's assignment and MFA
+//! rules, sets the encrypted session cookie and returns the user to where they were going. API
+//! clients may present a bearer token from the same issuer instead, and get 401 JSON otherwise.
+//!
+//! **Invariant:** the session cookie, the state cookies and the bearer token never reach the app;
+//! the identity does, as `X-Postern-User`, `X-Postern-Email`, `X-Postern-Groups` and the signed
+//! `X-Postern-Jwt-Assertion`, which only the edge sets (client-sent variants are stripped by
+//! `hygiene` before these are added).
+//! **Invariant:** `/.postern/*` on an app that requires sign-in is answered by the edge, never
+//! forwarded.
+
+pub mod cookies;
+mod issuer;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode, Uri};
+use http_body_util::Full;
+use postern_auth::{
+    AppId, AppOrigin, AssertionSigner, CookieError, Expectations, IssuerUrl, KeyRing, ReturnTo,
+    Session, StateCookie, UnixTime, VerifyError,
+};
+use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
+
+use crate::state::Shared;
+
+use crate::config::Secret;
+use crate::rescue::Refusal;
+use crate::state::Routes;
+
+pub use issuer::Issuers;
+
+/// Where the issuer sends the browser back, on the app's own host.
+pub const CALLBACK_PATH: &str = "/.postern/callback";
+/// Ends the session (and the issuer's, when it offers RP-initiated logout).
+pub const SIGNOUT_PATH: &str = "/.postern/signout";
+/// Where the issuer returns the browser after signing out.
+pub const SIGNED_OUT_PATH: &str = "/.postern/signed-out";
+/// The edge's keys for `X-Postern-Jwt-Assertion`, on every app's host.
+pub const JWKS_PATH: &str = "/.well-known/postern/jwks.json";
+/// The longest a session lasts, whatever the token says.
+const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
+/// A state cookie lives as long as a sign-in may take.
+const STATE_COOKIE_SECS: u64 = postern_auth::state_cookie::STATE_LIFETIME.as_secs();
+/// Assertions are reused until this close to their expiry.
+const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(15);
+/// Cached assertions; past it the cache starts over.
+const MAX_CACHED_ASSERTIONS: usize = 10_000;
+
+/// How one app signs users in, and who may use it: part of the routing snapshot.
+#[derive(Debug)]
+pub struct SignIn {
+    pub app_name: String,
+    pub app_id: AppId,
+    pub origin: AppOrigin,
+    /// `None`: the built-in identity provider.
+    pub issuer: Option<IssuerUrl>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub access: AccessRules,
+    pub cookie: CookieOptions,
+    users: HashSet<String>,
+    groups: HashSet<String>,
+}
+
+impl SignIn {
+    /// The sign-in settings of an app, or `None` (logged) when they cannot be used.
+    pub fn new(app: &App, assigned: Vec<Assignee>) -> Option<SignIn> {
+        let oidc = app.oidc.as_ref()?;
+        let built = (|| -> Result<SignIn, String> {
+            let issuer = oidc
+                .issuer
+                .as_deref()
+                .map(IssuerUrl::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let mut users = HashSet::new();
+            let mut groups = HashSet::new();
+            for who in assigned {
+                match who {
+                    Assignee::User(u) => users.insert(u.to_lowercase()),
+                    Assignee::Group(g) => groups.insert(g),
+                };
+            }
+            Ok(SignIn {
+                app_name: app.name.clone(),
+                app_id: AppId::new(app.id.to_string()).map_err(|e| e.to_string())?,
+                origin: AppOrigin::parse(&app.external_url).map_err(|e| e.to_string())?,
+                issuer,
+                client_id: oidc.client_id.clone(),
+                client_secret: oidc.client_secret.clone().map(Secret::new),
+                access: app.access,
+                cookie: app.cookie,
+                users,
+                groups,
+            })
+        })();
+        match built {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(app = %app.name, error = %e, "the app's sign-in settings cannot be used");
+                None
+            }
+        }
+    }
+
+    /// The callback URL registered with the issuer: `https://<app host>/.postern/callback`.
+    pub fn callback_url(&self) -> url::Url {
+        let mut url = self.origin.root().clone();
+        url.set_path(CALLBACK_PATH);
+        url
+    }
+
+    /// Whether the user (by subject or email) or one of their groups is assigned to the app.
+    fn assigned(&self, session: &Session) -> bool {
+        self.users.contains(&session.subject.to_lowercase())
+            || session
+                .email
+                .as_ref()
+                .is_some_and(|e| self.users.contains(&e.to_lowercase()))
+            || session.groups.iter().any(|g| self.groups.contains(g))
+    }
+
+    /// The app's access rules against a signed-in user.
+    fn admit(&self, session: &Session) -> Result<(), Refusal> {
+        if self.access.assignment_required && !self.assigned(session) {
+            return Err(Refusal::NotAssigned {
+                app: self.app_name.clone(),
+                user: session
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| session.subject.clone()),
+            });
+        }
+        if self.access.require_mfa && !used_mfa(&session.amr, session.acr.as_deref()) {
+            return Err(Refusal::MfaRequired {
+                app: self.app_name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether a sign-in used more than one factor, by its `amr` (RFC 8176) and `acr`.
+pub fn used_mfa(amr: &[String], acr: Option<&str>) -> bool {
+    const FACTORS: &[&str] = &[
+        "pwd", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "iris", "pin", "sc", "fido",
+    ];
+    if amr.iter().any(|m| m == "mfa") {
+        return true;
+    }
+    if acr.is_some_and(|a| a == issuer::MFA_ACR || a.contains("multi-factor") || a.contains("mfa"))
+    {
+        return true;
+    }
+    let distinct: HashSet<&str> = amr
+        .iter()
+        .map(String::as_str)
+        .filter(|m| FACTORS.contains(m))
+        .collect();
+    distinct.len() >= 2
+}
+
+/// The edge's keys and issuers for pre-authentication.
+pub struct Auth {
+    ring: ArcSwap<KeyRing>,
+    signer: AssertionSigner,
+    pub issuers: Issuers,
+    /// Assertions per session, reused for most of their minute.
+    assertions: Mutex<HashMap<[u8; 16], (UnixTime, HeaderValue)>>,
+}
+
+/// Store key-ring purposes.
+const RING_SESSION: &str = "session-cookie";
+const RING_ASSERTION: &str = "assertion";
+
+impl Auth {
+    /// Loads the key rings from the store, creating them on first start.
+    pub async fn load(store: &Store, http: reqwest::Client) -> anyhow::Result<Auth> {
+        let ring = store
+            .key_ring(RING_SESSION, || KeyRing::generate().to_json().to_string())
+            .await?;
+        let ring = KeyRing::from_json(&ring)
+            .map_err(|e| anyhow::anyhow!("the stored session cookie keys are unusable: {e}"))?;
+        let signer = store
+            .key_ring(RING_ASSERTION, || {
+                AssertionSigner::generate().to_json().to_string()
+            })
+            .await?;
+        let signer = AssertionSigner::from_json(&signer)
+            .map_err(|e| anyhow::anyhow!("the stored assertion keys are unusable: {e}"))?;
+        Ok(Auth {
+            ring: ArcSwap::from_pointee(ring),
+            signer,
+            issuers: Issuers::new(http),
+            assertions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Adds a new cookie key that seals from now on; cookies sealed with older keys still open.
+    pub async fn rotate_cookie_key(&self, store: &Store) -> Result<(), StoreError> {
+        let mut ring = KeyRing::from_json(&self.ring.load().to_json())
+            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        if let Err(e) = ring.rotate() {
+            return Err(StoreError::Conflict(e.to_string()));
+        }
+        store.save_key_ring(RING_SESSION, &ring.to_json()).await?;
+        self.ring.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// The edge's JWKS for assertions.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.signer.jwks()
+    }
+
+    fn assertion(&self, sign_in: &SignIn, session: &Session, now: UnixTime) -> Option<HeaderValue> {
+        let key = *session.id.as_bytes();
+        if let Ok(cache) = self.assertions.lock() {
+            if let Some((exp, value)) = cache.get(&key) {
+                if now.saturating_add(ASSERTION_REUSE_MARGIN) < *exp {
+                    return Some(value.clone());
+                }
+            }
+        }
+        let token = match self
+            .signer
+            .sign(sign_in.origin.as_str(), &sign_in.origin, session, now)
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an identity assertion");
+                return None;
+            }
+        };
+        let value = HeaderValue::from_str(&token).ok()?;
+        if let Ok(mut cache) = self.assertions.lock() {
+            if cache.len() >= MAX_CACHED_ASSERTIONS {
+                cache.clear();
+            }
+            let exp = now.saturating_add(postern_auth::assertion::ASSERTION_LIFETIME);
+            cache.insert(key, (exp, value.clone()));
+        }
+        Some(value)
+    }
+}
+
+/// What the guard decided.
+pub enum Guarded {
+    /// Forward, with this identity.
+    Forward(Identity),
+    /// The edge answers (a redirect to sign in, the callback's redirect, sign-out).
+    Answer(Response<Full<Bytes>>),
+}
+
+/// A signed-in user, as the app will see them.
+pub struct Identity {
+    session: Session,
+    assertion: Option<HeaderValue>,
+}
+
+impl Identity {
+    /// Removes the edge's cookies and the bearer token, and sets the identity headers.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        cookies::strip(headers);
+        headers.remove(header::AUTHORIZATION);
+        let mut set = |name: &'static str, value: &str| match HeaderValue::from_str(value) {
+            Ok(v) => {
+                headers.insert(name, v);
+            }
+            Err(_) => tracing::warn!(
+                header = name,
+                "identity value is not a valid header value; left out"
+            ),
+        };
+        set("x-postern-user", &self.session.subject);
+        if let Some(email) = &self.session.email {
+            set("x-postern-email", email);
+        }
+        if !self.session.groups.is_empty() {
+            set("x-postern-groups", &self.session.groups.join(","));
+        }
+        if let Some(a) = &self.assertion {
+            headers.insert(postern_auth::assertion::ASSERTION_HEADER, a.clone());
+        }
+    }
+}
+
+/// Everything the guard needs about the request.
+pub struct Request<'a> {
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub json: bool,
+    pub request_id: &'a str,
+}
+
+/// Decides what happens to a request for an app that requires sign-in.
+pub async fn guard(
+    shared: &Shared,
+    routes: &Routes,
+    sign_in: &SignIn,
+    req: &Request<'_>,
+) -> Result<Guarded, Refusal> {
+    let auth = &shared.auth;
+    let now = UnixTime::now();
+    match req.uri.path() {
+        CALLBACK_PATH => return callback(auth, routes, sign_in, req, now).await,
+        SIGNOUT_PATH => return signout(shared, sign_in, req, now).await,
+        SIGNED_OUT_PATH => return Ok(Guarded::Answer(signed_out_page(sign_in))),
+        _ => {}
+    }
+    let ring = auth.ring.load();
+    if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
+        match Session::open(&ring, value, &sign_in.app_id, now) {
+            Ok(session) if !revoked(routes, &session) => {
+                sign_in.admit(&session)?;
+                let assertion = auth.assertion(sign_in, &session, now);
+                return Ok(Guarded::Forward(Identity { session, assertion }));
+            }
+            // Revoked or expired: sign in again.
+            Ok(_) | Err(CookieError::Expired { .. }) => {}
+            Err(e) => {
+                let refusal = Refusal::SessionCookieInvalid {
+                    app: sign_in.app_name.clone(),
+                    reason: e.to_string(),
+                };
+                let mut resp = refusal.into_response(req.json, req.request_id);
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, cookies::clear(cookies::SESSION));
+                return Ok(Guarded::Answer(resp));
+            }
+        }
+    }
+    if let Some(token) = bearer(req.headers) {
+        return bearer_identity(auth, sign_in, token, routes, now).await;
+    }
+    if req.json {
+        return Err(Refusal::SignInRequired {
+            app: sign_in.app_name.clone(),
+        });
+    }
+    let return_to = ReturnTo::from_request(
+        &sign_in.origin,
+        req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    );
+    start(
+        auth,
+        sign_in,
+        StateCookie::start(sign_in.app_id.clone(), return_to, now),
+    )
+    .await
+}
+
+/// Whether the session was revoked: it was signed out, or its user's sessions were revoked at or
+/// after the second it was issued. (A sign-in after a revocation is stamped later than it: see
+/// [`issue_time`].)
+fn revoked(routes: &Routes, session: &Session) -> bool {
+    let issued = session.issued_at.secs() as i64;
+    let before = |principal: &str| {
+        routes
+            .revoked
+            .get(principal)
+            .is_some_and(|at| issued <= *at)
+    };
+    routes
+        .revoked
+        .contains_key(&format!("session:{}", session.id))
+        || before(&session.subject)
+        || session
+            .email
+            .as_deref()
+            .is_some_and(|e| before(&e.to_lowercase()))
+}
+
+/// When a new session for `claims`' user counts as issued: now, or just after the user's last
+/// revocation if that was this very second, so the new sign-in is not caught by it.
+fn issue_time(routes: &Routes, subject: &str, email: Option<&str>, now: UnixTime) -> UnixTime {
+    let latest = [Some(subject.to_owned()), email.map(str::to_lowercase)]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| routes.revoked.get(&p).copied())
+        .max();
+    match latest {
+        Some(at) if at >= now.secs() as i64 => UnixTime::from_secs(at as u64 + 1),
+        _ => now,
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn issuer_of(sign_in: &SignIn) -> Result<&IssuerUrl, Refusal> {
+    sign_in
+        .issuer
+        .as_ref()
+        .ok_or_else(|| Refusal::SignInMisconfigured {
+            app: sign_in.app_name.clone(),
+            reason: "it uses the built-in identity provider, which this edge does not run".into(),
+        })
+}
+
+async fn bearer_identity(
+    auth: &Auth,
+    sign_in: &SignIn,
+    token: &str,
+    routes: &Routes,
+    now: UnixTime,
+) -> Result<Guarded, Refusal> {
+    let issuer = issuer_of(sign_in)?;
+    let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
+    let expect = Expectations::bearer(issuer.as_str(), &sign_in.client_id);
+    let claims = provider
+        .verify(token, &expect, now)
+        .await
+        .map_err(|e| match e {
+            VerifyError::Token(e) => Refusal::BearerRefused {
+                app: sign_in.app_name.clone(),
+                reason: e.to_string(),
+            },
+            other => Refusal::IssuerUnavailable {
+                app: sign_in.app_name.clone(),
+                issuer: issuer.as_str().to_owned(),
+                reason: other.to_string(),
+            },
+        })?;
+    let session = Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
+    if revoked(
+        routes,
+        &Session {
+            // A bearer token's "session" began when the token was issued.
+            issued_at: claims.issued_at.unwrap_or(now),
+            ..session.clone()
+        },
+    ) {
+        return Err(Refusal::BearerRefused {
+            app: sign_in.app_name.clone(),
+            reason: "the user's sessions were revoked after this token was issued".into(),
+        });
+    }
+    sign_in.admit(&session)?;
+    let assertion = auth.assertion(sign_in, &session, now);
+    Ok(Guarded::Forward(Identity { session, assertion }))
+}
+
+/// Sends the browser to the issuer, with a new state cookie.
+async fn start(auth: &Auth, sign_in: &SignIn, pending: StateCookie) -> Result<Guarded, Refusal> {
+    let issuer = issuer_of(sign_in)?;
+    let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
+    let url = issuer::authorize_url(&provider, sign_in, &pending);
+    let ring = auth.ring.load();
+    let mut resp = redirect(url.as_str());
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookies::state(
+            &cookies::state_name(pending.state.as_str()),
+            &pending.seal(&ring),
+            STATE_COOKIE_SECS,
+        ),
+    );
+    Ok(Guarded::Answer(resp))
+}
+
+async fn callback(
+    auth: &Auth,
+    routes: &Routes,
+    sign_in: &SignIn,
+    req: &Request<'_>,
+    now: UnixTime,
+) -> Result<Guarded, Refusal> {
+    let app = || sign_in.app_name.clone();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let invalid = |reason: &str| Refusal::SignInStateInvalid {
+        app: app(),
+        reason: reason.to_owned(),
+    };
+    let state = query
+        .get("state")
+        .ok_or_else(|| invalid("the identity provider's answer has no state"))?;
+    let cookie_name = cookies::state_name(state);
+    let sealed = cookies::get(req.headers, &cookie_name).ok_or_else(|| {
+        invalid(
+            "no sign-in was started in this browser for this answer, or it was already completed",
+        )
+    })?;
+    let ring = auth.ring.load();
+    let pending = StateCookie::open(&ring, sealed, &sign_in.app_id, now).map_err(|e| match e {
+        CookieError::Expired { .. } => invalid("the sign-in took longer than 10 minutes"),
+        other => invalid(&format!("the sign-in state cookie is not valid ({other})")),
+    })?;
+    if !pending.state.matches(state) {
+        return Err(invalid(
+            "the state does not match the sign-in started in this browser",
+        ));
+    }
+    let issuer = issuer_of(sign_in)?;
+    if let Some(iss) = query.get("iss") {
+        // RFC 9207: the answer names its issuer; a mix-up attack names another.
+        if iss != issuer.as_str() {
+            return Err(Refusal::IssuerRefused {
+                app: app(),
+                reason: format!("the answer came from {iss}, not {}", issuer.as_str()),
+            });
+        }
+    }
+    if let Some(error) = query.get("error") {
+        let reason = match query.get("error_description") {
+            Some(d) => format!("{error}: {d}"),
+            None => error.clone(),
+        };
+        return Err(Refusal::IssuerRefused { app: app(), reason });
+    }
+    let code = query
+        .get("code")
+        .ok_or_else(|| invalid("the identity provider's answer has neither a code nor an error"))?;
+    let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
+    let id_token = auth
+        .issuers
+        .redeem(&provider, sign_in, code, &pending)
+        .await?;
+    let expect =
+        Expectations::id_token(issuer.as_str(), &sign_in.client_id, pending.nonce.as_str());
+    let claims = provider
+        .verify(&id_token, &expect, now)
+        .await
+        .map_err(|e| match e {
+            VerifyError::Token(e) => Refusal::TokenInvalid {
+                app: app(),
+                reason: e.to_string(),
+            },
+            other => Refusal::IssuerUnavailable {
+                app: app(),
+                issuer: issuer.as_str().to_owned(),
+                reason: other.to_string(),
+            },
+        })?;
+    tracing::debug!(amr = ?claims.amr, acr = ?claims.acr, "ID token verified");
+    let clear_state = cookies::clear(&cookie_name);
+    if sign_in.access.require_mfa && !used_mfa(&claims.amr, claims.acr.as_deref()) {
+        if pending.step_up {
+            return Err(Refusal::MfaRequired { app: app() });
+        }
+        // Back to the issuer once, asking for a second factor.
+        let retry = StateCookie::start(sign_in.app_id.clone(), pending.return_to.clone(), now)
+            .stepping_up();
+        let Guarded::Answer(mut resp) = start(auth, sign_in, retry).await? else {
+            unreachable!("start always answers");
+        };
+        resp.headers_mut().append(header::SET_COOKIE, clear_state);
+        return Ok(Guarded::Answer(resp));
+    }
+    let expires_at = claims
+        .expires_at
+        .min(now.saturating_add(MAX_SESSION))
+        .max(now.saturating_add(Duration::from_secs(60)));
+    let issued = issue_time(routes, &claims.subject, claims.email.as_deref(), now);
+    let session = Session::from_claims(&claims, sign_in.app_id.clone(), issued, expires_at);
+    sign_in.admit(&session)?;
+    tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
+    let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        cookies::session(
+            &session.seal(&ring),
+            sign_in.cookie,
+            expires_at.secs().saturating_sub(now.secs()),
+        ),
+    );
+    h.append(header::SET_COOKIE, clear_state);
+    Ok(Guarded::Answer(resp))
+}
+
+async fn signout(
+    shared: &Shared,
+    sign_in: &SignIn,
+    req: &Request<'_>,
+    now: UnixTime,
+) -> Result<Guarded, Refusal> {
+    let auth = &shared.auth;
+    let ring = auth.ring.load();
+    if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
+        if let Ok(session) = Session::open(&ring, value, &sign_in.app_id, now) {
+            // A copy of the cookie kept elsewhere stops working too.
+            let principal = format!("session:{}", session.id);
+            if let Err(e) = shared.store.revoke_sessions(&principal).await {
+                tracing::error!(error = %e, "cannot record a sign-out");
+            } else if let Err(e) = shared.reload().await {
+                tracing::error!(error = %e, "cannot reload after a sign-out");
+            }
+            tracing::info!(app = %sign_in.app_name, user = %session.subject, "signed out");
+        }
+    }
+    let end_session = match &sign_in.issuer {
+        Some(issuer) => auth
+            .issuers
+            .provider(issuer, &sign_in.app_name)
+            .await
+            .ok()
+            .and_then(|p| p.metadata().end_session_endpoint.clone()),
+        None => None,
+    };
+    let mut resp = match end_session {
+        Some(mut url) => {
+            let mut back = sign_in.origin.root().clone();
+            back.set_path(SIGNED_OUT_PATH);
+            url.query_pairs_mut()
+                .append_pair("client_id", &sign_in.client_id)
+                .append_pair("post_logout_redirect_uri", back.as_str());
+            redirect(url.as_str())
+        }
+        None => signed_out_page(sign_in),
+    };
+    resp.headers_mut()
+        .append(header::SET_COOKIE, cookies::clear(cookies::SESSION));
+    Ok(Guarded::Answer(resp))
+}
+
+fn signed_out_page(sign_in: &SignIn) -> Response<Full<Bytes>> {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Signed out</title></head>\
+<body><main><h1>You are signed out</h1><p>You signed out of {app}.</p>\
+<p><a href=\"/\">Sign in again</a></p></main></body></html>\n",
+        app = crate::rescue::escape(&sign_in.app_name)
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(html)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.append(header::SET_COOKIE, cookies::clear(cookies::SESSION));
+    resp
+}
+
+fn redirect(location: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// `GET /.well-known/postern/jwks.json`: the keys that verify `X-Postern-Jwt-Assertion`.
+pub fn jwks_response(auth: &Auth) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(auth.jwks().to_string())));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(amr: &[&str], acr: Option<&str>, expected: bool) {
+        let amr: Vec<String> = amr.iter().map(|s| s.to_string()).collect();
+        assert_eq!(used_mfa(&amr, acr), expected, "{amr:?} {acr:?}");
+    }
+
+    #[test]
+    fn mfa_from_amr_and_acr() {
+        check(&["pwd"], None, false);
+        check(&[], None, false);
+        check(&["pwd", "pwd"], None, false);
+        check(&["pwd", "otp"], None, true);
+        check(&["hwk", "pin"], None, true);
+        check(&["mfa"], None, true);
+        check(&["pwd"], Some("mfa"), true);
+        check(
+            &["pwd"],
+            Some("http://schemas.openid.net/pape/policies/2007/06/multi-factor"),
+            true,
+        );
+        check(&["pwd"], Some("urn:mace:incommon:iap:silver"), false);
+        check(&["pwd", "unknown-method"], None, false);
+    }
+}

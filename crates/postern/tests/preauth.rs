@@ -1,0 +1,626 @@
+//! Pre-authentication at the edge against an independent, certified OpenID provider (the npm
+//! `oidc-provider`), driven by an HTTP client with a cookie jar as a browser would be.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::issuer::Issuer;
+use common::{backends, Edge};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// An edge with a connector, the backend, an issuer with clients `wiki` and `crm`, and users
+/// ann (group staff) and bob (no group).
+struct World {
+    edge: Edge,
+    issuer: Issuer,
+    _connector: common::Connector,
+    _app: backends::App,
+}
+
+impl World {
+    async fn new(wiki_flags: &[&str]) -> World {
+        let edge = Edge::start(&[]).await;
+        let port = edge.public.port();
+        let client = |name: &str| {
+            json!({
+                "client_id": name,
+                "client_secret": format!("{name}-secret"),
+                "redirect_uris": [format!("https://{name}.localhost:{port}/.postern/callback")],
+                "post_logout_redirect_uris": [format!("https://{name}.localhost:{port}/.postern/signed-out")],
+            })
+        };
+        let issuer = Issuer::start(json!({
+            "clients": [client("wiki"), client("crm")],
+            "accounts": {
+                "ann-0001": { "email": "ann@example.com", "password": PASSWORD, "name": "Ann", "groups": ["staff"] },
+                "bob-0002": { "email": "bob@example.com", "password": PASSWORD, "name": "Bob", "groups": [] },
+            },
+        }))
+        .await;
+        let app = backends::app().await;
+        edge.group("g").await;
+        for name in ["wiki", "crm"] {
+            let secret = edge.dir.path().join(format!("{name}-secret"));
+            std::fs::write(&secret, format!("{name}-secret\n")).unwrap();
+            let mut flags = vec![
+                "--issuer",
+                issuer.url.as_str(),
+                "--client-id",
+                name,
+                "--client-secret-file",
+                secret.to_str().unwrap(),
+            ];
+            if name == "wiki" {
+                flags.extend_from_slice(wiki_flags);
+            }
+            let external = format!("https://{name}.localhost:{port}");
+            let internal = app.url();
+            let mut args = vec![
+                "app",
+                "publish",
+                name,
+                "--external-url",
+                &external,
+                "--internal-url",
+                &internal,
+                "--group",
+                "g",
+                "--preauth",
+                "oidc",
+            ];
+            args.extend(flags);
+            edge.admin_ok(&args).await;
+        }
+        let connector = edge.connector("g").await;
+        World {
+            edge,
+            issuer,
+            _connector: connector,
+            _app: app,
+        }
+    }
+
+    /// A browser: a cookie jar, following redirects, `*.localhost` resolved to the edge.
+    fn browser(&self) -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let tls =
+            postern_pki::client_config(&self.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .cookie_provider(jar.clone())
+            .resolve("wiki.localhost", self.edge.public)
+            .resolve("crm.localhost", self.edge.public)
+            .build()
+            .unwrap();
+        (client, jar)
+    }
+
+    /// A client with no jar that does not follow redirects.
+    fn raw(&self) -> reqwest::Client {
+        let tls =
+            postern_pki::client_config(&self.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("wiki.localhost", self.edge.public)
+            .resolve("crm.localhost", self.edge.public)
+            .build()
+            .unwrap()
+    }
+
+    fn url(&self, app: &str, path: &str) -> String {
+        self.edge.url(&format!("{app}.localhost"), path)
+    }
+
+    /// Opens `path` on `app` in `browser` and signs in at the issuer's page; returns the final
+    /// answer (the app's, or the edge's refusal).
+    async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        app: &str,
+        path: &str,
+        email: &str,
+        mfa: bool,
+    ) -> reqwest::Response {
+        let page = browser.get(self.url(app, path)).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(
+            page.url().as_str().starts_with(&self.issuer.url),
+            "not sent to the issuer: {}",
+            page.url()
+        );
+        let html = page.text().await.unwrap();
+        self.submit_login(browser, &html, email, mfa).await
+    }
+
+    async fn submit_login(
+        &self,
+        browser: &reqwest::Client,
+        html: &str,
+        email: &str,
+        mfa: bool,
+    ) -> reqwest::Response {
+        assert!(html.contains("Sign in to"), "not a sign-in page: {html}");
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let mut form = vec![("email", email), ("password", PASSWORD)];
+        if mfa {
+            form.push(("mfa", "1"));
+        }
+        browser
+            .post(format!("{}{action}", self.issuer.url))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn session_cookie(&self, jar: &reqwest::cookie::Jar, app: &str) -> String {
+        use reqwest::cookie::CookieStore;
+        let url = self.url(app, "/").parse().unwrap();
+        let header = jar.cookies(&url).expect("cookies for the app");
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|c| c.strip_prefix("__Host-postern-session="))
+            .expect("a session cookie")
+            .to_owned()
+    }
+}
+
+fn seen(json: &Value, name: &str) -> Vec<String> {
+    backends::seen(json, name)
+}
+
+#[tokio::test]
+async fn sign_in_through_an_independent_issuer_and_what_the_app_receives() {
+    let w = World::new(&[]).await;
+    let (browser, jar) = w.browser();
+    let resp = w
+        .sign_in(
+            &browser,
+            "wiki",
+            "/docs/page?x=1&y=%2F",
+            "ann@example.com",
+            false,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    // Back where the user was going, on the app's own origin.
+    assert_eq!(resp.url().as_str(), w.url("wiki", "/docs/page?x=1&y=%2F"));
+    let seen_by_app: Value = resp.json().await.unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-user"), ["ann-0001"]);
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["ann@example.com"]);
+    assert_eq!(seen(&seen_by_app, "x-postern-groups"), ["staff"]);
+    let cookies = seen(&seen_by_app, "cookie").join("; ");
+    assert!(
+        !cookies.contains("postern"),
+        "the edge's cookies reached the app: {cookies}"
+    );
+
+    // The assertion verifies against the edge's JWKS, for this app only.
+    let assertion = seen(&seen_by_app, "x-postern-jwt-assertion").pop().unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = w
+        .raw()
+        .get(w.url("wiki", "/.well-known/postern/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jsonwebtoken::decode_header(&assertion)
+        .unwrap()
+        .kid
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let origin = w.url("wiki", "");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[origin.trim_end_matches('/')]);
+    validation.set_issuer(&[origin.trim_end_matches('/')]);
+    let claims = jsonwebtoken::decode::<Value>(&assertion, &key, &validation)
+        .unwrap_or_else(|e| panic!("assertion {assertion} does not verify: {e}"))
+        .claims;
+    assert_eq!(claims["sub"], "ann-0001");
+    assert_eq!(claims["email"], "ann@example.com");
+    validation.set_audience(&[w.url("crm", "").trim_end_matches('/')]);
+    assert!(jsonwebtoken::decode::<Value>(&assertion, &key, &validation).is_err());
+
+    // Identity headers a client sends, in any spelling, never reach the app; other cookies do.
+    let cookie = w.session_cookie(&jar, "wiki");
+    let raw = w.raw();
+    let resp = raw
+        .get(w.url("wiki", "/"))
+        .header(
+            "cookie",
+            format!("theme=dark; __Host-postern-session={cookie}; lang=en"),
+        )
+        .header("x-postern-user", "mallory")
+        .header("X_Postern_Email", "mallory@example.com")
+        .header("x-postern-groups", "admins")
+        .header("x-postern-jwt-assertion", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen_by_app: Value = resp.json().await.unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-user"), ["ann-0001"]);
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["ann@example.com"]);
+    assert_eq!(seen(&seen_by_app, "x-postern-groups"), ["staff"]);
+    assert!(seen(&seen_by_app, "x_postern_email").is_empty());
+    assert_ne!(seen(&seen_by_app, "x-postern-jwt-assertion"), ["forged"]);
+    assert_eq!(seen(&seen_by_app, "cookie"), ["theme=dark; lang=en"]);
+
+    // The callback path belongs to the edge.
+    let resp = raw
+        .get(w.url("wiki", "/.postern/callback?code=x&state=y"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "sign_in_state_invalid");
+    assert!(body["error"]["request_id"].as_str().unwrap().len() == 32);
+
+    // API clients without a session get 401 JSON, browsers a redirect to the issuer.
+    let resp = raw
+        .get(w.url("wiki", "/api"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "sign_in_required");
+    let resp = raw.get(w.url("wiki", "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/auth?", w.issuer.url)),
+        "{location}"
+    );
+    for param in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "nonce=",
+        "state=",
+        "client_id=wiki",
+    ] {
+        assert!(location.contains(param), "{location} lacks {param}");
+    }
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set_cookie.starts_with("__Host-postern-state-"),
+        "{set_cookie}"
+    );
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
+    }
+    assert!(!set_cookie.contains("Domain"), "host-only: {set_cookie}");
+}
+
+#[tokio::test]
+async fn cookies_are_useless_when_tampered_replayed_elsewhere_signed_out_or_revoked() {
+    let w = World::new(&[]).await;
+    let (browser, jar) = w.browser();
+    let resp = w
+        .sign_in(&browser, "wiki", "/", "ann@example.com", false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let cookie = w.session_cookie(&jar, "wiki");
+    let raw = w.raw();
+    let get = |app: &'static str, value: String| {
+        let raw = raw.clone();
+        let url = w.url(app, "/");
+        async move {
+            raw.get(url)
+                .header("cookie", format!("__Host-postern-session={value}"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("wiki", cookie.clone()).await.status(), 200);
+
+    // Every single-character change is refused.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for i in 0..cookie.len() {
+        let mut bytes = cookie.clone().into_bytes();
+        let at = ALPHABET.iter().position(|b| *b == bytes[i]).unwrap();
+        bytes[i] = ALPHABET[(at + 1) % ALPHABET.len()];
+        let resp = get("wiki", String::from_utf8(bytes).unwrap()).await;
+        assert_ne!(resp.status(), 200, "a cookie changed at {i} was accepted");
+    }
+    let resp = get("wiki", format!("{cookie}x")).await;
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_cookie_invalid");
+
+    // The same cookie on another app is worthless.
+    let resp = get("crm", cookie.clone()).await;
+    assert_eq!(resp.status(), 400);
+
+    // Revoking the user's sessions ends it at once.
+    let out = w
+        .edge
+        .admin_ok(&["user", "revoke-sessions", "ann@example.com"])
+        .await;
+    assert!(out.contains("ann@example.com"));
+    assert_eq!(get("wiki", cookie.clone()).await.status(), 401);
+    // A new sign-in works again.
+    let resp = browser.get(w.url("wiki", "/")).send().await.unwrap();
+    let resp = if resp.url().as_str().starts_with(&w.issuer.url) {
+        let html = resp.text().await.unwrap();
+        w.submit_login(&browser, &html, "ann@example.com", false)
+            .await
+    } else {
+        resp
+    };
+    assert_eq!(resp.status(), 200, "{}", resp.url());
+    let fresh = w.session_cookie(&jar, "wiki");
+    assert_eq!(get("wiki", fresh.clone()).await.status(), 200);
+
+    // Signing out ends the session, and sends the browser to the issuer's logout.
+    let resp = raw
+        .get(w.url("wiki", "/.postern/signout"))
+        .header("cookie", format!("__Host-postern-session={fresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/session/end", w.issuer.url)),
+        "{location}"
+    );
+    assert!(resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        get("wiki", fresh).await.status(),
+        401,
+        "a signed-out session was replayed"
+    );
+}
+
+#[tokio::test]
+async fn assignment_and_mfa_are_enforced() {
+    let w = World::new(&["--assignment-required", "--require-mfa"]).await;
+    let (ann, _) = w.browser();
+    // Without a second factor the edge goes back to the issuer asking for one...
+    let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", false).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.url().as_str().starts_with(&w.issuer.url),
+        "no step-up: {}",
+        resp.url()
+    );
+    let html = resp.text().await.unwrap();
+    // ... and refuses if it is still missing.
+    let resp = w.submit_login(&ann, &html, "ann@example.com", false).await;
+    assert_eq!(resp.status(), 403);
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("mfa_required") && page.contains("Request ID"),
+        "{page}"
+    );
+
+    // With MFA, but not assigned.
+    let (ann, _) = w.browser();
+    let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", true).await;
+    assert_eq!(resp.status(), 403, "{}", resp.url());
+    assert!(resp.text().await.unwrap().contains("not assigned"));
+    // Assigned through a group.
+    w.edge
+        .admin_ok(&["app", "assign", "wiki", "--group", "staff"])
+        .await;
+    let resp = ann.get(w.url("wiki", "/")).send().await.unwrap();
+    let resp = if resp.url().as_str().starts_with(&w.issuer.url) {
+        let html = resp.text().await.unwrap();
+        w.submit_login(&ann, &html, "ann@example.com", true).await
+    } else {
+        resp
+    };
+    assert_eq!(resp.status(), 200, "{}", resp.url());
+
+    // Bob: not in the group; assigned by email.
+    let (bob, _) = w.browser();
+    let resp = w.sign_in(&bob, "wiki", "/", "bob@example.com", true).await;
+    assert_eq!(resp.status(), 403);
+    w.edge
+        .admin_ok(&["app", "assign", "wiki", "--user", "BOB@example.com"])
+        .await;
+    let list = w.edge.admin_ok(&["app", "assignments", "wiki"]).await;
+    assert!(
+        list.contains("staff") && list.contains("BOB@example.com"),
+        "{list}"
+    );
+    let resp = bob.get(w.url("wiki", "/")).send().await.unwrap();
+    let resp = if resp.url().as_str().starts_with(&w.issuer.url) {
+        let html = resp.text().await.unwrap();
+        w.submit_login(&bob, &html, "bob@example.com", true).await
+    } else {
+        resp
+    };
+    assert_eq!(resp.status(), 200, "{}", resp.url());
+    // The audit log has the assignments.
+    let (_, page, _) = w
+        .edge
+        .api(Method::GET, "/v1/audit?action=app.assign", None)
+        .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+}
+
+/// Runs a code flow directly against the issuer as client `client` and returns the ID token.
+async fn id_token_for(w: &World, client: &str, email: &str) -> String {
+    let (browser, _) = w.browser();
+    let tls = postern_pki::client_config(&w.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let no_follow = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.url().as_str().contains("/.postern/callback") {
+                attempt.stop()
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .unwrap();
+    drop(browser);
+    let verifier = postern_auth::CodeVerifier::generate();
+    let redirect = w.url(client, "/.postern/callback");
+    let mut auth = url::Url::parse(&format!("{}/auth", w.issuer.url)).unwrap();
+    auth.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("scope", "openid email profile")
+        .append_pair("nonce", "n-0S6_WzA2Mj")
+        .append_pair("state", "s")
+        .append_pair("code_challenge", verifier.challenge().as_str())
+        .append_pair("code_challenge_method", "S256");
+    let page = no_follow
+        .get(auth.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp = w.submit_login(&no_follow, &page, email, false).await;
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()["location"].to_str().unwrap();
+    let code = url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let tokens: Value = no_follow
+        .post(format!("{}/token", w.issuer.url))
+        .basic_auth(client, Some(format!("{client}-secret")))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["id_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
+    let w = World::new(&[]).await;
+    let raw = w.raw();
+    let token = id_token_for(&w, "wiki", "ann@example.com").await;
+    let resp = raw
+        .get(w.url("wiki", "/api"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen_by_app: Value = resp.json().await.unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-user"), ["ann-0001"]);
+    assert!(
+        seen(&seen_by_app, "authorization").is_empty(),
+        "the bearer token reached the app"
+    );
+
+    // A token issued to another app, a mangled one, and garbage are refused with 401 JSON.
+    let other = id_token_for(&w, "crm", "ann@example.com").await;
+    let mut mangled = token.clone();
+    mangled.pop();
+    for bad in [other.as_str(), mangled.as_str(), "not-a-jwt"] {
+        let resp = raw
+            .get(w.url("wiki", "/api"))
+            .bearer_auth(bad)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bearer_token_refused", "{body}");
+    }
+    // The crm token is good on crm.
+    let resp = raw
+        .get(w.url("crm", "/"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn the_return_target_never_leaves_the_apps_origin() {
+    let w = World::new(&[]).await;
+    let (browser, _) = w.browser();
+    let resp = w
+        .sign_in(&browser, "wiki", "/", "ann@example.com", false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    // The issuer remembers ann now: each sign-in below goes straight through.
+    let origin = url::Url::parse(&w.url("wiki", "/")).unwrap().origin();
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/testdata/openredirects.txt"
+    ))
+    .unwrap();
+    let mut tried = 0;
+    for payload in corpus.lines().filter(|l| !l.trim().is_empty()).take(120) {
+        // Sent as the path of a request to the app (what a link to the app could carry).
+        let Ok(url) = url::Url::parse(&format!("{}/{payload}", w.url("wiki", ""))) else {
+            continue;
+        };
+        if url.origin() != origin {
+            continue;
+        }
+        let (fresh, _) = w.browser();
+        // A new jar holds no session: a sign-in starts, and the issuer's session is in
+        // `browser`'s jar only, so sign in through the page.
+        let resp = fresh.get(url.as_str()).send().await.unwrap();
+        if resp.url().as_str().starts_with(&w.issuer.url) {
+            let html = resp.text().await.unwrap();
+            let done = w
+                .submit_login(&fresh, &html, "ann@example.com", false)
+                .await;
+            assert_eq!(
+                done.url().origin(),
+                origin,
+                "payload {payload:?} led to {}",
+                done.url()
+            );
+        } else {
+            assert_eq!(
+                resp.url().origin(),
+                origin,
+                "payload {payload:?} led to {}",
+                resp.url()
+            );
+        }
+        tried += 1;
+    }
+    assert!(tried > 50, "only {tried} payloads could be sent as a path");
+}
