@@ -624,3 +624,61 @@ async fn the_return_target_never_leaves_the_apps_origin() {
     }
     assert!(tried > 50, "only {tried} payloads could be sent as a path");
 }
+
+#[tokio::test]
+async fn a_user_signs_in_and_out_in_headless_chromium() {
+    let w = World::new(&[]).await;
+    let url = w.url("wiki", "/docs?x=1");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/browser-signin.mjs");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed; run scripts/test.sh (it installs the Debian package chromium)"
+    );
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(script)
+            .arg(
+                json!({ "url": url, "email": "ann@example.com", "password": PASSWORD }).to_string(),
+            )
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run hung")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["afterSignIn"]["url"], url.as_str());
+    let body: Value =
+        serde_json::from_str(result["afterSignIn"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen(&body, "x-postern-user"), ["ann-0001"]);
+    assert_eq!(seen(&body, "x-postern-email"), ["ann@example.com"]);
+    let session = result["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-postern-session")
+        .expect("the browser holds the session cookie");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["secure"], true);
+    assert_eq!(session["sameSite"], "Lax");
+    assert_eq!(session["domain"], "wiki.localhost");
+    assert_eq!(
+        session["expires"], -1,
+        "a browser-session cookie unless made persistent"
+    );
+    assert!(result["afterSignOut"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("You are signed out"));
+    assert!(!result["cookiesAfterSignOut"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "__Host-postern-session"));
+}

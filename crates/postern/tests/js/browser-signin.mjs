@@ -1,0 +1,46 @@
+// Signs in to a Postern app in headless Chromium, as a user would, then signs out.
+//
+// Usage: node browser-signin.mjs '{"url": "https://wiki.localhost:PORT/docs?x=1",
+//                                  "email": "...", "password": "..."}'
+// Prints one JSON line: {"afterSignIn": {"url", "body"}, "cookies": [...],
+//                        "afterSignOut": {"url", "text"}, "cookiesAfterSignOut": [...]}.
+// `*.localhost` reaches 127.0.0.1 in Chromium; the edge's certificate comes from its own test CA,
+// which this throwaway profile does not trust, so certificate errors are ignored here.
+
+import { chromium } from 'playwright-core';
+
+const args = JSON.parse(process.argv[2]);
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+try {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  await page.goto(args.url);
+  // The issuer's sign-in page, reached through the edge's redirect.
+  await page.getByLabel('Email').fill(args.email);
+  await page.getByLabel('Password').fill(args.password);
+  await Promise.all([
+    page.waitForURL((u) => u.href.startsWith(new URL(args.url).origin)),
+    page.getByRole('button', { name: 'Sign in' }).click(),
+  ]);
+  const afterSignIn = { url: page.url(), body: await page.locator('body').innerText() };
+  const cookies = await context.cookies(args.url);
+
+  await page.goto(new URL('/.postern/signout', args.url).href);
+  // The issuer asks to confirm the sign-out.
+  const confirm = page.getByRole('button', { name: /yes|sign me out|logout/i });
+  if (await confirm.count()) {
+    await Promise.all([page.waitForLoadState(), confirm.first().click()]);
+  }
+  await page.waitForURL((u) => u.pathname === '/.postern/signed-out', { timeout: 10000 });
+  const afterSignOut = { url: page.url(), text: await page.locator('body').innerText() };
+  const cookiesAfterSignOut = await context.cookies(args.url);
+  process.stdout.write(`${JSON.stringify({ afterSignIn, cookies, afterSignOut, cookiesAfterSignOut })}\n`);
+} finally {
+  await browser.close();
+}
