@@ -249,6 +249,7 @@ async fn sign_in_through_an_independent_issuer_and_what_the_app_receives() {
         .header("X_Postern_Email", "mallory@example.com")
         .header("x-postern-groups", "admins")
         .header("x-postern-jwt-assertion", "forged")
+        .header("authorization", "Basic YXBwOnVzZXI=")
         .send()
         .await
         .unwrap();
@@ -260,6 +261,8 @@ async fn sign_in_through_an_independent_issuer_and_what_the_app_receives() {
     assert!(seen(&seen_by_app, "x_postern_email").is_empty());
     assert_ne!(seen(&seen_by_app, "x-postern-jwt-assertion"), ["forged"]);
     assert_eq!(seen(&seen_by_app, "cookie"), ["theme=dark; lang=en"]);
+    // With a cookie session, the app's own Authorization header is the app's business.
+    assert_eq!(seen(&seen_by_app, "authorization"), ["Basic YXBwOnVzZXI="]);
 
     // The callback path belongs to the edge.
     let resp = raw

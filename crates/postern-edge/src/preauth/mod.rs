@@ -265,13 +265,18 @@ pub enum Guarded {
 pub struct Identity {
     session: Session,
     assertion: Option<HeaderValue>,
+    /// The user came with a bearer token, which is then the edge's to remove; otherwise an
+    /// `Authorization` header is the app's own business and passes.
+    by_bearer: bool,
 }
 
 impl Identity {
     /// Removes the edge's cookies and the bearer token, and sets the identity headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         cookies::strip(headers);
-        headers.remove(header::AUTHORIZATION);
+        if self.by_bearer {
+            headers.remove(header::AUTHORIZATION);
+        }
         let mut set = |name: &'static str, value: &str| match HeaderValue::from_str(value) {
             Ok(v) => {
                 headers.insert(name, v);
@@ -323,7 +328,11 @@ pub async fn guard(
             Ok(session) if !revoked(routes, &session) => {
                 sign_in.admit(&session)?;
                 let assertion = auth.assertion(sign_in, &session, now);
-                return Ok(Guarded::Forward(Identity { session, assertion }));
+                return Ok(Guarded::Forward(Identity {
+                    session,
+                    assertion,
+                    by_bearer: false,
+                }));
             }
             // Revoked or expired: sign in again.
             Ok(_) | Err(CookieError::Expired { .. }) => {}
@@ -450,7 +459,11 @@ async fn bearer_identity(
     }
     sign_in.admit(&session)?;
     let assertion = auth.assertion(sign_in, &session, now);
-    Ok(Guarded::Forward(Identity { session, assertion }))
+    Ok(Guarded::Forward(Identity {
+        session,
+        assertion,
+        by_bearer: true,
+    }))
 }
 
 /// Sends the browser to the issuer, with a new state cookie.
