@@ -12,6 +12,8 @@
 mod admin;
 mod apps;
 mod connectors;
+mod idp;
+mod idp_model;
 mod migrations;
 mod model;
 
@@ -23,6 +25,11 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use admin::MAX_AUDIT_PAGE;
+pub use idp_model::{
+    AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant, IdTokenAlg,
+    IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey, Totp,
+    TotpSecret, User,
+};
 pub use model::{
     AdminToken, App, AuditEvent, AuditQuery, CertRecord, Connector, ConnectorReport, Group, NewApp,
     NewAuditEvent, Outcome, Preauth, TokenProblem,
