@@ -16,6 +16,7 @@ pub mod config;
 mod control;
 mod forward;
 pub mod hygiene;
+mod idp;
 pub mod rescue;
 mod serve;
 mod state;
@@ -153,11 +154,20 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ],
     )?));
 
+    let issuer = match public_addr.port() {
+        443 => format!("https://{}", config.idp_host),
+        port => format!("https://{}:{port}", config.idp_host),
+    };
+    let idp = postern_idp::Idp::new(store.clone(), issuer)
+        .await
+        .context("loading the identity provider's signing keys")?;
     let (version_tx, _) = watch::channel(0);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         config,
         store,
+        idp_router: postern_idp::router(idp.clone()),
+        idp,
         routes: ArcSwap::default(),
         version: version_tx,
         tunnels: tunnels::TunnelPool::default(),
@@ -169,6 +179,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         reload_lock: Default::default(),
     });
     shared.reload().await?;
+    tokio::spawn(idp::maintain_keys(shared.clone()));
 
     let mut accept_loops = JoinSet::new();
     let public_drain = serve::Drain::new();

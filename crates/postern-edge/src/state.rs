@@ -43,6 +43,10 @@ impl Routes {
 pub struct Shared {
     pub config: EdgeConfig,
     pub store: Store,
+    /// The built-in OpenID Connect provider, served on `config.idp_host`.
+    pub idp: Arc<postern_idp::Idp>,
+    /// The provider's routes, built once.
+    pub idp_router: axum::Router,
     pub routes: ArcSwap<Routes>,
     /// The config version, watched by connectors' long-polls.
     pub version: watch::Sender<u64>,
