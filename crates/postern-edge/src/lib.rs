@@ -74,6 +74,16 @@ impl RunningEdge {
         &self.shared.admin_token
     }
 
+    /// The built-in identity provider's issuer URL.
+    pub fn idp_issuer(&self) -> &str {
+        &self.shared.idp.issuer
+    }
+
+    /// The built-in identity provider, for the quickstart to set up its directory.
+    pub fn idp(&self) -> &std::sync::Arc<postern_idp::Idp> {
+        &self.shared.idp
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (up to the drain timeout),
     /// then returns. Tunnels close when the edge is dropped.
     pub async fn shutdown(mut self) {

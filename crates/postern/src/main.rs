@@ -73,6 +73,10 @@ struct EdgeArgs {
     /// --renew-after (e.g. 30d).
     #[arg(long, value_parser = positive_duration)]
     connector_renew_after: Option<Duration>,
+    /// Host name on which the public listener serves the built-in OpenID Connect provider
+    /// (its issuer is https://HOST, with the listener's port unless it is 443).
+    #[arg(long, default_value = postern_edge::config::DEFAULT_IDP_HOST)]
+    idp_host: String,
 }
 
 /// A duration of at least one second, e.g. `180d`, `12h`, `90s`.
@@ -173,6 +177,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.max_queued = args.max_queued;
     config.drain_timeout = args.drain_timeout;
     config.connector_renew_after = args.connector_renew_after;
+    config.idp_host = args.idp_host.to_ascii_lowercase();
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -182,6 +187,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     println!("  public:    https://{}", edge.public_addr);
     println!("  connector: https://{}", edge.connector_addr);
     println!("  admin:     https://{}", edge.admin_addr);
+    println!("  sign-in:   {}", edge.idp_issuer());
     println!("  CA:        {}", edge.ca_path.display());
     if let Some(p) = &edge.admin_token_path {
         println!("  admin token: {}", p.display());

@@ -3,6 +3,7 @@
 
 mod apply;
 mod client;
+mod directory;
 mod output;
 
 use std::path::PathBuf;
@@ -55,6 +56,18 @@ enum AdminCommand {
     Audit(AuditArgs),
     /// Create or update groups and apps to match a TOML or YAML file.
     Apply(apply::ApplyArgs),
+    /// Users of the built-in identity provider.
+    #[command(subcommand)]
+    User(directory::UserCommand),
+    /// Directory groups of users (not connector groups).
+    #[command(subcommand)]
+    DirectoryGroup(directory::DirectoryGroupCommand),
+    /// OpenID Connect clients of the built-in identity provider.
+    #[command(subcommand)]
+    Client(directory::ClientCommand),
+    /// The built-in identity provider's signing keys and sign-in events.
+    #[command(subcommand)]
+    Idp(directory::IdpCommand),
 }
 
 #[derive(Subcommand)]
@@ -213,6 +226,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Token(cmd) => admin_token(&client, json, cmd).await,
         AdminCommand::Audit(a) => audit(&client, json, a).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
+        AdminCommand::User(cmd) => directory::user(&client, json, cmd).await,
+        AdminCommand::DirectoryGroup(cmd) => directory::directory_group(&client, json, cmd).await,
+        AdminCommand::Client(cmd) => directory::oidc_client(&client, json, cmd).await,
+        AdminCommand::Idp(cmd) => directory::idp(&client, json, cmd).await,
     }
 }
 
