@@ -11,6 +11,7 @@ mod apps;
 mod backend;
 mod backoff;
 pub mod control;
+pub mod device;
 mod credentials;
 pub mod register;
 mod renew;
@@ -33,7 +34,7 @@ use crate::control::FetchError;
 use crate::credentials::Credentials;
 
 pub use credentials::hostname;
-pub use register::{register, RegisterOptions};
+pub use register::{register, register_as_admin, RegisterOptions};
 pub use renew::DEFAULT_RENEW_AFTER;
 
 /// How many tunnels a connector keeps open unless told otherwise: two, so one can fail or be

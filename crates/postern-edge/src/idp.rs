@@ -53,3 +53,78 @@ pub async fn maintain_keys(shared: Arc<Shared>) {
         }
     }
 }
+
+/// `GET /v1/connector/idp` on the connector listener: the issuer and the public client a
+/// connector uses to sign an administrator in (no client certificate: it is not registered yet).
+pub async fn connector_idp_info(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> Result<axum::Json<postern_proto::api::IdpInfo>, crate::api::ApiFailure> {
+    let client = postern_idp::directory::connector_client(&shared.store)
+        .await
+        .map_err(crate::api::ApiFailure::internal)?;
+    Ok(axum::Json(postern_proto::api::IdpInfo {
+        issuer: shared.idp.issuer.clone(),
+        client_id: client.client_id,
+    }))
+}
+
+/// Checks a registration that presents an access token instead of a registration token: the
+/// token must be the built-in provider's, issued to the connector client, for an enabled user
+/// with the admin role; the group must exist. Returns a one-time token for the group, which
+/// the registration then spends like any other.
+pub async fn admin_registration_token(
+    shared: &Shared,
+    req: &postern_proto::api::RegisterRequest,
+) -> Result<String, crate::api::ApiFailure> {
+    use crate::api::ApiFailure;
+    let refused = |code: &'static str, msg: String| ApiFailure::new(StatusCode::FORBIDDEN, code, msg);
+    let access = req.access_token.as_deref().unwrap_or_default();
+    let claims = shared.idp.check_access_token(access).await.map_err(|e| {
+        ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "token_refused",
+            format!("the sign-in token was refused ({e}); run the registration again"),
+        )
+    })?;
+    let client = postern_idp::directory::connector_client(&shared.store)
+        .await
+        .map_err(ApiFailure::internal)?;
+    if claims.client_id != client.client_id {
+        return Err(refused(
+            "token_refused",
+            "the sign-in token was issued to another client; sign in through `postern connector register`".to_owned(),
+        ));
+    }
+    let user = shared
+        .store
+        .user_by_id(&claims.sub)
+        .await
+        .map_err(|_| refused("not_admin", "the signed-in user no longer exists".to_owned()))?;
+    if !user.enabled || !user.admin {
+        tracing::warn!(user = %user.email, "connector registration refused: not an administrator");
+        return Err(refused(
+            "not_admin",
+            format!(
+                "{} does not hold the admin role, so cannot register connectors; ask an administrator to approve the registration",
+                user.email
+            ),
+        ));
+    }
+    let group = req.group.as_deref().unwrap_or_default();
+    let token = shared
+        .store
+        .create_registration_token(group, ADMIN_REGISTRATION_TOKEN_TTL)
+        .await
+        .map_err(|e| match e {
+            postern_store::StoreError::NotFound { .. } => ApiFailure::bad_request(
+                "unknown_group",
+                format!("connector group {group:?} does not exist; create it with `postern admin group create {group}`"),
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(user = %user.email, group, hostname = %req.hostname, "connector registration approved by an administrator");
+    Ok(token)
+}
+
+/// The registration token an administrator's approval turns into lives only for the call.
+const ADMIN_REGISTRATION_TOKEN_TTL: Duration = Duration::from_secs(60);

@@ -427,3 +427,134 @@ async fn repeated_failures_are_throttled_and_every_attempt_is_recorded() {
     assert_eq!(reasons, ["unknown_user", "throttled", "bad_password", "bad_password", "bad_password"]);
     assert!(events.iter().all(|e| e["outcome"] == "failure" && e["ip"] == "127.0.0.1"));
 }
+
+/// Starts `postern connector register` by sign-in; returns the child and the URL it shows.
+async fn register_by_sign_in(edge: &Edge, state: &std::path::Path, group: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["connector", "register", "--edge", &format!("https://{}", edge.connector), "--group", group])
+        .arg("--state")
+        .arg(state)
+        .arg("--ca-file")
+        .arg(edge.ca_path())
+        .args(["--idp-connect-to", &edge.public.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(common::READY_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(u) = line.trim().strip_prefix("https://") {
+                return format!("https://{u}");
+            }
+        }
+        panic!("the connector exited without showing a URL")
+    })
+    .await
+    .expect("the connector showed no URL");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// Opens the device URL, confirms the code, signs in and answers the approval question.
+async fn approve(edge: &Edge, url: &str, client_name: &str, email: &str, decision: &str) -> Page {
+    let mut b = Browser::new(edge);
+    let entry = b.open(url).await;
+    assert!(entry.body.contains("<label for=\"user_code\">"));
+    let user_code = query(url)["user_code"].clone();
+    assert!(entry.body.contains(&format!("value=\"{user_code}\"")), "the code is filled in");
+    let csrf = entry.field("csrf");
+    let page = b.post("/device", &[("csrf", &csrf), ("user_code", &user_code)]).await;
+    let form = b.follow(page).await;
+    assert!(form.body.contains(&format!("<strong>{client_name}</strong>")), "the page names the client");
+    let question = b.submit_password(&form, email, PASSWORD).await;
+    assert!(question.body.contains("Approve device"), "{}", question.body);
+    assert!(question.body.contains(&user_code));
+    let (csrf, req) = (question.field("csrf"), question.field("req"));
+    b.post("/device/decide", &[("csrf", &csrf), ("req", &req), ("decision", decision)]).await
+}
+
+#[tokio::test]
+async fn a_connector_registers_when_an_administrator_approves_its_device_sign_in() {
+    let (edge, _) = setup().await;
+    edge.group("office").await;
+    let state = edge.dir.path().join("connector");
+    let (child, url) = register_by_sign_in(&edge, &state, "office").await;
+    let done = approve(&edge, &url, "postern-connector", "ada@example.com", "approve").await;
+    assert!(done.body.contains("Device approved"));
+    let out = tokio::time::timeout(common::READY_TIMEOUT, child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(postern_connector::state::is_registered(&state));
+    let audit = edge.admin_ok(&["--json", "audit", "--action", "connector.register"]).await;
+    assert!(audit.contains("\"result\": \"success\""), "{audit}");
+
+    // A user without the admin role can approve the sign-in, but the edge refuses to register.
+    let pw = edge.dir.path().join("pw");
+    edge.admin_ok(&["user", "create", "carl@example.com", "--password-file", pw.to_str().unwrap()]).await;
+    let state2 = edge.dir.path().join("connector2");
+    let (child, url) = register_by_sign_in(&edge, &state2, "office").await;
+    approve(&edge, &url, "postern-connector", "carl@example.com", "approve").await;
+    let out = tokio::time::timeout(common::READY_TIMEOUT, child.wait_with_output()).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not hold the admin role"), "{err}");
+    assert!(!state2.exists(), "nothing was written");
+
+    // Denied in the browser: the connector says so.
+    let state3 = edge.dir.path().join("connector3");
+    let (child, url) = register_by_sign_in(&edge, &state3, "office").await;
+    approve(&edge, &url, "postern-connector", "ada@example.com", "deny").await;
+    let out = tokio::time::timeout(common::READY_TIMEOUT, child.wait_with_output()).await.unwrap().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("denied"));
+}
+
+#[tokio::test]
+async fn the_device_grant_answers_pending_slow_down_and_denied_with_rfc_8628_codes() {
+    let (edge, rp) = setup().await;
+    let http = edge.client(IDP_HOST);
+    let start: serde_json::Value = http
+        .post(edge.url(IDP_HOST, "/device_authorization"))
+        .basic_auth(&rp.client_id, Some(&rp.secret))
+        .form(&[("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_code = start["device_code"].as_str().unwrap();
+    assert_eq!(start["verification_uri"], edge.url(IDP_HOST, "/device"));
+    let form = [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device_code)];
+    let poll = || token(&edge, &form, Some((&rp.client_id, &rp.secret)));
+    let (_, first) = poll().await;
+    assert_eq!(first["error"], "authorization_pending");
+    let (_, second) = poll().await;
+    assert_eq!(second["error"], "slow_down", "polled again at once");
+    // Another client cannot redeem it; a bad secret is invalid_client.
+    let (status, err) = token(&edge, &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device_code)], Some((&rp.client_id, "cs_wrong"))).await;
+    assert_eq!((status, err["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    // Approve in the browser: the next poll gets tokens for the user, once.
+    approve(&edge, start["verification_uri_complete"].as_str().unwrap(), "Wiki", "ada@example.com", "approve").await;
+    let (status, tokens) = poll().await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let id = verify(&edge, tokens["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!(id["email"], "ada@example.com");
+    let (_, again) = poll().await;
+    assert_eq!(again["error"], "invalid_grant");
+    // A denied request answers access_denied.
+    let start: serde_json::Value = http
+        .post(edge.url(IDP_HOST, "/device_authorization"))
+        .form(&[("client_id", rp.client_id.as_str()), ("client_secret", rp.secret.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    approve(&edge, start["verification_uri_complete"].as_str().unwrap(), "Wiki", "ada@example.com", "deny").await;
+    let (_, denied) = token(&edge, &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", start["device_code"].as_str().unwrap())], Some((&rp.client_id, &rp.secret))).await;
+    assert_eq!(denied["error"], "access_denied");
+}
