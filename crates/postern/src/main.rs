@@ -4,6 +4,7 @@
 mod admin;
 mod demo;
 mod quickstart;
+mod quickstart_users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
