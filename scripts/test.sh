@@ -17,5 +17,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
 fi
 
+# The identity provider's tests validate its tokens with an independent OpenID Connect library
+# (openid-client for Node), pinned by tests/js/package-lock.json.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "scripts/test.sh: missing node and npm (Node 20+); install them (apt-get install nodejs npm)" >&2
+    exit 1
+fi
+npm ci --prefix crates/postern/tests/js --no-audit --no-fund --silent
+
 # A few test threads per binary on this 2-core machine: the end-to-end tests start real processes.
 cargo test --workspace --locked -- --test-threads="${POSTERN_TEST_THREADS:-4}"

@@ -558,3 +558,58 @@ async fn the_device_grant_answers_pending_slow_down_and_denied_with_rfc_8628_cod
     let (_, denied) = token(&edge, &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", start["device_code"].as_str().unwrap())], Some((&rp.client_id, &rp.secret))).await;
     assert_eq!(denied["error"], "access_denied");
 }
+
+/// An independent OpenID Connect library (`openid-client` for Node, installed by
+/// `scripts/test.sh`) signs in through the provider and validates its tokens as it would any
+/// provider's.
+#[tokio::test]
+async fn openid_client_for_node_validates_the_code_flow_and_refresh() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (edge, rp) = setup().await;
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/openid-client").exists(),
+        "run `npm ci --prefix crates/postern/tests/js` (scripts/test.sh does)"
+    );
+    let mut node = tokio::process::Command::new("node")
+        .arg(js.join("rp.mjs"))
+        .env("ISSUER", edge.url(IDP_HOST, ""))
+        .env("CA_FILE", edge.ca_path())
+        .env("CONNECT_HOST", "127.0.0.1")
+        .env("CLIENT_ID", &rp.client_id)
+        .env("CLIENT_SECRET", &rp.secret)
+        .env("REDIRECT_URI", REDIRECT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(common::READY_TIMEOUT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("rp.mjs printed the authorization URL");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let url = first["authorization_url"].as_str().unwrap();
+    let mut b = Browser::new(&edge);
+    let back = b.sign_in(url, "ada@example.com", PASSWORD).await;
+    let callback = back.location.clone().unwrap();
+    returned(&back);
+    stdin.write_all(format!("{callback}\n").as_bytes()).await.unwrap();
+    let result = tokio::time::timeout(common::READY_TIMEOUT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("rp.mjs validated the tokens");
+    let result: serde_json::Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result["claims"]["email"], "ada@example.com");
+    assert_eq!(result["claims"]["aud"], rp.client_id.as_str());
+    assert_eq!(result["userinfo"]["email"], "ada@example.com");
+    assert_eq!(result["refreshed_claims"]["sub"], result["claims"]["sub"]);
+    assert_eq!(result["rotated"], true);
+    let status = tokio::time::timeout(common::READY_TIMEOUT, node.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+}
