@@ -125,7 +125,9 @@ pub async fn sign_in(
             Some("authorization_pending") => {}
             Some("slow_down") => interval += Duration::from_secs(5),
             Some("access_denied") => bail!("the sign-in was denied in the browser"),
-            Some("expired_token") => bail!("the code expired before it was approved; run the registration again"),
+            Some("expired_token") => {
+                bail!("the code expired before it was approved; run the registration again")
+            }
             other => bail!(
                 "the identity provider refused the sign-in: {} {}",
                 other.unwrap_or("unknown error"),

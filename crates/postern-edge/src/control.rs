@@ -48,7 +48,10 @@ const TUNNEL_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/connector/register", post(register))
-        .route("/v1/connector/idp", axum::routing::get(crate::idp::connector_idp_info))
+        .route(
+            "/v1/connector/idp",
+            axum::routing::get(crate::idp::connector_idp_info),
+        )
         .route("/v1/connector/config", get(config))
         .route("/v1/connector/renew", post(renew))
         .layer(DefaultBodyLimit::max(64 * 1024))

@@ -19,8 +19,13 @@ const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// Serves one request to the identity provider's host.
-pub async fn serve(shared: &Shared, peer: SocketAddr, mut req: Request<Incoming>) -> Response<EdgeBody> {
-    req.extensions_mut().insert(postern_idp::ClientIp(peer.ip()));
+pub async fn serve(
+    shared: &Shared,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<EdgeBody> {
+    req.extensions_mut()
+        .insert(postern_idp::ClientIp(peer.ip()));
     let router = shared.idp_router.clone();
     let resp = match router.oneshot(req).await {
         Ok(r) => r,
@@ -77,7 +82,8 @@ pub async fn admin_registration_token(
     req: &postern_proto::api::RegisterRequest,
 ) -> Result<String, crate::api::ApiFailure> {
     use crate::api::ApiFailure;
-    let refused = |code: &'static str, msg: String| ApiFailure::new(StatusCode::FORBIDDEN, code, msg);
+    let refused =
+        |code: &'static str, msg: String| ApiFailure::new(StatusCode::FORBIDDEN, code, msg);
     let access = req.access_token.as_deref().unwrap_or_default();
     let claims = shared.idp.check_access_token(access).await.map_err(|e| {
         ApiFailure::new(
@@ -95,11 +101,12 @@ pub async fn admin_registration_token(
             "the sign-in token was issued to another client; sign in through `postern connector register`".to_owned(),
         ));
     }
-    let user = shared
-        .store
-        .user_by_id(&claims.sub)
-        .await
-        .map_err(|_| refused("not_admin", "the signed-in user no longer exists".to_owned()))?;
+    let user = shared.store.user_by_id(&claims.sub).await.map_err(|_| {
+        refused(
+            "not_admin",
+            "the signed-in user no longer exists".to_owned(),
+        )
+    })?;
     if !user.enabled || !user.admin {
         tracing::warn!(user = %user.email, "connector registration refused: not an administrator");
         return Err(refused(

@@ -34,7 +34,9 @@ pub struct AuthRequest {
 pub enum Purpose {
     Authorize(AuthRequest),
     /// Approving a device authorization (RFC 8628) by its user code.
-    Device { user_code: String },
+    Device {
+        user_code: String,
+    },
 }
 
 /// A sign-in in progress.
@@ -122,7 +124,11 @@ impl Idp {
             return expired_request();
         };
         let session = self.session(headers).await;
-        match next_step(session.as_ref().map(|s| &s.0), session.as_ref().map(|s| &s.1), &p) {
+        match next_step(
+            session.as_ref().map(|s| &s.0),
+            session.as_ref().map(|s| &s.1),
+            &p,
+        ) {
             Step::SignIn => Redirect::to(&format!("/signin?req={req_id}")).into_response(),
             Step::SecondFactor => {
                 Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response()
@@ -238,7 +244,7 @@ pub(crate) async fn checked_client(
         Err(e) => return Err(internal(e)),
     };
     let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
-    if !client.redirect_uris.iter().any(|u| *u == redirect_uri) {
+    if !client.redirect_uris.contains(&redirect_uri) {
         return Err(error_page(
             StatusCode::BAD_REQUEST,
             "Invalid redirect URI",
@@ -296,7 +302,10 @@ pub async fn authorize(
         return fail("invalid_scope", "the scope must include openid");
     }
     let challenge = q.get("code_challenge").cloned();
-    match (q.get("code_challenge_method").map(String::as_str), &challenge) {
+    match (
+        q.get("code_challenge_method").map(String::as_str),
+        &challenge,
+    ) {
         (Some("S256"), Some(c)) if pkce::valid_challenge(c) => {}
         (Some("S256"), _) => return fail("invalid_request", "code_challenge is malformed"),
         (Some(_), _) => {
@@ -442,11 +451,41 @@ mod tests {
     #[test]
     fn steps() {
         check(None, None, pending(false, None), Step::SignIn);
-        check(Some(session(50, &["pwd"])), Some(user(false)), pending(false, None), Step::Done);
-        check(Some(session(50, &["pwd"])), Some(user(true)), pending(false, None), Step::SecondFactor);
-        check(Some(session(50, &["pwd"])), Some(user(false)), pending(true, None), Step::SecondFactor);
-        check(Some(session(50, &["pwd", "otp", "mfa"])), Some(user(true)), pending(true, None), Step::Done);
-        check(Some(session(50, &["pwd"])), Some(user(false)), pending(false, Some(100)), Step::SignIn);
-        check(Some(session(100, &["pwd"])), Some(user(false)), pending(false, Some(100)), Step::Done);
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(false)),
+            pending(false, None),
+            Step::Done,
+        );
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(true)),
+            pending(false, None),
+            Step::SecondFactor,
+        );
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(false)),
+            pending(true, None),
+            Step::SecondFactor,
+        );
+        check(
+            Some(session(50, &["pwd", "otp", "mfa"])),
+            Some(user(true)),
+            pending(true, None),
+            Step::Done,
+        );
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(false)),
+            pending(false, Some(100)),
+            Step::SignIn,
+        );
+        check(
+            Some(session(100, &["pwd"])),
+            Some(user(false)),
+            pending(false, Some(100)),
+            Step::Done,
+        );
     }
 }

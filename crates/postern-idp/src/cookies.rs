@@ -39,8 +39,8 @@ pub fn csrf_token(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
     match get(headers, CSRF_COOKIE) {
         Some(t) => (t, None),
         None => {
-            let t = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(rand::random::<[u8; 32]>());
+            let t =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
             let cookie = set(CSRF_COOKIE, Some(&t));
             (t, Some(cookie))
         }
@@ -66,7 +66,10 @@ mod tests {
     fn csrf_needs_the_cookie_and_the_same_field() {
         let mut h = HeaderMap::new();
         assert!(!csrf_ok(&h, "abc"));
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; __Host-postern-csrf=abc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; __Host-postern-csrf=abc"),
+        );
         assert!(csrf_ok(&h, "abc"));
         assert!(!csrf_ok(&h, "abd"));
         assert!(!csrf_ok(&h, ""));

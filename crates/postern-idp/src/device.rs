@@ -225,8 +225,7 @@ pub async fn decide(
     let Some((session, user)) = idp.session(&headers).await else {
         return Redirect::to(&format!("/signin?req={}", f.req)).into_response();
     };
-    if crate::authorize::next_step(Some(&session), Some(&user), &p)
-        != crate::authorize::Step::Done
+    if crate::authorize::next_step(Some(&session), Some(&user), &p) != crate::authorize::Step::Done
     {
         return Redirect::to(&format!("/continue?req={}", f.req)).into_response();
     }

@@ -116,7 +116,9 @@ pub async fn reset_password(
 ) -> Result<User, DirectoryError> {
     let user = store.user(email).await?;
     password::check_policy(&user.email, &password)?;
-    Ok(store.set_password(&user.email, &hash(password).await?).await?)
+    Ok(store
+        .set_password(&user.email, &hash(password).await?)
+        .await?)
 }
 
 pub async fn add_group_member(
@@ -166,7 +168,11 @@ pub async fn create_client(
             "a client needs at least one redirect URI (--redirect-uri)".to_owned(),
         ));
     }
-    for u in req.redirect_uris.iter().chain(&req.post_logout_redirect_uris) {
+    for u in req
+        .redirect_uris
+        .iter()
+        .chain(&req.post_logout_redirect_uris)
+    {
         check_redirect_uri(u)?;
     }
     let new = NewClient {

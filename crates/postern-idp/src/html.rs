@@ -83,7 +83,12 @@ pub fn hidden(csrf: &str, req: &str) -> String {
 /// An error paragraph announced to screen readers, or nothing.
 pub fn alert(error: Option<&str>) -> String {
     error
-        .map(|e| format!("<p class=\"error\" role=\"alert\" id=\"error\">{}</p>", escape(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                escape(e)
+            )
+        })
         .unwrap_or_default()
 }
 

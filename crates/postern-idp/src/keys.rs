@@ -130,9 +130,13 @@ fn load(record: SigningKey) -> Result<Loaded, KeyError> {
         reason,
     };
     if record.alg != IdTokenAlg::Es256 {
-        return Err(unusable(format!("algorithm {} is not supported", record.alg.as_str())));
+        return Err(unusable(format!(
+            "algorithm {} is not supported",
+            record.alg.as_str()
+        )));
     }
-    let pair = rcgen::KeyPair::from_pem(&record.private_pem).map_err(|e| unusable(e.to_string()))?;
+    let pair =
+        rcgen::KeyPair::from_pem(&record.private_pem).map_err(|e| unusable(e.to_string()))?;
     let raw = pair.public_key_raw();
     if raw.len() != 65 || raw[0] != 4 {
         return Err(unusable("not an uncompressed P-256 point".to_owned()));
@@ -206,7 +210,12 @@ impl KeyRing {
     }
 
     /// Applies [`plan`] at `now` to the stored keys and reloads them.
-    pub async fn maintain(&self, store: &Store, now: i64, rotate_now: bool) -> Result<(), KeyError> {
+    pub async fn maintain(
+        &self,
+        store: &Store,
+        now: i64,
+        rotate_now: bool,
+    ) -> Result<(), KeyError> {
         let stored = store.signing_keys().await?;
         for change in plan(&stored, now, &self.rotation, rotate_now) {
             match change {
@@ -285,7 +294,11 @@ mod tests {
     }
 
     fn check(keys: &[SigningKey], now: i64, rotate_now: bool, expected: &[KeyChange]) {
-        assert_eq!(plan(keys, now, &DEFAULT_ROTATION, rotate_now), expected, "at {now}");
+        assert_eq!(
+            plan(keys, now, &DEFAULT_ROTATION, rotate_now),
+            expected,
+            "at {now}"
+        );
     }
 
     #[test]
@@ -300,21 +313,49 @@ mod tests {
             &[key("a", t, None)],
             t + 30 * DAY,
             false,
-            &[KeyChange::Create { activates_at: t + 31 * DAY }],
+            &[KeyChange::Create {
+                activates_at: t + 31 * DAY,
+            }],
         );
         // The admin trigger: a successor at once, still published a day ahead.
-        check(&[key("a", t, None)], t + DAY, true, &[KeyChange::Create { activates_at: t + 2 * DAY }]);
+        check(
+            &[key("a", t, None)],
+            t + DAY,
+            true,
+            &[KeyChange::Create {
+                activates_at: t + 2 * DAY,
+            }],
+        );
         // While the successor waits, the old key signs and nothing else happens.
         let waiting = [key("a", t, None), key("b", t + 2 * DAY, None)];
-        assert_eq!(signing_key(&waiting, t + DAY).map(|k| k.kid.as_str()), Some("a"));
+        assert_eq!(
+            signing_key(&waiting, t + DAY).map(|k| k.kid.as_str()),
+            Some("a")
+        );
         check(&waiting, t + DAY, true, &[]);
         // Once it activates, it signs and the old key is retired as of that moment.
-        assert_eq!(signing_key(&waiting, t + 2 * DAY).map(|k| k.kid.as_str()), Some("b"));
-        check(&waiting, t + 2 * DAY, false, &[KeyChange::Retire { kid: "a".into(), at: t + 2 * DAY }]);
+        assert_eq!(
+            signing_key(&waiting, t + 2 * DAY).map(|k| k.kid.as_str()),
+            Some("b")
+        );
+        check(
+            &waiting,
+            t + 2 * DAY,
+            false,
+            &[KeyChange::Retire {
+                kid: "a".into(),
+                at: t + 2 * DAY,
+            }],
+        );
         // The retired key stays published until its last token expired.
         let retired = [key("a", t, Some(t + 2 * DAY)), key("b", t + 2 * DAY, None)];
         check(&retired, t + 2 * DAY + token - 1, false, &[]);
-        check(&retired, t + 2 * DAY + token, false, &[KeyChange::Delete { kid: "a".into() }]);
+        check(
+            &retired,
+            t + 2 * DAY + token,
+            false,
+            &[KeyChange::Delete { kid: "a".into() }],
+        );
     }
 
     #[tokio::test]
@@ -332,7 +373,9 @@ mod tests {
         ring.maintain(&store, later, false).await.unwrap();
         assert_ne!(ring.signer(later).unwrap().kid(), first);
         assert_eq!(ring.jwks().keys.len(), 2);
-        ring.maintain(&store, later + 24 * 3600, false).await.unwrap();
+        ring.maintain(&store, later + 24 * 3600, false)
+            .await
+            .unwrap();
         assert_eq!(ring.jwks().keys.len(), 1);
     }
 }

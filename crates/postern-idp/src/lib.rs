@@ -156,7 +156,10 @@ pub fn router(idp: Arc<Idp>) -> Router {
         .route("/authorize", get(authorize::authorize))
         .route("/continue", get(authorize::resume))
         .route("/signin", get(signin::form).post(signin::submit))
-        .route("/signin/mfa", get(signin::mfa_form).post(signin::mfa_submit))
+        .route(
+            "/signin/mfa",
+            get(signin::mfa_form).post(signin::mfa_submit),
+        )
         .route("/token", post(token::token))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/device_authorization", post(device::start))

@@ -39,7 +39,13 @@ async fn return_uri(
     }
 }
 
-async fn end(idp: &Idp, headers: &HeaderMap, uri: Option<String>, state: Option<&str>, grant: Option<&str>) -> Response {
+async fn end(
+    idp: &Idp,
+    headers: &HeaderMap,
+    uri: Option<String>,
+    state: Option<&str>,
+    grant: Option<&str>,
+) -> Response {
     if let Some((session, user)) = idp.session(headers).await {
         if let Err(e) = idp.store.revoke_session(&session.hash).await {
             return internal(e);
@@ -70,19 +76,18 @@ pub async fn logout(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let hint = match q.get("id_token_hint") {
-        Some(t) => match tokens::verify_id_token_hint(&idp.keys, &idp.issuer, t) {
-            Ok(c) => Some(c),
-            Err(_) => {
-                return error_page(
+    let hint =
+        match q.get("id_token_hint") {
+            Some(t) => match tokens::verify_id_token_hint(&idp.keys, &idp.issuer, t) {
+                Ok(c) => Some(c),
+                Err(_) => return error_page(
                     StatusCode::BAD_REQUEST,
                     "Invalid logout request",
                     "The id_token_hint was not issued by this provider; you were not signed out.",
-                )
-            }
-        },
-        None => None,
-    };
+                ),
+            },
+            None => None,
+        };
     let uri = match return_uri(&idp, &q, hint.as_ref().map(|h| h.aud.as_str())).await {
         Ok(u) => u,
         Err(page) => return page,
@@ -94,13 +99,25 @@ pub async fn logout(
         _ => false,
     };
     if same_user {
-        return end(&idp, &headers, uri, q.get("state").map(String::as_str), hint.as_ref().map(|h| h.sid.as_str())).await;
+        return end(
+            &idp,
+            &headers,
+            uri,
+            q.get("state").map(String::as_str),
+            hint.as_ref().map(|h| h.sid.as_str()),
+        )
+        .await;
     }
     let (csrf, cookie) = cookies::csrf_token(&headers);
     let fields: String = ["post_logout_redirect_uri", "client_id", "state"]
         .iter()
         .filter_map(|k| q.get(*k).map(|v| (k, v)))
-        .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{}\">", escape(v)))
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                escape(v)
+            )
+        })
         .collect();
     let mut resp = page(
         StatusCode::OK,
@@ -124,12 +141,22 @@ pub async fn confirm(
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    if !cookies::csrf_ok(&headers, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+    if !cookies::csrf_ok(
+        &headers,
+        f.get("csrf").map(String::as_str).unwrap_or_default(),
+    ) {
         return csrf_refused();
     }
     let uri = match return_uri(&idp, &f, None).await {
         Ok(u) => u,
         Err(page) => return page,
     };
-    end(&idp, &headers, uri, f.get("state").map(String::as_str), None).await
+    end(
+        &idp,
+        &headers,
+        uri,
+        f.get("state").map(String::as_str),
+        None,
+    )
+    .await
 }

@@ -25,7 +25,16 @@ fn totp(secret: &TotpSecret, account: &str) -> Option<TOTP> {
     let bytes = Secret::Encoded(secret.0.clone()).to_bytes().ok()?;
     // The account label may not hold a colon (Key Uri Format); an email rarely does.
     let account = account.replace(':', "_");
-    TOTP::new(Algorithm::SHA1, 6, 1, 30, bytes, Some(ISSUER.to_owned()), account).ok()
+    TOTP::new(
+        Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        Some(ISSUER.to_owned()),
+        account,
+    )
+    .ok()
 }
 
 /// Whether `code` is valid for `secret` at `unix_secs` (the current step or one either side).
@@ -108,11 +117,17 @@ mod tests {
     fn enrolment_material() {
         let secret = new_secret();
         let uri = provisioning_uri(&secret, "ada@example.com").unwrap();
-        assert!(uri.starts_with("otpauth://totp/Postern:ada%40example.com?secret="), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/Postern:ada%40example.com?secret="),
+            "{uri}"
+        );
         assert!(qr_svg(&uri).unwrap().contains("<svg"));
         let codes = new_recovery_codes();
         assert_eq!(codes.len(), RECOVERY_CODES);
         assert!(codes.iter().all(|c| looks_like_recovery_code(c)));
-        assert_eq!(recovery_code_hash(&codes[0]), recovery_code_hash(&codes[0].to_uppercase()));
+        assert_eq!(
+            recovery_code_hash(&codes[0]),
+            recovery_code_hash(&codes[0].to_uppercase())
+        );
     }
 }

@@ -122,10 +122,22 @@ mod tests {
     #[test]
     fn policy() {
         check("ada@example.com", "short", Err(WeakPassword::TooShort));
-        check("ada@example.com", "elevenchars", Err(WeakPassword::TooShort));
+        check(
+            "ada@example.com",
+            "elevenchars",
+            Err(WeakPassword::TooShort),
+        );
         check("ada@example.com", "twelve chars", Ok(()));
-        check("ada@example.com", "xxAda@Example.comxx", Err(WeakPassword::ContainsEmail));
-        check("lovelace@example.com", "my-LOVELACE-pass", Err(WeakPassword::ContainsEmail));
+        check(
+            "ada@example.com",
+            "xxAda@Example.comxx",
+            Err(WeakPassword::ContainsEmail),
+        );
+        check(
+            "lovelace@example.com",
+            "my-LOVELACE-pass",
+            Err(WeakPassword::ContainsEmail),
+        );
         check("ada@example.com", "Password1234", Err(WeakPassword::Common));
         check("ada@example.com", "correct horse battery", Ok(()));
     }

@@ -67,7 +67,11 @@ fn password_page(
 ) -> Response {
     let autofocus_email = if email.is_empty() { " autofocus" } else { "" };
     let autofocus_pw = if email.is_empty() { "" } else { " autofocus" };
-    let described = if error.is_some() { " aria-describedby=\"error\"" } else { "" };
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
     page(
         status,
         "Sign in",
@@ -170,9 +174,10 @@ pub async fn submit(
     let pw = f.password.clone();
     let hash = creds.as_ref().map(|(_, h)| h.clone());
     // Argon2id takes tens of milliseconds of CPU: off the async workers.
-    let matched = tokio::task::spawn_blocking(move || password::verify_or_dummy(&pw, hash.as_deref()))
-        .await
-        .unwrap_or(false);
+    let matched =
+        tokio::task::spawn_blocking(move || password::verify_or_dummy(&pw, hash.as_deref()))
+            .await
+            .unwrap_or(false);
     let failure = match &creds {
         None => Some("unknown_user"),
         Some(_) if !matched => Some("bad_password"),
@@ -222,7 +227,11 @@ pub async fn submit(
 }
 
 fn code_page(csrf: &str, req: &str, p: &Pending, error: Option<&str>) -> Response {
-    let described = if error.is_some() { " aria-describedby=\"error\"" } else { "" };
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
     page(
         if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
         "Verification code",
@@ -254,7 +263,11 @@ fn enrol_page(
         Some(i) => &svg[i..],
         None => "",
     };
-    let described = if error.is_some() { " aria-describedby=\"error\"" } else { "" };
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
     page(
         if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
         "Set up two-step verification",
@@ -365,7 +378,8 @@ pub async fn mfa_submit(
         Totp::Pending(secret) => {
             if mfa::check(secret, code, unix_secs()) {
                 let codes = mfa::new_recovery_codes();
-                let hashes: Vec<String> = codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
+                let hashes: Vec<String> =
+                    codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
                 if let Err(e) = idp.store.confirm_totp(&user.id, &hashes).await {
                     return internal(e);
                 }
@@ -397,7 +411,11 @@ pub async fn mfa_submit(
             amr.push(m.to_owned());
         }
     }
-    if let Err(e) = idp.store.update_session_auth(&session.hash, now(), &amr).await {
+    if let Err(e) = idp
+        .store
+        .update_session_auth(&session.hash, now(), &amr)
+        .await
+    {
         return internal(e);
     }
     match recovery_codes {

@@ -146,7 +146,11 @@ mod tests {
         for _ in 0..n {
             t.failure(&"ada", t0);
         }
-        assert_eq!(t.check(&"ada", t0 + after), expected, "{n} failures, {after:?} later");
+        assert_eq!(
+            t.check(&"ada", t0 + after),
+            expected,
+            "{n} failures, {after:?} later"
+        );
         assert_eq!(t.check(&"bob", t0 + after), Ok(()));
     }
 

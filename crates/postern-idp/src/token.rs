@@ -234,7 +234,11 @@ async fn token_inner(
 }
 
 /// RFC 8628 section 3.5.
-async fn device_poll(idp: &Idp, client: &Client, device_code: &str) -> Result<Response, OAuthError> {
+async fn device_poll(
+    idp: &Idp,
+    client: &Client,
+    device_code: &str,
+) -> Result<Response, OAuthError> {
     let device = idp
         .store
         .device_by_code(device_code)
@@ -244,7 +248,10 @@ async fn device_poll(idp: &Idp, client: &Client, device_code: &str) -> Result<Re
         .ok_or_else(|| oauth_error("invalid_grant", "unknown device_code"))?;
     let now = now();
     if device.expires_at <= now {
-        return Err(oauth_error("expired_token", "the device code has expired; start again"));
+        return Err(oauth_error(
+            "expired_token",
+            "the device code has expired; start again",
+        ));
     }
     match device.status {
         DeviceStatus::Denied => Err(oauth_error("access_denied", "the user denied the request")),
@@ -313,7 +320,11 @@ async fn issue(
         email_verified: true,
         name: user.display_name.clone(),
         groups: user.groups.clone(),
-        roles: if user.admin { vec!["admin".to_owned()] } else { vec![] },
+        roles: if user.admin {
+            vec!["admin".to_owned()]
+        } else {
+            vec![]
+        },
         amr: grant.auth.amr.clone(),
         acr: grant.auth.acr.clone(),
         sid: grant.id.clone(),

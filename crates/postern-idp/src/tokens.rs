@@ -106,7 +106,11 @@ fn verify<T: for<'de> Deserialize<'de>>(
     v.set_required_spec_claims(&["exp", "iss", "sub"]);
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
         .map_err(|_| BadToken::Invalid)?;
-    let exp = data.claims.get("exp").and_then(|e| e.as_i64()).ok_or(BadToken::Invalid)?;
+    let exp = data
+        .claims
+        .get("exp")
+        .and_then(|e| e.as_i64())
+        .ok_or(BadToken::Invalid)?;
     if check_expiry && exp <= now {
         return Err(BadToken::Expired);
     }

@@ -132,8 +132,7 @@ impl Store {
             .bind(email.to_ascii_lowercase())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| user_from_row(&r))
-            .ok_or_else(|| no_user(email))
+        row.map(|r| user_from_row(&r)).ok_or_else(|| no_user(email))
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<User, StoreError> {
@@ -433,12 +432,14 @@ impl Store {
             uris.push(redirect_uri.to_owned());
         }
         let secret = ClientSecret(format!("cs_{}", random_secret()));
-        sqlx::query("UPDATE idp_clients SET secret_hash = ?, redirect_uris = ? WHERE client_id = ?")
-            .bind(token_hash(&secret.0))
-            .bind(uris.join(" "))
-            .bind(&client.client_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE idp_clients SET secret_hash = ?, redirect_uris = ? WHERE client_id = ?",
+        )
+        .bind(token_hash(&secret.0))
+        .bind(uris.join(" "))
+        .bind(&client.client_id)
+        .execute(&self.pool)
+        .await?;
         Ok((client.client_id, secret))
     }
 
@@ -781,9 +782,9 @@ impl Store {
         user_code: &str,
         approval: Option<&AuthContext>,
     ) -> Result<bool, StoreError> {
-        let done = match approval {
-            Some(a) => {
-                sqlx::query(
+        let done =
+            match approval {
+                Some(a) => sqlx::query(
                     "UPDATE idp_device_codes SET status = 'approved', user_id = ?, auth_time = ?,
                      amr = ?, acr = ? WHERE user_code = ? AND status = 'pending'",
                 )
@@ -793,18 +794,17 @@ impl Store {
                 .bind(&a.acr)
                 .bind(user_code)
                 .execute(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE idp_device_codes SET status = 'denied'
+                .await?,
+                None => {
+                    sqlx::query(
+                        "UPDATE idp_device_codes SET status = 'denied'
                      WHERE user_code = ? AND status = 'pending'",
-                )
-                .bind(user_code)
-                .execute(&self.pool)
-                .await?
-            }
-        };
+                    )
+                    .bind(user_code)
+                    .execute(&self.pool)
+                    .await?
+                }
+            };
         Ok(done.rows_affected() == 1)
     }
 
@@ -890,11 +890,13 @@ impl Store {
     }
 
     pub async fn retire_signing_key(&self, kid: &str, at: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idp_signing_keys SET retires_at = ? WHERE kid = ? AND retires_at IS NULL")
-            .bind(at)
-            .bind(kid)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE idp_signing_keys SET retires_at = ? WHERE kid = ? AND retires_at IS NULL",
+        )
+        .bind(at)
+        .bind(kid)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

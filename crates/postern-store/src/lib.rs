@@ -26,9 +26,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use admin::MAX_AUDIT_PAGE;
 pub use idp_model::{
-    AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant, IdTokenAlg,
-    IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey, Totp,
-    TotpSecret, User,
+    AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,
+    IdTokenAlg, IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey,
+    Totp, TotpSecret, User,
 };
 pub use model::{
     AdminToken, App, AuditEvent, AuditQuery, CertRecord, Connector, ConnectorReport, Group, NewApp,

@@ -30,9 +30,9 @@ use crate::state::Shared;
 
 pub use apps::AppView;
 pub use audit_log::{AuditEventView, AuditPage};
+pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
-pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use tokens::{AdminTokenView, NewAdminTokenView};
 pub use users::{DirectoryGroupView, UserView};
 
@@ -85,14 +85,26 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
         (Method::GET, "/v1/users", get(users::list)),
         (Method::POST, "/v1/users", post(users::create)),
         (Method::GET, "/v1/users/{email}", get(users::show)),
-        (Method::POST, "/v1/users/{email}/disable", post(users::disable)),
-        (Method::POST, "/v1/users/{email}/enable", post(users::enable)),
+        (
+            Method::POST,
+            "/v1/users/{email}/disable",
+            post(users::disable),
+        ),
+        (
+            Method::POST,
+            "/v1/users/{email}/enable",
+            post(users::enable),
+        ),
         (
             Method::POST,
             "/v1/users/{email}/password",
             post(users::reset_password),
         ),
-        (Method::POST, "/v1/users/{email}/mfa-reset", post(users::mfa_reset)),
+        (
+            Method::POST,
+            "/v1/users/{email}/mfa-reset",
+            post(users::mfa_reset),
+        ),
         (Method::GET, "/v1/directory-groups", get(users::groups)),
         (
             Method::POST,
@@ -107,13 +119,21 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
         (Method::GET, "/v1/clients", get(clients::list)),
         (Method::POST, "/v1/clients", post(clients::create)),
         (Method::DELETE, "/v1/clients/{id}", delete(clients::remove)),
-        (Method::GET, "/v1/idp/signing-keys", get(clients::signing_keys)),
+        (
+            Method::GET,
+            "/v1/idp/signing-keys",
+            get(clients::signing_keys),
+        ),
         (
             Method::POST,
             "/v1/idp/signing-keys/rotate",
             post(clients::rotate_keys),
         ),
-        (Method::GET, "/v1/idp/signin-events", get(clients::signin_events)),
+        (
+            Method::GET,
+            "/v1/idp/signin-events",
+            get(clients::signin_events),
+        ),
     ]
 }
 

@@ -131,7 +131,11 @@ async fn set_enabled(
         .await
         .map(user_view)
         .map_err(ApiFailure::from);
-    let action = if enabled { "user.enable" } else { "user.disable" };
+    let action = if enabled {
+        "user.enable"
+    } else {
+        "user.disable"
+    };
     admin
         .audit(&shared, action, &email, &result, |_| {
             if enabled {
@@ -235,9 +239,13 @@ pub async fn add_member(
         .map(user_view)
         .map_err(directory_failure);
     admin
-        .audit(&shared, "directory_group.add_member", &group, &result, |u| {
-            format!("added {}", u.email)
-        })
+        .audit(
+            &shared,
+            "directory_group.add_member",
+            &group,
+            &result,
+            |u| format!("added {}", u.email),
+        )
         .await;
     Ok(Json(result?))
 }
@@ -254,9 +262,13 @@ pub async fn remove_member(
         .map(user_view)
         .map_err(ApiFailure::from);
     admin
-        .audit(&shared, "directory_group.remove_member", &group, &result, |u| {
-            format!("removed {}", u.email)
-        })
+        .audit(
+            &shared,
+            "directory_group.remove_member",
+            &group,
+            &result,
+            |u| format!("removed {}", u.email),
+        )
         .await;
     Ok(Json(result?))
 }

@@ -150,7 +150,9 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
             let users: Vec<UserView> = client.get("/v1/users").await?;
             print(json, &users, || {
                 table(
-                    &["EMAIL", "NAME", "STATUS", "ADMIN", "MFA", "GROUPS", "ID", "CREATED"],
+                    &[
+                        "EMAIL", "NAME", "STATUS", "ADMIN", "MFA", "GROUPS", "ID", "CREATED",
+                    ],
                     users
                         .iter()
                         .map(|u| {
@@ -181,7 +183,10 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 .post(&path(&email, "/disable"), &serde_json::json!({}))
                 .await?;
             print(json, &u, || {
-                println!("disabled {}; their sessions ended and tokens were revoked", u.email)
+                println!(
+                    "disabled {}; their sessions ended and tokens were revoked",
+                    u.email
+                )
             });
             return Ok(());
         }
@@ -259,7 +264,11 @@ pub async fn directory_group(
     Ok(())
 }
 
-pub async fn oidc_client(client: &AdminClient, json: bool, cmd: ClientCommand) -> anyhow::Result<()> {
+pub async fn oidc_client(
+    client: &AdminClient,
+    json: bool,
+    cmd: ClientCommand,
+) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Create {
             name,

@@ -159,7 +159,12 @@ impl Browser {
         let page = self
             .post(
                 "/signin",
-                &[("csrf", &csrf), ("req", &req), ("email", email), ("password", password)],
+                &[
+                    ("csrf", &csrf),
+                    ("req", &req),
+                    ("email", email),
+                    ("password", password),
+                ],
             )
             .await;
         self.follow(page).await
