@@ -1066,3 +1066,158 @@ async fn revoke_everything(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn fixture(store: &Store) -> (User, Client) {
+        let user = store
+            .create_user(&NewUser {
+                email: "Ada@Example.com".into(),
+                display_name: "Ada".into(),
+                password_hash: "$argon2id$x".into(),
+                admin: true,
+                require_mfa: false,
+                groups: vec!["eng".into()],
+            })
+            .await
+            .unwrap();
+        let (client, secret) = store
+            .create_client(&NewClient {
+                name: "Wiki".into(),
+                public: false,
+                redirect_uris: vec!["https://w/cb".into()],
+                post_logout_redirect_uris: vec![],
+                id_token_alg: IdTokenAlg::Es256,
+            })
+            .await
+            .unwrap();
+        let secret = secret.unwrap();
+        assert!(store
+            .check_client_secret(&client.client_id, &secret.0)
+            .await
+            .unwrap());
+        assert!(!store
+            .check_client_secret(&client.client_id, "cs_wrong")
+            .await
+            .unwrap());
+        assert_eq!(format!("{secret:?}"), "ClientSecret(********)");
+        (user, client)
+    }
+
+    fn code_for(user: &User, client: &Client, expires_at: i64) -> NewCode {
+        NewCode {
+            client_id: client.client_id.clone(),
+            redirect_uri: "https://w/cb".into(),
+            code_challenge: None,
+            nonce: None,
+            scope: "openid".into(),
+            auth: AuthContext {
+                user_id: user.id.clone(),
+                auth_time: 1,
+                amr: vec!["pwd".into()],
+                acr: "pwd".into(),
+            },
+            expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn codes_are_single_use_expire_and_reuse_revokes_the_grant() {
+        let (_d, store) = store().await;
+        let (user, client) = fixture(&store).await;
+        assert_eq!(user.email, "ada@example.com");
+        assert_eq!(user.groups, ["eng"]);
+        let code = store
+            .create_code(&code_for(&user, &client, 100))
+            .await
+            .unwrap();
+        let redeem = |code: String, client: String, now: i64| {
+            let store = store.clone();
+            async move { store.redeem_code(&code, &client, now).await.unwrap() }
+        };
+        assert_eq!(
+            redeem(code.clone(), "c_other".into(), 50).await.err(),
+            Some(RedeemProblem::Unknown)
+        );
+        assert_eq!(
+            redeem(code.clone(), client.client_id.clone(), 100)
+                .await
+                .err(),
+            Some(RedeemProblem::Expired)
+        );
+        let (_, grant) = redeem(code.clone(), client.client_id.clone(), 99)
+            .await
+            .unwrap();
+        assert!(!store.grant(&grant.id).await.unwrap().unwrap().revoked);
+        assert_eq!(
+            redeem(code, client.client_id.clone(), 99).await.err(),
+            Some(RedeemProblem::Reused)
+        );
+        assert!(store.grant(&grant.id).await.unwrap().unwrap().revoked);
+    }
+
+    #[tokio::test]
+    async fn refresh_reuse_revokes_the_family_and_disabling_ends_everything() {
+        let (_d, store) = store().await;
+        let (user, client) = fixture(&store).await;
+        let code = store
+            .create_code(&code_for(&user, &client, i64::MAX))
+            .await
+            .unwrap();
+        let (_, grant) = store
+            .redeem_code(&code, &client.client_id, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let r1 = store.issue_refresh_token(&grant.id).await.unwrap();
+        assert!(store
+            .use_refresh_token(&r1, &client.client_id)
+            .await
+            .unwrap()
+            .is_ok());
+        let r2 = store.issue_refresh_token(&grant.id).await.unwrap();
+        assert_eq!(
+            store
+                .use_refresh_token(&r1, &client.client_id)
+                .await
+                .unwrap()
+                .err(),
+            Some(RedeemProblem::Reused)
+        );
+        assert_eq!(
+            store
+                .use_refresh_token(&r2, &client.client_id)
+                .await
+                .unwrap()
+                .err(),
+            Some(RedeemProblem::Revoked)
+        );
+
+        let session = store
+            .create_session(&user.id, 1, &["pwd".into()], i64::MAX)
+            .await
+            .unwrap();
+        assert!(store.session(&session, 2).await.unwrap().is_some());
+        store
+            .set_user_enabled("ada@example.com", false)
+            .await
+            .unwrap();
+        assert!(store.session(&session, 2).await.unwrap().is_none());
+        store
+            .set_user_enabled("ada@example.com", true)
+            .await
+            .unwrap();
+        assert!(
+            store.session(&session, 2).await.unwrap().is_none(),
+            "ended, not paused"
+        );
+    }
+}
