@@ -47,8 +47,10 @@ pub struct Pending {
     pub purpose: Purpose,
     /// The client asked for a second factor (`acr_values=mfa`).
     pub require_mfa: bool,
-    /// A session authenticated before this time does not count (`prompt=login`, `max_age`).
-    pub fresh_after: Option<i64>,
+    /// Only a sign-in made for this request counts (`prompt=login`, or `max_age` passed).
+    pub fresh_login: bool,
+    /// The session the user signed in to for this request, by its hash.
+    pub signed_in: Option<String>,
     pub created_at: i64,
 }
 
@@ -65,7 +67,7 @@ pub fn next_step(session: Option<&IdpSession>, user: Option<&User>, p: &Pending)
     let (Some(s), Some(u)) = (session, user) else {
         return Step::SignIn;
     };
-    if p.fresh_after.is_some_and(|t| s.auth_time < t) {
+    if p.fresh_login && p.signed_in.as_deref() != Some(s.hash.as_str()) {
         return Step::SignIn;
     }
     if (u.require_mfa || p.require_mfa) && !s.amr.iter().any(|m| m == "otp") {
@@ -101,6 +103,18 @@ impl Idp {
         let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let oldest = now() - PENDING_LIFETIME.as_secs() as i64;
         map.get(id).filter(|p| p.created_at > oldest).cloned()
+    }
+
+    /// Records that the user signed in to `session_hash` for the pending sign-in `id`.
+    pub(crate) fn mark_signed_in(&self, id: &str, session_hash: &str) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            p.signed_in = Some(session_hash.to_owned());
+        }
     }
 
     pub(crate) fn finish_pending(&self, id: &str) {
@@ -342,17 +356,8 @@ pub async fn authorize(
         .is_some_and(|a| a.split(' ').any(|v| v == "mfa"));
     let now = now();
     let session = idp.session(&headers).await;
-    let fresh_after = if prompt.contains(&"login") {
-        Some(now)
-    } else {
-        max_age.and_then(|m| {
-            let t = now - m;
-            session
-                .as_ref()
-                .is_some_and(|(s, _)| s.auth_time < t)
-                .then_some(now)
-        })
-    };
+    let fresh_login = prompt.contains(&"login")
+        || max_age.is_some_and(|m| session.as_ref().is_some_and(|(s, _)| s.auth_time < now - m));
     let pending = Pending {
         client_id: client.client_id.clone(),
         client_name: client.name.clone(),
@@ -364,7 +369,8 @@ pub async fn authorize(
             code_challenge: challenge,
         }),
         require_mfa,
-        fresh_after,
+        fresh_login,
+        signed_in: None,
         created_at: now,
     };
     if prompt.contains(&"none") {
@@ -431,7 +437,7 @@ mod tests {
         }
     }
 
-    fn pending(require_mfa: bool, fresh_after: Option<i64>) -> Pending {
+    fn pending(require_mfa: bool, fresh_login: Option<&str>) -> Pending {
         Pending {
             client_id: "c".into(),
             client_name: "C".into(),
@@ -439,7 +445,8 @@ mod tests {
                 user_code: "X".into(),
             },
             require_mfa,
-            fresh_after,
+            fresh_login: fresh_login.is_some(),
+            signed_in: fresh_login.filter(|h| !h.is_empty()).map(str::to_owned),
             created_at: 100,
         }
     }

@@ -167,7 +167,8 @@ pub async fn submit(
         client_name: client.name,
         purpose: Purpose::Device { user_code: code },
         require_mfa: false,
-        fresh_after: None,
+        fresh_login: false,
+        signed_in: None,
         created_at: now(),
     });
     Redirect::to(&format!("/continue?req={req}")).into_response()

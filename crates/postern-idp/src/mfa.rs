@@ -37,11 +37,31 @@ fn totp(secret: &TotpSecret, account: &str) -> Option<TOTP> {
     .ok()
 }
 
-/// Whether `code` is valid for `secret` at `unix_secs` (the current step or one either side).
-pub fn check(secret: &TotpSecret, code: &str, unix_secs: u64) -> bool {
+/// The time step (`unix / 30`) whose code `code` is, if it is valid for `secret` at `unix_secs`
+/// (the current step or one either side, for clock skew). The caller refuses a step used before.
+pub fn matching_step(secret: &TotpSecret, code: &str, unix_secs: u64) -> Option<u64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    code.len() == 6 && totp(secret, "x").is_some_and(|t| t.check(&code, unix_secs))
+    if code.len() != 6 {
+        return None;
+    }
+    let t = totp(secret, "x")?;
+    let now = unix_secs / STEP_SECS;
+    [now.saturating_sub(1), now, now + 1]
+        .into_iter()
+        .find(|step| {
+            let expected = t.generate(step * STEP_SECS);
+            // Compared as digests: constant time with respect to the code's content.
+            Sha256::digest(expected.as_bytes()) == Sha256::digest(code.as_bytes())
+        })
 }
+
+/// Whether `code` is valid for `secret` at `unix_secs`.
+pub fn check(secret: &TotpSecret, code: &str, unix_secs: u64) -> bool {
+    matching_step(secret, code, unix_secs).is_some()
+}
+
+/// RFC 6238's default time step.
+const STEP_SECS: u64 = 30;
 
 /// The code for `secret` at `unix_secs` (what an authenticator app would show).
 pub fn code_at(secret: &TotpSecret, unix_secs: u64) -> Option<String> {
@@ -111,6 +131,8 @@ mod tests {
         assert!(check(&secret, "287 082", 89));
         assert!(!check(&secret, "287082", 59 + 120));
         assert!(!check(&secret, "28708", 59));
+        assert_eq!(matching_step(&secret, "287082", 59), Some(1));
+        assert_eq!(matching_step(&secret, "287082", 75), Some(1));
     }
 
     #[test]

@@ -220,6 +220,11 @@ pub async fn submit(
         Ok(t) => t,
         Err(e) => return internal(e),
     };
+    match idp.store.session(&token, now).await {
+        Ok(Some(session)) => idp.mark_signed_in(&f.req, &session.hash),
+        Ok(None) => return internal("a new session is not live"),
+        Err(e) => return internal(e),
+    }
     with_cookie(
         Redirect::to(&format!("/continue?req={}", f.req)).into_response(),
         Some(cookies::set(cookies::SESSION_COOKIE, Some(&token))),
@@ -371,12 +376,24 @@ pub async fn mfa_submit(
                 Err(e) => return internal(e),
             }
         }
-        Totp::Confirmed(secret) => {
-            let ok = mfa::check(secret, code, unix_secs());
-            (ok, if ok { "ok_otp" } else { "bad_otp" }, None)
-        }
+        Totp::Confirmed(secret) => match mfa::matching_step(secret, code, unix_secs()) {
+            Some(step) => match idp.store.use_totp_step(&user.id, step as i64).await {
+                Ok(true) => (true, "ok_otp", None),
+                Ok(false) => (false, "replayed_otp", None),
+                Err(e) => return internal(e),
+            },
+            None => (false, "bad_otp", None),
+        },
         Totp::Pending(secret) => {
-            if mfa::check(secret, code, unix_secs()) {
+            let step = mfa::matching_step(secret, code, unix_secs());
+            let fresh = match step {
+                Some(step) => match idp.store.use_totp_step(&user.id, step as i64).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => return internal(e),
+                },
+                None => false,
+            };
+            if fresh {
                 let codes = mfa::new_recovery_codes();
                 let hashes: Vec<String> =
                     codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();

@@ -198,8 +198,8 @@ impl Store {
         let user = self.user(email).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE idp_users SET totp_secret = NULL, totp_confirmed_at = NULL, updated_at = ?
-             WHERE id = ?",
+            "UPDATE idp_users SET totp_secret = NULL, totp_confirmed_at = NULL,
+                 totp_last_step = NULL, updated_at = ? WHERE id = ?",
         )
         .bind(now())
         .bind(&user.id)
@@ -286,6 +286,21 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records that the TOTP code of time step `step` was used; `false` if that step or a later
+    /// one was used before (RFC 6238 section 5.2: a code is accepted once).
+    pub async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE idp_users SET totp_last_step = ?
+             WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        )
+        .bind(step)
+        .bind(user_id)
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Uses up one recovery code given as its hash; `false` if it is unknown or used.

@@ -118,6 +118,7 @@ const MIGRATIONS: &[&str] = &[
         require_mfa INTEGER NOT NULL DEFAULT 0,
         totp_secret TEXT,
         totp_confirmed_at INTEGER,
+        totp_last_step INTEGER,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL
     );

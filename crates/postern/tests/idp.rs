@@ -270,6 +270,16 @@ async fn code_flow_with_pkce_issues_tokens_an_independent_library_verifies() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(www.contains("invalid_token"), "{www}");
 
+    // prompt=login asks for the password again even with a session.
+    let (_, challenge_login) = pkce();
+    let fresh = b
+        .get(&authorize_url(&rp, &challenge_login, "&prompt=login"))
+        .await;
+    assert!(
+        fresh.location.unwrap().starts_with("/signin?"),
+        "prompt=login signs in afresh"
+    );
+
     // The session signs the user in again without a form (single sign-on)...
     let (verifier2, challenge2) = pkce();
     let again = b.get(&authorize_url(&rp, &challenge2, "")).await;
@@ -652,7 +662,49 @@ async fn totp_enrolment_then_sign_in_with_a_code_and_with_a_recovery_code() {
     assert_eq!(id["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     assert_eq!(id["acr"], "mfa");
 
-    // A new browser: password, then a code.
+    // A new browser: password, then the authenticator's code (the next step's, so that it is
+    // not the one enrolment used, whatever the clock did meanwhile).
+    let next = postern_idp::mfa::code_at(&secret, unix_now() + 30).unwrap();
+    let (_, challenge) = pkce();
+    let mut b1 = Browser::new(&edge);
+    let form = b1
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "bob@example.com",
+            PASSWORD,
+        )
+        .await;
+    let (csrf, req) = (form.field("csrf"), form.field("req"));
+    let page = b1
+        .post(
+            "/signin/mfa",
+            &[("csrf", &csrf), ("req", &req), ("code", &next)],
+        )
+        .await;
+    returned(&b1.follow(page).await);
+    // The same code again is a replay, refused.
+    let mut b1 = Browser::new(&edge);
+    let form = b1
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "bob@example.com",
+            PASSWORD,
+        )
+        .await;
+    let (csrf, req) = (form.field("csrf"), form.field("req"));
+    let page = b1
+        .post(
+            "/signin/mfa",
+            &[("csrf", &csrf), ("req", &req), ("code", &next)],
+        )
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNAUTHORIZED,
+        "a TOTP code is accepted once"
+    );
+
+    // A new browser: password, then a recovery code.
     let mut b2 = Browser::new(&edge);
     let (_, challenge) = pkce();
     let form = b2
