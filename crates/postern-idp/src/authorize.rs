@@ -482,17 +482,17 @@ mod tests {
             pending(true, None),
             Step::Done,
         );
-        check(
-            Some(session(50, &["pwd"])),
-            Some(user(false)),
-            pending(false, Some(100)),
-            Step::SignIn,
-        );
-        check(
-            Some(session(100, &["pwd"])),
-            Some(user(false)),
-            pending(false, Some(100)),
-            Step::Done,
-        );
+        // A fresh sign-in is needed: an older session does not count, the one made for it does.
+        let fresh = |made_for: &str, expected| {
+            check(
+                Some(session(50, &["pwd"])),
+                Some(user(false)),
+                pending(false, Some(made_for)),
+                expected,
+            )
+        };
+        fresh("", Step::SignIn);
+        fresh("other", Step::SignIn);
+        fresh("h", Step::Done);
     }
 }
