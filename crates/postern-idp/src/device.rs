@@ -138,11 +138,24 @@ pub struct EntryForm {
 /// `POST /device`: the user entered a code; sign them in, then ask for approval.
 pub async fn submit(
     State(idp): State<Arc<Idp>>,
+    axum::Extension(ip): axum::Extension<crate::ClientIp>,
     headers: HeaderMap,
     Form(f): Form<EntryForm>,
 ) -> Response {
     if !cookies::csrf_ok(&headers, &f.csrf) {
         return csrf_refused();
+    }
+    // Guessing user codes is throttled per client IP like passwords are.
+    if let Err(refused) = idp.throttle_check_ip(ip.0) {
+        return code_entry_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &f.csrf,
+            &f.user_code,
+            Some(&format!(
+                "Too many wrong codes. Wait {} seconds, then try again.",
+                refused.retry_after.as_secs().max(1)
+            )),
+        );
     }
     let code = normalise_user_code(&f.user_code);
     let device = match idp.store.device_by_user_code(&code).await {
@@ -151,6 +164,7 @@ pub async fn submit(
     };
     let Some(device) = device.filter(|d| d.status == DeviceStatus::Pending && d.expires_at > now())
     else {
+        idp.throttle_failure_ip(ip.0);
         return code_entry_page(
             StatusCode::BAD_REQUEST,
             &f.csrf,

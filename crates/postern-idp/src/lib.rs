@@ -28,6 +28,9 @@ pub mod throttle;
 mod token;
 pub mod tokens;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -138,6 +141,20 @@ impl Idp {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .failure(&ip, t);
+    }
+
+    fn throttle_check_ip(&self, ip: IpAddr) -> Result<(), throttle::Refused> {
+        self.ip_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(&ip, Instant::now())
+    }
+
+    fn throttle_failure_ip(&self, ip: IpAddr) {
+        self.ip_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure(&ip, Instant::now());
     }
 
     fn throttle_success(&self, email: &str) {
