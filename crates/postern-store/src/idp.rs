@@ -1235,4 +1235,28 @@ mod tests {
             "ended, not paused"
         );
     }
+
+    #[tokio::test]
+    async fn an_apps_client_is_made_once_and_its_secret_replaced_on_each_call() {
+        let (_d, store) = store().await;
+        let (id1, s1) = store
+            .ensure_app_client("wiki", "https://wiki/cb")
+            .await
+            .unwrap();
+        let (id2, s2) = store
+            .ensure_app_client("wiki", "https://wiki2/cb")
+            .await
+            .unwrap();
+        assert_eq!(id1, id2);
+        assert_ne!(s1, s2);
+        assert!(!store.check_client_secret(&id1, &s1.0).await.unwrap());
+        assert!(store.check_client_secret(&id1, &s2.0).await.unwrap());
+        let client = store.client(&id1).await.unwrap();
+        assert_eq!(
+            client.redirect_uris,
+            ["https://wiki/cb", "https://wiki2/cb"]
+        );
+        assert_eq!(client.app_name.as_deref(), Some("wiki"));
+        assert!(!client.public);
+    }
 }
