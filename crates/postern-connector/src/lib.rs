@@ -12,6 +12,7 @@ mod backend;
 mod backoff;
 pub mod control;
 mod credentials;
+pub mod device;
 pub mod register;
 mod renew;
 pub mod state;
@@ -33,7 +34,7 @@ use crate::control::FetchError;
 use crate::credentials::Credentials;
 
 pub use credentials::hostname;
-pub use register::{register, RegisterOptions};
+pub use register::{register, register_as_admin, RegisterOptions};
 pub use renew::DEFAULT_RENEW_AFTER;
 
 /// How many tunnels a connector keeps open unless told otherwise: two, so one can fail or be

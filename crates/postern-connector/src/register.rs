@@ -21,8 +21,25 @@ pub struct RegisterOptions<'a> {
 }
 
 pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration> {
+    register_with(opts, None).await
+}
+
+/// Registers with an administrator's access token from the built-in identity provider (see
+/// [`crate::device`]) instead of a registration token, joining `group`.
+pub async fn register_as_admin(
+    opts: RegisterOptions<'_>,
+    access_token: &str,
+    group: &str,
+) -> anyhow::Result<Registration> {
+    register_with(opts, Some((access_token, group))).await
+}
+
+async fn register_with(
+    opts: RegisterOptions<'_>,
+    admin: Option<(&str, &str)>,
+) -> anyhow::Result<Registration> {
     let existed = opts.state_dir.exists();
-    let result = register_into(&opts).await;
+    let result = register_into(&opts, admin).await;
     if result.is_err() && !existed {
         // Leave nothing behind: the directory was made here only to check it is writable.
         let _ = std::fs::remove_dir(opts.state_dir);
@@ -30,7 +47,10 @@ pub async fn register(opts: RegisterOptions<'_>) -> anyhow::Result<Registration>
     result
 }
 
-async fn register_into(opts: &RegisterOptions<'_>) -> anyhow::Result<Registration> {
+async fn register_into(
+    opts: &RegisterOptions<'_>,
+    admin: Option<(&str, &str)>,
+) -> anyhow::Result<Registration> {
     if state::is_registered(opts.state_dir) {
         bail!(
             "{} already holds a registered connector; use another --state directory, or delete it to register again",
@@ -57,6 +77,8 @@ async fn register_into(opts: &RegisterOptions<'_>) -> anyhow::Result<Registratio
         .post(format!("{edge}/v1/connector/register"))
         .json(&RegisterRequest {
             token: opts.token.trim().to_owned(),
+            access_token: admin.map(|(t, _)| t.to_owned()),
+            group: admin.map(|(_, g)| g.to_owned()),
             csr_pem: generated.csr_pem,
             hostname: opts.hostname.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

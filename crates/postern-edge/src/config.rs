@@ -20,6 +20,9 @@ pub const DEFAULT_CONNECTOR_CERT_VALIDITY: Duration = Duration::from_secs(365 * 
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a registration token is valid unless the admin asks otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The built-in identity provider's host on the public listener (its issuer is
+/// `https://HOST[:PORT]`); `login.localhost` serves a single machine out of the box.
+pub const DEFAULT_IDP_HOST: &str = "login.localhost";
 /// How long a connector's config long-poll is held open when nothing changes.
 pub const CONFIG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -45,6 +48,9 @@ pub struct EdgeConfig {
     /// own `--renew-after` (the default leaves the choice to them: 180 days).
     pub connector_renew_after: Option<Duration>,
     pub drain_timeout: Duration,
+    /// Host name (lower-case, no port) on which the public listener serves the built-in identity
+    /// provider.
+    pub idp_host: String,
 }
 
 impl EdgeConfig {
@@ -67,6 +73,7 @@ impl EdgeConfig {
             connector_cert_validity: DEFAULT_CONNECTOR_CERT_VALIDITY,
             connector_renew_after: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            idp_host: DEFAULT_IDP_HOST.to_owned(),
         }
     }
 }

@@ -48,6 +48,10 @@ const TUNNEL_PING_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/connector/register", post(register))
+        .route(
+            "/v1/connector/idp",
+            axum::routing::get(crate::idp::connector_idp_info),
+        )
         .route("/v1/connector/config", get(config))
         .route("/v1/connector/renew", post(renew))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -212,6 +216,26 @@ async fn register(
 ) -> Result<Json<RegisterResponse>, ApiFailure> {
     let ca = &shared.connector_ca;
     let validity = shared.config.connector_cert_validity;
+    let mut req = req;
+    if req.access_token.is_some() {
+        // An administrator approved this registration by signing in: their approval stands in
+        // for a registration token, made and spent in this call.
+        match crate::idp::admin_registration_token(&shared, &req).await {
+            Ok(token) => req.token = token,
+            Err(failure) => {
+                audit::record(
+                    &shared.store,
+                    &Actor::registration(&req.hostname),
+                    "connector.register",
+                    "-",
+                    Err(&failure.detail()),
+                    &crate::forward::new_request_id(),
+                )
+                .await;
+                return Err(failure);
+            }
+        }
+    }
     let registered = shared
         .store
         .register_connector(&req.token, &req.hostname, &req.version, |id| {

@@ -77,6 +77,9 @@ async fn route_and_forward(
     if req.uri().path() == "/robots.txt" && matches!(*req.method(), Method::GET | Method::HEAD) {
         return Ok(robots(request_id));
     }
+    if host == shared.config.idp_host {
+        return Ok(crate::idp::serve(shared, peer, req).await);
+    }
     let routes = shared.routes.load_full();
     let route = routes
         .get(&host)

@@ -16,6 +16,7 @@ pub mod config;
 mod control;
 mod forward;
 pub mod hygiene;
+mod idp;
 pub mod preauth;
 pub mod rescue;
 mod serve;
@@ -72,6 +73,16 @@ use state::Shared;
 impl RunningEdge {
     pub fn admin_token(&self) -> &Secret {
         &self.shared.admin_token
+    }
+
+    /// The built-in identity provider's issuer URL.
+    pub fn idp_issuer(&self) -> &str {
+        &self.shared.idp.issuer
+    }
+
+    /// The built-in identity provider, for the quickstart to set up its directory.
+    pub fn idp(&self) -> &std::sync::Arc<postern_idp::Idp> {
+        &self.shared.idp
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to the drain timeout),
@@ -154,11 +165,20 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ],
     )?));
 
+    let issuer = match public_addr.port() {
+        443 => format!("https://{}", config.idp_host),
+        port => format!("https://{}:{port}", config.idp_host),
+    };
+    let idp = postern_idp::Idp::new(store.clone(), issuer)
+        .await
+        .context("loading the identity provider's signing keys")?;
     let issuer_http = reqwest::Client::builder()
         .use_preconfigured_tls(postern_pki::issuer_client_config(&[server_ca
             .cert_der()
             .clone()]))
         .redirect(reqwest::redirect::Policy::none())
+        // The built-in provider is this edge's own public listener.
+        .resolve(&config.idp_host, public_addr)
         // Sign-ins are rare next to requests; a fresh connection each time avoids reusing one
         // the issuer already closed.
         .pool_max_idle_per_host(0)
@@ -171,6 +191,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let shared = Arc::new(Shared {
         config,
         store,
+        idp_router: postern_idp::router(idp.clone()),
+        idp,
         routes: ArcSwap::default(),
         version: version_tx,
         tunnels: tunnels::TunnelPool::default(),
@@ -183,6 +205,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         auth,
     });
     shared.reload().await?;
+    tokio::spawn(idp::maintain_keys(shared.clone()));
 
     let mut accept_loops = JoinSet::new();
     let public_drain = serve::Drain::new();

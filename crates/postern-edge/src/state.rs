@@ -48,6 +48,10 @@ impl Routes {
 pub struct Shared {
     pub config: EdgeConfig,
     pub store: Store,
+    /// The built-in OpenID Connect provider, served on `config.idp_host`.
+    pub idp: Arc<postern_idp::Idp>,
+    /// The provider's routes, built once.
+    pub idp_router: axum::Router,
     pub routes: ArcSwap<Routes>,
     /// The config version, watched by connectors' long-polls.
     pub version: watch::Sender<u64>,
@@ -94,10 +98,12 @@ impl Shared {
             .map(|a| {
                 let sign_in = match a.preauth {
                     Preauth::Passthrough => None,
-                    Preauth::Oidc => {
-                        crate::preauth::SignIn::new(&a, assigned.remove(&a.id).unwrap_or_default())
-                            .map(Arc::new)
-                    }
+                    Preauth::Oidc => crate::preauth::SignIn::new(
+                        &a,
+                        assigned.remove(&a.id).unwrap_or_default(),
+                        &self.idp.issuer,
+                    )
+                    .map(Arc::new),
                 };
                 let route = Route {
                     app_id: AppId(a.id as u64),

@@ -21,8 +21,17 @@ pub struct ApiErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// The one-time registration token an admin created for a connector group.
+    /// The one-time registration token an admin created for a connector group; empty when
+    /// `access_token` is sent instead.
+    #[serde(default)]
     pub token: String,
+    /// Instead of a registration token: an access token of the built-in identity provider,
+    /// issued to the connector client (device authorization grant) for a user with the admin
+    /// role, and the connector group to join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// PKCS#10 certificate signing request (PEM) for the connector's own key.
     pub csr_pem: String,
     /// The connector's host name, for the admin's connector list.
@@ -40,6 +49,16 @@ pub struct RegisterResponse {
     pub certificate_pem: String,
     /// The connector CA's certificate (PEM).
     pub connector_ca_pem: String,
+}
+
+/// `GET /v1/connector/idp`: where a connector signs an administrator in to register without a
+/// registration token (OAuth 2.0 device authorization grant, RFC 8628).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdpInfo {
+    /// The built-in identity provider's issuer URL; its discovery document names the endpoints.
+    pub issuer: String,
+    /// The public client to use for the device authorization grant.
+    pub client_id: String,
 }
 
 /// Headers a connector sends on every control-plane call, so the edge can show what runs where.

@@ -13,6 +13,8 @@ mod access;
 mod admin;
 mod apps;
 mod connectors;
+mod idp;
+mod idp_model;
 mod migrations;
 mod model;
 
@@ -24,6 +26,11 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use admin::MAX_AUDIT_PAGE;
+pub use idp_model::{
+    AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,
+    IdTokenAlg, IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey,
+    Totp, TotpSecret, User,
+};
 pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,
     ConnectorReport, CookieOptions, Group, NewApp, NewAuditEvent, OidcClient, Outcome, Preauth,

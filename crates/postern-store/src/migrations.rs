@@ -104,7 +104,124 @@ const MIGRATIONS: &[&str] = &[
         retired_at INTEGER,
         PRIMARY KEY (purpose, id)
     );",
-    // 4: reserved for the built-in identity provider's directory and OIDC state.
+    // 4: the built-in identity provider: the directory (users, directory groups, MFA), OIDC
+    // clients, sign-in sessions, authorization codes, grants and their refresh tokens, device
+    // codes, signing keys and sign-in events. Secrets (passwords, client secrets, codes, tokens,
+    // recovery codes) are stored as hashes only.
+    "CREATE TABLE idp_users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        admin INTEGER NOT NULL DEFAULT 0,
+        require_mfa INTEGER NOT NULL DEFAULT 0,
+        totp_secret TEXT,
+        totp_confirmed_at INTEGER,
+        totp_last_step INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE idp_groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE idp_group_members (
+        group_id INTEGER NOT NULL REFERENCES idp_groups(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, user_id)
+    );
+    CREATE TABLE idp_recovery_codes (
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        used_at INTEGER,
+        PRIMARY KEY (user_id, hash)
+    );
+    CREATE TABLE idp_clients (
+        client_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        secret_hash TEXT,
+        redirect_uris TEXT NOT NULL,
+        post_logout_redirect_uris TEXT NOT NULL,
+        id_token_alg TEXT NOT NULL,
+        app_name TEXT UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE idp_sessions (
+        hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        auth_time INTEGER NOT NULL,
+        amr TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE idp_grants (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES idp_clients(client_id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        auth_time INTEGER NOT NULL,
+        amr TEXT NOT NULL,
+        acr TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE idp_codes (
+        hash TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL REFERENCES idp_clients(client_id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        redirect_uri TEXT NOT NULL,
+        code_challenge TEXT,
+        nonce TEXT,
+        scope TEXT NOT NULL,
+        auth_time INTEGER NOT NULL,
+        amr TEXT NOT NULL,
+        acr TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        grant_id TEXT
+    );
+    CREATE TABLE idp_refresh_tokens (
+        hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES idp_grants(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        used_at INTEGER
+    );
+    CREATE TABLE idp_device_codes (
+        hash TEXT PRIMARY KEY,
+        user_code TEXT NOT NULL UNIQUE,
+        client_id TEXT NOT NULL REFERENCES idp_clients(client_id) ON DELETE CASCADE,
+        scope TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        interval_secs INTEGER NOT NULL,
+        last_poll_at INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'consumed')),
+        user_id TEXT REFERENCES idp_users(id) ON DELETE CASCADE,
+        auth_time INTEGER,
+        amr TEXT,
+        acr TEXT
+    );
+    CREATE TABLE idp_signing_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        private_pem TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        activates_at INTEGER NOT NULL,
+        retires_at INTEGER
+    );
+    CREATE TABLE idp_signin_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        email TEXT NOT NULL,
+        user_id TEXT,
+        ip TEXT NOT NULL,
+        client_id TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX idp_signin_events_at ON idp_signin_events (at_ms);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

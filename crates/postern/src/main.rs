@@ -4,6 +4,7 @@
 mod admin;
 mod demo;
 mod quickstart;
+mod quickstart_users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +74,10 @@ struct EdgeArgs {
     /// --renew-after (e.g. 30d).
     #[arg(long, value_parser = positive_duration)]
     connector_renew_after: Option<Duration>,
+    /// Host name on which the public listener serves the built-in OpenID Connect provider
+    /// (its issuer is https://HOST, with the listener's port unless it is 443).
+    #[arg(long, default_value = postern_edge::config::DEFAULT_IDP_HOST)]
+    idp_host: String,
 }
 
 /// A duration of at least one second, e.g. `180d`, `12h`, `90s`.
@@ -97,9 +102,18 @@ struct RegisterArgs {
     /// The edge's connector listener, e.g. https://edge.example.com:8444.
     #[arg(long)]
     edge: String,
-    /// One-time registration token (`postern admin connector token --group NAME`).
+    /// One-time registration token (`postern admin connector token --group NAME`). Without it,
+    /// an administrator signs in instead (device authorization against the edge's built-in
+    /// identity provider) and --group names the connector group to join.
     #[arg(long, env = "POSTERN_REGISTRATION_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Connector group to join when registering through an administrator's sign-in.
+    #[arg(long, conflicts_with = "token")]
+    group: Option<String>,
+    /// Dial this address for the identity provider's host instead of resolving it (for names
+    /// such as login.localhost that do not resolve on this machine).
+    #[arg(long)]
+    idp_connect_to: Option<SocketAddr>,
     /// Directory for the connector's key, certificate and registration.
     #[arg(long)]
     state: PathBuf,
@@ -173,6 +187,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.max_queued = args.max_queued;
     config.drain_timeout = args.drain_timeout;
     config.connector_renew_after = args.connector_renew_after;
+    config.idp_host = args.idp_host.to_ascii_lowercase();
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -182,6 +197,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     println!("  public:    https://{}", edge.public_addr);
     println!("  connector: https://{}", edge.connector_addr);
     println!("  admin:     https://{}", edge.admin_addr);
+    println!("  sign-in:   {}", edge.idp_issuer());
     println!("  CA:        {}", edge.ca_path.display());
     if let Some(p) = &edge.admin_token_path {
         println!("  admin token: {}", p.display());
@@ -195,14 +211,34 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
 async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let ca = std::fs::read_to_string(&args.ca_file)
         .with_context(|| format!("cannot read --ca-file {}", args.ca_file.display()))?;
-    let reg = postern_connector::register(postern_connector::RegisterOptions {
+    let opts = postern_connector::RegisterOptions {
         edge_url: &args.edge,
-        token: &args.token,
+        token: args.token.as_deref().unwrap_or_default(),
         state_dir: &args.state,
         edge_ca_pem: &ca,
         hostname: &postern_connector::hostname(),
-    })
-    .await?;
+    };
+    let reg = match (&args.token, &args.group) {
+        (Some(_), _) => postern_connector::register(opts).await?,
+        (None, Some(group)) => {
+            let access_token = postern_connector::device::sign_in(
+                &args.edge,
+                &ca,
+                args.idp_connect_to,
+                |start| {
+                    println!("To approve this connector, an administrator opens");
+                    println!("  {}", start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri));
+                    println!("and checks that it shows the code {}", start.user_code);
+                    println!("Waiting for approval (the code expires in {} minutes)...", start.expires_in / 60);
+                },
+            )
+            .await?;
+            postern_connector::register_as_admin(opts, &access_token, group).await?
+        }
+        (None, None) => anyhow::bail!(
+            "give --token (from `postern admin connector token --group NAME`), or --group NAME to register by an administrator's sign-in"
+        ),
+    };
     println!(
         "registered connector {} in group {:?}; start it with: postern connector run --state {}",
         reg.connector_id,

@@ -49,6 +49,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         &ca_pem,
     )?;
 
+    let users_file = crate::quickstart_users::ensure(&admin, &args.data).await?;
+
     let demo = crate::demo::start().await?;
     let groups: Vec<GroupView> = admin.get("/v1/groups").await?;
     if !groups.iter().any(|g| g.name == GROUP) {
@@ -124,6 +126,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         "  Try it:  postern admin --admin-url https://{} --token-file {} --ca-file {ca} app list",
         edge.admin_addr,
         edge_dir.join("admin-token").display()
+    );
+    println!();
+    println!(
+        "  Sign-in service (built-in identity provider): {}/.well-known/openid-configuration",
+        edge.idp_issuer()
+    );
+    println!(
+        "  Its admin and demo users and their passwords: {}",
+        users_file.display()
     );
     println!();
     println!("Press Ctrl-C to stop.");

@@ -73,6 +73,42 @@ async fn quickstart_serves_the_demo_app_through_the_tunnel() {
     let apps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(apps[0]["name"], "whoami");
 
+    // The built-in identity provider answers on login.localhost through the public listener,
+    // and the quickstart's users are in a private file.
+    let users_file = data.path().join("quickstart.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&users_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let users: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&users_file).unwrap()).unwrap();
+    let users = users["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    assert!(users.iter().any(|u| u["admin"] == true));
+    assert!(users
+        .iter()
+        .all(|u| u["password"].as_str().unwrap().len() >= 12));
+    let idp = reqwest::Client::builder()
+        .use_preconfigured_tls(postern_pki::client_config(&ca, vec![b"http/1.1".to_vec()]).unwrap())
+        .resolve("login.localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let discovery: serde_json::Value = idp
+        .get(format!(
+            "https://login.localhost:{port}/.well-known/openid-configuration"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["issuer"],
+        format!("https://login.localhost:{port}")
+    );
+
     common::signal(child.id().unwrap(), "TERM");
     let status = tokio::time::timeout(common::READY_TIMEOUT, child.wait())
         .await

@@ -108,14 +108,37 @@ pub async fn show(
     Ok(Json(app_view(app, &tunnels_by_group(&shared))))
 }
 
-/// Validates a publish or update request, including that its group exists.
-async fn checked(shared: &Shared, req: &PublishApp) -> Result<postern_store::NewApp, ApiFailure> {
-    let new = apps::validate(req).map_err(|e| ApiFailure::bad_request("invalid_app", e.0))?;
+/// Validates a publish or update request, including that its group exists. An app that signs
+/// users in with the built-in identity provider gets its client there, made (or given the new
+/// redirect URI) when it has none yet or its external URL changed.
+async fn checked(
+    shared: &Shared,
+    req: &PublishApp,
+    before: Option<&PublishApp>,
+) -> Result<postern_store::NewApp, ApiFailure> {
+    let mut new = apps::validate(req).map_err(|e| ApiFailure::bad_request("invalid_app", e.0))?;
     shared
         .store
         .group(&new.group)
         .await
         .map_err(|e| unknown_group(e, &new.group))?;
+    if let Some(oidc) = new.oidc.as_mut().filter(|o| o.issuer.is_none()) {
+        let moved = before.is_none_or(|b| b.external_url != req.external_url || b.issuer.is_some());
+        if oidc.client_id.is_empty() || oidc.client_secret.is_none() || moved {
+            let mut callback = url::Url::parse(&new.external_url)
+                .map_err(|e| ApiFailure::bad_request("invalid_app", e.to_string()))?;
+            callback.set_path(crate::preauth::CALLBACK_PATH);
+            let (client_id, secret) = postern_idp::directory::ensure_app_client(
+                &shared.store,
+                &new.name,
+                callback.as_str(),
+            )
+            .await
+            .map_err(|e| ApiFailure::bad_request("invalid_app", e.to_string()))?;
+            oidc.client_id = client_id;
+            oidc.client_secret = Some(secret.0);
+        }
+    }
     Ok(new)
 }
 
@@ -125,7 +148,7 @@ pub async fn publish(
     ApiJson(req): ApiJson<PublishApp>,
 ) -> Result<(StatusCode, Json<AppView>), ApiFailure> {
     let result = async {
-        let new = checked(&shared, &req).await?;
+        let new = checked(&shared, &req, None).await?;
         let app = shared.store.publish_app(&new).await?;
         shared.reload().await?;
         tracing::info!(app = %app.name, external = %app.external_url, internal = %app.internal_url, group = %app.group, "app published");
@@ -231,7 +254,7 @@ pub async fn update(
     let result = async {
         let current = PublishApp::from_app(&shared.store.app(&name).await?);
         let next = current.clone().patched(&patch);
-        let new = checked(&shared, &next).await?;
+        let new = checked(&shared, &next, Some(&current)).await?;
         let app = shared.store.update_app(&name, &new).await?;
         shared.reload().await?;
         tracing::info!(app = %name, "app updated");

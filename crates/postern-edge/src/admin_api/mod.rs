@@ -8,10 +8,12 @@
 
 mod apps;
 mod audit_log;
+mod clients;
 mod connectors;
 mod groups;
 mod sessions;
 mod tokens;
+mod users;
 
 use std::sync::Arc;
 
@@ -29,9 +31,11 @@ use crate::state::Shared;
 
 pub use apps::{AppView, AssignmentView, SignInView};
 pub use audit_log::{AuditEventView, AuditPage};
+pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
 pub use tokens::{AdminTokenView, NewAdminTokenView};
+pub use users::{DirectoryGroupView, UserView};
 
 /// The OpenAPI document of this API, kept in the repository and served as is.
 pub const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
@@ -76,7 +80,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
         ),
         (
             Method::POST,
-            "/v1/users/{user}/revoke-sessions",
+            "/v1/users/{email}/revoke-sessions",
             post(sessions::revoke),
         ),
         (Method::GET, "/v1/connectors", get(connectors::list)),
@@ -99,6 +103,58 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             delete(tokens::revoke),
         ),
         (Method::GET, "/v1/audit", get(audit_log::query)),
+        (Method::GET, "/v1/users", get(users::list)),
+        (Method::POST, "/v1/users", post(users::create)),
+        (Method::GET, "/v1/users/{email}", get(users::show)),
+        (
+            Method::POST,
+            "/v1/users/{email}/disable",
+            post(users::disable),
+        ),
+        (
+            Method::POST,
+            "/v1/users/{email}/enable",
+            post(users::enable),
+        ),
+        (
+            Method::POST,
+            "/v1/users/{email}/password",
+            post(users::reset_password),
+        ),
+        (
+            Method::POST,
+            "/v1/users/{email}/mfa-reset",
+            post(users::mfa_reset),
+        ),
+        (Method::GET, "/v1/directory-groups", get(users::groups)),
+        (
+            Method::POST,
+            "/v1/directory-groups/{name}/members",
+            post(users::add_member),
+        ),
+        (
+            Method::DELETE,
+            "/v1/directory-groups/{name}/members/{email}",
+            delete(users::remove_member),
+        ),
+        (Method::GET, "/v1/clients", get(clients::list)),
+        (Method::POST, "/v1/clients", post(clients::create)),
+        (Method::DELETE, "/v1/clients/{id}", delete(clients::remove)),
+        (
+            Method::GET,
+            "/v1/idp/signing-keys",
+            get(clients::signing_keys),
+        ),
+        (
+            Method::POST,
+            "/v1/idp/signing-keys/rotate",
+            post(clients::rotate_keys),
+        ),
+        (
+            Method::GET,
+            "/v1/idp/signin-events",
+            get(clients::signin_events),
+        ),
     ]
 }
 

@@ -61,8 +61,8 @@ pub struct SignIn {
     pub app_name: String,
     pub app_id: AppId,
     pub origin: AppOrigin,
-    /// `None`: the built-in identity provider.
-    pub issuer: Option<IssuerUrl>,
+    /// The app's issuer, or the built-in identity provider's.
+    pub issuer: IssuerUrl,
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub access: AccessRules,
@@ -73,14 +73,10 @@ pub struct SignIn {
 
 impl SignIn {
     /// The sign-in settings of an app, or `None` (logged) when they cannot be used.
-    pub fn new(app: &App, assigned: Vec<Assignee>) -> Option<SignIn> {
+    pub fn new(app: &App, assigned: Vec<Assignee>, built_in_issuer: &str) -> Option<SignIn> {
         let oidc = app.oidc.as_ref()?;
         let built = (|| -> Result<SignIn, String> {
-            let issuer = oidc
-                .issuer
-                .as_deref()
-                .map(IssuerUrl::parse)
-                .transpose()
+            let issuer = IssuerUrl::parse(oidc.issuer.as_deref().unwrap_or(built_in_issuer))
                 .map_err(|e| e.to_string())?;
             let mut users = HashSet::new();
             let mut groups = HashSet::new();
@@ -409,16 +405,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn issuer_of(sign_in: &SignIn) -> Result<&IssuerUrl, Refusal> {
-    sign_in
-        .issuer
-        .as_ref()
-        .ok_or_else(|| Refusal::SignInMisconfigured {
-            app: sign_in.app_name.clone(),
-            reason: "it uses the built-in identity provider, which this edge does not run".into(),
-        })
-}
-
 async fn bearer_identity(
     auth: &Auth,
     sign_in: &SignIn,
@@ -426,7 +412,7 @@ async fn bearer_identity(
     routes: &Routes,
     now: UnixTime,
 ) -> Result<Guarded, Refusal> {
-    let issuer = issuer_of(sign_in)?;
+    let issuer = &sign_in.issuer;
     let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
     let expect = Expectations::bearer(issuer.as_str(), &sign_in.client_id);
     let claims = provider
@@ -468,7 +454,7 @@ async fn bearer_identity(
 
 /// Sends the browser to the issuer, with a new state cookie.
 async fn start(auth: &Auth, sign_in: &SignIn, pending: StateCookie) -> Result<Guarded, Refusal> {
-    let issuer = issuer_of(sign_in)?;
+    let issuer = &sign_in.issuer;
     let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
     let url = issuer::authorize_url(&provider, sign_in, &pending);
     let ring = auth.ring.load();
@@ -519,7 +505,7 @@ async fn callback(
             "the state does not match the sign-in started in this browser",
         ));
     }
-    let issuer = issuer_of(sign_in)?;
+    let issuer = &sign_in.issuer;
     if let Some(iss) = query.get("iss") {
         // RFC 9207: the answer names its issuer; a mix-up attack names another.
         if iss != issuer.as_str() {
@@ -617,15 +603,12 @@ async fn signout(
             tracing::info!(app = %sign_in.app_name, user = %session.subject, "signed out");
         }
     }
-    let end_session = match &sign_in.issuer {
-        Some(issuer) => auth
-            .issuers
-            .provider(issuer, &sign_in.app_name)
-            .await
-            .ok()
-            .and_then(|p| p.metadata().end_session_endpoint.clone()),
-        None => None,
-    };
+    let end_session = auth
+        .issuers
+        .provider(&sign_in.issuer, &sign_in.app_name)
+        .await
+        .ok()
+        .and_then(|p| p.metadata().end_session_endpoint.clone());
     let mut resp = match end_session {
         Some(mut url) => {
             let mut back = sign_in.origin.root().clone();

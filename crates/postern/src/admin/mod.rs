@@ -3,6 +3,7 @@
 
 mod apply;
 mod client;
+mod directory;
 mod output;
 
 use std::path::PathBuf;
@@ -51,13 +52,22 @@ enum AdminCommand {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Users' sessions at the edge.
-    #[command(subcommand)]
-    User(UserCommand),
     /// Read the audit log, newest first.
     Audit(AuditArgs),
     /// Create or update groups and apps to match a TOML or YAML file.
     Apply(apply::ApplyArgs),
+    /// Users of the built-in identity provider.
+    #[command(subcommand)]
+    User(directory::UserCommand),
+    /// Directory groups of users (not connector groups).
+    #[command(subcommand)]
+    DirectoryGroup(directory::DirectoryGroupCommand),
+    /// OpenID Connect clients of the built-in identity provider.
+    #[command(subcommand)]
+    Client(directory::ClientCommand),
+    /// The built-in identity provider's signing keys and sign-in events.
+    #[command(subcommand)]
+    Idp(directory::IdpCommand),
 }
 
 #[derive(Subcommand)]
@@ -227,12 +237,6 @@ impl Assignee {
     }
 }
 
-#[derive(Subcommand)]
-enum UserCommand {
-    /// End every session of a user (by email or subject) on every app, now.
-    RevokeSessions { user: String },
-}
-
 /// Reads a secret from a file, trimmed.
 fn read_secret(path: &PathBuf, flag: &str) -> anyhow::Result<String> {
     let s = std::fs::read_to_string(path)
@@ -315,20 +319,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::App(cmd) => app(&client, json, cmd).await,
         AdminCommand::Connector(cmd) => connector(&client, json, cmd).await,
         AdminCommand::Token(cmd) => admin_token(&client, json, cmd).await,
-        AdminCommand::User(UserCommand::RevokeSessions { user }) => {
-            let v: serde_json::Value = client
-                .post(
-                    &format!("/v1/users/{}/revoke-sessions", segment(&user)),
-                    &serde_json::json!({}),
-                )
-                .await?;
-            print(json, &v, || {
-                println!("ended every session of {user}; they must sign in again")
-            });
-            Ok(())
-        }
         AdminCommand::Audit(a) => audit(&client, json, a).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
+        AdminCommand::User(cmd) => directory::user(&client, json, cmd).await,
+        AdminCommand::DirectoryGroup(cmd) => directory::directory_group(&client, json, cmd).await,
+        AdminCommand::Client(cmd) => directory::oidc_client(&client, json, cmd).await,
+        AdminCommand::Idp(cmd) => directory::idp(&client, json, cmd).await,
     }
 }
 

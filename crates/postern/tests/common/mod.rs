@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod browser;
 pub mod issuer;
 pub mod load;
 

@@ -1,0 +1,274 @@
+//! The built-in identity provider's directory: users (create, list, show, disable, enable,
+//! password reset, MFA reset) and directory groups (not connector groups).
+//!
+//! Disabling a user, resetting their password or their MFA ends their sessions at the provider
+//! and revokes the tokens issued to them, at once.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use postern_idp::directory::{self, DirectoryError, UserRequest};
+use serde::{Deserialize, Serialize};
+
+use super::Admin;
+use crate::api::{ApiFailure, ApiJson};
+use crate::state::Shared;
+
+#[derive(Serialize, Deserialize)]
+pub struct UserView {
+    /// The stable subject (`sub`) of the user's tokens.
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub enabled: bool,
+    pub admin: bool,
+    pub require_mfa: bool,
+    pub mfa_enrolled: bool,
+    pub groups: Vec<String>,
+    pub created_at: i64,
+}
+
+pub fn user_view(u: postern_store::User) -> UserView {
+    UserView {
+        id: u.id,
+        email: u.email,
+        display_name: u.display_name,
+        enabled: u.enabled,
+        admin: u.admin,
+        require_mfa: u.require_mfa,
+        mfa_enrolled: u.mfa_enrolled,
+        groups: u.groups,
+        created_at: u.created_at,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct DirectoryGroupView {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// Turns a directory failure into the API's answer.
+pub fn directory_failure(e: DirectoryError) -> ApiFailure {
+    match e {
+        DirectoryError::Invalid(m) => ApiFailure::bad_request("invalid_request", m),
+        DirectoryError::WeakPassword(w) => ApiFailure::bad_request("weak_password", w.to_string()),
+        DirectoryError::Store(s) => s.into(),
+        DirectoryError::Hash(h) => ApiFailure::internal(h),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    require_mfa: bool,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<UserView>>, ApiFailure> {
+    let users = shared.store.users().await?;
+    Ok(Json(users.into_iter().map(user_view).collect()))
+}
+
+pub async fn show(
+    State(shared): State<Arc<Shared>>,
+    Path(email): Path<String>,
+) -> Result<Json<UserView>, ApiFailure> {
+    Ok(Json(user_view(shared.store.user(&email).await?)))
+}
+
+pub async fn create(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiFailure> {
+    let target = req.email.trim().to_ascii_lowercase();
+    let request = UserRequest {
+        email: req.email,
+        display_name: req.display_name,
+        password: req.password,
+        admin: req.admin,
+        require_mfa: req.require_mfa,
+        groups: req.groups,
+    };
+    let result = directory::create_user(&shared.store, request)
+        .await
+        .map(user_view)
+        .map_err(directory_failure);
+    admin
+        .audit(&shared, "user.create", &target, &result, |u| {
+            format!(
+                "id {}, admin {}, require_mfa {}, groups [{}]",
+                u.id,
+                u.admin,
+                u.require_mfa,
+                u.groups.join(", ")
+            )
+        })
+        .await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+async fn set_enabled(
+    shared: Arc<Shared>,
+    admin: Admin,
+    email: String,
+    enabled: bool,
+) -> Result<Json<UserView>, ApiFailure> {
+    let result = shared
+        .store
+        .set_user_enabled(&email, enabled)
+        .await
+        .map(user_view)
+        .map_err(ApiFailure::from);
+    let action = if enabled {
+        "user.enable"
+    } else {
+        "user.disable"
+    };
+    admin
+        .audit(&shared, action, &email, &result, |_| {
+            if enabled {
+                "enabled".to_owned()
+            } else {
+                "disabled; sessions ended and tokens revoked".to_owned()
+            }
+        })
+        .await;
+    Ok(Json(result?))
+}
+
+pub async fn disable(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(email): Path<String>,
+) -> Result<Json<UserView>, ApiFailure> {
+    set_enabled(shared, admin, email, false).await
+}
+
+pub async fn enable(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(email): Path<String>,
+) -> Result<Json<UserView>, ApiFailure> {
+    set_enabled(shared, admin, email, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    password: String,
+}
+
+pub async fn reset_password(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(email): Path<String>,
+    ApiJson(req): ApiJson<ResetPassword>,
+) -> Result<Json<UserView>, ApiFailure> {
+    let result = directory::reset_password(&shared.store, &email, req.password)
+        .await
+        .map(user_view)
+        .map_err(directory_failure);
+    admin
+        .audit(&shared, "user.reset_password", &email, &result, |_| {
+            "password replaced; sessions ended and tokens revoked".to_owned()
+        })
+        .await;
+    Ok(Json(result?))
+}
+
+pub async fn mfa_reset(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(email): Path<String>,
+) -> Result<Json<UserView>, ApiFailure> {
+    let result = shared
+        .store
+        .reset_mfa(&email)
+        .await
+        .map(user_view)
+        .map_err(ApiFailure::from);
+    admin
+        .audit(&shared, "user.mfa_reset", &email, &result, |_| {
+            "authenticator and recovery codes removed; sessions ended".to_owned()
+        })
+        .await;
+    Ok(Json(result?))
+}
+
+pub async fn groups(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<DirectoryGroupView>>, ApiFailure> {
+    let groups = shared.store.directory_groups().await?;
+    Ok(Json(
+        groups
+            .into_iter()
+            .map(|g| DirectoryGroupView {
+                name: g.name,
+                members: g.members,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    email: String,
+}
+
+pub async fn add_member(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(group): Path<String>,
+    ApiJson(req): ApiJson<AddMember>,
+) -> Result<Json<UserView>, ApiFailure> {
+    let result = directory::add_group_member(&shared.store, &group, &req.email)
+        .await
+        .map(user_view)
+        .map_err(directory_failure);
+    admin
+        .audit(
+            &shared,
+            "directory_group.add_member",
+            &group,
+            &result,
+            |u| format!("added {}", u.email),
+        )
+        .await;
+    Ok(Json(result?))
+}
+
+pub async fn remove_member(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path((group, email)): Path<(String, String)>,
+) -> Result<Json<UserView>, ApiFailure> {
+    let result = shared
+        .store
+        .remove_group_member(&group, &email)
+        .await
+        .map(user_view)
+        .map_err(ApiFailure::from);
+    admin
+        .audit(
+            &shared,
+            "directory_group.remove_member",
+            &group,
+            &result,
+            |u| format!("removed {}", u.email),
+        )
+        .await;
+    Ok(Json(result?))
+}

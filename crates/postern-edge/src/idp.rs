@@ -1,0 +1,137 @@
+//! The built-in identity provider on the public listener: requests for `--idp-host` go to
+//! `postern_idp::router` instead of a tunnel, and its signing keys are rotated on a timer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+
+use crate::body::EdgeBody;
+use crate::state::Shared;
+
+/// How often the key ring checks whether a key is due for rotation or removal.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+/// Largest response the provider writes (its pages and JSON are a few kilobytes).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Serves one request to the identity provider's host.
+pub async fn serve(
+    shared: &Shared,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<EdgeBody> {
+    req.extensions_mut()
+        .insert(postern_idp::ClientIp(peer.ip()));
+    let router = shared.idp_router.clone();
+    let resp = match router.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (parts, body) = resp.into_parts();
+    // The provider's answers are small pages and JSON; collected so the edge's body type stays
+    // the one every other page uses.
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(collected) => Response::from_parts(parts, EdgeBody::page(collected.to_bytes())),
+        Err(e) => {
+            tracing::error!(error = %e, "identity provider response failed");
+            let mut resp = Response::new(EdgeBody::page("identity provider error\n"));
+            *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        }
+    }
+}
+
+/// Publishes new signing keys ahead of use and removes expired ones, until shutdown.
+pub async fn maintain_keys(shared: Arc<Shared>) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = shared.idp.maintain_keys(false).await {
+            tracing::error!(error = %e, "cannot rotate the identity provider's signing keys");
+        }
+    }
+}
+
+/// `GET /v1/connector/idp` on the connector listener: the issuer and the public client a
+/// connector uses to sign an administrator in (no client certificate: it is not registered yet).
+pub async fn connector_idp_info(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+) -> Result<axum::Json<postern_proto::api::IdpInfo>, crate::api::ApiFailure> {
+    let client = postern_idp::directory::connector_client(&shared.store)
+        .await
+        .map_err(crate::api::ApiFailure::internal)?;
+    Ok(axum::Json(postern_proto::api::IdpInfo {
+        issuer: shared.idp.issuer.clone(),
+        client_id: client.client_id,
+    }))
+}
+
+/// Checks a registration that presents an access token instead of a registration token: the
+/// token must be the built-in provider's, issued to the connector client, for an enabled user
+/// with the admin role; the group must exist. Returns a one-time token for the group, which
+/// the registration then spends like any other.
+pub async fn admin_registration_token(
+    shared: &Shared,
+    req: &postern_proto::api::RegisterRequest,
+) -> Result<String, crate::api::ApiFailure> {
+    use crate::api::ApiFailure;
+    let refused =
+        |code: &'static str, msg: String| ApiFailure::new(StatusCode::FORBIDDEN, code, msg);
+    let access = req.access_token.as_deref().unwrap_or_default();
+    let claims = shared.idp.check_access_token(access).await.map_err(|e| {
+        ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "token_refused",
+            format!("the sign-in token was refused ({e}); run the registration again"),
+        )
+    })?;
+    let client = postern_idp::directory::connector_client(&shared.store)
+        .await
+        .map_err(ApiFailure::internal)?;
+    if claims.client_id != client.client_id {
+        return Err(refused(
+            "token_refused",
+            "the sign-in token was issued to another client; sign in through `postern connector register`".to_owned(),
+        ));
+    }
+    let user = shared.store.user_by_id(&claims.sub).await.map_err(|_| {
+        refused(
+            "not_admin",
+            "the signed-in user no longer exists".to_owned(),
+        )
+    })?;
+    if !user.enabled || !user.admin {
+        tracing::warn!(user = %user.email, "connector registration refused: not an administrator");
+        return Err(refused(
+            "not_admin",
+            format!(
+                "{} does not hold the admin role, so cannot register connectors; ask an administrator to approve the registration",
+                user.email
+            ),
+        ));
+    }
+    let group = req.group.as_deref().unwrap_or_default();
+    let token = shared
+        .store
+        .create_registration_token(group, ADMIN_REGISTRATION_TOKEN_TTL)
+        .await
+        .map_err(|e| match e {
+            postern_store::StoreError::NotFound { .. } => ApiFailure::bad_request(
+                "unknown_group",
+                format!("connector group {group:?} does not exist; create it with `postern admin group create {group}`"),
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(user = %user.email, group, hostname = %req.hostname, "connector registration approved by an administrator");
+    Ok(token)
+}
+
+/// The registration token an administrator's approval turns into lives only for the call.
+const ADMIN_REGISTRATION_TOKEN_TTL: Duration = Duration::from_secs(60);

@@ -1,0 +1,498 @@
+//! The authorization endpoint and the sign-ins it starts.
+//!
+//! A request is checked in the order RFC 6749 section 4.1.2.1 asks: the client and the redirect
+//! URI first (a bad one gets an error page, never a redirect), then everything else, whose
+//! errors go back to the client's redirect URI. A request that needs the user becomes a
+//! [`Pending`] sign-in, which the sign-in pages carry by its ID until it completes at
+//! `/continue`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use postern_store::{AuthContext, Client, IdpSession, NewCode, User};
+use url::Url;
+
+use crate::cookies;
+use crate::html::error_page;
+use crate::{now, pkce, Idp, CODE_LIFETIME, MAX_PENDING, PENDING_LIFETIME};
+
+/// What the client asked for, once checked.
+#[derive(Clone, Debug)]
+pub struct AuthRequest {
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub scope: String,
+    pub code_challenge: Option<String>,
+}
+
+/// What a sign-in will complete.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    Authorize(AuthRequest),
+    /// Approving a device authorization (RFC 8628) by its user code.
+    Device {
+        user_code: String,
+    },
+}
+
+/// A sign-in in progress.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub client_id: String,
+    pub client_name: String,
+    pub purpose: Purpose,
+    /// The client asked for a second factor (`acr_values=mfa`).
+    pub require_mfa: bool,
+    /// Only a sign-in made for this request counts (`prompt=login`, or `max_age` passed).
+    pub fresh_login: bool,
+    /// The session the user signed in to for this request, by its hash.
+    pub signed_in: Option<String>,
+    pub created_at: i64,
+}
+
+/// The next thing the user must do for a pending sign-in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    SignIn,
+    SecondFactor,
+    Done,
+}
+
+/// Decides the next step from the session (if any), its user and the request.
+pub fn next_step(session: Option<&IdpSession>, user: Option<&User>, p: &Pending) -> Step {
+    let (Some(s), Some(u)) = (session, user) else {
+        return Step::SignIn;
+    };
+    if p.fresh_login && p.signed_in.as_deref() != Some(s.hash.as_str()) {
+        return Step::SignIn;
+    }
+    if (u.require_mfa || p.require_mfa) && !s.amr.iter().any(|m| m == "otp") {
+        return Step::SecondFactor;
+    }
+    Step::Done
+}
+
+/// The `acr` for a set of methods.
+pub fn acr(amr: &[String]) -> String {
+    if amr.iter().any(|m| m == "mfa") {
+        "mfa".to_owned()
+    } else {
+        "pwd".to_owned()
+    }
+}
+
+impl Idp {
+    pub(crate) fn add_pending(&self, p: Pending) -> String {
+        let id = base64_id();
+        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = now() - PENDING_LIFETIME.as_secs() as i64;
+        if map.len() >= MAX_PENDING {
+            map.retain(|_, p| p.created_at > oldest);
+        }
+        if map.len() < MAX_PENDING {
+            map.insert(id.clone(), p);
+        }
+        id
+    }
+
+    pub(crate) fn pending(&self, id: &str) -> Option<Pending> {
+        let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = now() - PENDING_LIFETIME.as_secs() as i64;
+        map.get(id).filter(|p| p.created_at > oldest).cloned()
+    }
+
+    /// Records that the user signed in to `session_hash` for the pending sign-in `id`.
+    pub(crate) fn mark_signed_in(&self, id: &str, session_hash: &str) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            p.signed_in = Some(session_hash.to_owned());
+        }
+    }
+
+    pub(crate) fn finish_pending(&self, id: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The live session named by the request's cookie, and its user.
+    pub(crate) async fn session(&self, headers: &HeaderMap) -> Option<(IdpSession, User)> {
+        let token = cookies::get(headers, cookies::SESSION_COOKIE)?;
+        let session = self.store.session(&token, now()).await.ok()??;
+        let user = self.store.user_by_id(&session.user_id).await.ok()?;
+        Some((session, user))
+    }
+
+    /// Sends the user to the page for the next step of a pending sign-in, or completes it.
+    pub(crate) async fn advance(&self, headers: &HeaderMap, req_id: &str) -> Response {
+        let Some(p) = self.pending(req_id) else {
+            return expired_request();
+        };
+        let session = self.session(headers).await;
+        match next_step(
+            session.as_ref().map(|s| &s.0),
+            session.as_ref().map(|s| &s.1),
+            &p,
+        ) {
+            Step::SignIn => Redirect::to(&format!("/signin?req={req_id}")).into_response(),
+            Step::SecondFactor => {
+                Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response()
+            }
+            Step::Done => {
+                let Some((session, _)) = session else {
+                    return expired_request();
+                };
+                let auth = AuthContext {
+                    user_id: session.user_id.clone(),
+                    auth_time: session.auth_time,
+                    acr: acr(&session.amr),
+                    amr: session.amr.clone(),
+                };
+                match &p.purpose {
+                    Purpose::Authorize(r) => {
+                        self.finish_pending(req_id);
+                        self.issue_code(&p.client_id, r, auth).await
+                    }
+                    Purpose::Device { user_code } => {
+                        crate::device::approval_page(headers, req_id, &p, user_code)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn issue_code(&self, client_id: &str, r: &AuthRequest, auth: AuthContext) -> Response {
+        let new = NewCode {
+            client_id: client_id.to_owned(),
+            redirect_uri: r.redirect_uri.clone(),
+            code_challenge: r.code_challenge.clone(),
+            nonce: r.nonce.clone(),
+            scope: r.scope.clone(),
+            auth,
+            expires_at: now() + CODE_LIFETIME.as_secs() as i64,
+        };
+        match self.store.create_code(&new).await {
+            Ok(code) => redirect_with(
+                &r.redirect_uri,
+                &[
+                    ("code", Some(code.as_str())),
+                    ("state", r.state.as_deref()),
+                    ("iss", Some(self.issuer.as_str())),
+                ],
+            ),
+            Err(e) => internal(e),
+        }
+    }
+}
+
+fn base64_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
+}
+
+pub(crate) fn expired_request() -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in expired",
+        "This sign-in was started too long ago or is unknown. Go back to the application and start again.",
+    )
+}
+
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "identity provider error");
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The sign-in service could not complete the request; try again. The edge's log has the details.",
+    )
+}
+
+/// A 303 to `uri` with the given query parameters added.
+pub(crate) fn redirect_with(uri: &str, params: &[(&str, Option<&str>)]) -> Response {
+    let Ok(mut url) = Url::parse(uri) else {
+        return internal(format!("registered redirect URI {uri:?} does not parse"));
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in params {
+            if let Some(v) = v {
+                q.append_pair(k, v);
+            }
+        }
+    }
+    Redirect::to(url.as_str()).into_response()
+}
+
+/// Checks the client and redirect URI; an error here is shown, never redirected.
+pub(crate) async fn checked_client(
+    idp: &Idp,
+    q: &HashMap<String, String>,
+) -> Result<(Client, String), Response> {
+    let Some(client_id) = q.get("client_id") else {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            "The application's request has no client_id (invalid_request).",
+        ));
+    };
+    let client = match idp.store.client(client_id).await {
+        Ok(c) => c,
+        Err(postern_store::StoreError::NotFound { .. }) => {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                &format!(
+                    "No application is registered with client_id {client_id:?} (invalid_client)."
+                ),
+            ))
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let redirect_uri = q.get("redirect_uri").cloned().unwrap_or_default();
+    if !client.redirect_uris.contains(&redirect_uri) {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect URI",
+            &format!(
+                "The application {:?} asked to return to {redirect_uri:?}, which is not one of its registered redirect URIs (invalid_request). Nothing was sent to it.",
+                client.name
+            ),
+        ));
+    }
+    Ok((client, redirect_uri))
+}
+
+/// `GET /authorize`.
+pub async fn authorize(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (client, redirect_uri) = match checked_client(&idp, &q).await {
+        Ok(c) => c,
+        Err(page) => return page,
+    };
+    let state = q.get("state").cloned();
+    let fail = |error: &str, description: &str| {
+        redirect_with(
+            &redirect_uri,
+            &[
+                ("error", Some(error)),
+                ("error_description", Some(description)),
+                ("state", state.as_deref()),
+                ("iss", Some(idp.issuer.as_str())),
+            ],
+        )
+    };
+    if q.contains_key("request") || q.contains_key("request_uri") {
+        return fail("request_not_supported", "request objects are not supported");
+    }
+    match q.get("response_type").map(String::as_str) {
+        Some("code") => {}
+        Some(_) => {
+            return fail(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            )
+        }
+        None => return fail("invalid_request", "response_type is required"),
+    }
+    if let Some(mode) = q.get("response_mode") {
+        if mode != "query" {
+            return fail("invalid_request", "only response_mode=query is supported");
+        }
+    }
+    let scope = q.get("scope").cloned().unwrap_or_default();
+    if !scope.split(' ').any(|s| s == "openid") {
+        return fail("invalid_scope", "the scope must include openid");
+    }
+    let challenge = q.get("code_challenge").cloned();
+    match (
+        q.get("code_challenge_method").map(String::as_str),
+        &challenge,
+    ) {
+        (Some("S256"), Some(c)) if pkce::valid_challenge(c) => {}
+        (Some("S256"), _) => return fail("invalid_request", "code_challenge is malformed"),
+        (Some(_), _) => {
+            return fail(
+                "invalid_request",
+                "only code_challenge_method=S256 is supported (plain is refused)",
+            )
+        }
+        (None, Some(_)) => {
+            return fail(
+                "invalid_request",
+                "code_challenge_method=S256 is required with code_challenge (plain is refused)",
+            )
+        }
+        (None, None) if client.public => {
+            return fail(
+                "invalid_request",
+                "public clients must use PKCE with code_challenge_method=S256",
+            )
+        }
+        (None, None) => {}
+    }
+    let prompt: Vec<&str> = q
+        .get("prompt")
+        .map(|p| p.split(' ').collect())
+        .unwrap_or_default();
+    let max_age = match q.get("max_age").map(|m| m.parse::<i64>()) {
+        None => None,
+        Some(Ok(m)) if m >= 0 => Some(m),
+        Some(_) => return fail("invalid_request", "max_age must be a non-negative integer"),
+    };
+    let require_mfa = q
+        .get("acr_values")
+        .is_some_and(|a| a.split(' ').any(|v| v == "mfa"));
+    let now = now();
+    let session = idp.session(&headers).await;
+    let fresh_login = prompt.contains(&"login")
+        || max_age.is_some_and(|m| session.as_ref().is_some_and(|(s, _)| s.auth_time < now - m));
+    let pending = Pending {
+        client_id: client.client_id.clone(),
+        client_name: client.name.clone(),
+        purpose: Purpose::Authorize(AuthRequest {
+            redirect_uri: redirect_uri.clone(),
+            state: state.clone(),
+            nonce: q.get("nonce").cloned(),
+            scope,
+            code_challenge: challenge,
+        }),
+        require_mfa,
+        fresh_login,
+        signed_in: None,
+        created_at: now,
+    };
+    if prompt.contains(&"none") {
+        return match next_step(
+            session.as_ref().map(|s| &s.0),
+            session.as_ref().map(|s| &s.1),
+            &pending,
+        ) {
+            Step::Done => {
+                let req_id = idp.add_pending(pending);
+                idp.advance(&headers, &req_id).await
+            }
+            Step::SignIn => fail("login_required", "the user is not signed in"),
+            Step::SecondFactor => fail(
+                "interaction_required",
+                "the user must present a second factor",
+            ),
+        };
+    }
+    let req_id = idp.add_pending(pending);
+    idp.advance(&headers, &req_id).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct ReqQuery {
+    #[serde(default)]
+    pub req: String,
+}
+
+/// `GET /continue?req=ID`: where every sign-in step returns to.
+pub async fn resume(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    Query(q): Query<ReqQuery>,
+) -> Response {
+    idp.advance(&headers, &q.req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(require_mfa: bool) -> User {
+        User {
+            id: "u".into(),
+            email: "a@b.c".into(),
+            display_name: "A".into(),
+            enabled: true,
+            admin: false,
+            require_mfa,
+            mfa_enrolled: false,
+            groups: vec![],
+            created_at: 0,
+        }
+    }
+
+    fn session(auth_time: i64, amr: &[&str]) -> IdpSession {
+        IdpSession {
+            hash: "h".into(),
+            user_id: "u".into(),
+            auth_time,
+            amr: amr.iter().map(|s| s.to_string()).collect(),
+            expires_at: i64::MAX,
+        }
+    }
+
+    fn pending(require_mfa: bool, fresh_login: Option<&str>) -> Pending {
+        Pending {
+            client_id: "c".into(),
+            client_name: "C".into(),
+            purpose: Purpose::Device {
+                user_code: "X".into(),
+            },
+            require_mfa,
+            fresh_login: fresh_login.is_some(),
+            signed_in: fresh_login.filter(|h| !h.is_empty()).map(str::to_owned),
+            created_at: 100,
+        }
+    }
+
+    fn check(s: Option<IdpSession>, u: Option<User>, p: Pending, expected: Step) {
+        assert_eq!(next_step(s.as_ref(), u.as_ref(), &p), expected);
+    }
+
+    #[test]
+    fn steps() {
+        check(None, None, pending(false, None), Step::SignIn);
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(false)),
+            pending(false, None),
+            Step::Done,
+        );
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(true)),
+            pending(false, None),
+            Step::SecondFactor,
+        );
+        check(
+            Some(session(50, &["pwd"])),
+            Some(user(false)),
+            pending(true, None),
+            Step::SecondFactor,
+        );
+        check(
+            Some(session(50, &["pwd", "otp", "mfa"])),
+            Some(user(true)),
+            pending(true, None),
+            Step::Done,
+        );
+        // A fresh sign-in is needed: an older session does not count, the one made for it does.
+        let fresh = |made_for: &str, expected| {
+            check(
+                Some(session(50, &["pwd"])),
+                Some(user(false)),
+                pending(false, Some(made_for)),
+                expected,
+            )
+        };
+        fresh("", Step::SignIn);
+        fresh("other", Step::SignIn);
+        fresh("h", Step::Done);
+    }
+}

@@ -1,0 +1,460 @@
+//! The sign-in pages: email and password, then the second factor (TOTP, or enrolment at first
+//! use, or a recovery code).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use postern_store::{SigninEvent, Totp};
+use serde::Deserialize;
+
+use crate::authorize::{expired_request, internal, ReqQuery};
+use crate::html::{alert, escape, hidden, page};
+use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending, SESSION_LIFETIME};
+
+/// The one answer to a wrong password, an unknown email and a disabled account alike.
+const BAD_CREDENTIALS: &str = "The email or password is not right. Check them and try again.";
+
+impl Idp {
+    pub(crate) async fn event(
+        &self,
+        email: &str,
+        user_id: Option<&str>,
+        ip: &ClientIp,
+        client_id: Option<&str>,
+        reason: &str,
+    ) {
+        let success = reason.starts_with("ok");
+        let e = SigninEvent {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            email: email.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            ip: ip.0.to_string(),
+            client_id: client_id.map(str::to_owned),
+            outcome: if success { "success" } else { "failure" }.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Err(err) = self.store.record_signin(&e).await {
+            tracing::error!(error = %err, "cannot record a sign-in event");
+        }
+        if success {
+            tracing::info!(email, reason, client = %ip.0, "sign-in step succeeded");
+        } else {
+            tracing::warn!(email, reason, client = %ip.0, "sign-in step failed");
+        }
+    }
+}
+
+fn with_cookie(mut resp: Response, cookie: Option<http::HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+fn password_page(
+    status: StatusCode,
+    csrf: &str,
+    req: &str,
+    p: &Pending,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let autofocus_email = if email.is_empty() { " autofocus" } else { "" };
+    let autofocus_pw = if email.is_empty() { "" } else { " autofocus" };
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
+    page(
+        status,
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1><p>to continue to <strong>{app}</strong></p>{alert}\
+             <form method=\"post\" action=\"/signin\">{hidden}\
+             <label for=\"email\">Email</label>\
+             <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\"{autofocus_email}{described}>\
+             <label for=\"password\">Password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{autofocus_pw}{described}>\
+             <button type=\"submit\">Sign in</button></form>",
+            app = escape(&p.client_name),
+            alert = alert(error),
+            hidden = hidden(csrf, req),
+            email = escape(email),
+        ),
+    )
+}
+
+/// `GET /signin?req=ID`.
+pub async fn form(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    Query(q): Query<ReqQuery>,
+) -> Response {
+    let Some(p) = idp.pending(&q.req) else {
+        return expired_request();
+    };
+    let (csrf, cookie) = cookies::csrf_token(&headers);
+    let email = idp
+        .session(&headers)
+        .await
+        .map(|(_, u)| u.email)
+        .unwrap_or_default();
+    with_cookie(
+        password_page(StatusCode::OK, &csrf, &q.req, &p, &email, None),
+        cookie,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    req: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub(crate) fn csrf_refused() -> Response {
+    crate::html::error_page(
+        StatusCode::FORBIDDEN,
+        "Form expired",
+        "This form could not be verified (its security token is missing or wrong, or cookies are blocked). Go back, reload the page and try again.",
+    )
+}
+
+fn wait_message(r: &crate::throttle::Refused) -> String {
+    let secs = r.retry_after.as_secs().max(1);
+    if r.locked_out {
+        format!("Too many failed attempts: sign-in is locked for {secs} seconds. Try again later.")
+    } else {
+        format!("Too many failed attempts. Wait {secs} seconds, then try again.")
+    }
+}
+
+/// `POST /signin`.
+pub async fn submit(
+    State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if !cookies::csrf_ok(&headers, &f.csrf) {
+        return csrf_refused();
+    }
+    let Some(p) = idp.pending(&f.req) else {
+        return expired_request();
+    };
+    let email = f.email.trim().to_ascii_lowercase();
+    let client_id = Some(p.client_id.as_str());
+    if let Err(refused) = idp.throttle_check(&email, ip.0) {
+        idp.event(&email, None, &ip, client_id, "throttled").await;
+        return password_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &f.csrf,
+            &f.req,
+            &p,
+            &email,
+            Some(&wait_message(&refused)),
+        );
+    }
+    let creds = match idp.store.user_credentials(&email).await {
+        Ok(c) => c,
+        Err(e) => return internal(e),
+    };
+    let pw = f.password.clone();
+    let hash = creds.as_ref().map(|(_, h)| h.clone());
+    // Argon2id takes tens of milliseconds of CPU: off the async workers.
+    let matched =
+        tokio::task::spawn_blocking(move || password::verify_or_dummy(&pw, hash.as_deref()))
+            .await
+            .unwrap_or(false);
+    let failure = match &creds {
+        None => Some("unknown_user"),
+        Some(_) if !matched => Some("bad_password"),
+        Some((u, _)) if !u.enabled => Some("disabled"),
+        Some(_) => None,
+    };
+    let user_id = creds.as_ref().map(|(u, _)| u.id.as_str());
+    if let Some(reason) = failure {
+        idp.throttle_failure(&email, ip.0);
+        idp.event(&email, user_id, &ip, client_id, reason).await;
+        return password_page(
+            StatusCode::UNAUTHORIZED,
+            &f.csrf,
+            &f.req,
+            &p,
+            &email,
+            Some(BAD_CREDENTIALS),
+        );
+    }
+    let Some((user, _)) = creds else {
+        return internal("a user vanished during sign-in");
+    };
+    idp.throttle_success(&email);
+    idp.event(&email, Some(&user.id), &ip, client_id, "ok_password")
+        .await;
+    if let Some((old, _)) = idp.session(&headers).await {
+        let _ = idp.store.revoke_session(&old.hash).await;
+    }
+    let now = now();
+    let token = match idp
+        .store
+        .create_session(
+            &user.id,
+            now,
+            &["pwd".to_owned()],
+            now + SESSION_LIFETIME.as_secs() as i64,
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    match idp.store.session(&token, now).await {
+        Ok(Some(session)) => idp.mark_signed_in(&f.req, &session.hash),
+        Ok(None) => return internal("a new session is not live"),
+        Err(e) => return internal(e),
+    }
+    with_cookie(
+        Redirect::to(&format!("/continue?req={}", f.req)).into_response(),
+        Some(cookies::set(cookies::SESSION_COOKIE, Some(&token))),
+    )
+}
+
+fn code_page(csrf: &str, req: &str, p: &Pending, error: Option<&str>) -> Response {
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
+    page(
+        if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
+        "Verification code",
+        &format!(
+            "<h1>Verification code</h1><p>to continue to <strong>{app}</strong></p>{alert}\
+             <form method=\"post\" action=\"/signin/mfa\">{hidden}\
+             <label for=\"code\">6-digit code from your authenticator app, or a recovery code</label>\
+             <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus{described}>\
+             <button type=\"submit\">Verify</button></form>",
+            app = escape(&p.client_name),
+            alert = alert(error),
+            hidden = hidden(csrf, req),
+        ),
+    )
+}
+
+fn enrol_page(
+    csrf: &str,
+    req: &str,
+    p: &Pending,
+    secret: &postern_store::TotpSecret,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let uri = mfa::provisioning_uri(secret, email).unwrap_or_default();
+    let svg = mfa::qr_svg(&uri).unwrap_or_default();
+    // The XML declaration is not allowed inside HTML.
+    let svg = match svg.find("<svg") {
+        Some(i) => &svg[i..],
+        None => "",
+    };
+    let described = if error.is_some() {
+        " aria-describedby=\"error\""
+    } else {
+        ""
+    };
+    page(
+        if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
+        "Set up two-step verification",
+        &format!(
+            "<h1>Set up two-step verification</h1>\
+             <p><strong>{app}</strong> asks for a second step when you sign in. Scan this QR code with an authenticator app, or type the key below into it.</p>\
+             <figure role=\"img\" aria-label=\"QR code of the authenticator key\">{svg}</figure>\
+             <p>Key: <code class=\"secret\" id=\"secret\">{key}</code></p>{alert}\
+             <form method=\"post\" action=\"/signin/mfa\">{hidden}\
+             <label for=\"code\">6-digit code the app now shows</label>\
+             <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus{described}>\
+             <button type=\"submit\">Confirm</button></form>",
+            app = escape(&p.client_name),
+            key = escape(&secret.0),
+            alert = alert(error),
+            hidden = hidden(csrf, req),
+        ),
+    )
+}
+
+/// `GET /signin/mfa?req=ID`: the code form, or enrolment if the user has no authenticator.
+pub async fn mfa_form(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    Query(q): Query<ReqQuery>,
+) -> Response {
+    let Some(p) = idp.pending(&q.req) else {
+        return expired_request();
+    };
+    let Some((_, user)) = idp.session(&headers).await else {
+        return Redirect::to(&format!("/signin?req={}", q.req)).into_response();
+    };
+    let (csrf, cookie) = cookies::csrf_token(&headers);
+    let resp = match idp.store.totp(&user.id).await {
+        Ok(Totp::Confirmed(_)) => code_page(&csrf, &q.req, &p, None),
+        Ok(Totp::Pending(secret)) => enrol_page(&csrf, &q.req, &p, &secret, &user.email, None),
+        Ok(Totp::None) => {
+            let secret = mfa::new_secret();
+            if let Err(e) = idp.store.begin_totp(&user.id, &secret).await {
+                return internal(e);
+            }
+            enrol_page(&csrf, &q.req, &p, &secret, &user.email, None)
+        }
+        Err(e) => return internal(e),
+    };
+    with_cookie(resp, cookie)
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    req: String,
+    #[serde(default)]
+    code: String,
+}
+
+fn unix_secs() -> u64 {
+    now().max(0) as u64
+}
+
+/// `POST /signin/mfa`.
+pub async fn mfa_submit(
+    State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    if !cookies::csrf_ok(&headers, &f.csrf) {
+        return csrf_refused();
+    }
+    let Some(p) = idp.pending(&f.req) else {
+        return expired_request();
+    };
+    let Some((session, user)) = idp.session(&headers).await else {
+        return Redirect::to(&format!("/signin?req={}", f.req)).into_response();
+    };
+    let client_id = Some(p.client_id.as_str());
+    // Codes are throttled like passwords, under their own key, so guessing 6 digits is slow.
+    let key = format!("otp:{}", user.id);
+    if let Err(refused) = idp.throttle_check(&key, ip.0) {
+        idp.event(&user.email, Some(&user.id), &ip, client_id, "throttled")
+            .await;
+        return code_page(&f.csrf, &f.req, &p, Some(&wait_message(&refused)));
+    }
+    let totp = match idp.store.totp(&user.id).await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let code = f.code.trim();
+    let (ok, reason, recovery_codes) = match &totp {
+        Totp::Confirmed(_) if mfa::looks_like_recovery_code(code) => {
+            match idp
+                .store
+                .use_recovery_code(&user.id, &mfa::recovery_code_hash(code))
+                .await
+            {
+                Ok(true) => (true, "ok_recovery_code", None),
+                Ok(false) => (false, "bad_recovery_code", None),
+                Err(e) => return internal(e),
+            }
+        }
+        Totp::Confirmed(secret) => match mfa::matching_step(secret, code, unix_secs()) {
+            Some(step) => match idp.store.use_totp_step(&user.id, step as i64).await {
+                Ok(true) => (true, "ok_otp", None),
+                Ok(false) => (false, "replayed_otp", None),
+                Err(e) => return internal(e),
+            },
+            None => (false, "bad_otp", None),
+        },
+        Totp::Pending(secret) => {
+            let step = mfa::matching_step(secret, code, unix_secs());
+            let fresh = match step {
+                Some(step) => match idp.store.use_totp_step(&user.id, step as i64).await {
+                    Ok(fresh) => fresh,
+                    Err(e) => return internal(e),
+                },
+                None => false,
+            };
+            if fresh {
+                let codes = mfa::new_recovery_codes();
+                let hashes: Vec<String> =
+                    codes.iter().map(|c| mfa::recovery_code_hash(c)).collect();
+                if let Err(e) = idp.store.confirm_totp(&user.id, &hashes).await {
+                    return internal(e);
+                }
+                (true, "ok_otp_enrolled", Some(codes))
+            } else {
+                (false, "bad_otp", None)
+            }
+        }
+        Totp::None => {
+            return Redirect::to(&format!("/signin/mfa?req={}", f.req)).into_response();
+        }
+    };
+    idp.event(&user.email, Some(&user.id), &ip, client_id, reason)
+        .await;
+    if !ok {
+        idp.throttle_failure(&key, ip.0);
+        let message = "That code is not right. Enter the code your authenticator app shows now.";
+        return match &totp {
+            Totp::Pending(secret) => {
+                enrol_page(&f.csrf, &f.req, &p, secret, &user.email, Some(message))
+            }
+            _ => code_page(&f.csrf, &f.req, &p, Some(message)),
+        };
+    }
+    idp.throttle_success(&key);
+    let mut amr = session.amr.clone();
+    for m in ["otp", "mfa"] {
+        if !amr.iter().any(|a| a == m) {
+            amr.push(m.to_owned());
+        }
+    }
+    if let Err(e) = idp
+        .store
+        .update_session_auth(&session.hash, now(), &amr)
+        .await
+    {
+        return internal(e);
+    }
+    match recovery_codes {
+        Some(codes) => recovery_codes_page(&f.req, &codes),
+        None => Redirect::to(&format!("/continue?req={}", f.req)).into_response(),
+    }
+}
+
+fn recovery_codes_page(req: &str, codes: &[String]) -> Response {
+    let items: String = codes
+        .iter()
+        .map(|c| format!("<li><code>{}</code></li>", escape(c)))
+        .collect();
+    page(
+        StatusCode::OK,
+        "Recovery codes",
+        &format!(
+            "<h1>Save your recovery codes</h1>\
+             <p>Two-step verification is on. If you lose your authenticator, each of these codes signs you in once. They are shown only now: store them somewhere safe.</p>\
+             <ul id=\"recovery-codes\">{items}</ul>\
+             <p><a href=\"/continue?req={req}\" autofocus>Continue</a></p>",
+            req = escape(req),
+        ),
+    )
+}

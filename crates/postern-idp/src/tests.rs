@@ -1,0 +1,82 @@
+//! The provider's HTTP shell without sockets (axum `oneshot`), for what the end-to-end tests
+//! cannot reach without waiting: expired device codes.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use postern_store::{IdTokenAlg, NewClient, Store};
+use tower::ServiceExt;
+
+use crate::{now, router, ClientIp, Idp};
+
+async fn call(idp: &std::sync::Arc<Idp>, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let resp = router(idp.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_expired_device_code_answers_expired_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let (client, _) = store
+        .create_client(&NewClient {
+            name: "tv".into(),
+            public: true,
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            post_logout_redirect_uris: vec![],
+            id_token_alg: IdTokenAlg::Es256,
+        })
+        .await
+        .unwrap();
+    let idp = Idp::new(store.clone(), "https://login.test".into())
+        .await
+        .unwrap();
+    let device_code = store
+        .create_device(&client.client_id, "openid", "BCDF-GHJK", now() - 1, 5)
+        .await
+        .unwrap();
+    let body = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code={device_code}&client_id={}",
+        client.client_id
+    );
+    let req = Request::post("/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, answer) = call(&idp, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"], "expired_token");
+
+    // A public client may not present a secret; an unknown one is invalid_client with 401.
+    let req = Request::post("/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "grant_type=refresh_token&refresh_token=x&client_id={}&client_secret=s",
+            client.client_id
+        )))
+        .unwrap();
+    let (status, answer) = call(&idp, req).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+
+    // Discovery names the issuer exactly.
+    let (status, doc) = call(
+        &idp,
+        Request::get("/.well-known/openid-configuration")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["issuer"], "https://login.test");
+    assert_eq!(doc["token_endpoint"], "https://login.test/token");
+}

@@ -1,0 +1,193 @@
+//! A minimal browser for the identity provider's pages: keeps cookies, never follows redirects
+//! by itself (the tests look at each one), and reads form fields out of the HTML.
+
+use std::collections::HashMap;
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+
+use super::Edge;
+
+pub const IDP_HOST: &str = "login.localhost";
+
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: String,
+    pub set_cookies: Vec<String>,
+}
+
+impl Page {
+    /// The value of the form field `name` (hidden or not) in the page.
+    pub fn field(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no field {name} in page: {}", self.body))
+            + needle.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].replace("&amp;", "&")
+    }
+}
+
+pub struct Browser {
+    client: reqwest::Client,
+    pub origin: String,
+    pub cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    pub fn new(edge: &Edge) -> Browser {
+        let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve(IDP_HOST, edge.public)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser {
+            client,
+            origin: edge.url(IDP_HOST, ""),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn absolute(&self, url: &str) -> String {
+        if url.starts_with('/') {
+            format!("{}{url}", self.origin)
+        } else {
+            url.to_owned()
+        }
+    }
+
+    async fn finish(&mut self, resp: reqwest::Response) -> Page {
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap().to_owned());
+        let set_cookies: Vec<String> = resp
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        for c in &set_cookies {
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        Page {
+            status,
+            location,
+            body: resp.text().await.unwrap(),
+            set_cookies,
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn get(&mut self, url: &str) -> Page {
+        let resp = self
+            .client
+            .get(self.absolute(url))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.finish(resp).await
+    }
+
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self
+            .client
+            .post(self.absolute(url))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.finish(resp).await
+    }
+
+    /// Follows redirects within the provider; returns the first page that is not one, or the
+    /// first redirect that leaves the provider.
+    pub async fn follow(&mut self, mut page: Page) -> Page {
+        while page.status == StatusCode::SEE_OTHER {
+            let loc = page.location.clone().unwrap();
+            if !(loc.starts_with('/') || loc.starts_with(&self.origin)) {
+                return page;
+            }
+            page = self.get(&loc).await;
+        }
+        page
+    }
+
+    /// Opens `url` and follows the provider's redirects.
+    pub async fn open(&mut self, url: &str) -> Page {
+        let page = self.get(url).await;
+        self.follow(page).await
+    }
+
+    /// Opens `url` and follows it to the sign-in form, fills it in and submits it; returns what
+    /// the provider answered after following its own redirects.
+    pub async fn sign_in(&mut self, url: &str, email: &str, password: &str) -> Page {
+        let form = self.get(url).await;
+        let form = self.follow(form).await;
+        assert!(
+            form.body.contains("<label for=\"password\">"),
+            "not a sign-in form: {} {}",
+            form.status,
+            form.body
+        );
+        self.submit_password(&form, email, password).await
+    }
+
+    pub async fn submit_password(&mut self, form: &Page, email: &str, password: &str) -> Page {
+        let (csrf, req) = (form.field("csrf"), form.field("req"));
+        let page = self
+            .post(
+                "/signin",
+                &[
+                    ("csrf", &csrf),
+                    ("req", &req),
+                    ("email", email),
+                    ("password", password),
+                ],
+            )
+            .await;
+        self.follow(page).await
+    }
+}
+
+/// The query parameters of a URL.
+pub fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The claims of a JWT, unverified (the tests verify signatures separately).
+pub fn claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
