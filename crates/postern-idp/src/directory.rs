@@ -152,6 +152,8 @@ pub struct ClientRequest {
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub public: bool,
+    /// `ES256` (the default) or `RS256`, for relying parties that cannot verify ES256.
+    pub id_token_alg: Option<String>,
 }
 
 pub async fn create_client(
@@ -175,12 +177,20 @@ pub async fn create_client(
     {
         check_redirect_uri(u)?;
     }
+    let id_token_alg = match req.id_token_alg.as_deref() {
+        None => IdTokenAlg::Es256,
+        Some(a) => IdTokenAlg::parse(&a.to_ascii_uppercase()).ok_or_else(|| {
+            DirectoryError::Invalid(format!(
+                "ID token algorithm {a:?} is not supported; use ES256 or RS256"
+            ))
+        })?,
+    };
     let new = NewClient {
         name: req.name,
         public: req.public,
         redirect_uris: req.redirect_uris,
         post_logout_redirect_uris: req.post_logout_redirect_uris,
-        id_token_alg: IdTokenAlg::Es256,
+        id_token_alg,
     };
     Ok(store.create_client(&new).await?)
 }

@@ -102,9 +102,16 @@ pub enum KeyError {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Jwk {
     pub kty: &'static str,
-    pub crv: &'static str,
-    pub x: String,
-    pub y: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     pub kid: String,
     #[serde(rename = "use")]
     pub use_: &'static str,
@@ -125,6 +132,49 @@ struct Loaded {
 }
 
 fn load(record: SigningKey) -> Result<Loaded, KeyError> {
+    match record.alg {
+        IdTokenAlg::Es256 => load_es256(record),
+        IdTokenAlg::Rs256 => load_rs256(record),
+    }
+}
+
+fn load_rs256(record: SigningKey) -> Result<Loaded, KeyError> {
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let unusable = |reason: String| KeyError::Unusable {
+        kid: record.kid.clone(),
+        reason,
+    };
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(&record.private_pem)
+        .map_err(|e| unusable(e.to_string()))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (n, e) = (
+        b64(&private.n().to_bytes_be()),
+        b64(&private.e().to_bytes_be()),
+    );
+    let encoding = EncodingKey::from_rsa_pem(record.private_pem.as_bytes())
+        .map_err(|e| unusable(e.to_string()))?;
+    let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| unusable(e.to_string()))?;
+    let jwk = Jwk {
+        kty: "RSA",
+        crv: None,
+        x: None,
+        y: None,
+        n: Some(n),
+        e: Some(e),
+        kid: record.kid.clone(),
+        use_: "sig",
+        alg: "RS256",
+    };
+    Ok(Loaded {
+        record,
+        encoding,
+        decoding,
+        jwk,
+    })
+}
+
+fn load_es256(record: SigningKey) -> Result<Loaded, KeyError> {
     let unusable = |reason: String| KeyError::Unusable {
         kid: record.kid.clone(),
         reason,
@@ -148,9 +198,11 @@ fn load(record: SigningKey) -> Result<Loaded, KeyError> {
     let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| unusable(e.to_string()))?;
     let jwk = Jwk {
         kty: "EC",
-        crv: "P-256",
-        x,
-        y,
+        crv: Some("P-256"),
+        x: Some(x),
+        y: Some(y),
+        n: None,
+        e: None,
         kid: record.kid.clone(),
         use_: "sig",
         alg: "ES256",
@@ -163,13 +215,27 @@ fn load(record: SigningKey) -> Result<Loaded, KeyError> {
     })
 }
 
-fn generate(now: i64, activates_at: i64) -> Result<SigningKey, KeyError> {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| KeyError::Generate(e.to_string()))?;
+/// RSA keys are 2048 bits (RFC 7518 section 3.3's minimum).
+const RSA_BITS: usize = 2048;
+
+fn generate(alg: IdTokenAlg, now: i64, activates_at: i64) -> Result<SigningKey, KeyError> {
+    let private_pem = match alg {
+        IdTokenAlg::Es256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| KeyError::Generate(e.to_string()))?
+            .serialize_pem(),
+        IdTokenAlg::Rs256 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS)
+                .map_err(|e| KeyError::Generate(e.to_string()))?;
+            key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
+                .map_err(|e| KeyError::Generate(e.to_string()))?
+                .to_string()
+        }
+    };
     Ok(SigningKey {
         kid: format!("k_{}", hex(&rand::random::<[u8; 8]>())),
-        alg: IdTokenAlg::Es256,
-        private_pem: pair.serialize_pem(),
+        alg,
+        private_pem,
         created_at: now,
         activates_at,
         retires_at: None,
@@ -217,10 +283,32 @@ impl KeyRing {
         rotate_now: bool,
     ) -> Result<(), KeyError> {
         let stored = store.signing_keys().await?;
-        for change in plan(&stored, now, &self.rotation, rotate_now) {
+        // ES256 always; RS256 once a client asks for it (an RSA key is slow to make).
+        let mut algs = vec![IdTokenAlg::Es256];
+        let rsa_wanted = store
+            .clients()
+            .await?
+            .iter()
+            .any(|c| c.id_token_alg == IdTokenAlg::Rs256)
+            || stored.iter().any(|k| k.alg == IdTokenAlg::Rs256);
+        if rsa_wanted {
+            algs.push(IdTokenAlg::Rs256);
+        }
+        let mut changes = Vec::new();
+        for alg in algs {
+            let of_alg: Vec<SigningKey> = stored.iter().filter(|k| k.alg == alg).cloned().collect();
+            changes.extend(
+                plan(&of_alg, now, &self.rotation, rotate_now)
+                    .into_iter()
+                    .map(|c| (alg, c)),
+            );
+        }
+        for (alg, change) in changes {
             match change {
                 KeyChange::Create { activates_at } => {
-                    let key = generate(now, activates_at)?;
+                    let key = tokio::task::spawn_blocking(move || generate(alg, now, activates_at))
+                        .await
+                        .map_err(|e| KeyError::Generate(e.to_string()))??;
                     tracing::info!(kid = %key.kid, activates_at, "new token signing key published");
                     store.add_signing_key(&key).await?;
                 }
@@ -252,9 +340,14 @@ impl KeyRing {
         }
     }
 
-    pub fn signer(&self, now: i64) -> Result<Signer, KeyError> {
+    /// The key that signs with `alg` at `now`.
+    pub fn signer(&self, now: i64, alg: IdTokenAlg) -> Result<Signer, KeyError> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        let records: Vec<SigningKey> = keys.iter().map(|k| k.record.clone()).collect();
+        let records: Vec<SigningKey> = keys
+            .iter()
+            .filter(|k| k.record.alg == alg)
+            .map(|k| k.record.clone())
+            .collect();
         let kid = signing_key(&records, now)
             .ok_or(KeyError::NoActiveKey)?
             .kid
@@ -268,11 +361,11 @@ impl KeyRing {
     }
 
     /// The published key `kid`, to verify a token.
-    pub fn decoding(&self, kid: &str) -> Option<DecodingKey> {
+    pub fn decoding(&self, kid: &str) -> Option<(IdTokenAlg, DecodingKey)> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         keys.iter()
             .find(|k| k.record.kid == kid)
-            .map(|k| k.decoding.clone())
+            .map(|k| (k.record.alg, k.decoding.clone()))
     }
 }
 
@@ -365,13 +458,13 @@ mod tests {
         let ring = KeyRing::new(DEFAULT_ROTATION);
         let t = 1_000 * DAY;
         ring.maintain(&store, t, false).await.unwrap();
-        let first = ring.signer(t).unwrap().kid().to_owned();
+        let first = ring.signer(t, IdTokenAlg::Es256).unwrap().kid().to_owned();
         ring.maintain(&store, t + 1, true).await.unwrap();
         assert_eq!(ring.jwks().keys.len(), 2);
-        assert_eq!(ring.signer(t + 1).unwrap().kid(), first);
+        assert_eq!(ring.signer(t + 1, IdTokenAlg::Es256).unwrap().kid(), first);
         let later = t + 1 + DAY;
         ring.maintain(&store, later, false).await.unwrap();
-        assert_ne!(ring.signer(later).unwrap().kid(), first);
+        assert_ne!(ring.signer(later, IdTokenAlg::Es256).unwrap().kid(), first);
         assert_eq!(ring.jwks().keys.len(), 2);
         ring.maintain(&store, later + 24 * 3600, false)
             .await

@@ -213,7 +213,7 @@ async fn discovery(State(idp): State<Arc<Idp>>) -> Json<serde_json::Value> {
             "urn:ietf:params:oauth:grant-type:device_code"
         ],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
+        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "email", "profile", "groups", "offline_access"],

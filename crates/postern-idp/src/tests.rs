@@ -80,3 +80,72 @@ async fn an_expired_device_code_answers_expired_token() {
     assert_eq!(doc["issuer"], "https://login.test");
     assert_eq!(doc["token_endpoint"], "https://login.test/token");
 }
+
+#[tokio::test]
+async fn an_expired_code_is_invalid_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let user = store
+        .create_user(&postern_store::NewUser {
+            email: "ada@example.com".into(),
+            display_name: "Ada".into(),
+            password_hash: "x".into(),
+            admin: false,
+            require_mfa: false,
+            groups: vec![],
+        })
+        .await
+        .unwrap();
+    let (client, secret) = store
+        .create_client(&NewClient {
+            name: "wiki".into(),
+            public: false,
+            redirect_uris: vec!["https://w/cb".into()],
+            post_logout_redirect_uris: vec![],
+            id_token_alg: IdTokenAlg::Es256,
+        })
+        .await
+        .unwrap();
+    let idp = Idp::new(store.clone(), "https://login.test".into())
+        .await
+        .unwrap();
+    let code = store
+        .create_code(&postern_store::NewCode {
+            client_id: client.client_id.clone(),
+            redirect_uri: "https://w/cb".into(),
+            code_challenge: None,
+            nonce: None,
+            scope: "openid".into(),
+            auth: postern_store::AuthContext {
+                user_id: user.id,
+                auth_time: now(),
+                amr: vec!["pwd".into()],
+                acr: "pwd".into(),
+            },
+            expires_at: now() - 1,
+        })
+        .await
+        .unwrap();
+    let body = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri=https%3A%2F%2Fw%2Fcb&client_id={}&client_secret={}",
+        client.client_id,
+        secret.unwrap().0
+    );
+    let req = Request::post("/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, answer) = call(&idp, req).await;
+    assert_eq!(
+        (
+            status,
+            answer["error"].as_str(),
+            answer["error_description"].as_str()
+        ),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_grant"),
+            Some("the code has expired")
+        )
+    );
+}

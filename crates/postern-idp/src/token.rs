@@ -340,7 +340,8 @@ async fn issue(
         scope: grant.scope.clone(),
         grant: grant.id.clone(),
     };
-    let id_token = tokens::sign_id_token(&idp.keys, now, &id_claims).map_err(internal)?;
+    let id_token =
+        tokens::sign_id_token(&idp.keys, now, client.id_token_alg, &id_claims).map_err(internal)?;
     let access_token =
         tokens::sign_access_token(&idp.keys, now, &access_claims).map_err(internal)?;
     let mut body = serde_json::json!({

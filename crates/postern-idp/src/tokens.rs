@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Header, Validation};
+use postern_store::IdTokenAlg;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyError, KeyRing};
@@ -60,9 +61,22 @@ pub enum BadToken {
     Expired,
 }
 
-fn sign<T: Serialize>(keys: &KeyRing, now: i64, typ: &str, claims: &T) -> Result<String, KeyError> {
-    let signer = keys.signer(now)?;
-    let mut header = Header::new(Algorithm::ES256);
+fn jwt_alg(alg: IdTokenAlg) -> Algorithm {
+    match alg {
+        IdTokenAlg::Es256 => Algorithm::ES256,
+        IdTokenAlg::Rs256 => Algorithm::RS256,
+    }
+}
+
+fn sign<T: Serialize>(
+    keys: &KeyRing,
+    now: i64,
+    alg: IdTokenAlg,
+    typ: &str,
+    claims: &T,
+) -> Result<String, KeyError> {
+    let signer = keys.signer(now, alg)?;
+    let mut header = Header::new(jwt_alg(alg));
     header.kid = Some(signer.kid().to_owned());
     header.typ = Some(typ.to_owned());
     jsonwebtoken::encode(&header, claims, signer.encoding()).map_err(|e| KeyError::Unusable {
@@ -71,8 +85,14 @@ fn sign<T: Serialize>(keys: &KeyRing, now: i64, typ: &str, claims: &T) -> Result
     })
 }
 
-pub fn sign_id_token(keys: &KeyRing, now: i64, claims: &IdClaims) -> Result<String, KeyError> {
-    sign(keys, now, "JWT", claims)
+/// Signs an ID token with the client's algorithm (ES256 unless it asked for RS256).
+pub fn sign_id_token(
+    keys: &KeyRing,
+    now: i64,
+    alg: IdTokenAlg,
+    claims: &IdClaims,
+) -> Result<String, KeyError> {
+    sign(keys, now, alg, "JWT", claims)
 }
 
 pub fn sign_access_token(
@@ -80,7 +100,7 @@ pub fn sign_access_token(
     now: i64,
     claims: &AccessClaims,
 ) -> Result<String, KeyError> {
-    sign(keys, now, "at+jwt", claims)
+    sign(keys, now, IdTokenAlg::Es256, "at+jwt", claims)
 }
 
 /// Verifies a token's signature (ES256 only), issuer and expiry at `now`, and its type.
@@ -89,16 +109,21 @@ fn verify<T: for<'de> Deserialize<'de>>(
     issuer: &str,
     token: &str,
     typ: &str,
+    algs: &[IdTokenAlg],
     now: i64,
     check_expiry: bool,
 ) -> Result<T, BadToken> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| BadToken::Invalid)?;
-    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) {
+    if header.typ.as_deref() != Some(typ) {
         return Err(BadToken::Invalid);
     }
     let kid = header.kid.ok_or(BadToken::Invalid)?;
-    let key = keys.decoding(&kid).ok_or(BadToken::UnknownKey)?;
-    let mut v = Validation::new(Algorithm::ES256);
+    let (alg, key) = keys.decoding(&kid).ok_or(BadToken::UnknownKey)?;
+    // The key decides the algorithm; the header must agree (no algorithm confusion).
+    if !algs.contains(&alg) || header.alg != jwt_alg(alg) {
+        return Err(BadToken::Invalid);
+    }
+    let mut v = Validation::new(jwt_alg(alg));
     v.set_issuer(&[issuer]);
     v.validate_aud = false;
     // Expiry is checked below against the caller's clock, not the system's.
@@ -123,7 +148,15 @@ pub fn verify_access_token(
     token: &str,
     now: i64,
 ) -> Result<AccessClaims, BadToken> {
-    verify(keys, issuer, token, "at+jwt", now, true)
+    verify(
+        keys,
+        issuer,
+        token,
+        "at+jwt",
+        &[IdTokenAlg::Es256],
+        now,
+        true,
+    )
 }
 
 /// Verifies an ID token the provider issued, ignoring expiry (as `id_token_hint` at logout may
@@ -133,5 +166,6 @@ pub fn verify_id_token_hint(
     issuer: &str,
     token: &str,
 ) -> Result<IdClaims, BadToken> {
-    verify(keys, issuer, token, "JWT", 0, false)
+    let algs = [IdTokenAlg::Es256, IdTokenAlg::Rs256];
+    verify(keys, issuer, token, "JWT", &algs, 0, false)
 }

@@ -146,6 +146,15 @@ async fn userinfo(edge: &Edge, access_token: &str) -> (StatusCode, String, Strin
 
 /// Verifies a JWT's ES256 signature against the provider's JWKS, with issuer and audience.
 async fn verify(edge: &Edge, jwt: &str, aud: &str) -> serde_json::Value {
+    verify_alg(edge, jwt, aud, jsonwebtoken::Algorithm::ES256).await
+}
+
+async fn verify_alg(
+    edge: &Edge,
+    jwt: &str,
+    aud: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> serde_json::Value {
     let jwks: jsonwebtoken::jwk::JwkSet = edge
         .client(IDP_HOST)
         .get(edge.url(IDP_HOST, "/jwks"))
@@ -156,12 +165,12 @@ async fn verify(edge: &Edge, jwt: &str, aud: &str) -> serde_json::Value {
         .await
         .unwrap();
     let header = jsonwebtoken::decode_header(jwt).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.alg, alg);
     let jwk = jwks
         .find(header.kid.as_deref().unwrap())
         .expect("kid in the JWKS");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut v = jsonwebtoken::Validation::new(alg);
     v.set_issuer(&[edge.url(IDP_HOST, "")]);
     v.set_audience(&[aud]);
     jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v)
@@ -1113,4 +1122,61 @@ async fn openid_client_for_node_validates_the_code_flow_and_refresh() {
         .unwrap()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_client_may_ask_for_rs256_id_tokens() {
+    let (edge, _) = setup().await;
+    let out = edge
+        .admin_ok(&[
+            "--json",
+            "client",
+            "create",
+            "Legacy",
+            "--redirect-uri",
+            REDIRECT,
+            "--id-token-alg",
+            "RS256",
+        ])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rp = Rp {
+        client_id: v["client_id"].as_str().unwrap().to_owned(),
+        secret: v["client_secret"].as_str().unwrap().to_owned(),
+    };
+    let mut b = Browser::new(&edge);
+    let (verifier, challenge) = pkce();
+    let q = returned(
+        &b.sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "ada@example.com",
+            PASSWORD,
+        )
+        .await,
+    );
+    let (status, tokens) = redeem(&edge, &rp, &q["code"], &verifier).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let id = verify_alg(
+        &edge,
+        tokens["id_token"].as_str().unwrap(),
+        &rp.client_id,
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .await;
+    assert_eq!(id["email"], "ada@example.com");
+    // Access tokens stay ES256, and userinfo takes them.
+    let (status, _, _) = userinfo(&edge, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let bad = edge
+        .admin(&[
+            "client",
+            "create",
+            "X",
+            "--redirect-uri",
+            REDIRECT,
+            "--id-token-alg",
+            "HS256",
+        ])
+        .await;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("use ES256 or RS256"));
 }

@@ -51,6 +51,9 @@ pub struct CreateClient {
     post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     public: bool,
+    /// `ES256` (default) or `RS256`.
+    #[serde(default)]
+    id_token_alg: Option<String>,
 }
 
 pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<ClientView>>, ApiFailure> {
@@ -69,11 +72,21 @@ pub async fn create(
         redirect_uris: req.redirect_uris,
         post_logout_redirect_uris: req.post_logout_redirect_uris,
         public: req.public,
+        id_token_alg: req.id_token_alg,
     };
-    let result = directory::create_client(&shared.store, request)
-        .await
-        .map(|(c, s)| view(c, s))
-        .map_err(directory_failure);
+    let result = async {
+        let (client, secret) = directory::create_client(&shared.store, request)
+            .await
+            .map_err(directory_failure)?;
+        // A client that wants RS256 needs an RSA key in the ring.
+        shared
+            .idp
+            .maintain_keys(false)
+            .await
+            .map_err(ApiFailure::internal)?;
+        Ok(view(client, secret))
+    }
+    .await;
     admin
         .audit(&shared, "client.create", &name, &result, |c| {
             format!(

@@ -81,6 +81,9 @@ pub enum ClientCommand {
         /// A public client (no secret; PKCE with S256 required).
         #[arg(long)]
         public: bool,
+        /// Algorithm of its ID tokens: ES256 (default) or RS256.
+        #[arg(long)]
+        id_token_alg: Option<String>,
     },
     /// List clients.
     List,
@@ -287,6 +290,7 @@ pub async fn oidc_client(
             redirect_uris,
             post_logout_redirect_uris,
             public,
+            id_token_alg,
         } => {
             let c: ClientView = client
                 .post(
@@ -296,6 +300,7 @@ pub async fn oidc_client(
                         "redirect_uris": redirect_uris,
                         "post_logout_redirect_uris": post_logout_redirect_uris,
                         "public": public,
+                        "id_token_alg": id_token_alg,
                     }),
                 )
                 .await?;
