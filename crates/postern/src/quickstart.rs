@@ -67,7 +67,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let _: AppView = admin
         .post(
             "/v1/apps",
-            &PublishApp::new(APP, &external, &format!("http://{demo}/"), GROUP),
+            // Users sign in with the built-in identity provider before anything reaches the app.
+            &PublishApp {
+                preauth: "oidc".to_owned(),
+                ..PublishApp::new(APP, &external, &format!("http://{demo}/"), GROUP)
+            },
         )
         .await?;
 
@@ -113,9 +117,12 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!();
     println!("Postern quickstart is running.");
     println!();
-    println!("  Demo app (through the tunnel): {external}/");
-    println!("  Try it:  curl --cacert {ca} {external}/");
-    println!("  In a browser, trust {ca} first, or accept the warning.");
+    println!("  Demo app (through the tunnel, behind sign-in): {external}/");
+    println!("  Try it:  open {external}/ in a browser and sign in as a user of quickstart.json");
+    println!(
+        "  (trust {ca} first, or accept the warning). Without a session, API clients get 401:"
+    );
+    println!("           curl --cacert {ca} -H 'accept: application/json' {external}/");
     println!();
     println!(
         "  Admin API: https://{}  (token in {})",

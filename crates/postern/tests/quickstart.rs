@@ -21,8 +21,9 @@ async fn quickstart_serves_the_demo_app_through_the_tunnel() {
     tokio::time::timeout(common::READY_TIMEOUT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let line = line.trim();
-            if let Some(rest) = line.strip_prefix("Try it:  curl --cacert ") {
-                url = rest.split_whitespace().nth(1).unwrap().to_owned();
+            if let Some(rest) = line.strip_prefix("Demo app (through the tunnel, behind sign-in): ")
+            {
+                url = rest.trim().to_owned();
             } else if let Some(rest) = line.strip_prefix("Admin API: ") {
                 admin_url = rest.split_whitespace().next().unwrap().to_owned();
             } else if line.starts_with("Press Ctrl-C") {
@@ -40,18 +41,69 @@ async fn quickstart_serves_the_demo_app_through_the_tunnel() {
     let port = parsed.port().unwrap();
     let ca = std::fs::read_to_string(data.path().join("edge/ca.pem")).unwrap();
     let tls = postern_pki::client_config(&ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()]).unwrap();
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .cookie_provider(jar)
         .resolve("whoami.localhost", ([127, 0, 0, 1], port).into())
+        .resolve("login.localhost", ([127, 0, 0, 1], port).into())
         .build()
         .unwrap();
-    // The connector comes up right after the URL is printed; the edge queues until it does.
-    let resp = client.get(&url).send().await.unwrap();
+    // The demo app requires sign-in: API clients get 401 JSON, browsers the sign-in page of the
+    // built-in identity provider. The connector comes up right after the URL is printed; the
+    // edge queues until it does.
+    let resp = client
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let form = client.get(&url).send().await.unwrap();
+    assert_eq!(form.url().host_str(), Some("login.localhost"));
+    let form = form.text().await.unwrap();
+    let field = |name: &str| {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = form
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no {name} in {form}"))
+            + needle.len();
+        form[start..start + form[start..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let users: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.path().join("quickstart.json")).unwrap(),
+    )
+    .unwrap();
+    let demo = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["admin"] == false)
+        .unwrap();
+    let resp = client
+        .post(format!("https://login.localhost:{port}/signin"))
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("req", field("req").as_str()),
+            ("email", demo["email"].as_str().unwrap()),
+            ("password", demo["password"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.url().as_str(), url);
     let text = resp.text().await.unwrap();
     assert!(text.contains("Hello from the Postern demo app"), "{text}");
     assert!(
         text.contains("x-forwarded-host: whoami.localhost"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "x-postern-email: {}",
+            demo["email"].as_str().unwrap()
+        )),
         "{text}"
     );
     let robots = client.get(format!("{url}robots.txt")).send().await.unwrap();
