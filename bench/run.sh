@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Postern benchmark: the same backend reached four ways, on loopback, in one run.
+# Postern benchmark: the same backend reached five ways, on loopback, in one run.
 #
-#   direct   wrk -> backend nginx (plain HTTP)
-#   nginx    wrk -> nginx reverse proxy -> backend
-#   rathole  wrk -> rathole server -> (TCP tunnel) -> rathole client -> backend
-#   postern  wrk -> (HTTPS) postern edge -> (mTLS tunnel) -> postern connector -> backend
+#   direct       wrk -> backend nginx (plain HTTP)
+#   nginx        wrk -> nginx reverse proxy -> backend
+#   rathole      wrk -> rathole server -> (TCP tunnel) -> rathole client -> backend
+#   postern      wrk -> (HTTPS) postern edge -> (mTLS tunnel) -> postern connector -> backend
+#   postern-sso  as postern (same edge and connector), to a second app published with
+#                pre-authentication (OpenID Connect against the test suite's oidc-provider),
+#                every request carrying a signed-in session cookie
 #
 # For each path: req/s and p50/p99 latency for a 64-byte response (keep-alive),
 # MB/s for a 1 MiB response, CPU time per request of the proxy/tunnel processes,
@@ -25,7 +28,7 @@ BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-1}    # unmeasured wrk run before e
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}         # keep-alive connections for the 64-byte test
 BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 MiB test
 BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
-BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern"}
+BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso"}
 BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
 BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}     # seconds to wait for a component to come up
@@ -37,13 +40,19 @@ BENCH_KEEP=${BENCH_KEEP:-0}                        # 1 = keep the work dir (conf
 BENCH_RESULTS_TSV=${BENCH_RESULTS_TSV:-}           # optional file to write the figures to as TSV
 POSTERN_BIN=${POSTERN_BIN:-$REPO_ROOT/target/release/postern}
 POSTERN_HOST=${POSTERN_HOST:-bench.localhost}      # external host name of the published app
+POSTERN_SSO_HOST=${POSTERN_SSO_HOST:-sso.localhost}  # external host name of the pre-authenticated app
 
 SMALL_PATH=/64b
 LARGE_PATH=/1m
 SMALL_SIZE=64
 LARGE_SIZE=1048576
 
-ALL_PATHS=(direct nginx rathole postern)
+ALL_PATHS=(direct nginx rathole postern postern-sso)
+
+# postern-sso: the OpenID provider the test suite runs against (npm oidc-provider).
+SSO_JS_DIR=$REPO_ROOT/crates/postern/tests/js
+SSO_EMAIL=bench@example.com
+SSO_SKIP=""            # set to "skipped: ..." when node or the provider's npm deps are missing
 
 # ----------------------------------------------------------------------------
 # Small helpers
@@ -128,6 +137,33 @@ ensure_tools() {
       || cargo install rathole >&2 \
       || die "cargo install rathole failed"
   fi
+
+  if want postern-sso; then ensure_sso_deps || true; fi   # on failure SSO_SKIP says why
+}
+
+# ensure_sso_deps: node and the OpenID provider's npm packages (from the committed lock file,
+# as scripts/test.sh installs them). On failure, sets SSO_SKIP and the path is skipped.
+ensure_sso_deps() {
+  if [[ ! -f $SSO_JS_DIR/issuer.mjs ]]; then
+    SSO_SKIP="skipped: no OpenID provider script at $SSO_JS_DIR/issuer.mjs"; return 1
+  fi
+  if ! command -v node >/dev/null; then
+    SSO_SKIP="skipped: node not found (apt-get install nodejs npm; then npm ci --prefix $SSO_JS_DIR)"
+    return 1
+  fi
+  [[ -f $SSO_JS_DIR/node_modules/oidc-provider/package.json ]] && return 0
+  if [[ $BENCH_INSTALL != 1 ]] || ! command -v npm >/dev/null; then
+    SSO_SKIP="skipped: npm package oidc-provider not installed (npm ci --prefix $SSO_JS_DIR)"
+    return 1
+  fi
+  log "npm ci --prefix $SSO_JS_DIR (the OpenID provider for postern-sso)"
+  if ! timeout 600 npm ci --prefix "$SSO_JS_DIR" --no-audit --no-fund --loglevel=error >&2 \
+     || [[ ! -f $SSO_JS_DIR/node_modules/oidc-provider/package.json ]]; then
+    SSO_SKIP="skipped: npm ci --prefix $SSO_JS_DIR failed (oidc-provider not installed)"
+    return 1
+  fi
+  # The same stamp as scripts/test.sh, so it does not reinstall.
+  sha256sum "$SSO_JS_DIR/package-lock.json" | cut -d' ' -f1 > "$SSO_JS_DIR/node_modules/.installed-from"
 }
 
 # ----------------------------------------------------------------------------
@@ -298,7 +334,7 @@ mib() {  # KiB -> "12.3 MiB"
 # Results
 # ----------------------------------------------------------------------------
 declare -A STATUS=()          # path -> "ok" or the reason it was skipped/failed
-declare -A URL_SMALL=() URL_LARGE=() WRK_ENV=() PROXY_PROCS=()
+declare -A URL_SMALL=() URL_LARGE=() WRK_ENV=() WRK_HEADER=() PROXY_PROCS=()
 declare -A RPS=() P50=() P99=() MBPS=() ERR_SMALL=() ERR_LARGE=()
 declare -A CPU_REQ=() CPU_MIB=() BCPU_REQ=() BCPU_MIB=()
 
@@ -322,6 +358,8 @@ run_wrk() {
   local out="$WORK/wrk-$path-$kind.txt"
   local wrk_cmd=(taskset -c "$BENCH_LOAD_CPUS" wrk -t "$BENCH_THREADS" -c "$conns"
                  --latency --timeout 5s -s "$BENCH_DIR/wrk-report.lua")
+  # An extra request header for this path (postern-sso: the session cookie).
+  [[ -n ${WRK_HEADER[$path]:-} ]] && wrk_cmd+=(-H "${WRK_HEADER[$path]}")
   local env_args=(env ${WRK_ENV[$path]:-})
 
   if (( BENCH_WARMUP_SECONDS > 0 )); then
@@ -429,18 +467,20 @@ setup_rathole() {
   PROXY_PROCS[rathole]="rathole-server rathole-client"
 }
 
+# ensure_postern_binary: on failure, sets POSTERN_SKIP (the reason, for postern and postern-sso).
+POSTERN_SKIP=""
 ensure_postern_binary() {
   [[ -x $POSTERN_BIN && $BENCH_BUILD_POSTERN != always ]] && return 0
   if [[ $BENCH_BUILD_POSTERN == 1 || $BENCH_BUILD_POSTERN == always ]] \
      && [[ -f $REPO_ROOT/Cargo.toml ]] && command -v cargo >/dev/null; then
     log "cargo build --release -p postern (in $REPO_ROOT)"
     if ! (cd "$REPO_ROOT" && timeout "$BENCH_BUILD_TIMEOUT" cargo build --release -p postern >&2); then
-      STATUS[postern]="skipped: cargo build --release -p postern failed"
+      POSTERN_SKIP="skipped: cargo build --release -p postern failed"
       return 1
     fi
   fi
   if [[ ! -x $POSTERN_BIN ]]; then
-    STATUS[postern]="skipped: no binary at $POSTERN_BIN (cargo build --release -p postern, or set POSTERN_BIN)"
+    POSTERN_SKIP="skipped: no binary at $POSTERN_BIN (cargo build --release -p postern, or set POSTERN_BIN)"
     return 1
   fi
 }
@@ -501,6 +541,128 @@ setup_postern() {
   PROXY_PROCS[postern]="edge connector"
 }
 
+# setup_postern_sso: on the edge and connector of setup_postern, a second app `bench-sso` (same
+# backend, same connector group) published with --preauth oidc against the test suite's OpenID
+# provider; signs in once with curl and keeps the session cookie for wrk. Sets STATUS[postern-sso]
+# to "ready" or to why not.
+setup_postern_sso() {
+  local issuer_dir="$WORK/issuer" external="https://$POSTERN_SSO_HOST:$P_EDGE_PUBLIC"
+  mkdir -p "$issuer_dir"
+  local client_id=bench-sso secret password
+  secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+  printf '%s\n' "$secret" > "$issuer_dir/client-secret"
+  chmod 600 "$issuer_dir/client-secret"
+  local config
+  config=$(python3 - "$client_id" "$secret" "$external" "$SSO_EMAIL" "$password" <<'PY'
+import json, sys
+client_id, secret, external, email, password = sys.argv[1:]
+print(json.dumps({
+    "clients": [{"client_id": client_id, "client_secret": secret,
+                 "redirect_uris": [external + "/.postern/callback"],
+                 "post_logout_redirect_uris": [external + "/.postern/signed-out"]}],
+    "accounts": {"bench-0001": {"email": email, "password": password,
+                                "name": "Bench", "groups": ["bench"]}},
+}))
+PY
+)
+
+  # The provider prints {"issuer": "http://127.0.0.1:PORT"} once listening; its stdout goes to
+  # its log file (never a pipe that could close under it).
+  start issuer node "$SSO_JS_DIR/issuer.mjs" "$config"
+  local deadline=$((SECONDS + BENCH_READY_TIMEOUT)) issuer=""
+  while (( SECONDS < deadline )); do
+    issuer=$(sed -n 's/^{"issuer":"\(http[^"]*\)"}$/\1/p' "$WORK/logs/issuer.log" 2>/dev/null | head -n 1 || true)
+    [[ -n $issuer ]] && break
+    alive issuer || break
+    sleep 0.1
+  done
+  if [[ -z $issuer ]]; then
+    show_log issuer
+    STATUS[postern-sso]="failed: the OpenID provider (node issuer.mjs) did not start (see log above)"
+    return 1
+  fi
+  log "OpenID provider at $issuer"
+
+  if ! postern_admin app publish bench-sso --external-url "$external" \
+       --internal-url "http://127.0.0.1:$P_BACKEND" --group bench --preauth oidc \
+       --issuer "$issuer" --client-id "$client_id" --client-secret-file "$issuer_dir/client-secret" \
+       >>"$WORK/logs/postern-admin.log"; then
+    show_log postern-admin
+    STATUS[postern-sso]="failed: postern admin app publish bench-sso --preauth oidc failed"
+    return 1
+  fi
+
+  # Sign in once, as a browser would: the app sends curl to the provider's login form; posting it
+  # returns through /.postern/callback (the edge redeems the code and sets the session cookie)
+  # to the app. The edge's certificate is checked against its CA.
+  local jar="$issuer_dir/cookies.txt" page="$issuer_dir/login.html"
+  local browser=(curl -sS -L --max-redirs 10 --max-time 30 -b "$jar" -c "$jar"
+                 --cacert "$WORK/edge/ca.pem" --resolve "$POSTERN_SSO_HOST:$P_EDGE_PUBLIC:127.0.0.1")
+  : > "$jar"
+  local got action
+  # Until the edge has the new app (the admin API answers before the routes reload).
+  deadline=$((SECONDS + BENCH_READY_TIMEOUT))
+  while :; do
+    got=$("${browser[@]}" -o "$page" -w '%{http_code} %{url_effective}' "$external$SMALL_PATH" \
+            2>>"$WORK/logs/sso-signin.log" || true)
+    action=$(grep -o 'action="/interaction/[^"]*/login"' "$page" 2>/dev/null | head -n 1 || true)
+    action=${action#action=\"}; action=${action%\"}
+    [[ -n $action ]] && break
+    if (( SECONDS >= deadline )) || ! alive edge || ! alive issuer; then
+      show_log sso-signin; show_log issuer; show_log edge
+      STATUS[postern-sso]="failed: $external$SMALL_PATH did not lead to the provider's login form (last: '${got:-no answer}')"
+      return 1
+    fi
+    sleep 0.2
+  done
+  got=$("${browser[@]}" -o "$page" -w '%{http_code} %{url_effective}' \
+          --data-urlencode "email=$SSO_EMAIL" --data-urlencode "password=$password" \
+          "$issuer$action" 2>>"$WORK/logs/sso-signin.log" || true)
+  if [[ $got != "200 $external$SMALL_PATH" || $(wc -c < "$page") != "$SMALL_SIZE" ]]; then
+    show_log sso-signin; show_log issuer; show_log edge
+    STATUS[postern-sso]="failed: signing in did not end at the app with $SMALL_SIZE bytes (last: '${got:-no answer}', $(wc -c < "$page") bytes)"
+    return 1
+  fi
+  # The jar marks HttpOnly cookies with a "#HttpOnly_" prefix on the domain field.
+  local cookie
+  cookie=$(awk -F '\t' '$6 == "__Host-postern-session" { v = $7 } END { print v }' "$jar")
+  if [[ -z $cookie ]]; then
+    STATUS[postern-sso]="failed: signed in, but no __Host-postern-session cookie in the jar ($jar)"
+    return 1
+  fi
+  log "signed in as $SSO_EMAIL; session cookie ${#cookie} bytes"
+
+  # The cookie alone (no jar, no redirects) must reach the backend: 200 with the exact body size,
+  # not a redirect to sign in.
+  local header="Cookie: __Host-postern-session=$cookie" url size
+  for url in "$external$SMALL_PATH" "$external$LARGE_PATH"; do
+    [[ $url == *"$SMALL_PATH" ]] && size=$SMALL_SIZE || size=$LARGE_SIZE
+    got=$(curl -s -o /dev/null --max-time 10 --cacert "$WORK/edge/ca.pem" \
+            --resolve "$POSTERN_SSO_HOST:$P_EDGE_PUBLIC:127.0.0.1" -H "$header" \
+            -w '%{http_code} %{size_download} %{redirect_url}' "$url" || true)
+    if [[ $got != "200 $size " ]]; then
+      STATUS[postern-sso]="failed: with the session cookie, $url answered '${got:-nothing}' instead of 200 with $size bytes from the backend"
+      return 1
+    fi
+  done
+  # And without it, the edge must not let the request through (else this measures passthrough).
+  got=$(curl -s -o /dev/null --max-time 10 --cacert "$WORK/edge/ca.pem" \
+          --resolve "$POSTERN_SSO_HOST:$P_EDGE_PUBLIC:127.0.0.1" -w '%{http_code}' "$external$SMALL_PATH" || true)
+  if [[ $got != 302 ]]; then
+    STATUS[postern-sso]="failed: without a session cookie $external$SMALL_PATH answered '$got', not a 302 to sign in"
+    return 1
+  fi
+
+  URL_SMALL[postern-sso]="$external$SMALL_PATH"
+  URL_LARGE[postern-sso]="$external$LARGE_PATH"
+  WRK_ENV[postern-sso]="WRK_CONNECT_HOST=127.0.0.1"
+  WRK_HEADER[postern-sso]=$header
+  # The provider sits idle during the runs (the cookie needs no call to it) and is not counted.
+  PROXY_PROCS[postern-sso]="edge connector"
+  STATUS[postern-sso]=ready
+}
+
 # ----------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------
@@ -518,14 +680,14 @@ print_report() {
        "${BENCH_SECONDS}s per measurement (after ${BENCH_WARMUP_SECONDS}s warm-up)"
   echo
   echo "Small response: GET $SMALL_PATH ($SMALL_SIZE bytes), $BENCH_CONNECTIONS keep-alive connections"
-  printf '%-8s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' \
+  printf '%-11s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' \
     path req/s "vs dir" "p50 ms" "vs dir" "p99 ms" "vs dir" "proxy us/req" "backend us/req" errors
   for p in "${ALL_PATHS[@]}"; do
     want "$p" || continue
     if [[ ${STATUS[$p]:-} != ok && -z ${RPS[$p]:-} ]]; then
-      printf '%-8s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+      printf '%-11s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
     fi
-    printf '%-8s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' "$p" \
+    printf '%-11s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' "$p" \
       "$(fmt %.0f "${RPS[$p]:-}")" "$(ratio "${RPS[$p]:-}" "${RPS[$base]:-}")" \
       "$(fmt %.3f "${P50[$p]:-}")" "$(ratio "${P50[$p]:-}" "${P50[$base]:-}")" \
       "$(fmt %.3f "${P99[$p]:-}")" "$(ratio "${P99[$p]:-}" "${P99[$base]:-}")" \
@@ -533,21 +695,34 @@ print_report() {
   done
   echo
   echo "Large response: GET $LARGE_PATH (1 MiB), $BENCH_LARGE_CONNECTIONS keep-alive connections (MB = 10^6 bytes)"
-  printf '%-8s %10s %8s %14s %14s %7s\n' path MB/s "vs dir" "proxy ms/MiB" "backend ms/MiB" errors
+  printf '%-11s %10s %8s %14s %14s %7s\n' path MB/s "vs dir" "proxy ms/MiB" "backend ms/MiB" errors
   for p in "${ALL_PATHS[@]}"; do
     want "$p" || continue
     if [[ -z ${MBPS[$p]:-} ]]; then
-      printf '%-8s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+      printf '%-11s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
     fi
-    printf '%-8s %10s %8s %14s %14s %7s\n' "$p" \
+    printf '%-11s %10s %8s %14s %14s %7s\n' "$p" \
       "$(fmt %.1f "${MBPS[$p]:-}")" "$(ratio "${MBPS[$p]:-}" "${MBPS[$base]:-}")" \
       "$(fmt %.2f "${CPU_MIB[$p]:-}")" "$(fmt %.2f "${BCPU_MIB[$p]:-}")" "${ERR_LARGE[$p]:-0}"
   done
   echo
   echo "CPU = user+sys from /proc/PID/stat over the measured run, all threads and child processes."
   echo "  proxy = what sits between wrk and the backend: nginx = proxy nginx; rathole = server+client;"
-  echo "          postern = edge+connector. backend = the backend nginx (same work on every path)."
+  echo "          postern, postern-sso = edge+connector. backend = the backend nginx (same work on every path)."
   echo "  vs dir: ratio to the direct path (for req/s and MB/s higher is better; for latency lower is better)."
+  if want postern-sso && [[ -n ${RPS[postern-sso]:-} && -n ${RPS[postern]:-} ]]; then
+    echo
+    echo "Signed-in session (postern-sso) vs passthrough (postern), same edge and connector:"
+    printf '  req/s %s   p50 %s   p99 %s   proxy us/req %s   MB/s (1 MiB) %s   proxy ms/MiB %s\n' \
+      "$(ratio "${RPS[postern-sso]}" "${RPS[postern]}")" \
+      "$(ratio "${P50[postern-sso]:-}" "${P50[postern]:-}")" \
+      "$(ratio "${P99[postern-sso]:-}" "${P99[postern]:-}")" \
+      "$(ratio "${CPU_REQ[postern-sso]:-}" "${CPU_REQ[postern]:-}")" \
+      "$(ratio "${MBPS[postern-sso]:-}" "${MBPS[postern]:-}")" \
+      "$(ratio "${CPU_MIB[postern-sso]:-}" "${CPU_MIB[postern]:-}")"
+    awk -v a="${RPS[postern-sso]}" -v b="${RPS[postern]}" 'BEGIN {
+      r = a / b; printf "  target: keep >= 0.90x of passthrough req/s -> %.2fx, %s\n", r, (r >= 0.90 ? "met" : "NOT met") }'
+  fi
   (( ${#RSS_IDLE[@]} )) || return 0
   echo
   echo "Memory (VmRSS of the main process): idle = tunnel up, before any load; after = after all runs; peak = VmHWM"
@@ -555,8 +730,8 @@ print_report() {
   local name label
   for name in connector edge rathole-client rathole-server; do
     case $name in
-      connector) label="postern connector"; want postern || continue ;;
-      edge) label="postern edge"; want postern || continue ;;
+      connector) label="postern connector"; want postern || want postern-sso || continue ;;
+      edge) label="postern edge"; want postern || want postern-sso || continue ;;
       rathole-client) label="rathole client"; want rathole || continue ;;
       rathole-server) label="rathole server"; want rathole || continue ;;
     esac
@@ -573,7 +748,7 @@ write_tsv() {
     local p client
     for p in "${ALL_PATHS[@]}"; do
       want "$p" || continue
-      case $p in postern) client=connector ;; rathole) client=rathole-client ;; *) client="" ;; esac
+      case $p in postern|postern-sso) client=connector ;; rathole) client=rathole-client ;; *) client="" ;; esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "${STATUS[$p]:-not run}" \
         "${RPS[$p]:-}" "${P50[$p]:-}" "${P99[$p]:-}" "${MBPS[$p]:-}" "${CPU_REQ[$p]:-}" "${BCPU_REQ[$p]:-}" \
         "${CPU_MIB[$p]:-}" "${BCPU_MIB[$p]:-}" "${ERR_SMALL[$p]:-}" "${ERR_LARGE[$p]:-}" \
@@ -628,12 +803,26 @@ if want rathole; then
      && wait_http "rathole-server rathole-client" "${URL_LARGE[rathole]}" "$LARGE_SIZE"; then STATUS[rathole]=ready
   else STATUS[rathole]="failed: rathole tunnel did not come up (see log above)"; fi
 fi
-if want postern; then
-  if ensure_postern_binary; then
-    if setup_postern; then STATUS[postern]=ready
-    else STATUS[postern]="failed: postern did not come up (see log above)"; fi
+if want postern-sso && [[ -n $SSO_SKIP ]]; then
+  STATUS[postern-sso]=$SSO_SKIP
+  log "postern-sso: $SSO_SKIP"
+fi
+if want postern || { want postern-sso && [[ -z $SSO_SKIP ]]; }; then
+  # One edge and one connector serve both Postern paths.
+  postern_status=ready
+  if ! ensure_postern_binary; then postern_status=$POSTERN_SKIP
+  elif ! setup_postern; then postern_status="failed: postern did not come up (see log above)"; fi
+  if want postern; then
+    STATUS[postern]=$postern_status
+    [[ $postern_status == ready ]] || log "postern: $postern_status"
   fi
-  [[ ${STATUS[postern]} == ready ]] || log "postern: ${STATUS[postern]}"
+  if want postern-sso; then
+    if [[ -n $SSO_SKIP ]]; then :   # already set and logged above
+    elif [[ $postern_status != ready ]]; then STATUS[postern-sso]=$postern_status
+    else setup_postern_sso || true
+    fi
+    [[ -n $SSO_SKIP || ${STATUS[postern-sso]} == ready ]] || log "postern-sso: ${STATUS[postern-sso]}"
+  fi
 fi
 
 # Idle memory: everything is up and each tunnel has carried one or two requests, no load yet.
