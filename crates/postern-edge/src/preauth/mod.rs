@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use http_body_util::Full;
 use postern_auth::{
@@ -54,6 +54,8 @@ const STATE_COOKIE_SECS: u64 = postern_auth::state_cookie::STATE_LIFETIME.as_sec
 const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(15);
 /// Cached assertions; past it the cache starts over.
 const MAX_CACHED_ASSERTIONS: usize = 10_000;
+/// Opened session cookies kept; past it the cache starts over.
+const MAX_CACHED_SESSIONS: usize = 10_000;
 
 /// How one app signs users in, and who may use it: part of the routing snapshot.
 #[derive(Debug)]
@@ -172,6 +174,10 @@ pub struct Auth {
     pub issuers: Issuers,
     /// Assertions per session, reused for most of their minute.
     assertions: Mutex<HashMap<[u8; 16], (UnixTime, HeaderValue)>>,
+    /// Session cookies already opened, by their exact value: a valid cookie is decrypted and
+    /// decoded once, not on every request. A changed byte is another key, opened (and refused)
+    /// afresh; expiry, revocation and the app's rules are still checked on every request.
+    opened: Mutex<HashMap<Box<str>, Arc<Opened>>>,
 }
 
 /// Store key-ring purposes.
@@ -198,6 +204,7 @@ impl Auth {
             signer,
             issuers: Issuers::new(http),
             assertions: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         })
     }
 
@@ -210,12 +217,40 @@ impl Auth {
         }
         store.save_key_ring(RING_SESSION, &ring.to_json()).await?;
         self.ring.store(Arc::new(ring));
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.clear();
+        }
         Ok(())
     }
 
     /// The edge's JWKS for assertions.
     pub fn jwks(&self) -> serde_json::Value {
         self.signer.jwks()
+    }
+
+    /// The session in cookie `value`, from the cache or opened now.
+    fn open(&self, value: &str, app: &AppId, now: UnixTime) -> Result<Arc<Opened>, CookieError> {
+        let cached = self.opened.lock().ok().and_then(|c| c.get(value).cloned());
+        if let Some(opened) = cached {
+            // Cached under this app's key only if it opened for this app: the value is unique.
+            if opened.session.app == *app {
+                if now >= opened.session.expires_at {
+                    return Err(CookieError::Expired {
+                        expired_at: opened.session.expires_at,
+                    });
+                }
+                return Ok(opened);
+            }
+        }
+        let session = Session::open(&self.ring.load(), value, app, now)?;
+        let opened = Arc::new(Opened::new(session));
+        if let Ok(mut cache) = self.opened.lock() {
+            if cache.len() >= MAX_CACHED_SESSIONS {
+                cache.clear();
+            }
+            cache.insert(value.into(), opened.clone());
+        }
+        Ok(opened)
     }
 
     fn assertion(&self, sign_in: &SignIn, session: &Session, now: UnixTime) -> Option<HeaderValue> {
@@ -257,9 +292,46 @@ pub enum Guarded {
     Answer(Response<Full<Bytes>>),
 }
 
+/// A session made ready for the request path once: the session, the keys its revocation is
+/// looked up by, and the identity header values the app receives.
+pub struct Opened {
+    session: Session,
+    /// `session:<id>`: the key a sign-out of this very session is recorded under.
+    session_key: String,
+    /// The email, lower-cased, as revocations by email are recorded.
+    email_key: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Opened {
+    fn new(session: Session) -> Opened {
+        let mut headers = Vec::with_capacity(3);
+        let mut set = |name: &'static str, value: &str| match HeaderValue::from_str(value) {
+            Ok(v) => headers.push((HeaderName::from_static(name), v)),
+            Err(_) => tracing::warn!(
+                header = name,
+                "identity value is not a valid header value; left out"
+            ),
+        };
+        set("x-postern-user", &session.subject);
+        if let Some(email) = &session.email {
+            set("x-postern-email", email);
+        }
+        if !session.groups.is_empty() {
+            set("x-postern-groups", &session.groups.join(","));
+        }
+        Opened {
+            session_key: format!("session:{}", session.id),
+            email_key: session.email.as_deref().map(str::to_lowercase),
+            headers,
+            session,
+        }
+    }
+}
+
 /// A signed-in user, as the app will see them.
 pub struct Identity {
-    session: Session,
+    opened: Arc<Opened>,
     assertion: Option<HeaderValue>,
     /// The user came with a bearer token, which is then the edge's to remove; otherwise an
     /// `Authorization` header is the app's own business and passes.
@@ -273,21 +345,8 @@ impl Identity {
         if self.by_bearer {
             headers.remove(header::AUTHORIZATION);
         }
-        let mut set = |name: &'static str, value: &str| match HeaderValue::from_str(value) {
-            Ok(v) => {
-                headers.insert(name, v);
-            }
-            Err(_) => tracing::warn!(
-                header = name,
-                "identity value is not a valid header value; left out"
-            ),
-        };
-        set("x-postern-user", &self.session.subject);
-        if let Some(email) = &self.session.email {
-            set("x-postern-email", email);
-        }
-        if !self.session.groups.is_empty() {
-            set("x-postern-groups", &self.session.groups.join(","));
+        for (name, value) in &self.opened.headers {
+            headers.insert(name.clone(), value.clone());
         }
         if let Some(a) = &self.assertion {
             headers.insert(postern_auth::assertion::ASSERTION_HEADER, a.clone());
@@ -318,14 +377,13 @@ pub async fn guard(
         SIGNED_OUT_PATH => return Ok(Guarded::Answer(signed_out_page(sign_in))),
         _ => {}
     }
-    let ring = auth.ring.load();
     if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
-        match Session::open(&ring, value, &sign_in.app_id, now) {
-            Ok(session) if !revoked(routes, &session) => {
-                sign_in.admit(&session)?;
-                let assertion = auth.assertion(sign_in, &session, now);
+        match auth.open(value, &sign_in.app_id, now) {
+            Ok(opened) if !revoked(routes, &opened) => {
+                sign_in.admit(&opened.session)?;
+                let assertion = auth.assertion(sign_in, &opened.session, now);
                 return Ok(Guarded::Forward(Identity {
-                    session,
+                    opened,
                     assertion,
                     by_bearer: false,
                 }));
@@ -367,22 +425,20 @@ pub async fn guard(
 /// Whether the session was revoked: it was signed out, or its user's sessions were revoked at or
 /// after the second it was issued. (A sign-in after a revocation is stamped later than it: see
 /// [`issue_time`].)
-fn revoked(routes: &Routes, session: &Session) -> bool {
-    let issued = session.issued_at.secs() as i64;
+fn revoked(routes: &Routes, opened: &Opened) -> bool {
+    if routes.revoked.is_empty() {
+        return false;
+    }
+    let issued = opened.session.issued_at.secs() as i64;
     let before = |principal: &str| {
         routes
             .revoked
             .get(principal)
             .is_some_and(|at| issued <= *at)
     };
-    routes
-        .revoked
-        .contains_key(&format!("session:{}", session.id))
-        || before(&session.subject)
-        || session
-            .email
-            .as_deref()
-            .is_some_and(|e| before(&e.to_lowercase()))
+    routes.revoked.contains_key(&opened.session_key)
+        || before(&opened.session.subject)
+        || opened.email_key.as_deref().is_some_and(before)
 }
 
 /// When a new session for `claims`' user counts as issued: now, or just after the user's last
@@ -429,24 +485,20 @@ async fn bearer_identity(
                 reason: other.to_string(),
             },
         })?;
-    let session = Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
-    if revoked(
-        routes,
-        &Session {
-            // A bearer token's "session" began when the token was issued.
-            issued_at: claims.issued_at.unwrap_or(now),
-            ..session.clone()
-        },
-    ) {
+    let mut session = Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
+    // A bearer token's "session" began when the token was issued.
+    session.issued_at = claims.issued_at.unwrap_or(now);
+    let opened = Arc::new(Opened::new(session));
+    if revoked(routes, &opened) {
         return Err(Refusal::BearerRefused {
             app: sign_in.app_name.clone(),
             reason: "the user's sessions were revoked after this token was issued".into(),
         });
     }
-    sign_in.admit(&session)?;
-    let assertion = auth.assertion(sign_in, &session, now);
+    sign_in.admit(&opened.session)?;
+    let assertion = auth.assertion(sign_in, &opened.session, now);
     Ok(Guarded::Forward(Identity {
-        session,
+        opened,
         assertion,
         by_bearer: true,
     }))
