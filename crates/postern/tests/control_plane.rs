@@ -92,6 +92,10 @@ async fn config_changes_reach_a_running_connector_within_a_second_under_load() {
         "the change took {:?}",
         start.elapsed()
     );
+    eprintln!(
+        "propagation: the new internal URL took traffic {:?} after the update call returned",
+        start.elapsed()
+    );
     load.wait_for_more(50).await;
     let settled = one.hits.load(Ordering::Relaxed);
     load.wait_for_more(50).await;
@@ -150,6 +154,7 @@ async fn config_changes_reach_a_running_connector_within_a_second_under_load() {
         .await;
     let took = until(&other, &edge.url("other.localhost", "/"), |s, _| s == 200).await;
     assert!(took < PROPAGATION_BOUND, "the move took {took:?}");
+    eprintln!("propagation: a moved connector served its new group's app after {took:?}");
 
     // Deleting an app: gone for users at once.
     edge.admin_ok(&["app", "delete", "fresh"]).await;
