@@ -685,3 +685,193 @@ async fn a_user_signs_in_and_out_in_headless_chromium() {
         .iter()
         .any(|c| c["name"] == "__Host-postern-session"));
 }
+
+/// Runs `browser-signin.mjs` in headless Chromium and returns what it saw.
+async fn chromium(args: Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/browser-signin.mjs");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed; run scripts/test.sh (it installs the Debian package chromium)"
+    );
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(script)
+            .arg(args.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run hung")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    let pw = edge.dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "cy@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--group",
+        "staff",
+    ])
+    .await;
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "dan@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .await;
+    let external = format!("https://intranet.localhost:{}", edge.public.port());
+    edge.admin_ok(&[
+        "app",
+        "publish",
+        "intranet",
+        "--external-url",
+        &external,
+        "--internal-url",
+        &app.url(),
+        "--group",
+        "g",
+        "--preauth",
+        "oidc",
+        "--assignment-required",
+    ])
+    .await;
+    edge.admin_ok(&["app", "assign", "intranet", "--group", "staff"])
+        .await;
+    let shown: Value =
+        serde_json::from_str(&edge.admin_ok(&["app", "show", "intranet", "--json"]).await).unwrap();
+    assert_eq!(shown["sign_in"]["issuer"], "built-in");
+    assert_eq!(shown["sign_in"]["client_secret_set"], true);
+    let _connector = edge.connector("g").await;
+
+    let url = format!("{external}/reports?q=1");
+    let result = chromium(json!({
+        "url": url, "email": "cy@example.com", "password": PASSWORD, "signedOutAtApp": false,
+    }))
+    .await;
+    assert_eq!(result["afterSignIn"]["url"], url.as_str());
+    let body: Value =
+        serde_json::from_str(result["afterSignIn"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen(&body, "x-postern-email"), ["cy@example.com"]);
+    assert_eq!(seen(&body, "x-postern-groups"), ["staff"]);
+    assert!(
+        seen(&body, "x-postern-user")[0].starts_with("u_"),
+        "a stable subject, not the email"
+    );
+    assert!(!result["cookiesAfterSignOut"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "__Host-postern-session"));
+
+    // Dan signs in fine at the provider but is not assigned to the app.
+    let raw_ca = edge.ca_pem();
+    let tls = postern_pki::client_config(&raw_ca, vec![b"http/1.1".to_vec()]).unwrap();
+    let browser = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .resolve("intranet.localhost", edge.public)
+        .resolve("login.localhost", edge.public)
+        .build()
+        .unwrap();
+    let form = browser.get(&url).send().await.unwrap();
+    assert_eq!(form.url().host_str(), Some("login.localhost"));
+    let page = form.text().await.unwrap();
+    let field = |name: &str| {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = page.find(&needle).unwrap() + needle.len();
+        page[start..start + page[start..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let resp = browser
+        .post(format!(
+            "https://login.localhost:{}/signin",
+            edge.public.port()
+        ))
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("req", field("req").as_str()),
+            ("email", "dan@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("not assigned"));
+}
+
+#[tokio::test]
+async fn sessions_survive_a_key_rotation_and_an_edge_restart() {
+    let w = World::new(&[]).await;
+    let (browser, jar) = w.browser();
+    let resp = w
+        .sign_in(&browser, "wiki", "/", "ann@example.com", false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let cookie = w.session_cookie(&jar, "wiki");
+    let get = |edge: &Edge, value: &str| {
+        let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("wiki.localhost", edge.public)
+            .build()
+            .unwrap();
+        let url = edge.url("wiki.localhost", "/");
+        let value = value.to_owned();
+        async move {
+            client
+                .get(url)
+                .header("cookie", format!("__Host-postern-session={value}"))
+                .header("accept", "application/json")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let out = w.edge.admin_ok(&["rotate-session-key"]).await;
+    assert!(out.contains("existing sessions keep working"), "{out}");
+    assert_eq!(
+        get(&w.edge, &cookie).await,
+        200,
+        "a key rotation signed the user out"
+    );
+
+    // The key ring is in the store: the session outlives the edge process.
+    let World {
+        edge,
+        issuer,
+        _connector: connector,
+        _app: app,
+    } = w;
+    let connector_port = edge.connector.port();
+    let (dir, mut child) = (edge.dir, edge.child);
+    child.kill().await.unwrap();
+    let listen = format!("127.0.0.1:{connector_port}");
+    let edge = Edge::start_in(dir, &["--connector-listen", &listen]).await;
+    edge.wait_tunnels(&connector.id, 2).await;
+    assert_eq!(
+        get(&edge, &cookie).await,
+        200,
+        "an edge restart signed the user out"
+    );
+    drop((issuer, app));
+}

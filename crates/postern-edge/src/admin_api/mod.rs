@@ -83,6 +83,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             "/v1/users/{email}/revoke-sessions",
             post(sessions::revoke),
         ),
+        (
+            Method::POST,
+            "/v1/session-keys/rotate",
+            post(sessions::rotate_cookie_key),
+        ),
         (Method::GET, "/v1/connectors", get(connectors::list)),
         (Method::GET, "/v1/connectors/{id}", get(connectors::show)),
         (

@@ -51,3 +51,33 @@ pub async fn revoke(
         .await;
     result.map(Json)
 }
+
+#[derive(Serialize, Deserialize)]
+pub struct RotatedView {
+    /// Session cookies issued before keep working until they expire.
+    pub rotated: bool,
+}
+
+/// Adds a new session-cookie key that seals from now on; cookies sealed with older keys still
+/// open, so nobody is signed out.
+pub async fn rotate_cookie_key(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+) -> Result<Json<RotatedView>, ApiFailure> {
+    let result = shared
+        .auth
+        .rotate_cookie_key(&shared.store)
+        .await
+        .map(|()| RotatedView { rotated: true })
+        .map_err(ApiFailure::from);
+    admin
+        .audit(
+            &shared,
+            "session_keys.rotate",
+            "session-cookie",
+            &result,
+            |_| String::new(),
+        )
+        .await;
+    result.map(Json)
+}

@@ -665,9 +665,14 @@ async fn signout(
         Some(mut url) => {
             let mut back = sign_in.origin.root().clone();
             back.set_path(SIGNED_OUT_PATH);
-            url.query_pairs_mut()
-                .append_pair("client_id", &sign_in.client_id)
-                .append_pair("post_logout_redirect_uri", back.as_str());
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &sign_in.client_id);
+            // An external issuer has the app's post-logout URI registered by its admin; the
+            // built-in provider shows its own signed-out page instead.
+            if sign_in.issuer.as_str() != shared.idp.issuer {
+                q.append_pair("post_logout_redirect_uri", back.as_str());
+            }
+            drop(q);
             redirect(url.as_str())
         }
         None => signed_out_page(sign_in),

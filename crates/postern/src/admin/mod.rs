@@ -52,6 +52,8 @@ enum AdminCommand {
     /// Admin API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Add a new session-cookie key; sessions issued before keep working.
+    RotateSessionKey,
     /// Read the audit log, newest first.
     Audit(AuditArgs),
     /// Create or update groups and apps to match a TOML or YAML file.
@@ -319,6 +321,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::App(cmd) => app(&client, json, cmd).await,
         AdminCommand::Connector(cmd) => connector(&client, json, cmd).await,
         AdminCommand::Token(cmd) => admin_token(&client, json, cmd).await,
+        AdminCommand::RotateSessionKey => {
+            let v: serde_json::Value = client
+                .post("/v1/session-keys/rotate", &serde_json::json!({}))
+                .await?;
+            print(json, &v, || {
+                println!("new session-cookie key in use; existing sessions keep working")
+            });
+            Ok(())
+        }
         AdminCommand::Audit(a) => audit(&client, json, a).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
         AdminCommand::User(cmd) => directory::user(&client, json, cmd).await,

@@ -1,7 +1,10 @@
 // Signs in to a Postern app in headless Chromium, as a user would, then signs out.
 //
 // Usage: node browser-signin.mjs '{"url": "https://wiki.localhost:PORT/docs?x=1",
-//                                  "email": "...", "password": "..."}'
+//                                  "email": "...", "password": "...",
+//                                  "signedOutAtApp": true}'
+// (`signedOutAtApp: false` when the issuer shows its own signed-out page, as the built-in one
+// does.)
 // Prints one JSON line: {"afterSignIn": {"url", "body"}, "cookies": [...],
 //                        "afterSignOut": {"url", "text"}, "cookiesAfterSignOut": [...]}.
 // `*.localhost` reaches 127.0.0.1 in Chromium; the edge's certificate comes from its own test CA,
@@ -33,11 +36,15 @@ try {
 
   await page.goto(new URL('/.postern/signout', args.url).href);
   // The issuer asks to confirm the sign-out.
-  const confirm = page.getByRole('button', { name: /yes|sign me out|logout/i });
+  const confirm = page.getByRole('button', { name: /yes|sign me out|sign out|logout/i });
   if (await confirm.count()) {
     await Promise.all([page.waitForLoadState(), confirm.first().click()]);
   }
-  await page.waitForURL((u) => u.pathname === '/.postern/signed-out', { timeout: 10000 });
+  if (args.signedOutAtApp !== false) {
+    await page.waitForURL((u) => u.pathname === '/.postern/signed-out', { timeout: 10000 });
+  } else {
+    await page.waitForLoadState();
+  }
   const afterSignOut = { url: page.url(), text: await page.locator('body').innerText() };
   const cookiesAfterSignOut = await context.cookies(args.url);
   process.stdout.write(`${JSON.stringify({ afterSignIn, cookies, afterSignOut, cookiesAfterSignOut })}\n`);
