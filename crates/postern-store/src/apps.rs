@@ -123,34 +123,18 @@ impl Store {
     pub async fn publish_app(&self, app: &NewApp) -> Result<App, StoreError> {
         let group = self.group(&app.group).await?;
         let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO apps (name, external_url, external_host, internal_url, group_id, preauth,
                                preserve_host, insecure_skip_backend_tls_verify, backend_timeout_ms,
                                maintenance, oidc_issuer, oidc_client_id, oidc_client_secret,
                                assignment_required, require_mfa, cookie_http_only,
                                cookie_persistent, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&app.name)
-        .bind(&app.external_url)
-        .bind(&app.external_host)
-        .bind(&app.internal_url)
-        .bind(group.id)
-        .bind(app.preauth.as_str())
-        .bind(app.preserve_host)
-        .bind(app.insecure_skip_backend_tls_verify)
-        .bind(app.backend_timeout.as_millis() as i64)
-        .bind(app.maintenance)
-        .bind(app.oidc.as_ref().and_then(|o| o.issuer.clone()))
-        .bind(app.oidc.as_ref().map(|o| o.client_id.clone()))
-        .bind(app.oidc.as_ref().and_then(|o| o.client_secret.clone()))
-        .bind(app.access.assignment_required)
-        .bind(app.access.require_mfa)
-        .bind(app.cookie.http_only)
-        .bind(app.cookie.persistent)
-        .bind(now())
-        .execute(&mut *tx)
-        .await;
+        );
+        let res = bind_settings(insert, app, group.id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await;
         if let Err(e) = &res {
             if is_unique_violation(e) {
                 return Err(app_conflict(e, app));
@@ -167,7 +151,7 @@ impl Store {
     pub async fn update_app(&self, name: &str, app: &NewApp) -> Result<App, StoreError> {
         let group = self.group(&app.group).await?;
         let mut tx = self.pool.begin().await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE apps SET name = ?, external_url = ?, external_host = ?, internal_url = ?,
                  group_id = ?, preauth = ?, preserve_host = ?,
                  insecure_skip_backend_tls_verify = ?, backend_timeout_ms = ?, maintenance = ?,
@@ -175,27 +159,11 @@ impl Store {
                  assignment_required = ?, require_mfa = ?, cookie_http_only = ?,
                  cookie_persistent = ?
              WHERE name = ?",
-        )
-        .bind(&app.name)
-        .bind(&app.external_url)
-        .bind(&app.external_host)
-        .bind(&app.internal_url)
-        .bind(group.id)
-        .bind(app.preauth.as_str())
-        .bind(app.preserve_host)
-        .bind(app.insecure_skip_backend_tls_verify)
-        .bind(app.backend_timeout.as_millis() as i64)
-        .bind(app.maintenance)
-        .bind(app.oidc.as_ref().and_then(|o| o.issuer.clone()))
-        .bind(app.oidc.as_ref().map(|o| o.client_id.clone()))
-        .bind(app.oidc.as_ref().and_then(|o| o.client_secret.clone()))
-        .bind(app.access.assignment_required)
-        .bind(app.access.require_mfa)
-        .bind(app.cookie.http_only)
-        .bind(app.cookie.persistent)
-        .bind(name)
-        .execute(&mut *tx)
-        .await;
+        );
+        let res = bind_settings(update, app, group.id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await;
         match res {
             Ok(r) if r.rows_affected() == 0 => return Err(no_app(name)),
             Ok(_) => {}
@@ -245,6 +213,30 @@ const APP_SELECT: &str = "SELECT a.id, a.name, a.external_url, a.external_host, 
     a.maintenance, a.oidc_issuer, a.oidc_client_id, a.oidc_client_secret, a.assignment_required,
     a.require_mfa, a.cookie_http_only, a.cookie_persistent
     FROM apps a JOIN groups g ON g.id = a.group_id";
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds an app's settings in the column order both `INSERT` and `UPDATE` list them.
+fn bind_settings<'q>(query: Query<'q>, app: &'q NewApp, group_id: i64) -> Query<'q> {
+    query
+        .bind(&app.name)
+        .bind(&app.external_url)
+        .bind(&app.external_host)
+        .bind(&app.internal_url)
+        .bind(group_id)
+        .bind(app.preauth.as_str())
+        .bind(app.preserve_host)
+        .bind(app.insecure_skip_backend_tls_verify)
+        .bind(app.backend_timeout.as_millis() as i64)
+        .bind(app.maintenance)
+        .bind(app.oidc.as_ref().and_then(|o| o.issuer.clone()))
+        .bind(app.oidc.as_ref().map(|o| o.client_id.clone()))
+        .bind(app.oidc.as_ref().and_then(|o| o.client_secret.clone()))
+        .bind(app.access.assignment_required)
+        .bind(app.access.require_mfa)
+        .bind(app.cookie.http_only)
+        .bind(app.cookie.persistent)
+}
 
 fn no_group(name: &str) -> StoreError {
     StoreError::NotFound {
