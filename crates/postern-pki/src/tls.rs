@@ -116,14 +116,23 @@ fn root_store(pem: &str, what: &'static str) -> Result<RootCertStore, PemError> 
 
 /// The connector's client for `https` apps: the system's trusted roots, TLS 1.2 and 1.3.
 pub fn backend_client_config() -> ClientConfig {
+    // No ALPN here: the HTTP client that uses this config sets it.
+    verifying_client_config(system_roots())
+}
+
+/// The system's CA certificates.
+fn system_roots() -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for err in &native.errors {
         tracing::warn!(error = %err, "cannot load some system CA certificates");
     }
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "loaded system CA certificates for apps");
-    // No ALPN here: the HTTP client that uses this config sets it.
+    tracing::debug!(added, ignored, "loaded system CA certificates");
+    roots
+}
+
+fn verifying_client_config(roots: RootCertStore) -> ClientConfig {
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
@@ -134,14 +143,9 @@ pub fn backend_client_config() -> ClientConfig {
 /// The edge's client for OpenID Connect issuers: the system's CA certificates, plus `extra`
 /// (the edge's own CA, which signs the built-in identity provider's certificate).
 pub fn issuer_client_config(extra: &[CertificateDer<'static>]) -> ClientConfig {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let mut roots = system_roots();
     roots.add_parsable_certificates(extra.iter().cloned());
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = verifying_client_config(roots);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config
 }
