@@ -179,9 +179,6 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .redirect(reqwest::redirect::Policy::none())
         // The built-in provider is this edge's own public listener.
         .resolve(&config.idp_host, public_addr)
-        // Sign-ins are rare next to requests; a fresh connection each time avoids reusing one
-        // the issuer already closed.
-        .pool_max_idle_per_host(0)
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .context("building the HTTP client for identity providers")?;
