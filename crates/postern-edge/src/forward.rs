@@ -49,7 +49,7 @@ pub async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let json = crate::rescue::wants_json(req.headers());
-    match route_and_forward(&shared, peer, req, &request_id).await {
+    match route_and_forward(&shared, peer, req, &request_id, json).await {
         Ok(resp) => {
             tracing::debug!(%request_id, %method, path = uri.path(), status = resp.status().as_u16(), "forwarded");
             Ok(resp)
@@ -69,6 +69,7 @@ async fn route_and_forward(
     peer: SocketAddr,
     req: Request<Incoming>,
     request_id: &str,
+    json: bool,
 ) -> Result<Response<EdgeBody>, Refusal> {
     let (host, authority) = request_host(&req).ok_or(Refusal::MissingHost)?;
     if req.method() == Method::CONNECT {
@@ -109,7 +110,7 @@ async fn route_and_forward(
             let guard_req = preauth::Request {
                 uri: req.uri(),
                 headers: req.headers(),
-                json: crate::rescue::wants_json(req.headers()),
+                json,
                 request_id,
             };
             match preauth::guard(shared, &routes, sign_in, &guard_req).await? {
