@@ -794,11 +794,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
     let form = browser.get(&url).send().await.unwrap();
     assert_eq!(form.url().host_str(), Some("login.localhost"));
     let page = form.text().await.unwrap();
-    let field = |name: &str| {
-        let needle = format!("name=\"{name}\" value=\"");
-        let start = page.find(&needle).unwrap() + needle.len();
-        page[start..start + page[start..].find('"').unwrap()].replace("&amp;", "&")
-    };
+    let field = |name: &str| common::browser::form_field(&page, name);
     let resp = browser
         .post(format!(
             "https://login.localhost:{}/signin",

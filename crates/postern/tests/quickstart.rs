@@ -62,14 +62,7 @@ async fn quickstart_serves_the_demo_app_through_the_tunnel() {
     let form = client.get(&url).send().await.unwrap();
     assert_eq!(form.url().host_str(), Some("login.localhost"));
     let form = form.text().await.unwrap();
-    let field = |name: &str| {
-        let needle = format!("name=\"{name}\" value=\"");
-        let start = form
-            .find(&needle)
-            .unwrap_or_else(|| panic!("no {name} in {form}"))
-            + needle.len();
-        form[start..start + form[start..].find('"').unwrap()].replace("&amp;", "&")
-    };
+    let field = |name: &str| common::browser::form_field(&form, name);
     let users: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(data.path().join("quickstart.json")).unwrap(),
     )

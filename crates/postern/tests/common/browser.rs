@@ -20,14 +20,7 @@ pub struct Page {
 impl Page {
     /// The value of the form field `name` (hidden or not) in the page.
     pub fn field(&self, name: &str) -> String {
-        let needle = format!("name=\"{name}\" value=\"");
-        let start = self
-            .body
-            .find(&needle)
-            .unwrap_or_else(|| panic!("no field {name} in page: {}", self.body))
-            + needle.len();
-        let end = self.body[start..].find('"').unwrap() + start;
-        self.body[start..end].replace("&amp;", "&")
+        form_field(&self.body, name)
     }
 }
 
@@ -169,6 +162,17 @@ impl Browser {
             .await;
         self.follow(page).await
     }
+}
+
+/// The value of the form field `name` (hidden or not) in an HTML page.
+pub fn form_field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in page: {html}"))
+        + needle.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].replace("&amp;", "&")
 }
 
 /// The query parameters of a URL.
