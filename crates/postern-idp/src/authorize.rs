@@ -37,6 +37,8 @@ pub enum Purpose {
     Device {
         user_code: String,
     },
+    /// Reaching the user's own account page (`/account`).
+    Account,
 }
 
 /// A sign-in in progress.
@@ -52,6 +54,13 @@ pub struct Pending {
     /// The session the user signed in to for this request, by its hash.
     pub signed_in: Option<String>,
     pub created_at: i64,
+}
+
+impl Pending {
+    /// The client the sign-in is for (none for the account page).
+    pub fn client(&self) -> Option<&str> {
+        Some(self.client_id.as_str()).filter(|c| !c.is_empty())
+    }
 }
 
 /// The next thing the user must do for a pending sign-in.
@@ -70,7 +79,7 @@ pub fn next_step(session: Option<&IdpSession>, user: Option<&User>, p: &Pending)
     if p.fresh_login && p.signed_in.as_deref() != Some(s.hash.as_str()) {
         return Step::SignIn;
     }
-    if (u.require_mfa || p.require_mfa) && !s.amr.iter().any(|m| m == "otp") {
+    if (u.require_mfa || p.require_mfa) && !s.amr.iter().any(|m| m == "mfa") {
         return Step::SecondFactor;
     }
     Step::Done
@@ -164,6 +173,10 @@ impl Idp {
                     }
                     Purpose::Device { user_code } => {
                         crate::device::approval_page(headers, req_id, &p, user_code)
+                    }
+                    Purpose::Account => {
+                        self.finish_pending(req_id);
+                        Redirect::to("/account").into_response()
                     }
                 }
             }
@@ -422,6 +435,7 @@ mod tests {
             admin: false,
             require_mfa,
             mfa_enrolled: false,
+            passkeys: 0,
             groups: vec![],
             created_at: 0,
         }

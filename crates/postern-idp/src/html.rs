@@ -26,14 +26,27 @@ input[type=email],input[type=password],input[type=text]{width:100%;padding:.5rem
 button{margin-top:1.25rem;padding:.6rem 1.2rem;font-size:1rem}
 .error{color:#a00000;border-left:4px solid #a00000;padding-left:.75rem}
 code,.secret{font-family:ui-monospace,monospace;word-break:break-all}
+.or{margin-top:1.5rem;color:#555}
+ul.passkeys{padding-left:1.2rem}ul.passkeys form{display:inline}ul.passkeys button{margin:0 0 0 .5rem;padding:.2rem .6rem;font-size:.9rem}
 :focus{outline:3px solid #1a5fb4;outline-offset:2px}";
 
 /// A whole page with the provider's security headers: never cached, never framed, no scripts.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    page_with_script(status, title, body, false)
+}
+
+/// A page that may run the provider's own passkey script (`/static/passkey.js`, and nothing
+/// else: no inline script, no other origin). Everything but passkeys works without it.
+pub fn page_with_script(status: StatusCode, title: &str, body: &str, passkey: bool) -> Response {
+    let script = if passkey {
+        "<script src=\"/static/passkey.js\" defer></script>"
+    } else {
+        ""
+    };
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} – Postern</title><style>{STYLE}</style></head>\
+         <title>{} – Postern</title><style>{STYLE}</style>{script}</head>\
          <body><main>{body}</main></body></html>\n",
         escape(title)
     );
@@ -46,9 +59,11 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static(if passkey {
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+        } else {
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        }),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(

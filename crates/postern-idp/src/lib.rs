@@ -3,7 +3,8 @@
 //! It is an ordinary issuer: discovery, JWKS, the authorization code flow with PKCE, the token
 //! endpoint (code, refresh token with rotation, device code), userinfo, RP-initiated logout and
 //! the device authorization grant (RFC 8628). Sign-in pages are server-rendered forms; the second
-//! factor is TOTP with recovery codes. State lives in `postern-store`.
+//! factor is TOTP with recovery codes, and a passkey ([`passkey`], WebAuthn) signs a user in with
+//! both factors at once. State lives in `postern-store`.
 //!
 //! Pure cores take time as a parameter: [`password`] (policy, Argon2id), [`pkce`], [`throttle`],
 //! [`keys`] (rotation plan), [`mfa`] (TOTP codes). [`router`] is the thin HTTP shell around them.
@@ -13,6 +14,7 @@
 //! **Invariant:** the answer to a sign-in with an unknown email is the same as with a wrong
 //! password, after the same amount of hashing.
 
+mod account;
 mod authorize;
 pub mod cookies;
 mod device;
@@ -21,6 +23,7 @@ pub mod html;
 pub mod keys;
 mod logout;
 pub mod mfa;
+pub mod passkey;
 pub mod password;
 pub mod pkce;
 mod signin;
@@ -80,6 +83,8 @@ pub struct Idp {
     pub issuer: String,
     pub store: Store,
     pub keys: KeyRing,
+    /// The WebAuthn relying party; `None` when the issuer's host is an IP address.
+    passkeys: Option<passkey::Passkeys>,
     pending: Mutex<HashMap<String, Pending>>,
     account_throttle: Mutex<throttle::Throttle<String>>,
     ip_throttle: Mutex<throttle::Throttle<IpAddr>>,
@@ -90,8 +95,10 @@ impl Idp {
     pub async fn new(store: Store, issuer: String) -> Result<Arc<Idp>, keys::KeyError> {
         let keys = KeyRing::new(DEFAULT_ROTATION);
         keys.maintain(&store, now(), false).await?;
+        let issuer = issuer.trim_end_matches('/').to_owned();
         Ok(Arc::new(Idp {
-            issuer: issuer.trim_end_matches('/').to_owned(),
+            passkeys: passkey::Passkeys::new(&issuer),
+            issuer,
             store,
             keys,
             pending: Mutex::new(HashMap::new()),
@@ -177,6 +184,13 @@ pub fn router(idp: Arc<Idp>) -> Router {
             "/signin/mfa",
             get(signin::mfa_form).post(signin::mfa_submit),
         )
+        .route("/signin/passkey/start", post(passkey::signin_start))
+        .route("/signin/passkey/finish", post(passkey::signin_finish))
+        .route("/account", get(account::show))
+        .route("/account/passkeys/start", post(passkey::enrol_start))
+        .route("/account/passkeys/finish", post(passkey::enrol_finish))
+        .route("/account/passkeys/delete", post(account::delete))
+        .route("/static/passkey.js", get(account::script))
         .route("/token", post(token::token))
         .route("/userinfo", get(token::userinfo).post(token::userinfo))
         .route("/device_authorization", post(device::start))

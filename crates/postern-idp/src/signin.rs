@@ -11,8 +11,8 @@ use postern_store::{SigninEvent, Totp};
 use serde::Deserialize;
 
 use crate::authorize::{expired_request, internal, ReqQuery};
-use crate::html::{alert, escape, hidden, page};
-use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending, SESSION_LIFETIME};
+use crate::html::{alert, escape, hidden, page, page_with_script};
+use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending};
 
 /// The one answer to a wrong password, an unknown email and a disabled account alike.
 const BAD_CREDENTIALS: &str = "The email or password is not right. Check them and try again.";
@@ -50,6 +50,21 @@ impl Idp {
     }
 }
 
+/// The passkey button of a sign-in step, shown by the page's script where WebAuthn works.
+fn passkey_button(idp: &Idp, csrf: &str, req: &str, label: &str) -> String {
+    if idp.passkeys.is_none() {
+        return String::new();
+    }
+    format!(
+        "<div id=\"passkey-signin\" data-csrf=\"{csrf}\" data-req=\"{req}\" hidden>\
+         <p class=\"or\">or</p><button type=\"button\" id=\"passkey-button\">{label}</button>\
+         <p class=\"error\" role=\"alert\" id=\"passkey-error\" hidden></p></div>",
+        csrf = escape(csrf),
+        req = escape(req),
+        label = escape(label),
+    )
+}
+
 fn with_cookie(mut resp: Response, cookie: Option<http::HeaderValue>) -> Response {
     if let Some(c) = cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
@@ -58,6 +73,7 @@ fn with_cookie(mut resp: Response, cookie: Option<http::HeaderValue>) -> Respons
 }
 
 fn password_page(
+    idp: &Idp,
     status: StatusCode,
     csrf: &str,
     req: &str,
@@ -72,7 +88,7 @@ fn password_page(
     } else {
         ""
     };
-    page(
+    page_with_script(
         status,
         "Sign in",
         &format!(
@@ -82,12 +98,14 @@ fn password_page(
              <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\"{autofocus_email}{described}>\
              <label for=\"password\">Password</label>\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required{autofocus_pw}{described}>\
-             <button type=\"submit\">Sign in</button></form>",
+             <button type=\"submit\">Sign in</button></form>{passkey}",
             app = escape(&p.client_name),
             alert = alert(error),
             hidden = hidden(csrf, req),
             email = escape(email),
+            passkey = passkey_button(idp, csrf, req, "Sign in with a passkey"),
         ),
+        idp.passkeys.is_some(),
     )
 }
 
@@ -107,7 +125,7 @@ pub async fn form(
         .map(|(_, u)| u.email)
         .unwrap_or_default();
     with_cookie(
-        password_page(StatusCode::OK, &csrf, &q.req, &p, &email, None),
+        password_page(&idp, StatusCode::OK, &csrf, &q.req, &p, &email, None),
         cookie,
     )
 }
@@ -155,10 +173,11 @@ pub async fn submit(
         return expired_request();
     };
     let email = f.email.trim().to_ascii_lowercase();
-    let client_id = Some(p.client_id.as_str());
+    let client_id = p.client();
     if let Err(refused) = idp.throttle_check(&email, ip.0) {
         idp.event(&email, None, &ip, client_id, "throttled").await;
         return password_page(
+            &idp,
             StatusCode::TOO_MANY_REQUESTS,
             &f.csrf,
             &f.req,
@@ -189,6 +208,7 @@ pub async fn submit(
         idp.throttle_failure(&email, ip.0);
         idp.event(&email, user_id, &ip, client_id, reason).await;
         return password_page(
+            &idp,
             StatusCode::UNAUTHORIZED,
             &f.csrf,
             &f.req,
@@ -203,41 +223,26 @@ pub async fn submit(
     idp.throttle_success(&email);
     idp.event(&email, Some(&user.id), &ip, client_id, "ok_password")
         .await;
-    if let Some((old, _)) = idp.session(&headers).await {
-        let _ = idp.store.revoke_session(&old.hash).await;
-    }
-    let now = now();
-    let token = match idp
-        .store
-        .create_session(
-            &user.id,
-            now,
-            &["pwd".to_owned()],
-            now + SESSION_LIFETIME.as_secs() as i64,
-        )
+    let cookie = match idp
+        .start_session(&headers, &f.req, &user.id, &["pwd".to_owned()])
         .await
     {
-        Ok(t) => t,
+        Ok(c) => c,
         Err(e) => return internal(e),
     };
-    match idp.store.session(&token, now).await {
-        Ok(Some(session)) => idp.mark_signed_in(&f.req, &session.hash),
-        Ok(None) => return internal("a new session is not live"),
-        Err(e) => return internal(e),
-    }
     with_cookie(
         Redirect::to(&format!("/continue?req={}", f.req)).into_response(),
-        Some(cookies::set(cookies::SESSION_COOKIE, Some(&token))),
+        Some(cookie),
     )
 }
 
-fn code_page(csrf: &str, req: &str, p: &Pending, error: Option<&str>) -> Response {
+fn code_page(idp: &Idp, csrf: &str, req: &str, p: &Pending, error: Option<&str>) -> Response {
     let described = if error.is_some() {
         " aria-describedby=\"error\""
     } else {
         ""
     };
-    page(
+    page_with_script(
         if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
         "Verification code",
         &format!(
@@ -245,15 +250,18 @@ fn code_page(csrf: &str, req: &str, p: &Pending, error: Option<&str>) -> Respons
              <form method=\"post\" action=\"/signin/mfa\">{hidden}\
              <label for=\"code\">6-digit code from your authenticator app, or a recovery code</label>\
              <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus{described}>\
-             <button type=\"submit\">Verify</button></form>",
+             <button type=\"submit\">Verify</button></form>{passkey}",
             app = escape(&p.client_name),
             alert = alert(error),
             hidden = hidden(csrf, req),
+            passkey = passkey_button(idp, csrf, req, "Use a passkey instead"),
         ),
+        idp.passkeys.is_some(),
     )
 }
 
 fn enrol_page(
+    idp: &Idp,
     csrf: &str,
     req: &str,
     p: &Pending,
@@ -273,7 +281,7 @@ fn enrol_page(
     } else {
         ""
     };
-    page(
+    page_with_script(
         if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK },
         "Set up two-step verification",
         &format!(
@@ -284,12 +292,14 @@ fn enrol_page(
              <form method=\"post\" action=\"/signin/mfa\">{hidden}\
              <label for=\"code\">6-digit code the app now shows</label>\
              <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" required autofocus{described}>\
-             <button type=\"submit\">Confirm</button></form>",
+             <button type=\"submit\">Confirm</button></form>{passkey}",
             app = escape(&p.client_name),
             key = escape(&secret.0),
             alert = alert(error),
             hidden = hidden(csrf, req),
+            passkey = passkey_button(idp, csrf, req, "Use a passkey instead"),
         ),
+        idp.passkeys.is_some(),
     )
 }
 
@@ -307,14 +317,16 @@ pub async fn mfa_form(
     };
     let (csrf, cookie) = cookies::csrf_token(&headers);
     let resp = match idp.store.totp(&user.id).await {
-        Ok(Totp::Confirmed(_)) => code_page(&csrf, &q.req, &p, None),
-        Ok(Totp::Pending(secret)) => enrol_page(&csrf, &q.req, &p, &secret, &user.email, None),
+        Ok(Totp::Confirmed(_)) => code_page(&idp, &csrf, &q.req, &p, None),
+        Ok(Totp::Pending(secret)) => {
+            enrol_page(&idp, &csrf, &q.req, &p, &secret, &user.email, None)
+        }
         Ok(Totp::None) => {
             let secret = mfa::new_secret();
             if let Err(e) = idp.store.begin_totp(&user.id, &secret).await {
                 return internal(e);
             }
-            enrol_page(&csrf, &q.req, &p, &secret, &user.email, None)
+            enrol_page(&idp, &csrf, &q.req, &p, &secret, &user.email, None)
         }
         Err(e) => return internal(e),
     };
@@ -351,13 +363,13 @@ pub async fn mfa_submit(
     let Some((session, user)) = idp.session(&headers).await else {
         return Redirect::to(&format!("/signin?req={}", f.req)).into_response();
     };
-    let client_id = Some(p.client_id.as_str());
+    let client_id = p.client();
     // Codes are throttled like passwords, under their own key, so guessing 6 digits is slow.
     let key = format!("otp:{}", user.id);
     if let Err(refused) = idp.throttle_check(&key, ip.0) {
         idp.event(&user.email, Some(&user.id), &ip, client_id, "throttled")
             .await;
-        return code_page(&f.csrf, &f.req, &p, Some(&wait_message(&refused)));
+        return code_page(&idp, &f.csrf, &f.req, &p, Some(&wait_message(&refused)));
     }
     let totp = match idp.store.totp(&user.id).await {
         Ok(t) => t,
@@ -415,10 +427,16 @@ pub async fn mfa_submit(
         idp.throttle_failure(&key, ip.0);
         let message = "That code is not right. Enter the code your authenticator app shows now.";
         return match &totp {
-            Totp::Pending(secret) => {
-                enrol_page(&f.csrf, &f.req, &p, secret, &user.email, Some(message))
-            }
-            _ => code_page(&f.csrf, &f.req, &p, Some(message)),
+            Totp::Pending(secret) => enrol_page(
+                &idp,
+                &f.csrf,
+                &f.req,
+                &p,
+                secret,
+                &user.email,
+                Some(message),
+            ),
+            _ => code_page(&idp, &f.csrf, &f.req, &p, Some(message)),
         };
     }
     idp.throttle_success(&key);

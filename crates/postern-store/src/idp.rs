@@ -36,7 +36,8 @@ fn no_user(email: &str) -> StoreError {
 const USER_SELECT: &str = "SELECT u.id, u.email, u.display_name, u.enabled, u.admin, u.require_mfa,
         u.totp_confirmed_at IS NOT NULL, u.created_at,
         COALESCE((SELECT group_concat(g.name, ' ') FROM idp_group_members m
-                  JOIN idp_groups g ON g.id = m.group_id WHERE m.user_id = u.id), '')
+                  JOIN idp_groups g ON g.id = m.group_id WHERE m.user_id = u.id), ''),
+        (SELECT COUNT(*) FROM idp_passkeys p WHERE p.user_id = u.id)
     FROM idp_users u";
 
 fn user_from_row(r: &SqliteRow) -> User {
@@ -52,6 +53,21 @@ fn user_from_row(r: &SqliteRow) -> User {
         mfa_enrolled: r.get(6),
         created_at: r.get(7),
         groups,
+        passkeys: r.get(9),
+    }
+}
+
+const PASSKEY_SELECT: &str =
+    "SELECT id, user_id, name, data, created_at, last_used_at FROM idp_passkeys";
+
+fn passkey_from_row(r: &SqliteRow) -> StoredPasskey {
+    StoredPasskey {
+        id: r.get(0),
+        user_id: r.get(1),
+        name: r.get(2),
+        data: r.get(3),
+        created_at: r.get(4),
+        last_used_at: r.get(5),
     }
 }
 
@@ -192,8 +208,8 @@ impl Store {
         Ok(user)
     }
 
-    /// Removes a user's authenticator and recovery codes and ends their sessions: they enrol
-    /// again at their next sign-in.
+    /// Removes a user's authenticator, recovery codes and passkeys and ends their sessions: they
+    /// enrol again at their next sign-in.
     pub async fn reset_mfa(&self, email: &str) -> Result<User, StoreError> {
         let user = self.user(email).await?;
         let mut tx = self.pool.begin().await?;
@@ -205,10 +221,12 @@ impl Store {
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM idp_recovery_codes WHERE user_id = ?")
-            .bind(&user.id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["idp_recovery_codes", "idp_passkeys"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = ?"))
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+        }
         revoke_everything(&mut tx, &user.id).await?;
         tx.commit().await?;
         self.user(email).await
@@ -318,6 +336,85 @@ impl Store {
     }
 
     // Directory groups -----------------------------------------------------------------------
+
+    // Passkeys -------------------------------------------------------------------------------
+
+    /// Adds a passkey; a credential ID already registered (to anyone) is a conflict.
+    pub async fn add_passkey(
+        &self,
+        user_id: &str,
+        id: &str,
+        name: &str,
+        data: &str,
+    ) -> Result<StoredPasskey, StoreError> {
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO idp_passkeys (id, user_id, name, data, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(name)
+        .bind(data)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict("this passkey is registered already".into())
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(StoredPasskey {
+            id: id.to_owned(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            data: data.to_owned(),
+            created_at,
+            last_used_at: None,
+        })
+    }
+
+    /// A user's passkeys, oldest first.
+    pub async fn passkeys(&self, user_id: &str) -> Result<Vec<StoredPasskey>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{PASSKEY_SELECT} WHERE user_id = ? ORDER BY created_at, id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(passkey_from_row).collect())
+    }
+
+    /// The passkey with this credential ID, whoever owns it.
+    pub async fn passkey(&self, id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        let row = sqlx::query(&format!("{PASSKEY_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(passkey_from_row))
+    }
+
+    /// Records a use of a passkey, with its updated verifier state (the signature counter).
+    pub async fn passkey_used(&self, id: &str, data: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idp_passkeys SET data = ?, last_used_at = ? WHERE id = ?")
+            .bind(data)
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes one of a user's passkeys; false if the user has no passkey with this ID.
+    pub async fn delete_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM idp_passkeys WHERE id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
     /// Adds a user to a directory group, creating the group if needed.
     pub async fn add_group_member(&self, group: &str, email: &str) -> Result<User, StoreError> {

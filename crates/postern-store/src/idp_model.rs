@@ -13,6 +13,8 @@ pub struct User {
     pub require_mfa: bool,
     /// Whether a TOTP authenticator is enrolled and confirmed.
     pub mfa_enrolled: bool,
+    /// How many passkeys the user has enrolled.
+    pub passkeys: i64,
     pub groups: Vec<String>,
     pub created_at: i64,
 }
@@ -46,6 +48,18 @@ pub enum Totp {
     /// A secret was shown to the user but not confirmed with a code yet.
     Pending(TotpSecret),
     Confirmed(TotpSecret),
+}
+
+/// A user's passkey: a WebAuthn credential, by its credential ID (base64url). `data` is the
+/// verifier's own serialisation of it, opaque to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub data: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
 }
 
 /// A directory group and its members' emails.

@@ -29,7 +29,7 @@ pub use admin::MAX_AUDIT_PAGE;
 pub use idp_model::{
     AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,
     IdTokenAlg, IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey,
-    Totp, TotpSecret, User,
+    StoredPasskey, Totp, TotpSecret, User,
 };
 pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,

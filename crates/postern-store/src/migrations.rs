@@ -222,6 +222,17 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL
     );
     CREATE INDEX idp_signin_events_at ON idp_signin_events (at_ms);",
+    // 5: passkeys (WebAuthn credentials) of directory users. `data` is the verifier's serialised
+    // credential: its public key, algorithm and signature counter; no secret.
+    "CREATE TABLE idp_passkeys (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES idp_users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+    );
+    CREATE INDEX idp_passkeys_user ON idp_passkeys (user_id);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use base64::Engine;
-use common::browser::{claims, query, Browser, Page, IDP_HOST};
+use common::browser::{chromium, claims, query, Browser, Page, IDP_HOST};
 use common::Edge;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
@@ -614,6 +614,158 @@ async fn disabling_a_user_ends_their_session_and_tokens_at_once() {
         .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(page.body.contains("The email or password is not right."));
+}
+
+#[tokio::test]
+async fn a_passkey_enrolled_in_chromium_signs_in_with_both_factors_until_mfa_reset() {
+    let (edge, rp) = setup().await;
+    let idp = edge.url(IDP_HOST, "");
+    let (verifier, challenge) = pkce();
+    // The client asks for MFA: the passkey alone must satisfy it, with no code to type.
+    let authorize = format!("{idp}{}", authorize_url(&rp, &challenge, "&acr_values=mfa"));
+    let run = chromium(
+        "browser-passkey.mjs",
+        serde_json::json!({
+            "idp": idp,
+            "enrol": { "email": "ada@example.com", "password": PASSWORD, "name": "Ada's laptop" },
+            "authorize": { "url": authorize, "returnsTo": REDIRECT },
+        }),
+    )
+    .await;
+    let account = run["account"].as_str().unwrap();
+    assert!(account.contains("Ada's laptop"), "{account}");
+    assert_eq!(run["signinPage"]["passkeyButton"], true);
+    let csp = run["signinPage"]["csp"].as_str().unwrap();
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"));
+    assert_eq!(script_src, Some("script-src 'self'"), "{csp}");
+    let returned_to = run["returnedTo"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run}"));
+    let q = query(returned_to);
+    assert_eq!(q["state"], "st-1");
+    let (status, tokens) = redeem(&edge, &rp, &q["code"], &verifier).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let id = verify(&edge, tokens["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!(id["email"], "ada@example.com");
+    assert_eq!(id["amr"], serde_json::json!(["hwk", "mfa"]));
+    assert_eq!(id["acr"], "mfa");
+
+    let users: Vec<serde_json::Value> =
+        serde_json::from_str(&edge.admin_ok(&["--json", "user", "list"]).await).unwrap();
+    let ada = users.iter().find(|u| u["email"] == "ada@example.com");
+    assert_eq!(ada.unwrap()["passkeys"], 1);
+
+    // An administrator's MFA reset removes the passkey: the same key is then refused, with a
+    // message, and the user stays signed out.
+    edge.admin_ok(&["user", "mfa-reset", "ada@example.com"])
+        .await;
+    let (_, challenge) = pkce();
+    let authorize = format!("{idp}{}", authorize_url(&rp, &challenge, ""));
+    let again = chromium(
+        "browser-passkey.mjs",
+        serde_json::json!({
+            "idp": idp,
+            "credentials": run["credentials"],
+            "authorize": { "url": authorize, "returnsTo": REDIRECT },
+        }),
+    )
+    .await;
+    assert_eq!(again["returnedTo"], serde_json::Value::Null);
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("This passkey was not accepted"),
+        "{again}"
+    );
+
+    let out = edge.admin_ok(&["--json", "idp", "signins"]).await;
+    let events: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let reasons: Vec<&str> = events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown_passkey",
+            "ok_passkey",
+            "ok_passkey_enrolled",
+            "ok_password"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn passkey_endpoints_refuse_bad_input_with_a_reason() {
+    let (edge, rp) = setup().await;
+    let mut b = Browser::new(&edge);
+    let (_, challenge) = pkce();
+    let form = b.open(&authorize_url(&rp, &challenge, "")).await;
+    assert!(form.body.contains("Sign in with a passkey"));
+    let (csrf, req) = (form.field("csrf"), form.field("req"));
+    let start = |csrf: &str| serde_json::json!({ "csrf": csrf, "req": req });
+
+    // No CSRF token, or a wrong one: refused before anything starts.
+    let page = b.post_json("/signin/passkey/start", &start("")).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("\"csrf\""));
+    // An unknown sign-in.
+    let page = b
+        .post_json(
+            "/signin/passkey/start",
+            &serde_json::json!({ "csrf": csrf, "req": "nope" }),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("\"expired\""));
+    // A challenge for a discoverable credential: no credential IDs, user verification required.
+    let page = b.post_json("/signin/passkey/start", &start(&csrf)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let started: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(started["publicKey"]["rpId"], IDP_HOST);
+    assert_eq!(started["publicKey"]["userVerification"], "required");
+    let ceremony = started["ceremony"].as_str().unwrap();
+    // A malformed answer uses up the challenge; answering it again finds nothing to answer.
+    let finish = serde_json::json!({
+        "csrf": csrf, "req": req, "ceremony": ceremony,
+        "credential": { "id": "x", "rawId": "eA", "type": "public-key",
+                        "response": { "authenticatorData": "", "clientDataJSON": "", "signature": "" } },
+    });
+    let page = b.post_json("/signin/passkey/finish", &finish).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert!(page.body.contains("This passkey was not accepted"));
+    let page = b.post_json("/signin/passkey/finish", &finish).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("ceremony_expired"));
+    // Not JSON at all.
+    let resp = edge
+        .client(IDP_HOST)
+        .post(edge.url(IDP_HOST, "/signin/passkey/finish"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // Enrolment needs a recent sign-in: without one, the account page sends the user to sign in
+    // and the enrolment endpoint refuses.
+    let page = b.get("/account").await;
+    assert!(page.location.unwrap().starts_with("/signin?req="));
+    let page = b
+        .post_json(
+            "/account/passkeys/start",
+            &serde_json::json!({ "csrf": csrf }),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("reauthenticate"));
+    // Every failure is a recorded sign-in event.
+    let out = edge.admin_ok(&["--json", "idp", "signins"]).await;
+    assert!(out.contains("malformed_passkey"));
 }
 
 fn unix_now() -> u64 {

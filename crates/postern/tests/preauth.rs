@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::browser::chromium;
 use common::issuer::Issuer;
 use common::{backends, Edge};
 use reqwest::Method;
@@ -632,30 +633,11 @@ async fn the_return_target_never_leaves_the_apps_origin() {
 async fn a_user_signs_in_and_out_in_headless_chromium() {
     let w = World::new(&[]).await;
     let url = w.url("wiki", "/docs?x=1");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/browser-signin.mjs");
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Chromium is not installed; run scripts/test.sh (it installs the Debian package chromium)"
-    );
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .arg(script)
-            .arg(
-                json!({ "url": url, "email": "ann@example.com", "password": PASSWORD }).to_string(),
-            )
-            .kill_on_drop(true)
-            .output(),
+    let result = chromium(
+        "browser-signin.mjs",
+        json!({ "url": url, "email": "ann@example.com", "password": PASSWORD }),
     )
-    .await
-    .expect("the browser run hung")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    .await;
     assert_eq!(result["afterSignIn"]["url"], url.as_str());
     let body: Value =
         serde_json::from_str(result["afterSignIn"]["body"].as_str().unwrap()).unwrap();
@@ -684,32 +666,6 @@ async fn a_user_signs_in_and_out_in_headless_chromium() {
         .unwrap()
         .iter()
         .any(|c| c["name"] == "__Host-postern-session"));
-}
-
-/// Runs `browser-signin.mjs` in headless Chromium and returns what it saw.
-async fn chromium(args: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/browser-signin.mjs");
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "Chromium is not installed; run scripts/test.sh (it installs the Debian package chromium)"
-    );
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .arg(script)
-            .arg(args.to_string())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the browser run hung")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test]
@@ -762,9 +718,12 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
     let _connector = edge.connector("g").await;
 
     let url = format!("{external}/reports?q=1");
-    let result = chromium(json!({
-        "url": url, "email": "cy@example.com", "password": PASSWORD, "signedOutAtApp": false,
-    }))
+    let result = chromium(
+        "browser-signin.mjs",
+        json!({
+            "url": url, "email": "cy@example.com", "password": PASSWORD, "signedOutAtApp": false,
+        }),
+    )
     .await;
     assert_eq!(result["afterSignIn"]["url"], url.as_str());
     let body: Value =

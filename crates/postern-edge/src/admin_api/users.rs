@@ -26,6 +26,9 @@ pub struct UserView {
     pub admin: bool,
     pub require_mfa: bool,
     pub mfa_enrolled: bool,
+    /// How many passkeys the user has enrolled (`user mfa-reset` removes them).
+    #[serde(default)]
+    pub passkeys: i64,
     pub groups: Vec<String>,
     pub created_at: i64,
 }
@@ -39,6 +42,7 @@ pub fn user_view(u: postern_store::User) -> UserView {
         admin: u.admin,
         require_mfa: u.require_mfa,
         mfa_enrolled: u.mfa_enrolled,
+        passkeys: u.passkeys,
         groups: u.groups,
         created_at: u.created_at,
     }

@@ -167,12 +167,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                                 u.display_name.clone(),
                                 if u.enabled { "enabled" } else { "disabled" }.to_owned(),
                                 if u.admin { "yes" } else { "" }.to_owned(),
-                                match (u.require_mfa, u.mfa_enrolled) {
-                                    (_, true) => "enrolled",
-                                    (true, false) => "required, not enrolled",
-                                    (false, false) => "",
-                                }
-                                .to_owned(),
+                                mfa_summary(u),
                                 u.groups.join(","),
                                 u.id.clone(),
                                 format_time(u.created_at),
@@ -403,4 +398,21 @@ pub async fn idp(client: &AdminClient, json: bool, cmd: IdpCommand) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// The MFA column of `user list`: the methods enrolled, or whether one is still required.
+fn mfa_summary(u: &UserView) -> String {
+    let mut methods = Vec::new();
+    if u.mfa_enrolled {
+        methods.push("totp".to_owned());
+    }
+    match u.passkeys {
+        0 => {}
+        1 => methods.push("passkey".to_owned()),
+        n => methods.push(format!("{n} passkeys")),
+    }
+    if methods.is_empty() && u.require_mfa {
+        return "required, not enrolled".to_owned();
+    }
+    methods.join(", ")
 }

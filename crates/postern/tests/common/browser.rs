@@ -114,6 +114,19 @@ impl Browser {
         self.finish(resp).await
     }
 
+    #[allow(dead_code)]
+    pub async fn post_json(&mut self, url: &str, body: &serde_json::Value) -> Page {
+        let resp = self
+            .client
+            .post(self.absolute(url))
+            .header(COOKIE, self.cookie_header())
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        self.finish(resp).await
+    }
+
     /// Follows redirects within the provider; returns the first page that is not one, or the
     /// first redirect that leaves the provider.
     pub async fn follow(&mut self, mut page: Page) -> Page {
@@ -194,4 +207,32 @@ pub fn claims(jwt: &str) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// Runs one of the Node scripts under `tests/js` in headless Chromium, with its JSON argument,
+/// and returns the JSON line it printed.
+#[allow(dead_code)]
+pub async fn chromium(script: &str, args: serde_json::Value) -> serde_json::Value {
+    let script = format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Chromium is not installed; run scripts/test.sh (it installs the Debian package chromium)"
+    );
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        tokio::process::Command::new("node")
+            .arg(&script)
+            .arg(args.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run hung")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

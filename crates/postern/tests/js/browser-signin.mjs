@@ -29,7 +29,7 @@ try {
   await page.getByLabel('Password').fill(args.password);
   await Promise.all([
     page.waitForURL((u) => u.href.startsWith(new URL(args.url).origin)),
-    page.getByRole('button', { name: 'Sign in' }).click(),
+    page.getByRole('button', { name: 'Sign in', exact: true }).click(),
   ]);
   const afterSignIn = { url: page.url(), body: await page.locator('body').innerText() };
   const cookies = await context.cookies(args.url);
