@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, idempotently: Debian packages with apt-get (when
+# one is missing) and the Node peers from the committed lock file (when it changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# Building: OpenSSL's headers and pkg-config, for webauthn-rs's verifier (passkeys).
+pkg-config --exists openssl 2>/dev/null || need_apt+=(pkg-config libssl-dev)
+# The tests read /proc and send signals with `kill` (procps).
+command -v kill >/dev/null 2>&1 || need_apt+=(procps)
+# Independent peers: the npm OpenID provider and Playwright run on Node; pages are tested in
+# Debian's Chromium.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "scripts/install-deps.sh: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]})" >&2
+        exit 1
+    fi
+fi
+
+# The Node peers, from the committed lock file; reinstalled only when the lock file changes.
+peers=crates/postern/tests/js
+stamp="$peers/node_modules/.installed-from"
+want=$(sha256sum "$peers/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    npm ci --prefix "$peers" --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+fi
