@@ -143,6 +143,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         "  Its admin and demo users and their passwords: {}",
         users_file.display()
     );
+    println!(
+        "  Add a passkey (in a browser that trusts {ca}): {}/account",
+        edge.idp_issuer()
+    );
     println!();
     println!("Press Ctrl-C to stop.");
 
