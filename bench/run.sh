@@ -28,6 +28,8 @@ BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-1}    # unmeasured wrk run before e
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}         # keep-alive connections for the 64-byte test
 BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 MiB test
 BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
+BENCH_ROUNDS=${BENCH_ROUNDS:-1}                    # rounds of the small-response test, paths interleaved;
+                                                   # its figures are then each path's median round
 BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso"}
 BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
 BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
@@ -398,18 +400,43 @@ run_wrk() {
   fi
 }
 
-bench_path() {
-  local path=$1
-  log "measuring $path: ${SMALL_SIZE}-byte responses, $BENCH_CONNECTIONS connections, ${BENCH_SECONDS}s"
-  run_wrk "$path" small "${URL_SMALL[$path]}" "$BENCH_CONNECTIONS" || { STATUS[$path]="wrk failed"; return 0; }
-  RPS[$path]=$(calc 'n / s' -v n="$W_REQUESTS" -v s="$W_SECONDS")
-  P50[$path]=$W_P50_MS
-  P99[$path]=$W_P99_MS
-  ERR_SMALL[$path]=$W_ERRORS
-  [[ -n ${PROXY_PROCS[$path]} ]] && CPU_REQ[$path]=$(calc 'c * 1e6 / n' -v c="$W_CPU" -v n="$W_REQUESTS")
-  BCPU_REQ[$path]=$(calc 'c * 1e6 / n' -v c="$W_BCPU" -v n="$W_REQUESTS")
+# bench_small PATH ROUND: one round of the small-response test; each figure is kept per round
+# (space-separated lists), and the path's figure is the median round (see median_rounds).
+bench_small() {
+  local path=$1 round=$2
+  log "measuring $path: ${SMALL_SIZE}-byte responses, $BENCH_CONNECTIONS connections, ${BENCH_SECONDS}s (round $round of $BENCH_ROUNDS)"
+  run_wrk "$path" small "${URL_SMALL[$path]}" "$BENCH_CONNECTIONS" || { STATUS[$path]="wrk failed"; return 1; }
+  R_RPS[$path]+=" $(calc 'n / s' -v n="$W_REQUESTS" -v s="$W_SECONDS")"
+  R_P50[$path]+=" $W_P50_MS"
+  R_P99[$path]+=" $W_P99_MS"
+  ERR_SMALL[$path]=$(( ${ERR_SMALL[$path]:-0} + W_ERRORS ))
+  [[ -n ${PROXY_PROCS[$path]} ]] && R_CPU_REQ[$path]+=" $(calc 'c * 1e6 / n' -v c="$W_CPU" -v n="$W_REQUESTS")"
+  R_BCPU_REQ[$path]+=" $(calc 'c * 1e6 / n' -v c="$W_BCPU" -v n="$W_REQUESTS")"
   log "  $W_REQUESTS requests in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s"
+}
 
+# median LIST...: the median of the numbers given (the mean of the middle two for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+median_rounds() {
+  local p
+  for p in "${!R_RPS[@]}"; do
+    # shellcheck disable=SC2086  # the lists are space-separated numbers
+    RPS[$p]=$(median ${R_RPS[$p]})
+    # shellcheck disable=SC2086
+    P50[$p]=$(median ${R_P50[$p]}); P99[$p]=$(median ${R_P99[$p]})
+    # shellcheck disable=SC2086
+    [[ -n ${R_CPU_REQ[$p]:-} ]] && CPU_REQ[$p]=$(median ${R_CPU_REQ[$p]})
+    # shellcheck disable=SC2086
+    BCPU_REQ[$p]=$(median ${R_BCPU_REQ[$p]})
+  done
+}
+
+bench_large() {
+  local path=$1
   log "measuring $path: 1 MiB responses, $BENCH_LARGE_CONNECTIONS connections, ${BENCH_SECONDS}s"
   run_wrk "$path" large "${URL_LARGE[$path]}" "$BENCH_LARGE_CONNECTIONS" || { STATUS[$path]="wrk failed (1 MiB)"; return 0; }
   MBPS[$path]=$(calc 'b / s / 1e6' -v b="$W_BYTES" -v s="$W_SECONDS")
@@ -720,8 +747,13 @@ print_report() {
       "$(ratio "${CPU_REQ[postern-sso]:-}" "${CPU_REQ[postern]:-}")" \
       "$(ratio "${MBPS[postern-sso]:-}" "${MBPS[postern]:-}")" \
       "$(ratio "${CPU_MIB[postern-sso]:-}" "${CPU_MIB[postern]:-}")"
-    awk -v a="${RPS[postern-sso]}" -v b="${RPS[postern]}" 'BEGIN {
-      r = a / b; printf "  target: keep >= 0.90x of passthrough req/s -> %.2fx, %s\n", r, (r >= 0.90 ? "met" : "NOT met") }'
+    if (( BENCH_ROUNDS > 1 )); then
+      # shellcheck disable=SC2086
+      paste -d' ' <(printf '%s\n' ${R_RPS[postern-sso]}) <(printf '%s\n' ${R_RPS[postern]}) |
+        awk '{ printf "%s%.2fx", (NR > 1 ? " " : "  req/s ratio per round: "), $1 / $2 } END { print "" }'
+    fi
+    awk -v a="${RPS[postern-sso]}" -v b="${RPS[postern]}" -v n="$BENCH_ROUNDS" 'BEGIN {
+      r = a / b; printf "  target: keep >= 0.90x of passthrough req/s -> %.2fx (median of %d rounds), %s\n", r, n, (r >= 0.90 ? "met" : "NOT met") }'
   fi
   (( ${#RSS_IDLE[@]} )) || return 0
   echo
@@ -831,10 +863,21 @@ for name in connector edge rathole-client rathole-server; do
   RSS_IDLE[$name]=$(status_kib "$name" VmRSS)
 done
 
+# The small-response test in rounds, the paths interleaved in each, so that a slow spell of
+# this shared machine falls on every path alike; then the large-response test once.
+declare -A R_RPS=() R_P50=() R_P99=() R_CPU_REQ=() R_BCPU_REQ=()
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+  for p in "${ALL_PATHS[@]}"; do
+    want "$p" || continue
+    [[ ${STATUS[$p]:-} == ready ]] || continue
+    bench_small "$p" "$round" || true
+  done
+done
+median_rounds
 for p in "${ALL_PATHS[@]}"; do
   want "$p" || continue
   [[ ${STATUS[$p]:-} == ready ]] || continue
-  bench_path "$p"
+  bench_large "$p"
 done
 
 for name in connector edge rathole-client rathole-server; do
