@@ -28,8 +28,8 @@ BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-1}    # unmeasured wrk run before e
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-64}         # keep-alive connections for the 64-byte test
 BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 MiB test
 BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
-BENCH_ROUNDS=${BENCH_ROUNDS:-1}                    # rounds of the small-response test, paths interleaved;
-                                                   # its figures are then each path's median round
+BENCH_ROUNDS=${BENCH_ROUNDS:-1}                    # rounds of both tests, paths interleaved in each; the
+                                                   # figures are then each path's median round
 BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso"}
 BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
 BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
@@ -38,6 +38,9 @@ BENCH_INSTALL=${BENCH_INSTALL:-1}                  # 1 = apt-get/cargo install m
 BENCH_BUILD_POSTERN=${BENCH_BUILD_POSTERN:-1}      # 1 = cargo build --release -p postern if the binary is
                                                    # missing; always = rebuild (no-op when fresh); 0 = never
 BENCH_BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-3600}
+BENCH_INSTRUCTIONS=${BENCH_INSTRUCTIONS:-0}        # 1 = run the Postern edge and connector under callgrind and
+                                                   # count their instructions per request (repeatable where
+                                                   # seconds are not; about 50x slower, so keep runs short)
 BENCH_KEEP=${BENCH_KEEP:-0}                        # 1 = keep the work dir (configs, logs, raw wrk output)
 BENCH_RESULTS_TSV=${BENCH_RESULTS_TSV:-}           # optional file to write the figures to as TSV
 POSTERN_BIN=${POSTERN_BIN:-$REPO_ROOT/target/release/postern}
@@ -226,6 +229,43 @@ start() {
   log "started $name (pid $!)"
 }
 
+# start_counted NAME CMD...: as start, under callgrind when BENCH_INSTRUCTIONS=1 (see
+# count_instructions).
+start_counted() {
+  local name=$1; shift
+  if (( BENCH_INSTRUCTIONS )); then
+    start "$name" valgrind --tool=callgrind --dump-instr=no \
+      --callgrind-out-file="$WORK/callgrind-$name.%p" "$@"
+  else
+    start "$name" "$@"
+  fi
+}
+
+# count_instructions zero|read NAME...: zeroes the callgrind counters of the named processes, or
+# dumps them and prints the instructions executed since they were zeroed (all threads).
+count_instructions() {
+  local what=$1; shift
+  (( BENCH_INSTRUCTIONS )) || { [[ $what == read ]] && echo 0; return 0; }
+  local name pid total=0 file n
+  for name in "$@"; do
+    pid=${PID_OF[$name]:-}
+    [[ -n $pid ]] || continue
+    if [[ $what == zero ]]; then
+      callgrind_control -z "$pid" >/dev/null
+      continue
+    fi
+    callgrind_control -d "$pid" >/dev/null
+    # The newest dump of this process; its summary line is the instruction count (Ir).
+    # shellcheck disable=SC2012  # names are ours: callgrind-NAME.PID.N
+    file=$(ls -t "$WORK/callgrind-$name.$pid".* 2>/dev/null | head -n 1)
+    n=$(awk '/^summary:/ { print $2 }' "$file" 2>/dev/null)
+    total=$((total + ${n:-0}))
+  done
+  [[ $what == read ]] && echo "$total"
+  return 0
+}
+
+
 alive() { [[ -n ${PID_OF[$1]:-} ]] && kill -0 "${PID_OF[$1]}" 2>/dev/null; }
 
 show_log() {  # a component's panic message (if any) and last log lines, to explain a failure
@@ -369,11 +409,17 @@ run_wrk() {
       "${env_args[@]}" "${wrk_cmd[@]}" -d "${BENCH_WARMUP_SECONDS}s" "$url" || true
   fi
 
-  local cpu0 bcpu0 cpu1 bcpu1 rc=0
+  local cpu0 bcpu0 cpu1 bcpu1 rc=0 counted=""
+  W_INSTR=0
+  [[ " ${PROXY_PROCS[$path]} " == *" edge "* ]] && counted="edge connector"
+  # shellcheck disable=SC2086  # process names
+  count_instructions zero $counted
   cpu0=$(cpu_ticks ${PROXY_PROCS[$path]}); bcpu0=$(cpu_ticks backend)
   load "$out" timeout $((BENCH_SECONDS + 30)) \
     "${env_args[@]}" "${wrk_cmd[@]}" -d "${BENCH_SECONDS}s" "$url" || rc=$?
   cpu1=$(cpu_ticks ${PROXY_PROCS[$path]}); bcpu1=$(cpu_ticks backend)
+  # shellcheck disable=SC2086
+  W_INSTR=$(count_instructions read $counted)
 
   local line
   line=$(grep '^BENCH_RESULT ' "$out" | tail -n 1 || true)
@@ -412,7 +458,8 @@ bench_small() {
   ERR_SMALL[$path]=$(( ${ERR_SMALL[$path]:-0} + W_ERRORS ))
   [[ -n ${PROXY_PROCS[$path]} ]] && R_CPU_REQ[$path]+=" $(calc 'c * 1e6 / n' -v c="$W_CPU" -v n="$W_REQUESTS")"
   R_BCPU_REQ[$path]+=" $(calc 'c * 1e6 / n' -v c="$W_BCPU" -v n="$W_REQUESTS")"
-  log "  $W_REQUESTS requests in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s"
+  (( W_INSTR > 0 )) && R_INSTR_REQ[$path]+=" $(calc 'i / n' -v i="$W_INSTR" -v n="$W_REQUESTS")"
+  log "  $W_REQUESTS requests in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s${W_INSTR:+; instructions (edge+connector): $W_INSTR}"
 }
 
 # median LIST...: the median of the numbers given (the mean of the middle two for an even count).
@@ -433,20 +480,34 @@ median_rounds() {
     # shellcheck disable=SC2086
     BCPU_REQ[$p]=$(median ${R_BCPU_REQ[$p]})
   done
+  for p in "${!R_MBPS[@]}"; do
+    # shellcheck disable=SC2086
+    MBPS[$p]=$(median ${R_MBPS[$p]})
+    # shellcheck disable=SC2086
+    [[ -n ${R_CPU_MIB[$p]:-} ]] && CPU_MIB[$p]=$(median ${R_CPU_MIB[$p]})
+    # shellcheck disable=SC2086
+    BCPU_MIB[$p]=$(median ${R_BCPU_MIB[$p]})
+  done
 }
 
+# round_ratios A B: the ratio A/B of each round's figures, from two space-separated lists.
+round_ratios() {
+  # shellcheck disable=SC2086
+  paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '$2 > 0 { print $1 / $2 }'
+}
+
+# bench_large PATH ROUND: one round of the large-response test, kept per round like bench_small.
 bench_large() {
-  local path=$1
-  log "measuring $path: 1 MiB responses, $BENCH_LARGE_CONNECTIONS connections, ${BENCH_SECONDS}s"
-  run_wrk "$path" large "${URL_LARGE[$path]}" "$BENCH_LARGE_CONNECTIONS" || { STATUS[$path]="wrk failed (1 MiB)"; return 0; }
-  MBPS[$path]=$(calc 'b / s / 1e6' -v b="$W_BYTES" -v s="$W_SECONDS")
-  ERR_LARGE[$path]=$W_ERRORS
+  local path=$1 round=$2
+  log "measuring $path: 1 MiB responses, $BENCH_LARGE_CONNECTIONS connections, ${BENCH_SECONDS}s (round $round of $BENCH_ROUNDS)"
+  run_wrk "$path" large "${URL_LARGE[$path]}" "$BENCH_LARGE_CONNECTIONS" || { STATUS[$path]="wrk failed (1 MiB)"; return 1; }
+  R_MBPS[$path]+=" $(calc 'b / s / 1e6' -v b="$W_BYTES" -v s="$W_SECONDS")"
+  ERR_LARGE[$path]=$(( ${ERR_LARGE[$path]:-0} + W_ERRORS ))
   local mib_moved
   mib_moved=$(calc 'b / 1048576' -v b="$W_BYTES")
-  [[ -n ${PROXY_PROCS[$path]} ]] && CPU_MIB[$path]=$(calc 'c * 1e3 / m' -v c="$W_CPU" -v m="$mib_moved")
-  BCPU_MIB[$path]=$(calc 'c * 1e3 / m' -v c="$W_BCPU" -v m="$mib_moved")
+  [[ -n ${PROXY_PROCS[$path]} ]] && R_CPU_MIB[$path]+=" $(calc 'c * 1e3 / m' -v c="$W_CPU" -v m="$mib_moved")"
+  R_BCPU_MIB[$path]+=" $(calc 'c * 1e3 / m' -v c="$W_BCPU" -v m="$mib_moved")"
   log "  $W_REQUESTS responses ($W_BYTES bytes) in ${W_SECONDS}s; CPU: proxy ${W_CPU}s, backend ${W_BCPU}s"
-  STATUS[$path]=ok
 }
 
 # ----------------------------------------------------------------------------
@@ -525,7 +586,7 @@ setup_postern() {
   local edge_dir="$WORK/edge" state_dir="$WORK/connector"
   mkdir -p "$edge_dir" "$state_dir"
 
-  start edge "$POSTERN_BIN" edge --data "$edge_dir" \
+  start_counted edge "$POSTERN_BIN" edge --data "$edge_dir" \
     --listen "127.0.0.1:$P_EDGE_PUBLIC" \
     --connector-listen "127.0.0.1:$P_EDGE_CONNECTOR" \
     --admin-listen "127.0.0.1:$P_EDGE_ADMIN"
@@ -555,7 +616,7 @@ setup_postern() {
        >"$WORK/logs/connector-register.log" 2>&1; then
     show_log connector-register; log "postern connector register failed"; return 1
   fi
-  start connector "$POSTERN_BIN" connector run --state "$state_dir"
+  start_counted connector "$POSTERN_BIN" connector run --state "$state_dir"
 
   # Ready once a request goes all the way through: edge -> tunnel -> connector -> backend.
   local resolve=(--insecure --resolve "$POSTERN_HOST:$P_EDGE_PUBLIC:127.0.0.1")
@@ -747,13 +808,23 @@ print_report() {
       "$(ratio "${CPU_REQ[postern-sso]:-}" "${CPU_REQ[postern]:-}")" \
       "$(ratio "${MBPS[postern-sso]:-}" "${MBPS[postern]:-}")" \
       "$(ratio "${CPU_MIB[postern-sso]:-}" "${CPU_MIB[postern]:-}")"
+    # The target is judged on the paired rounds: each round's ratio, and their median.
+    local ratios
+    ratios=$(round_ratios "${R_RPS[postern-sso]}" "${R_RPS[postern]}")
     if (( BENCH_ROUNDS > 1 )); then
-      # shellcheck disable=SC2086
-      paste -d' ' <(printf '%s\n' ${R_RPS[postern-sso]}) <(printf '%s\n' ${R_RPS[postern]}) |
-        awk '{ printf "%s%.2fx", (NR > 1 ? " " : "  req/s ratio per round: "), $1 / $2 } END { print "" }'
+      echo "  req/s ratio per round: $(printf '%.2fx ' $ratios)"
+      echo "  MB/s ratio per round:  $(printf '%.2fx ' $(round_ratios "${R_MBPS[postern-sso]:-}" "${R_MBPS[postern]:-}"))"
     fi
-    awk -v a="${RPS[postern-sso]}" -v b="${RPS[postern]}" -v n="$BENCH_ROUNDS" 'BEGIN {
-      r = a / b; printf "  target: keep >= 0.90x of passthrough req/s -> %.2fx (median of %d rounds), %s\n", r, n, (r >= 0.90 ? "met" : "NOT met") }'
+    if [[ -n ${R_INSTR_REQ[postern-sso]:-} && -n ${R_INSTR_REQ[postern]:-} ]]; then
+      local ipass isso
+      # shellcheck disable=SC2086
+      ipass=$(median ${R_INSTR_REQ[postern]}); isso=$(median ${R_INSTR_REQ[postern-sso]})
+      awk -v p="$ipass" -v s="$isso" 'BEGIN {
+        printf "  instructions per small request, edge+connector (callgrind, median round): passthrough %.0f, signed in %.0f (+%.0f, %.2fx)\n", p, s, s - p, s / p }'
+    fi
+    # shellcheck disable=SC2086
+    median $ratios | awk -v n="$BENCH_ROUNDS" '{
+      printf "  target: keep >= 0.90x of passthrough req/s -> %.2fx (median of %d paired rounds), %s\n", $1, n, ($1 >= 0.90 ? "met" : "NOT met") }'
   fi
   (( ${#RSS_IDLE[@]} )) || return 0
   echo
@@ -863,22 +934,25 @@ for name in connector edge rathole-client rathole-server; do
   RSS_IDLE[$name]=$(status_kib "$name" VmRSS)
 done
 
-# The small-response test in rounds, the paths interleaved in each, so that a slow spell of
-# this shared machine falls on every path alike; then the large-response test once.
-declare -A R_RPS=() R_P50=() R_P99=() R_CPU_REQ=() R_BCPU_REQ=()
+# Both tests in rounds, the paths interleaved in each, so that a slow spell of this shared
+# machine falls on every path alike.
+declare -A R_RPS=() R_P50=() R_P99=() R_CPU_REQ=() R_BCPU_REQ=() R_MBPS=() R_CPU_MIB=() R_BCPU_MIB=()
+declare -A R_INSTR_REQ=()
+KINDS="small large"
+(( BENCH_INSTRUCTIONS )) && KINDS=small   # 1 MiB under callgrind outlasts wrk's timeouts
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
-  for p in "${ALL_PATHS[@]}"; do
-    want "$p" || continue
-    [[ ${STATUS[$p]:-} == ready ]] || continue
-    bench_small "$p" "$round" || true
+  for kind in $KINDS; do
+    for p in "${ALL_PATHS[@]}"; do
+      want "$p" || continue
+      [[ ${STATUS[$p]:-} == ready ]] || continue
+      "bench_$kind" "$p" "$round" || true
+    done
   done
 done
-median_rounds
 for p in "${ALL_PATHS[@]}"; do
-  want "$p" || continue
-  [[ ${STATUS[$p]:-} == ready ]] || continue
-  bench_large "$p"
+  [[ ${STATUS[$p]:-} == ready ]] && STATUS[$p]=ok
 done
+median_rounds
 
 for name in connector edge rathole-client rathole-server; do
   alive "$name" || continue
