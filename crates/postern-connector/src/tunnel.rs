@@ -154,6 +154,7 @@ async fn serve(
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .max_frame_size(MAX_FRAME_BYTES)
+            .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
             .keep_alive_interval(PING_INTERVAL)
             .keep_alive_timeout(PING_TIMEOUT)
             .serve_connection(TokioIo::new(tls), service),

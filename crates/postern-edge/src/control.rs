@@ -113,6 +113,7 @@ async fn run_tunnel(
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
         .keep_alive_interval(TUNNEL_PING_INTERVAL)
         .keep_alive_timeout(TUNNEL_PING_TIMEOUT)
         .keep_alive_while_idle(true)

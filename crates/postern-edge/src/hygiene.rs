@@ -83,7 +83,9 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     if let Ok(v) = HeaderValue::from_str(fwd.external_host) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    if let Ok(v) = HeaderValue::from_str(fwd.request_id) {
+    if let Ok(mut v) = HeaderValue::from_str(fwd.request_id) {
+        // Unique to this request: kept out of the tunnel's HPACK table (see HPACK_TABLE_BYTES).
+        v.set_sensitive(true);
         headers.insert(X_REQUEST_ID, v);
     }
 }

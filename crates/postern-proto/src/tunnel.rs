@@ -17,6 +17,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const TUNNEL_ALPN: &[u8] = b"postern-tunnel/1";
 
 /// The published app a stream is for, by its ID.
+/// The HPACK dynamic table each end of a tunnel offers the other (RFC 7541; HTTP/2's default is
+/// 4 KiB). Every request of a signed-in user carries the same identity headers, half a kilobyte
+/// of them with the assertion: a table that holds many users' headers sends each as a one- or
+/// two-byte index instead of a literal to encode and decode again. Values unique to one request
+/// (its ID) are marked never-indexed, so they do not push the shared ones out.
+pub const HPACK_TABLE_BYTES: u32 = 64 * 1024;
+
 pub const HEADER_APP: HeaderName = HeaderName::from_static("postern-app");
 /// The config version the edge routed this stream with.
 pub const HEADER_CONFIG_VERSION: HeaderName = HeaderName::from_static("postern-config-version");
@@ -80,7 +87,9 @@ impl StreamMeta {
             HEADER_CONFIG_VERSION,
             HeaderValue::from(self.config_version),
         );
-        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+        if let Ok(mut v) = HeaderValue::from_str(&self.request_id) {
+            // Unique to this request: never worth a place in the tunnel's HPACK table.
+            v.set_sensitive(true);
             headers.insert(HEADER_REQUEST_ID, v);
         }
     }

@@ -36,27 +36,57 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Removes the edge's own cookies from the request; every other cookie reaches the app as sent.
 pub fn strip(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::COOKIE) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        if headers.contains_key(header::COOKIE) {
+            rebuild(headers);
+        }
         return;
+    };
+    // The common case, one Cookie header: left as sent when it holds none of the edge's
+    // cookies, removed when it holds nothing else.
+    let Ok(value) = first.to_str() else {
+        return rebuild(headers);
+    };
+    let (mut ours, mut theirs) = (false, false);
+    for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if is_ours(pair) {
+            ours = true;
+        } else {
+            theirs = true;
+        }
     }
-    let kept: Vec<String> = headers
+    match (ours, theirs) {
+        (false, _) => {}
+        (true, false) => {
+            headers.remove(header::COOKIE);
+        }
+        (true, true) => rebuild(headers),
+    }
+}
+
+/// Whether a `name=value` pair is one of the edge's own cookies.
+fn is_ours(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+    name == SESSION || name.starts_with(STATE_PREFIX)
+}
+
+/// Joins the app's cookies into one header, without the edge's.
+fn rebuild(headers: &mut HeaderMap) {
+    let kept: Vec<&str> = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            name != SESSION && !name.starts_with(STATE_PREFIX)
-        })
-        .map(str::to_owned)
+        .filter(|pair| !pair.is_empty() && !is_ours(pair))
         .collect();
+    let joined = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .flatten();
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    if let Some(v) = joined {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -125,6 +155,13 @@ mod tests {
             alike.get(header::COOKIE).unwrap(),
             "x__Host-postern-session=1; __host-postern-session=2"
         );
+        // One header with ours among the app's; and ours split over several headers.
+        let mut mixed = headers(&["a=1; __Host-postern-session=abc ;b=2"]);
+        strip(&mut mixed);
+        assert_eq!(mixed.get(header::COOKIE).unwrap(), "a=1; b=2");
+        let mut split = headers(&["__Host-postern-session=abc", "__Host-postern-state-x=1"]);
+        strip(&mut split);
+        assert!(!split.contains_key(header::COOKIE));
     }
 
     #[test]

@@ -52,8 +52,6 @@ const MAX_SESSION: Duration = Duration::from_secs(24 * 3600);
 const STATE_COOKIE_SECS: u64 = postern_auth::state_cookie::STATE_LIFETIME.as_secs();
 /// Assertions are reused until this close to their expiry.
 const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(15);
-/// Cached assertions; past it the cache starts over.
-const MAX_CACHED_ASSERTIONS: usize = 10_000;
 /// Opened session cookies kept; past it the cache starts over.
 const MAX_CACHED_SESSIONS: usize = 10_000;
 
@@ -172,8 +170,6 @@ pub struct Auth {
     ring: ArcSwap<KeyRing>,
     signer: AssertionSigner,
     pub issuers: Issuers,
-    /// Assertions per session, reused for most of their minute.
-    assertions: Mutex<HashMap<[u8; 16], (UnixTime, HeaderValue)>>,
     /// Session cookies already opened, by their exact value: a valid cookie is decrypted and
     /// decoded once, not on every request. A changed byte is another key, opened (and refused)
     /// afresh; expiry, revocation and the app's rules are still checked on every request.
@@ -203,7 +199,6 @@ impl Auth {
             ring: ArcSwap::from_pointee(ring),
             signer,
             issuers: Issuers::new(http),
-            assertions: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
         })
     }
@@ -253,19 +248,21 @@ impl Auth {
         Ok(opened)
     }
 
-    fn assertion(&self, sign_in: &SignIn, session: &Session, now: UnixTime) -> Option<HeaderValue> {
-        let key = *session.id.as_bytes();
-        if let Ok(cache) = self.assertions.lock() {
-            if let Some((exp, value)) = cache.get(&key) {
-                if now.saturating_add(ASSERTION_REUSE_MARGIN) < *exp {
-                    return Some(value.clone());
-                }
+    /// The session's identity assertion: the one signed for it earlier while it has more than
+    /// [`ASSERTION_REUSE_MARGIN`] to live, else a new one.
+    fn assertion(&self, sign_in: &SignIn, opened: &Opened, now: UnixTime) -> Option<HeaderValue> {
+        let mut cached = opened.assertion.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((exp, value)) = &*cached {
+            if now.saturating_add(ASSERTION_REUSE_MARGIN) < *exp {
+                return Some(value.clone());
             }
         }
-        let token = match self
-            .signer
-            .sign(sign_in.origin.as_str(), &sign_in.origin, session, now)
-        {
+        let token = match self.signer.sign(
+            sign_in.origin.as_str(),
+            &sign_in.origin,
+            &opened.session,
+            now,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an identity assertion");
@@ -273,13 +270,8 @@ impl Auth {
             }
         };
         let value = HeaderValue::from_str(&token).ok()?;
-        if let Ok(mut cache) = self.assertions.lock() {
-            if cache.len() >= MAX_CACHED_ASSERTIONS {
-                cache.clear();
-            }
-            let exp = now.saturating_add(postern_auth::assertion::ASSERTION_LIFETIME);
-            cache.insert(key, (exp, value.clone()));
-        }
+        let exp = now.saturating_add(postern_auth::assertion::ASSERTION_LIFETIME);
+        *cached = Some((exp, value.clone()));
         Some(value)
     }
 }
@@ -301,6 +293,8 @@ pub struct Opened {
     /// The email, lower-cased, as revocations by email are recorded.
     email_key: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The last assertion signed for the session, and when it expires.
+    assertion: Mutex<Option<(UnixTime, HeaderValue)>>,
 }
 
 impl Opened {
@@ -325,6 +319,7 @@ impl Opened {
             email_key: session.email.as_deref().map(str::to_lowercase),
             headers,
             session,
+            assertion: Mutex::new(None),
         }
     }
 }
@@ -381,7 +376,7 @@ pub async fn guard(
         match auth.open(value, &sign_in.app_id, now) {
             Ok(opened) if !revoked(routes, &opened) => {
                 sign_in.admit(&opened.session)?;
-                let assertion = auth.assertion(sign_in, &opened.session, now);
+                let assertion = auth.assertion(sign_in, &opened, now);
                 return Ok(Guarded::Forward(Identity {
                     opened,
                     assertion,
@@ -496,7 +491,7 @@ async fn bearer_identity(
         });
     }
     sign_in.admit(&opened.session)?;
-    let assertion = auth.assertion(sign_in, &opened.session, now);
+    let assertion = auth.assertion(sign_in, &opened, now);
     Ok(Guarded::Forward(Identity {
         opened,
         assertion,
