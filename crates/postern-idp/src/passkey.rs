@@ -147,6 +147,21 @@ fn csrf_refused() -> Response {
     )
 }
 
+/// The relying party, once the request's CSRF token is checked: every ceremony call starts here.
+fn checked<'a>(
+    idp: &'a Idp,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<&'a Passkeys, Box<Response>> {
+    let Some(pk) = &idp.passkeys else {
+        return Err(Box::new(no_passkeys()));
+    };
+    if !cookies::csrf_ok(headers, csrf) {
+        return Err(Box::new(csrf_refused()));
+    }
+    Ok(pk)
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "identity provider error (passkeys)");
     refused(
@@ -172,12 +187,10 @@ pub async fn signin_start(
     headers: HeaderMap,
     Json(f): Json<SigninStart>,
 ) -> Response {
-    let Some(pk) = &idp.passkeys else {
-        return no_passkeys();
+    let pk = match checked(&idp, &headers, &f.csrf) {
+        Ok(pk) => pk,
+        Err(resp) => return *resp,
     };
-    if !cookies::csrf_ok(&headers, &f.csrf) {
-        return csrf_refused();
-    }
     if idp.pending(&f.req).is_none() {
         return expired();
     }
@@ -220,12 +233,10 @@ pub async fn signin_finish(
     headers: HeaderMap,
     Json(f): Json<SigninFinish>,
 ) -> Response {
-    let Some(pk) = &idp.passkeys else {
-        return no_passkeys();
+    let pk = match checked(&idp, &headers, &f.csrf) {
+        Ok(pk) => pk,
+        Err(resp) => return *resp,
     };
-    if !cookies::csrf_ok(&headers, &f.csrf) {
-        return csrf_refused();
-    }
     let Some(p) = idp.pending(&f.req) else {
         return expired();
     };
@@ -247,7 +258,6 @@ pub async fn signin_finish(
     };
     let fail = |email: String, user_id: Option<String>, reason: &'static str| {
         let idp = idp.clone();
-        let ip = ip;
         let client_id = client_id.map(str::to_owned);
         async move {
             idp.throttle_failure_ip(ip.0);
@@ -363,12 +373,10 @@ pub async fn enrol_start(
     headers: HeaderMap,
     Json(f): Json<EnrolStart>,
 ) -> Response {
-    let Some(pk) = &idp.passkeys else {
-        return no_passkeys();
+    let pk = match checked(&idp, &headers, &f.csrf) {
+        Ok(pk) => pk,
+        Err(resp) => return *resp,
     };
-    if !cookies::csrf_ok(&headers, &f.csrf) {
-        return csrf_refused();
-    }
     let Some((session, user)) = idp.recent_session(&headers).await else {
         return sign_in_again();
     };
@@ -431,12 +439,10 @@ pub async fn enrol_finish(
     headers: HeaderMap,
     Json(f): Json<EnrolFinish>,
 ) -> Response {
-    let Some(pk) = &idp.passkeys else {
-        return no_passkeys();
+    let pk = match checked(&idp, &headers, &f.csrf) {
+        Ok(pk) => pk,
+        Err(resp) => return *resp,
     };
-    if !cookies::csrf_ok(&headers, &f.csrf) {
-        return csrf_refused();
-    }
     let Some((session, user)) = idp.recent_session(&headers).await else {
         return sign_in_again();
     };

@@ -682,8 +682,7 @@ async fn a_passkey_enrolled_in_chromium_signs_in_with_both_factors_until_mfa_res
         "{again}"
     );
 
-    let out = edge.admin_ok(&["--json", "idp", "signins"]).await;
-    let events: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let events = signin_events(&edge).await;
     let reasons: Vec<&str> = events
         .iter()
         .map(|e| e["reason"].as_str().unwrap())
@@ -764,8 +763,13 @@ async fn passkey_endpoints_refuse_bad_input_with_a_reason() {
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(page.body.contains("reauthenticate"));
     // Every failure is a recorded sign-in event.
-    let out = edge.admin_ok(&["--json", "idp", "signins"]).await;
-    assert!(out.contains("malformed_passkey"));
+    let events = signin_events(&edge).await;
+    assert!(events.iter().any(|e| e["reason"] == "malformed_passkey"));
+}
+
+/// The provider's sign-in events, newest first.
+async fn signin_events(edge: &Edge) -> Vec<serde_json::Value> {
+    serde_json::from_str(&edge.admin_ok(&["--json", "idp", "signins"]).await).unwrap()
 }
 
 fn unix_now() -> u64 {
@@ -960,8 +964,7 @@ async fn repeated_failures_are_throttled_and_every_attempt_is_recorded() {
         "other accounts are not affected"
     );
 
-    let out = edge.admin_ok(&["--json", "idp", "signins"]).await;
-    let events: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let events = signin_events(&edge).await;
     let reasons: Vec<&str> = events
         .iter()
         .map(|e| e["reason"].as_str().unwrap())

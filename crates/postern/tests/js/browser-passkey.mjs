@@ -9,19 +9,11 @@
 // Prints one JSON line: {"account": text of the account page after enrolment,
 //   "returnedTo": the URL the provider redirected to (or null), "error": the passkey error shown
 //   on the sign-in page (or null), "signinPage": {"passkeyButton", "csp"}, "credentials": [...]}.
-// `*.localhost` reaches 127.0.0.1 in Chromium; the edge's test CA is not trusted by this
-// throwaway profile, so certificate errors are ignored here.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const args = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();

@@ -7,19 +7,11 @@
 // does.)
 // Prints one JSON line: {"afterSignIn": {"url", "body"}, "cookies": [...],
 //                        "afterSignOut": {"url", "text"}, "cookiesAfterSignOut": [...]}.
-// `*.localhost` reaches 127.0.0.1 in Chromium; the edge's certificate comes from its own test CA,
-// which this throwaway profile does not trust, so certificate errors are ignored here.
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const args = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
