@@ -86,6 +86,35 @@ impl Store {
         Ok(at)
     }
 
+    /// Ends one session of the edge (a sign-out) by its ID: recorded as the principal
+    /// `session:<id>`. Sign-outs older than `max_session_secs`, the longest a session lives, are
+    /// pruned on the way: every session they ended has expired by now anyway.
+    pub async fn sign_out_session(
+        &self,
+        session_id: &str,
+        max_session_secs: i64,
+    ) -> Result<i64, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM session_revocations WHERE principal LIKE 'session:%' AND revoked_at < ?",
+        )
+        .bind(at - max_session_secs)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO session_revocations (principal, revoked_at) VALUES (?, ?)
+             ON CONFLICT (principal) DO UPDATE SET revoked_at = excluded.revoked_at",
+        )
+        .bind(format!("session:{session_id}"))
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(at)
+    }
+
     /// `(principal, revoked_at)` for every revocation.
     pub async fn session_revocations(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT principal, revoked_at FROM session_revocations")

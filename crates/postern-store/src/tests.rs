@@ -466,6 +466,24 @@ async fn oidc_settings_assignments_and_revocations_are_kept() {
         store.session_revocations().await.unwrap(),
         vec![("ann@example.com".to_owned(), at)]
     );
+    // A sign-out prunes sign-outs older than the longest session, and only those.
+    sqlx::query("INSERT INTO session_revocations (principal, revoked_at) VALUES ('session:old', ?), ('session:recent', ?)")
+        .bind(at - 100)
+        .bind(at - 10)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let out = store.sign_out_session("new", 50).await.unwrap();
+    let mut left = store.session_revocations().await.unwrap();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            ("ann@example.com".to_owned(), at),
+            ("session:new".to_owned(), out),
+            ("session:recent".to_owned(), at - 10),
+        ]
+    );
 
     let first = store.key_ring("session", || "one".into()).await.unwrap();
     let second = store.key_ring("session", || "two".into()).await.unwrap();

@@ -641,8 +641,11 @@ async fn signout(
     if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
         if let Ok(session) = Session::open(&ring, value, &sign_in.app_id, now) {
             // A copy of the cookie kept elsewhere stops working too.
-            let principal = format!("session:{}", session.id);
-            if let Err(e) = shared.store.revoke_sessions(&principal).await {
+            let signed_out = shared
+                .store
+                .sign_out_session(&session.id.to_string(), MAX_SESSION.as_secs() as i64)
+                .await;
+            if let Err(e) = signed_out {
                 tracing::error!(error = %e, "cannot record a sign-out");
             } else if let Err(e) = shared.reload().await {
                 tracing::error!(error = %e, "cannot reload after a sign-out");
