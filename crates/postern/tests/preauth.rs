@@ -567,7 +567,7 @@ async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bearer_token_refused", "{body}");
     }
-    // The crm token is good on crm.
+    // The crm token is good on crm, and still not on wiki once crm has accepted it.
     let resp = raw
         .get(w.url("crm", "/"))
         .bearer_auth(&other)
@@ -575,6 +575,43 @@ async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let resp = raw
+        .get(w.url("wiki", "/api"))
+        .bearer_auth(&other)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Accepted again (from the edge's cache of verified tokens)...
+    let resp = raw
+        .get(w.url("wiki", "/api"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // ...until the user's sessions are revoked: then refused, cached or not.
+    w.edge
+        .admin_ok(&["user", "revoke-sessions", "ann@example.com"])
+        .await;
+    let resp = raw
+        .get(w.url("wiki", "/api"))
+        .bearer_auth(&token)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

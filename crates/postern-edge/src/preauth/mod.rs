@@ -170,9 +170,10 @@ pub struct Auth {
     ring: ArcSwap<KeyRing>,
     signer: AssertionSigner,
     pub issuers: Issuers,
-    /// Session cookies already opened, by their exact value: a valid cookie is decrypted and
-    /// decoded once, not on every request. A changed byte is another key, opened (and refused)
-    /// afresh; expiry, revocation and the app's rules are still checked on every request.
+    /// Sessions already opened, by the exact cookie value (or `bearer:` and the exact token): a
+    /// valid cookie is decrypted and a bearer token verified once, not on every request. A changed
+    /// byte is another key, opened (and refused) afresh; expiry, revocation and the app's rules
+    /// are still checked on every request.
     opened: Mutex<HashMap<Box<str>, Arc<Opened>>>,
 }
 
@@ -225,27 +226,34 @@ impl Auth {
 
     /// The session in cookie `value`, from the cache or opened now.
     fn open(&self, value: &str, app: &AppId, now: UnixTime) -> Result<Arc<Opened>, CookieError> {
-        let cached = self.opened.lock().ok().and_then(|c| c.get(value).cloned());
-        if let Some(opened) = cached {
-            // Cached under this app's key only if it opened for this app: the value is unique.
-            if opened.session.app == *app {
-                if now >= opened.session.expires_at {
-                    return Err(CookieError::Expired {
-                        expired_at: opened.session.expires_at,
-                    });
-                }
-                return Ok(opened);
+        if let Some(opened) = self.cached(value, app) {
+            if now >= opened.session.expires_at {
+                return Err(CookieError::Expired {
+                    expired_at: opened.session.expires_at,
+                });
             }
+            return Ok(opened);
         }
         let session = Session::open(&self.ring.load(), value, app, now)?;
-        let opened = Arc::new(Opened::new(session));
+        Ok(self.remember(value, Opened::new(session)))
+    }
+
+    /// A session opened earlier from exactly `key`, if it was opened for this app (the key is
+    /// unique, so a session opened for another app is not this one's).
+    fn cached(&self, key: &str, app: &AppId) -> Option<Arc<Opened>> {
+        let cache = self.opened.lock().ok()?;
+        cache.get(key).filter(|o| o.session.app == *app).cloned()
+    }
+
+    fn remember(&self, key: &str, opened: Opened) -> Arc<Opened> {
+        let opened = Arc::new(opened);
         if let Ok(mut cache) = self.opened.lock() {
             if cache.len() >= MAX_CACHED_SESSIONS {
                 cache.clear();
             }
-            cache.insert(value.into(), opened.clone());
+            cache.insert(key.into(), opened.clone());
         }
-        Ok(opened)
+        opened
     }
 
     /// The session's identity assertion: the one signed for it earlier while it has more than
@@ -463,27 +471,36 @@ async fn bearer_identity(
     routes: &Routes,
     now: UnixTime,
 ) -> Result<Guarded, Refusal> {
-    let issuer = &sign_in.issuer;
-    let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
-    let expect = Expectations::bearer(issuer.as_str(), &sign_in.client_id);
-    let claims = provider
-        .verify(token, &expect, now)
-        .await
-        .map_err(|e| match e {
-            VerifyError::Token(e) => Refusal::BearerRefused {
-                app: sign_in.app_name.clone(),
-                reason: e.to_string(),
-            },
-            other => Refusal::IssuerUnavailable {
-                app: sign_in.app_name.clone(),
-                issuer: issuer.as_str().to_owned(),
-                reason: other.to_string(),
-            },
-        })?;
-    let mut session = Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
-    // A bearer token's "session" began when the token was issued.
-    session.issued_at = claims.issued_at.unwrap_or(now);
-    let opened = Arc::new(Opened::new(session));
+    // A token verified earlier for this app is reused until it expires; expiry, revocation and
+    // the app's rules are still checked on every request.
+    let key = format!("bearer:{token}");
+    let opened = match auth.cached(&key, &sign_in.app_id) {
+        Some(opened) if now < opened.session.expires_at => opened,
+        _ => {
+            let issuer = &sign_in.issuer;
+            let provider = auth.issuers.provider(issuer, &sign_in.app_name).await?;
+            let expect = Expectations::bearer(issuer.as_str(), &sign_in.client_id);
+            let claims = provider
+                .verify(token, &expect, now)
+                .await
+                .map_err(|e| match e {
+                    VerifyError::Token(e) => Refusal::BearerRefused {
+                        app: sign_in.app_name.clone(),
+                        reason: e.to_string(),
+                    },
+                    other => Refusal::IssuerUnavailable {
+                        app: sign_in.app_name.clone(),
+                        issuer: issuer.as_str().to_owned(),
+                        reason: other.to_string(),
+                    },
+                })?;
+            let mut session =
+                Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
+            // A bearer token's "session" began when the token was issued.
+            session.issued_at = claims.issued_at.unwrap_or(now);
+            auth.remember(&key, Opened::new(session))
+        }
+    };
     if revoked(routes, &opened) {
         return Err(Refusal::BearerRefused {
             app: sign_in.app_name.clone(),
