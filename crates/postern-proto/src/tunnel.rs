@@ -16,7 +16,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// ALPN identifier of the tunnel protocol (reversed-role HTTP/2 over mutual TLS).
 pub const TUNNEL_ALPN: &[u8] = b"postern-tunnel/1";
 
-/// The published app a stream is for, by its ID.
 /// The HPACK dynamic table each end of a tunnel offers the other (RFC 7541; HTTP/2's default is
 /// 4 KiB). Every request of a signed-in user carries the same identity headers, half a kilobyte
 /// of them with the assertion: a table that holds many users' headers sends each as a one- or
@@ -24,6 +23,7 @@ pub const TUNNEL_ALPN: &[u8] = b"postern-tunnel/1";
 /// (its ID) are marked never-indexed, so they do not push the shared ones out.
 pub const HPACK_TABLE_BYTES: u32 = 64 * 1024;
 
+/// The published app a stream is for, by its ID.
 pub const HEADER_APP: HeaderName = HeaderName::from_static("postern-app");
 /// The config version the edge routed this stream with.
 pub const HEADER_CONFIG_VERSION: HeaderName = HeaderName::from_static("postern-config-version");
