@@ -73,15 +73,7 @@ impl Store {
     pub async fn revoke_sessions(&self, principal: &str) -> Result<i64, StoreError> {
         let at = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO session_revocations (principal, revoked_at) VALUES (?, ?)
-             ON CONFLICT (principal) DO UPDATE SET revoked_at = excluded.revoked_at",
-        )
-        .bind(principal)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        bump_version(&mut tx).await?;
+        record_revocation(&mut tx, principal, at).await?;
         tx.commit().await?;
         Ok(at)
     }
@@ -102,15 +94,7 @@ impl Store {
         .bind(at - max_session_secs)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO session_revocations (principal, revoked_at) VALUES (?, ?)
-             ON CONFLICT (principal) DO UPDATE SET revoked_at = excluded.revoked_at",
-        )
-        .bind(format!("session:{session_id}"))
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        bump_version(&mut tx).await?;
+        record_revocation(&mut tx, &format!("session:{session_id}"), at).await?;
         tx.commit().await?;
         Ok(at)
     }
@@ -160,4 +144,22 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Records that `principal`'s sessions issued until `at` are revoked, and bumps the config
+/// version so every edge reloads its routing with it.
+async fn record_revocation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    principal: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO session_revocations (principal, revoked_at) VALUES (?, ?)
+         ON CONFLICT (principal) DO UPDATE SET revoked_at = excluded.revoked_at",
+    )
+    .bind(principal)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    bump_version(tx).await
 }
