@@ -29,7 +29,7 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, Webauthn, WebauthnBuilder,
 };
 
-use crate::{cookies, now, ClientIp, Idp, SESSION_LIFETIME};
+use crate::{cookies, now, ClientIp, Idp};
 
 /// How long a started ceremony (a challenge shown to the authenticator) may be finished.
 pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -205,6 +205,14 @@ pub async fn signin_start(
     }
 }
 
+fn ceremony_expired() -> Response {
+    refused(
+        StatusCode::BAD_REQUEST,
+        "ceremony_expired",
+        "This passkey request expired or was already used. Press the button again.",
+    )
+}
+
 fn expired() -> Response {
     refused(
         StatusCode::BAD_REQUEST,
@@ -250,11 +258,7 @@ pub async fn signin_finish(
         return refused(StatusCode::TOO_MANY_REQUESTS, "throttled", &message);
     }
     let Some(state) = pk.authentications.take(&f.ceremony) else {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "ceremony_expired",
-            "This passkey request expired or was already used. Press the button again.",
-        );
+        return ceremony_expired();
     };
     let fail = |email: String, user_id: Option<String>, reason: &'static str| {
         let idp = idp.clone();
@@ -332,31 +336,6 @@ pub async fn signin_finish(
     let mut resp = Json(json!({ "redirect": format!("/continue?req={}", f.req) })).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
     resp
-}
-
-impl Idp {
-    /// Replaces the request's session (if any) with a new one for `user_id`, made by `amr`, and
-    /// ties it to the pending sign-in `req`; returns the `Set-Cookie` that carries it.
-    pub(crate) async fn start_session(
-        &self,
-        headers: &HeaderMap,
-        req: &str,
-        user_id: &str,
-        amr: &[String],
-    ) -> Result<HeaderValue, postern_store::StoreError> {
-        if let Some((old, _)) = self.session(headers).await {
-            self.store.revoke_session(&old.hash).await?;
-        }
-        let now = now();
-        let token = self
-            .store
-            .create_session(user_id, now, amr, now + SESSION_LIFETIME.as_secs() as i64)
-            .await?;
-        if let Some(session) = self.store.session(&token, now).await? {
-            self.mark_signed_in(req, &session.hash);
-        }
-        Ok(cookies::set(cookies::SESSION_COOKIE, Some(&token)))
-    }
 }
 
 // Enrolment --------------------------------------------------------------------------------------
@@ -457,13 +436,7 @@ pub async fn enrol_finish(
     }
     let state = match pk.registrations.take(&f.ceremony) {
         Some((hash, state)) if hash == session.hash => state,
-        _ => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "ceremony_expired",
-                "This passkey request expired or was already used. Press the button again.",
-            )
-        }
+        _ => return ceremony_expired(),
     };
     let refused_reg = |reason: &str| {
         refused(

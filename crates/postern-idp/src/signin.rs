@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use postern_store::{SigninEvent, Totp};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::authorize::{expired_request, internal, ReqQuery};
 use crate::html::{alert, escape, hidden, page, page_with_script};
-use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending};
+use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending, SESSION_LIFETIME};
 
 /// The one answer to a wrong password, an unknown email and a disabled account alike.
 const BAD_CREDENTIALS: &str = "The email or password is not right. Check them and try again.";
@@ -47,6 +47,29 @@ impl Idp {
         } else {
             tracing::warn!(email, reason, client = %ip.0, "sign-in step failed");
         }
+    }
+}
+
+impl Idp {
+    /// Replaces the request's session (if any) with a new one for `user_id`, made by `amr`, and
+    /// ties it to the pending sign-in `req`; returns the `Set-Cookie` that carries it.
+    pub(crate) async fn start_session(
+        &self,
+        headers: &HeaderMap,
+        req: &str,
+        user_id: &str,
+        amr: &[String],
+    ) -> Result<HeaderValue, postern_store::StoreError> {
+        if let Some((old, _)) = self.session(headers).await {
+            self.store.revoke_session(&old.hash).await?;
+        }
+        let now = now();
+        let (token, hash) = self
+            .store
+            .create_session(user_id, now, amr, now + SESSION_LIFETIME.as_secs() as i64)
+            .await?;
+        self.mark_signed_in(req, &hash);
+        Ok(cookies::set(cookies::SESSION_COOKIE, Some(&token)))
     }
 }
 

@@ -604,20 +604,22 @@ impl Store {
 
     // Sessions -------------------------------------------------------------------------------
 
-    /// Starts a session; returns the cookie value, stored only as a hash.
+    /// Starts a session; returns the cookie value and its hash, which is all that is stored
+    /// (and names the session, as in [`IdpSession::hash`]).
     pub async fn create_session(
         &self,
         user_id: &str,
         auth_time: i64,
         amr: &[String],
         expires_at: i64,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(String, String), StoreError> {
         let token = random_secret();
+        let hash = token_hash(&token);
         sqlx::query(
             "INSERT INTO idp_sessions (hash, user_id, auth_time, amr, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?)",
         )
-        .bind(token_hash(&token))
+        .bind(&hash)
         .bind(user_id)
         .bind(auth_time)
         .bind(amr.join(" "))
@@ -625,7 +627,7 @@ impl Store {
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
-        Ok(token)
+        Ok((token, hash))
     }
 
     /// The live session whose cookie value is `token`: not revoked, not expired at `now`, and
@@ -1313,7 +1315,7 @@ mod tests {
             Some(RedeemProblem::Revoked)
         );
 
-        let session = store
+        let (session, _) = store
             .create_session(&user.id, 1, &["pwd".into()], i64::MAX)
             .await
             .unwrap();
