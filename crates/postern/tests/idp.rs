@@ -683,12 +683,8 @@ async fn a_passkey_enrolled_in_chromium_signs_in_with_both_factors_until_mfa_res
     );
 
     let events = signin_events(&edge).await;
-    let reasons: Vec<&str> = events
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        reasons,
+        reasons(&events),
         [
             "unknown_passkey",
             "ok_passkey",
@@ -764,12 +760,20 @@ async fn passkey_endpoints_refuse_bad_input_with_a_reason() {
     assert!(page.body.contains("reauthenticate"));
     // Every failure is a recorded sign-in event.
     let events = signin_events(&edge).await;
-    assert!(events.iter().any(|e| e["reason"] == "malformed_passkey"));
+    assert!(reasons(&events).contains(&"malformed_passkey"));
 }
 
 /// The provider's sign-in events, newest first.
 async fn signin_events(edge: &Edge) -> Vec<serde_json::Value> {
     serde_json::from_str(&edge.admin_ok(&["--json", "idp", "signins"]).await).unwrap()
+}
+
+/// The reason code of each event.
+fn reasons(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect()
 }
 
 fn unix_now() -> u64 {
@@ -965,12 +969,8 @@ async fn repeated_failures_are_throttled_and_every_attempt_is_recorded() {
     );
 
     let events = signin_events(&edge).await;
-    let reasons: Vec<&str> = events
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        reasons,
+        reasons(&events),
         [
             "unknown_user",
             "throttled",

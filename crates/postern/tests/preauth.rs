@@ -532,17 +532,26 @@ async fn id_token_for(w: &World, client: &str, email: &str) -> String {
     tokens["id_token"].as_str().unwrap().to_owned()
 }
 
+/// `GET url` with `Authorization: Bearer token`, asking for JSON when `json`.
+async fn bearer_get(
+    raw: &reqwest::Client,
+    url: String,
+    token: &str,
+    json: bool,
+) -> reqwest::Response {
+    let mut req = raw.get(url).bearer_auth(token);
+    if json {
+        req = req.header("accept", "application/json");
+    }
+    req.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
     let w = World::new(&[]).await;
     let raw = w.raw();
     let token = id_token_for(&w, "wiki", "ann@example.com").await;
-    let resp = raw
-        .get(w.url("wiki", "/api"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = bearer_get(&raw, w.url("wiki", "/api"), &token, false).await;
     assert_eq!(resp.status(), 200);
     let seen_by_app: Value = resp.json().await.unwrap();
     assert_eq!(seen(&seen_by_app, "x-postern-user"), ["ann-0001"]);
@@ -556,53 +565,25 @@ async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
     let mut mangled = token.clone();
     mangled.pop();
     for bad in [other.as_str(), mangled.as_str(), "not-a-jwt"] {
-        let resp = raw
-            .get(w.url("wiki", "/api"))
-            .bearer_auth(bad)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
+        let resp = bearer_get(&raw, w.url("wiki", "/api"), bad, true).await;
         assert_eq!(resp.status(), 401);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bearer_token_refused", "{body}");
     }
     // The crm token is good on crm, and still not on wiki once crm has accepted it.
-    let resp = raw
-        .get(w.url("crm", "/"))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
+    let resp = bearer_get(&raw, w.url("crm", "/"), &other, false).await;
     assert_eq!(resp.status(), 200);
-    let resp = raw
-        .get(w.url("wiki", "/api"))
-        .bearer_auth(&other)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let resp = bearer_get(&raw, w.url("wiki", "/api"), &other, true).await;
     assert_eq!(resp.status(), 401);
 
     // Accepted again (from the edge's cache of verified tokens)...
-    let resp = raw
-        .get(w.url("wiki", "/api"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = bearer_get(&raw, w.url("wiki", "/api"), &token, false).await;
     assert_eq!(resp.status(), 200);
     // ...until the user's sessions are revoked: then refused, cached or not.
     w.edge
         .admin_ok(&["user", "revoke-sessions", "ann@example.com"])
         .await;
-    let resp = raw
-        .get(w.url("wiki", "/api"))
-        .bearer_auth(&token)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let resp = bearer_get(&raw, w.url("wiki", "/api"), &token, true).await;
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert!(
