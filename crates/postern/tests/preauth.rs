@@ -607,7 +607,7 @@ async fn the_return_target_never_leaves_the_apps_origin() {
     let origin = url::Url::parse(&w.url("wiki", "/")).unwrap().origin();
     let corpus = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/openredirects.txt"
+        "/../../testdata/openredirects.txt"
     ))
     .unwrap();
     let mut tried = 0;
