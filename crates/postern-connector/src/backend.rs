@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use postern_proto::body::{keep_trailers, Watched};
+use postern_proto::limits::{head_fits, MAX_RESPONSE_HEAD_BYTES};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
 
@@ -174,10 +175,24 @@ async fn forward(
         tracing::debug!(error = %e, "backend request error");
         TunnelRefusal::BackendUnreachable
     })?;
+    app_response(resp)
+}
+
+/// The app's response as it goes back up the tunnel: hop-by-hop and reserved headers removed,
+/// and refused if its head is larger than a tunnel carries, so an app can never end the tunnel
+/// it answers on. (Its trailers are bounded by the HTTP/1.1 client itself, at 16 KiB.)
+fn app_response(resp: Response<Incoming>) -> Result<Response<StreamBody>, TunnelRefusal> {
     let (mut parts, body) = resp.into_parts();
     postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
     // Only the connector speaks `postern-*` to the edge; an app cannot.
     StreamMeta::strip(&mut parts.headers);
+    if !head_fits(
+        &parts.headers,
+        &[(":status".len(), 3)],
+        MAX_RESPONSE_HEAD_BYTES,
+    ) {
+        return Err(TunnelRefusal::ResponseHeadTooLarge);
+    }
     parts.version = Version::HTTP_2;
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
@@ -219,12 +234,7 @@ async fn websocket(
     }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The app refused the upgrade with an error: its answer goes back as is.
-        let (mut parts, body) = resp.into_parts();
-        postern_proto::hop::strip_hop_by_hop(&mut parts.headers);
-        // Only the connector speaks `postern-*` to the edge; an app cannot.
-        StreamMeta::strip(&mut parts.headers);
-        parts.version = Version::HTTP_2;
-        return Ok(Response::from_parts(parts, Either::Left(body)));
+        return app_response(resp);
     }
     let mut ok = Response::new(Either::Right(Full::new(Bytes::new())));
     for name in [

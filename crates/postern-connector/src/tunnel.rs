@@ -18,8 +18,8 @@ use crate::backend::Backends;
 use crate::backoff::Backoff;
 
 /// Matches the edge's windows: see `postern-edge`'s control module.
-const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
 const MAX_FRAME_BYTES: u32 = 256 << 10;
 /// Many concurrent requests share one tunnel; this only bounds a misbehaving edge.
 const MAX_CONCURRENT_STREAMS: u32 = 4096;
@@ -155,6 +155,7 @@ async fn serve(
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .max_frame_size(MAX_FRAME_BYTES)
             .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
+            .max_header_list_size(postern_proto::limits::TUNNEL_MAX_HEADER_LIST_BYTES)
             .keep_alive_interval(PING_INTERVAL)
             .keep_alive_timeout(PING_TIMEOUT)
             .serve_connection(TokioIo::new(tls), service),

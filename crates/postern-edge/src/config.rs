@@ -26,6 +26,77 @@ pub const DEFAULT_IDP_HOST: &str = "login.localhost";
 /// How long a connector's config long-poll is held open when nothing changes.
 pub const CONFIG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// How long a client has to complete its TLS handshake: slow handshakes hold a file descriptor and
+/// a half-built TLS state.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection may wait before its first request head is complete, and how long
+/// any HTTP/1.1 request head may take to arrive (slowloris).
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection with no request in flight stays open (nginx's `keepalive_timeout` is 75
+/// s; browsers reopen cheaply).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response may make no progress because the client does not read it (nginx's
+/// `send_timeout` is 60 s), and how long a request body may send nothing: past it the stream is
+/// reset, so a client that stops reading cannot hold a tunnel's flow-control window or a file
+/// descriptor.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections one client address (an IPv6 /64) may hold open on one listener. Generous enough
+/// for many users behind one NAT, small enough that one host cannot take the edge's file
+/// descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Connections the public listener holds at most. The edge raises its file-descriptor limit at
+/// start and keeps this below it, with room left for the connector and admin listeners.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+/// Connections the admin listener holds at most: its own budget, so a public flood never stops
+/// the admin API from answering.
+pub const ADMIN_MAX_CONNECTIONS: usize = 1_024;
+/// Connections the connector listener holds at most: tunnels and control calls.
+pub const CONNECTOR_MAX_CONNECTIONS: usize = 10_000;
+/// File descriptors kept back from the public listener for the others, the store and logs.
+pub const RESERVED_FDS: usize = ADMIN_MAX_CONNECTIONS + CONNECTOR_MAX_CONNECTIONS + 1_024;
+/// TLS handshakes one client address may start per second (with a burst of five times as many):
+/// a handshake costs the edge a key exchange and a signature.
+pub const DEFAULT_HANDSHAKES_PER_IP: u32 = 100;
+/// Requests one client address may send per second on the public listener, with a burst of twice
+/// as many; 0 turns the limit off. Entra application proxy throttles at 500 per app.
+pub const DEFAULT_REQUESTS_PER_IP: u32 = 500;
+/// Requests per second one app accepts from everyone together (burst twice as many); 0, the
+/// default, leaves apps unlimited.
+pub const DEFAULT_REQUESTS_PER_APP: u32 = 0;
+
+/// What one client, and everyone together, may ask of the edge's listeners.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub request_head_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// 0 turns the limit off.
+    pub handshakes_per_ip: u32,
+    /// 0 turns the limit off.
+    pub requests_per_ip: u32,
+    /// 0 turns the limit off.
+    pub requests_per_app: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            handshakes_per_ip: DEFAULT_HANDSHAKES_PER_IP,
+            requests_per_ip: DEFAULT_REQUESTS_PER_IP,
+            requests_per_app: DEFAULT_REQUESTS_PER_APP,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
     /// Where state, keys, the CA certificate and the admin token live.
@@ -51,6 +122,7 @@ pub struct EdgeConfig {
     /// Host name (lower-case, no port) on which the public listener serves the built-in identity
     /// provider.
     pub idp_host: String,
+    pub limits: Limits,
 }
 
 impl EdgeConfig {
@@ -74,6 +146,7 @@ impl EdgeConfig {
             connector_renew_after: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             idp_host: DEFAULT_IDP_HOST.to_owned(),
+            limits: Limits::default(),
         }
     }
 }

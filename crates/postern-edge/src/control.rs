@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use postern_proto::api::{
     RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, HEADER_CONNECTOR_HOSTNAME,
     HEADER_CONNECTOR_VERSION,
@@ -36,10 +35,12 @@ use crate::state::Shared;
 #[derive(Clone, Debug)]
 pub struct PeerConnector(pub Option<String>);
 
-/// Tunnel HTTP/2 flow-control windows: large enough to fill a fast link on one stream, small
-/// enough that a slow reader holds at most this much per stream in memory.
-const STREAM_WINDOW_BYTES: u32 = 4 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Tunnel HTTP/2 flow-control windows. A stream's window is large enough to fill a fast link on
+/// one stream (2 MiB in flight: 800 Mbit/s at 20 ms) and bounds what a slow reader holds in memory.
+/// The connection's window is 256 streams' worth, so that clients who stop reading cannot block
+/// the others before the stall watch resets their streams (`--stall-timeout`).
+const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
 const MAX_FRAME_BYTES: u32 = 256 << 10;
 /// Tunnel liveness: a PING every interval, the tunnel dropped when one is not answered in time.
 const TUNNEL_PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -62,7 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 pub async fn on_conn(
     shared: Arc<Shared>,
     router: Router,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<crate::serve::Http>,
     drain: crate::serve::Drain,
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
@@ -78,13 +79,18 @@ pub async fn on_conn(
         return;
     }
     let identity = PeerConnector(connector);
-    let service =
+    crate::serve::serve_http(&http, &drain, tls, |activity| {
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let busy = activity.enter();
             req.extensions_mut().insert(identity.clone());
             req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req)
-        });
-    crate::serve::serve_http(&builder, &drain, tls, service).await;
+            let answered = router.clone().oneshot(req);
+            async move {
+                Ok::<_, std::convert::Infallible>(crate::serve::tracked(answered.await?, busy))
+            }
+        })
+    })
+    .await;
 }
 
 async fn run_tunnel(
@@ -114,6 +120,7 @@ async fn run_tunnel(
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
+        .max_header_list_size(postern_proto::limits::TUNNEL_MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(TUNNEL_PING_INTERVAL)
         .keep_alive_timeout(TUNNEL_PING_TIMEOUT)
         .keep_alive_while_idle(true)

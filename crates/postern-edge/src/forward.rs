@@ -23,7 +23,7 @@ use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
 use postern_store::Preauth;
 
-use crate::body::EdgeBody;
+use crate::body::{EdgeBody, UserBody};
 use crate::hygiene::{self, Forwarded};
 use crate::preauth;
 use crate::rescue::Refusal;
@@ -71,6 +71,7 @@ async fn route_and_forward(
     request_id: &str,
     json: bool,
 ) -> Result<Response<EdgeBody>, Refusal> {
+    shared.rates.check_ip(peer.ip())?;
     let (host, authority) = request_host(&req).ok_or(Refusal::MissingHost)?;
     if req.method() == Method::CONNECT {
         return Err(Refusal::ConnectNotAllowed);
@@ -87,6 +88,7 @@ async fn route_and_forward(
         .ok_or_else(|| Refusal::UnknownApp { host: host.clone() })?
         .clone();
     let version = routes.version;
+    shared.rates.check_app(route.app_id, &route.name)?;
     if route.maintenance {
         return Err(Refusal::Maintenance {
             app: route.name.clone(),
@@ -157,20 +159,23 @@ async fn route_and_forward(
     meta.encode(&mut parts.headers);
     parts.uri = tunnel_uri(&authority, parts.uri.path_and_query())?;
     parts.version = Version::HTTP_2;
+    crate::guard::check_tunnel_head(&parts)?;
     // A request without a body can be sent again if a tunnel refuses it unprocessed.
     let replay = http_body::Body::is_end_stream(&body).then(|| Replay::of(&parts));
+    let stall_timeout = shared.config.limits.stall_timeout;
+    let (body, outcome) = UserBody::new(body, stall_timeout);
     let (body, sent) = Watched::new(body, hygiene::clean_request_trailers);
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
-    let (resp, in_flight) = send(shared, &route, tunnel_req, sent, replay).await?;
+    let (resp, in_flight) = send(shared, &route, tunnel_req, sent, replay)
+        .await
+        // A stream that failed because of what the client sent is the client's error.
+        .map_err(|e| outcome.refusal(stall_timeout).unwrap_or(e))?;
     let (mut parts, body) = resp.into_parts();
     refusal_from_connector(&parts.headers, &route)?;
     hygiene::prepare_response(&mut parts.headers, request_id);
     Ok(Response::from_parts(
         parts,
-        EdgeBody::App {
-            body,
-            in_flight: Some(in_flight),
-        },
+        EdgeBody::app(body, in_flight, &shared.stalls),
     ))
 }
 
@@ -308,6 +313,7 @@ fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refu
         },
         Some(TunnelRefusal::PathOutsideApp) => Refusal::PathOutsideApp { app },
         Some(TunnelRefusal::UpgradeRefused) => Refusal::UpgradeRefused { app },
+        Some(TunnelRefusal::ResponseHeadTooLarge) => Refusal::ResponseHeadTooLarge { app },
         Some(TunnelRefusal::BackendUnreachable) | Some(TunnelRefusal::BadMetadata) | None => {
             Refusal::BackendUnreachable { app }
         }
@@ -346,6 +352,11 @@ async fn websocket(
     tunnel_req
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
+    {
+        let (parts, body) = tunnel_req.into_parts();
+        crate::guard::check_tunnel_head(&parts)?;
+        tunnel_req = Request::from_parts(parts, body);
+    }
 
     let (resp, in_flight) = send(shared, route, tunnel_req, BodySent::already(), None).await?;
     refusal_from_connector(resp.headers(), route)?;
@@ -355,10 +366,7 @@ async fn websocket(
         hygiene::prepare_response(&mut parts.headers, &meta.request_id);
         return Ok(Response::from_parts(
             parts,
-            EdgeBody::App {
-                body,
-                in_flight: Some(in_flight),
-            },
+            EdgeBody::app(body, in_flight, &shared.stalls),
         ));
     }
     if !resp.headers().contains_key(&HEADER_WS_ACCEPT) {

@@ -15,6 +15,7 @@ mod body;
 pub mod config;
 mod control;
 mod forward;
+mod guard;
 pub mod hygiene;
 mod idp;
 pub mod preauth;
@@ -23,6 +24,7 @@ mod serve;
 mod state;
 mod tunnels;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -183,6 +185,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .build()
         .context("building the HTTP client for identity providers")?;
     let auth = preauth::Auth::load(&store, issuer_http).await?;
+    let config_limits = config.limits.clone();
     let (version_tx, _) = watch::channel(0);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -200,6 +203,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         stopping: shutdown_rx.clone(),
         reload_lock: Default::default(),
         auth,
+        rates: guard::Rates::new(&config_limits),
+        stalls: body::StallWatch::start(config_limits.stall_timeout),
     });
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
@@ -208,38 +213,59 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let public_drain = serve::Drain::new();
     let control_drain = serve::Drain::new();
     let admin_drain = serve::Drain::new();
+    let limits = shared.config.limits.clone();
+    let timeouts = serve::Timeouts::of(&limits);
+    let public_gate = serve::Gate::new(
+        "public",
+        public_connection_cap(limits.max_connections),
+        &limits,
+    );
+    let connector_gate = serve::Gate::new("connector", config::CONNECTOR_MAX_CONNECTIONS, &limits);
+    let admin_gate = serve::Gate::new("admin", config::ADMIN_MAX_CONNECTIONS, &limits);
 
     {
         let shared = shared.clone();
-        let builder = Arc::new(serve::http_builder(false));
+        let http = Arc::new(serve::Http::new(false, timeouts));
         let drain = public_drain.clone();
         accept_loops.spawn(serve::accept_tls(
             public,
             public_tls,
+            public_gate,
+            limits.handshake_timeout,
             shutdown_rx.clone(),
             move |tls, peer| {
                 let shared = shared.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    forward::handle(shared.clone(), peer, req)
-                });
-                serve::serve_http(&builder, &drain, tls, service)
+                let http = http.clone();
+                let drain = drain.clone();
+                async move {
+                    serve::serve_http(&http, &drain, tls, |activity| {
+                        hyper::service::service_fn(move |req| {
+                            let busy = activity.enter();
+                            let handled = forward::handle(shared.clone(), peer, req);
+                            async move { Ok::<_, Infallible>(serve::tracked(handled.await?, busy)) }
+                        })
+                    })
+                    .await
+                }
             },
         ));
     }
     {
         let shared = shared.clone();
         let router = control::router(shared.clone());
-        let builder = Arc::new(serve::http_builder(false));
+        let http = Arc::new(serve::Http::new(false, timeouts));
         let drain = control_drain.clone();
         accept_loops.spawn(serve::accept_tls(
             connector,
             connector_tls,
+            connector_gate,
+            limits.handshake_timeout,
             shutdown_rx.clone(),
             move |tls, peer| {
                 control::on_conn(
                     shared.clone(),
                     router.clone(),
-                    builder.clone(),
+                    http.clone(),
                     drain.clone(),
                     tls,
                     peer,
@@ -249,16 +275,28 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     }
     {
         let router = admin_api::router(shared.clone());
-        let builder = Arc::new(serve::http_builder(false));
+        let http = Arc::new(serve::Http::new(false, timeouts));
         let drain = admin_drain.clone();
         accept_loops.spawn(serve::accept_tls(
             admin,
             admin_tls,
+            admin_gate,
+            limits.handshake_timeout,
             shutdown_rx,
             move |tls, _peer| {
                 let router = router.clone();
-                let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
-                serve::serve_http(&builder, &drain, tls, service)
+                let http = http.clone();
+                let drain = drain.clone();
+                async move {
+                    serve::serve_http(&http, &drain, tls, |activity| {
+                        hyper::service::service_fn(move |req| {
+                            let busy = activity.enter();
+                            let answered = router.clone().oneshot(req);
+                            async move { Ok::<_, Infallible>(serve::tracked(answered.await?, busy)) }
+                        })
+                    })
+                    .await
+                }
             },
         ));
     }
@@ -275,6 +313,26 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         accept_loops,
         drains: vec![public_drain, control_drain, admin_drain],
     })
+}
+
+/// The public listener's connection cap: the configured one, kept below the process's
+/// file-descriptor limit (raised to its hard maximum first) with room for the other listeners.
+fn public_connection_cap(configured: usize) -> usize {
+    let fds = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n as usize,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file-descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft as usize)
+        }
+    };
+    let room = fds.saturating_sub(config::RESERVED_FDS).max(64);
+    if configured > room {
+        tracing::warn!(
+            configured, fds, cap = room,
+            "--max-connections is above what the file-descriptor limit allows; using the lower cap (raise the limit with `ulimit -n` or LimitNOFILE=)"
+        );
+    }
+    configured.min(room)
 }
 
 /// Names in the certificate shown to clients that send no SNI (they dialled an IP address).

@@ -63,6 +63,28 @@ pub enum Refusal {
     MfaRequired { app: String },
     /// The app's sign-in is not set up in a way the edge can use.
     SignInMisconfigured { app: String, reason: String },
+    /// The client sent requests faster than its share.
+    RateLimited {
+        scope: RateScope,
+        retry_after: Duration,
+    },
+    /// The request's head (headers, cookies, URL) is larger than the edge forwards.
+    HeadTooLarge,
+    /// The request body was malformed (bad chunked framing) or ended early.
+    BadRequestBody,
+    /// The request body stopped arriving for longer than the stall timeout.
+    RequestBodyStalled { timeout: Duration },
+    /// The app answered with a head (or trailers) larger than a tunnel carries.
+    ResponseHeadTooLarge { app: String },
+}
+
+/// Whose rate a request exceeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateScope {
+    /// The client's own address (an IPv6 /64).
+    ClientAddress,
+    /// The app's, shared by everyone.
+    App { app: String },
 }
 
 /// Where a failure comes from, as the page tells the user.
@@ -107,6 +129,11 @@ impl Refusal {
             Refusal::SignInStateInvalid { .. } | Refusal::SessionCookieInvalid { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::BadRequestBody => StatusCode::BAD_REQUEST,
+            Refusal::RequestBodyStalled { .. } => StatusCode::REQUEST_TIMEOUT,
+            Refusal::ResponseHeadTooLarge { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -136,6 +163,11 @@ impl Refusal {
             Refusal::NotAssigned { .. } => "not_assigned",
             Refusal::MfaRequired { .. } => "mfa_required",
             Refusal::SignInMisconfigured { .. } => "sign_in_misconfigured",
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::HeadTooLarge => "request_head_too_large",
+            Refusal::BadRequestBody => "bad_request_body",
+            Refusal::RequestBodyStalled { .. } => "request_body_stalled",
+            Refusal::ResponseHeadTooLarge { .. } => "response_head_too_large",
         }
     }
 
@@ -163,6 +195,11 @@ impl Refusal {
             | Refusal::TokenInvalid { .. } => Source::IdentityProvider,
             Refusal::NotAssigned { .. } | Refusal::MfaRequired { .. } => Source::Policy,
             Refusal::SignInMisconfigured { .. } => Source::Edge,
+            Refusal::RateLimited { .. }
+            | Refusal::HeadTooLarge
+            | Refusal::BadRequestBody
+            | Refusal::RequestBodyStalled { .. } => Source::Client,
+            Refusal::ResponseHeadTooLarge { .. } => Source::App,
         }
     }
 
@@ -178,6 +215,9 @@ impl Refusal {
                 | Refusal::MfaRequired { .. }
                 | Refusal::TokenInvalid { .. }
                 | Refusal::BearerRefused { .. }
+                | Refusal::HeadTooLarge
+                | Refusal::BadRequestBody
+                | Refusal::ResponseHeadTooLarge { .. }
         )
     }
 
@@ -206,6 +246,11 @@ impl Refusal {
             Refusal::NotAssigned { .. } => "You are not assigned to this app",
             Refusal::MfaRequired { .. } => "A second factor is required",
             Refusal::SignInMisconfigured { .. } => "Sign-in is not set up for this app",
+            Refusal::RateLimited { .. } => "Too many requests",
+            Refusal::HeadTooLarge => "Request headers too large",
+            Refusal::BadRequestBody => "Malformed request body",
+            Refusal::RequestBodyStalled { .. } => "The request body stopped arriving",
+            Refusal::ResponseHeadTooLarge { .. } => "The app's response headers are too large",
         }
     }
 
@@ -279,6 +324,30 @@ impl Refusal {
             Refusal::UpgradeRefused { app } => format!(
                 "{app:?} answered the WebSocket upgrade without switching protocols. Check that the app serves WebSockets at this path."
             ),
+            Refusal::RateLimited { scope: RateScope::ClientAddress, retry_after } => format!(
+                "Your address sent more requests than the edge allows per second. Wait {} seconds and try again.",
+                retry_after.as_secs()
+            ),
+            Refusal::RateLimited { scope: RateScope::App { app }, retry_after } => format!(
+                "{app:?} received more requests than it accepts per second. Wait {} seconds and try again.",
+                retry_after.as_secs()
+            ),
+            Refusal::HeadTooLarge => format!(
+                "The request's headers (cookies, URL and the rest) are larger than the edge forwards ({} KiB, at most {} fields). Clear this site's cookies or shorten the address.",
+                postern_proto::limits::MAX_REQUEST_HEAD_BYTES / 1024,
+                postern_proto::limits::MAX_HEADER_FIELDS
+            ),
+            Refusal::BadRequestBody => {
+                "The request body was malformed (its chunked framing is invalid) or ended before its declared length.".to_owned()
+            }
+            Refusal::RequestBodyStalled { timeout } => format!(
+                "The request body sent nothing for {} seconds, so the edge stopped waiting for it.",
+                timeout.as_secs()
+            ),
+            Refusal::ResponseHeadTooLarge { app } => format!(
+                "{app:?} answered with headers larger than {} KiB, which the edge does not pass on. The app's administrator must make them smaller (large cookies are the usual cause).",
+                postern_proto::limits::MAX_RESPONSE_HEAD_BYTES / 1024
+            ),
         }
     }
 
@@ -312,6 +381,17 @@ impl Refusal {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert(crate::hygiene::X_REQUEST_ID, v);
+        }
+        if let Refusal::RateLimited { retry_after, .. } = &self {
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs()),
+            );
+        }
+        if matches!(self, Refusal::HeadTooLarge | Refusal::BadRequestBody) {
+            // The rest of what the client sent on this connection cannot be trusted to be framed
+            // where it says.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

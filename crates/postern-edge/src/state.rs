@@ -66,6 +66,10 @@ pub struct Shared {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Pre-authentication: cookie keys, assertion keys, issuers.
     pub auth: crate::preauth::Auth,
+    /// Request rates per client address and per app.
+    pub rates: crate::guard::Rates,
+    /// Responses whose users may stop reading them.
+    pub stalls: Arc<crate::body::StallWatch>,
 }
 
 impl Shared {

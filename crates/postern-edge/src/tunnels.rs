@@ -14,13 +14,12 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::Notify;
 
 /// The request body type sent down a tunnel: the user's streamed body, or nothing (WebSocket
 /// CONNECT streams carry their bytes after the upgrade).
-pub type TunnelBody = Either<postern_proto::body::Watched<Incoming>, Empty<Bytes>>;
+pub type TunnelBody = Either<postern_proto::body::Watched<crate::body::UserBody>, Empty<Bytes>>;
 
 /// One live tunnel connection from a connector.
 pub struct Tunnel {

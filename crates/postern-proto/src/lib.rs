@@ -8,6 +8,7 @@ pub mod api;
 pub mod body;
 pub mod config;
 pub mod hop;
+pub mod limits;
 pub mod tunnel;
 
 pub use config::{AppId, AppRoute, ConnectorConfig};

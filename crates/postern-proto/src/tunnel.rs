@@ -163,16 +163,20 @@ pub enum TunnelRefusal {
     PathOutsideApp,
     /// The app answered a WebSocket upgrade without switching protocols.
     UpgradeRefused,
+    /// The app's response head or trailers were larger than a tunnel carries
+    /// ([`crate::limits::MAX_RESPONSE_HEAD_BYTES`]).
+    ResponseHeadTooLarge,
 }
 
 impl TunnelRefusal {
-    pub const ALL: [TunnelRefusal; 6] = [
+    pub const ALL: [TunnelRefusal; 7] = [
         TunnelRefusal::UnknownApp,
         TunnelRefusal::BadMetadata,
         TunnelRefusal::BackendUnreachable,
         TunnelRefusal::BackendTimeout,
         TunnelRefusal::PathOutsideApp,
         TunnelRefusal::UpgradeRefused,
+        TunnelRefusal::ResponseHeadTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +187,7 @@ impl TunnelRefusal {
             TunnelRefusal::BackendTimeout => "backend-timeout",
             TunnelRefusal::PathOutsideApp => "path-outside-app",
             TunnelRefusal::UpgradeRefused => "upgrade-refused",
+            TunnelRefusal::ResponseHeadTooLarge => "response-head-too-large",
         }
     }
 
@@ -198,7 +203,9 @@ impl TunnelRefusal {
             TunnelRefusal::BackendUnreachable => http::StatusCode::BAD_GATEWAY,
             TunnelRefusal::BackendTimeout => http::StatusCode::GATEWAY_TIMEOUT,
             TunnelRefusal::PathOutsideApp => http::StatusCode::BAD_REQUEST,
-            TunnelRefusal::UpgradeRefused => http::StatusCode::BAD_GATEWAY,
+            TunnelRefusal::UpgradeRefused | TunnelRefusal::ResponseHeadTooLarge => {
+                http::StatusCode::BAD_GATEWAY
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use postern_edge::config as limits;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -78,6 +79,82 @@ struct EdgeArgs {
     /// (its issuer is https://HOST, with the listener's port unless it is 443).
     #[arg(long, default_value = postern_edge::config::DEFAULT_IDP_HOST)]
     idp_host: String,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one client, and everyone together, may ask of the edge.
+#[derive(Args)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// How long a client has to complete its TLS handshake.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT.into(), value_parser = seconds)]
+    handshake_timeout: humantime::Duration,
+    /// How long a new connection may take to send its first request head, and any HTTP/1.1
+    /// request head to arrive.
+    #[arg(long, default_value_t = limits::DEFAULT_REQUEST_HEAD_TIMEOUT.into(), value_parser = seconds)]
+    request_head_timeout: humantime::Duration,
+    /// How long a connection with no request in flight stays open.
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.into(), value_parser = seconds)]
+    idle_timeout: humantime::Duration,
+    /// How long a response may wait for a client that does not read it, or a request body for
+    /// a client that does not send it, before the stream is reset.
+    #[arg(long, default_value_t = limits::DEFAULT_STALL_TIMEOUT.into(), value_parser = seconds)]
+    stall_timeout: humantime::Duration,
+    /// Connections the public listener holds at most (kept below the file-descriptor limit).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one)]
+    max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold on each listener.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = at_least_one)]
+    max_connections_per_ip: usize,
+    /// TLS handshakes one client address may start per second (bursts of five times as many);
+    /// 0 turns the limit off.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKES_PER_IP)]
+    handshakes_per_ip: u32,
+    /// Requests one client address may send per second (bursts of twice as many); 0 turns the
+    /// limit off.
+    #[arg(long, default_value_t = limits::DEFAULT_REQUESTS_PER_IP)]
+    requests_per_ip: u32,
+    /// Requests per second each app accepts from everyone together (bursts of twice as many);
+    /// 0 leaves apps unlimited.
+    #[arg(long, default_value_t = limits::DEFAULT_REQUESTS_PER_APP)]
+    requests_per_app: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> postern_edge::config::Limits {
+        postern_edge::config::Limits {
+            handshake_timeout: self.handshake_timeout.into(),
+            request_head_timeout: self.request_head_timeout.into(),
+            idle_timeout: self.idle_timeout.into(),
+            stall_timeout: self.stall_timeout.into(),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshakes_per_ip: self.handshakes_per_ip,
+            requests_per_ip: self.requests_per_ip,
+            requests_per_app: self.requests_per_app,
+        }
+    }
+}
+
+/// A count of at least one.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; give a whole number")),
+    }
+}
+
+/// A timeout of at least 100 ms (`10s`, `1m`, `500ms`).
+fn seconds(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s
+        .parse()
+        .map_err(|e| format!("{e}; use e.g. 10s, 1m or 500ms"))?;
+    if Duration::from(d) < Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_owned());
+    }
+    Ok(d)
 }
 
 /// A duration of at least one second, e.g. `180d`, `12h`, `90s`.
@@ -188,6 +265,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.drain_timeout = args.drain_timeout;
     config.connector_renew_after = args.connector_renew_after;
     config.idp_host = args.idp_host.to_ascii_lowercase();
+    config.limits = args.limits.limits();
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

@@ -1,0 +1,176 @@
+//! The request guard's limits: request rates per client address and per app, and the size of the
+//! head the edge sends down a tunnel. Checked before any other work is spent on a request.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use http::request::Parts;
+use postern_proto::limits::{head_fits, TUNNEL_MAX_HEADER_LIST_BYTES};
+use postern_proto::AppId;
+
+use crate::config::Limits;
+use crate::rescue::{RateScope, Refusal};
+use crate::serve::{client_key, keyed_limiter, sweep_limiter, KeyedLimiter};
+
+type AppLimiter = governor::DefaultKeyedRateLimiter<AppId>;
+
+/// The request-rate limiters of the public listener.
+pub struct Rates {
+    per_ip: Option<Arc<KeyedLimiter>>,
+    per_app: Option<AppLimiter>,
+    clock: DefaultClock,
+}
+
+/// Requests beyond the rate may burst to this multiple of it.
+const REQUEST_BURST_FACTOR: u32 = 2;
+
+impl Rates {
+    pub fn new(limits: &Limits) -> Rates {
+        let per_ip = keyed_limiter(limits.requests_per_ip, REQUEST_BURST_FACTOR).map(Arc::new);
+        if let Some(l) = &per_ip {
+            sweep_limiter(l.clone());
+        }
+        let per_app = NonZeroU32::new(limits.requests_per_app).map(|rate| {
+            let burst =
+                NonZeroU32::new(rate.get().saturating_mul(REQUEST_BURST_FACTOR)).unwrap_or(rate);
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        Rates {
+            per_ip,
+            per_app,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Admits one request from `ip`, or refuses it with how long to wait.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let Some(limiter) = &self.per_ip else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&client_key(ip))
+            .map_err(|not_until| Refusal::RateLimited {
+                scope: RateScope::ClientAddress,
+                retry_after: round_up(not_until.wait_time_from(self.clock.now())),
+            })
+    }
+
+    /// Admits one request to `app`, or refuses it with how long to wait.
+    pub fn check_app(&self, app: AppId, name: &str) -> Result<(), Refusal> {
+        let Some(limiter) = &self.per_app else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&app)
+            .map_err(|not_until| Refusal::RateLimited {
+                scope: RateScope::App {
+                    app: name.to_owned(),
+                },
+                retry_after: round_up(not_until.wait_time_from(self.clock.now())),
+            })
+    }
+}
+
+/// `Retry-After` is in whole seconds; a client told 0 would come straight back.
+fn round_up(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(Duration::from_secs(1))
+}
+
+/// Refuses a tunnel request whose head, as it will travel (the user's headers after hygiene,
+/// plus everything the edge added), is larger than the connector accepts, so it is never sent:
+/// a peer that receives an oversized head may end the whole tunnel.
+pub fn check_tunnel_head(parts: &Parts) -> Result<(), Refusal> {
+    let uri = &parts.uri;
+    let pseudo = [
+        (":method".len(), parts.method.as_str().len()),
+        (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
+        (
+            ":authority".len(),
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        ),
+        (
+            ":path".len(),
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        ),
+    ];
+    if head_fits(
+        &parts.headers,
+        &pseudo,
+        TUNNEL_MAX_HEADER_LIST_BYTES as usize,
+    ) {
+        Ok(())
+    } else {
+        Err(Refusal::HeadTooLarge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderValue, Request};
+
+    use super::*;
+
+    fn parts(header_bytes: usize) -> Parts {
+        let mut req = Request::builder()
+            .method("GET")
+            .uri("https://app.example/path?q=1")
+            .body(())
+            .unwrap();
+        req.headers_mut().insert(
+            "x-big",
+            HeaderValue::from_str(&"a".repeat(header_bytes)).unwrap(),
+        );
+        req.into_parts().0
+    }
+
+    #[test]
+    fn heads_that_fit_the_tunnel_pass_and_larger_ones_are_refused() {
+        assert!(check_tunnel_head(&parts(1000)).is_ok());
+        assert!(check_tunnel_head(&parts(60 * 1024)).is_ok());
+        assert_eq!(
+            check_tunnel_head(&parts(TUNNEL_MAX_HEADER_LIST_BYTES as usize)),
+            Err(Refusal::HeadTooLarge)
+        );
+    }
+
+    #[test]
+    fn rates_refuse_past_the_burst_with_a_whole_second_to_wait() {
+        let limits = Limits {
+            requests_per_ip: 1,
+            requests_per_app: 1,
+            ..Limits::default()
+        };
+        let rates = Rates::new(&limits);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(rates.check_ip(ip).is_ok());
+        assert!(rates.check_ip(ip).is_ok());
+        match rates.check_ip(ip) {
+            Err(Refusal::RateLimited { retry_after, .. }) => {
+                assert!(retry_after >= Duration::from_secs(1))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(rates.check_ip("192.0.2.8".parse().unwrap()).is_ok());
+        assert!(rates.check_app(AppId(1), "a").is_ok());
+        assert!(rates.check_app(AppId(1), "a").is_ok());
+        assert!(rates.check_app(AppId(1), "a").is_err());
+        assert!(rates.check_app(AppId(2), "b").is_ok());
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_no_limit() {
+        let limits = Limits {
+            requests_per_ip: 0,
+            requests_per_app: 0,
+            ..Limits::default()
+        };
+        let rates = Rates::new(&limits);
+        for _ in 0..10_000 {
+            assert!(rates.check_ip("192.0.2.7".parse().unwrap()).is_ok());
+            assert!(rates.check_app(AppId(1), "a").is_ok());
+        }
+    }
+}
