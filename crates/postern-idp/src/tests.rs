@@ -39,7 +39,17 @@ async fn an_expired_device_code_answers_expired_token() {
         .await
         .unwrap();
     let device_code = store
-        .create_device(&client.client_id, "openid", "BCDF-GHJK", now() - 1, 5)
+        .create_device(
+            &postern_store::NewDevice {
+                client_id: client.client_id.clone(),
+                scope: "openid".into(),
+                user_code: "BCDF-GHJK".into(),
+                requester: "127.0.0.1".into(),
+                expires_at: now() - 1,
+                interval_secs: 5,
+            },
+            now(),
+        )
         .await
         .unwrap();
     let body = format!(
