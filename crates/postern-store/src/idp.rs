@@ -1437,6 +1437,229 @@ mod tests {
         );
     }
 
+    fn device(client: &Client, requester: &str, n: usize, expires_at: i64) -> NewDevice {
+        NewDevice {
+            client_id: client.client_id.clone(),
+            scope: "openid".into(),
+            user_code: format!("{requester}-{n}"),
+            requester: requester.into(),
+            expires_at,
+            interval_secs: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_device_codes_are_capped_per_requester_and_per_client_oldest_first() {
+        let (_d, store) = store().await;
+        let (_, client) = fixture(&store).await;
+        let now = 1_000;
+        let mut codes = Vec::new();
+        for i in 0..(DEVICE_CODES_PER_REQUESTER as usize + 5) {
+            codes.push(
+                store
+                    .create_device(&device(&client, "10.0.0.1", i, now + 600), now + i as i64)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let live = |code: String| {
+            let store = store.clone();
+            async move { store.device_by_code(&code).await.unwrap().is_some() }
+        };
+        for (i, code) in codes.iter().enumerate() {
+            assert_eq!(
+                live(code.clone()).await,
+                i >= 5,
+                "code {i}: the oldest went"
+            );
+        }
+        // Another address is unaffected; the client's own cap holds across addresses.
+        let other = store
+            .create_device(&device(&client, "10.0.0.2", 0, now + 600), now)
+            .await
+            .unwrap();
+        assert!(live(other.clone()).await);
+        for i in 0..DEVICE_CODES_PER_CLIENT as usize {
+            let requester = format!("10.1.{}.{}", i / 250, i % 250);
+            store
+                .create_device(&device(&client, &requester, i, now + 600), now + 100)
+                .await
+                .unwrap();
+        }
+        assert!(!live(other).await, "the client's oldest went");
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM idp_device_codes WHERE client_id = ? AND status = 'pending'",
+        )
+        .bind(&client.client_id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(pending, DEVICE_CODES_PER_CLIENT);
+    }
+
+    #[tokio::test]
+    async fn sign_in_event_fields_are_cut_at_a_character_boundary() {
+        let (_d, store) = store().await;
+        let long = format!("{}é@example.com", "a".repeat(SIGNIN_EVENT_FIELD_BYTES - 1));
+        store
+            .record_signin(&SigninEvent {
+                at_ms: 1,
+                email: long.clone(),
+                user_id: None,
+                ip: "10.0.0.1".into(),
+                client_id: Some("c".repeat(15 * 1024)),
+                outcome: "failure".into(),
+                reason: "unknown_user".into(),
+            })
+            .await
+            .unwrap();
+        let e = &store.signin_events(None, 10).await.unwrap()[0];
+        assert_eq!(e.email, "a".repeat(SIGNIN_EVENT_FIELD_BYTES - 1));
+        assert_eq!(
+            e.client_id.as_deref().map(str::len),
+            Some(SIGNIN_EVENT_FIELD_BYTES)
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_what_expired_and_events_past_their_retention() {
+        let (_d, store) = store().await;
+        let (user, client) = fixture(&store).await;
+        let now = 100 * 24 * 3600;
+        let retention = Retention {
+            signin_events_secs: 30 * 24 * 3600,
+            max_signin_events: 3,
+        };
+        // Events: two older than 30 days, then five recent ones of which the newest 3 stay.
+        let ages_days = [40, 31, 5, 4, 3, 2, 1];
+        for (i, days) in ages_days.iter().enumerate() {
+            store
+                .record_signin(&SigninEvent {
+                    at_ms: (now - days * 24 * 3600) * 1000,
+                    email: format!("e{i}"),
+                    user_id: None,
+                    ip: "10.0.0.1".into(),
+                    client_id: None,
+                    outcome: "failure".into(),
+                    reason: "unknown_user".into(),
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .create_code(&code_for(&user, &client, now - 1))
+            .await
+            .unwrap();
+        let live_code = store
+            .create_code(&code_for(&user, &client, now + 60))
+            .await
+            .unwrap();
+        // (A start deletes the expired codes of its client first, so the live one comes first.)
+        store
+            .create_device(&device(&client, "10.0.0.1", 1, now + 600), now - 700)
+            .await
+            .unwrap();
+        store
+            .create_device(&device(&client, "10.0.0.1", 0, now - 1), now - 600)
+            .await
+            .unwrap();
+        let (expired, _) = store
+            .create_session(&user.id, 1, &["pwd".into()], now)
+            .await
+            .unwrap();
+        let (ended, ended_hash) = store
+            .create_session(&user.id, 1, &["pwd".into()], now + 3600)
+            .await
+            .unwrap();
+        store.revoke_session(&ended_hash).await.unwrap();
+        let (live, _) = store
+            .create_session(&user.id, 1, &["pwd".into()], now + 3600)
+            .await
+            .unwrap();
+
+        let pruned = store.prune_idp(now, &retention).await.unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                signin_events: 4,
+                codes: 1,
+                device_codes: 1,
+                sessions: 2,
+            }
+        );
+        let emails: Vec<String> = store
+            .signin_events(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.email)
+            .collect();
+        assert_eq!(emails, ["e6", "e5", "e4"]);
+        assert!(store.session(&live, now).await.unwrap().is_some());
+        for gone in [expired, ended] {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idp_sessions WHERE hash = ?")
+                .bind(token_hash(&gone))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(rows, 0);
+        }
+        assert!(store
+            .redeem_code(&live_code, &client.client_id, now)
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            store.prune_idp(now, &retention).await.unwrap(),
+            Pruned::default(),
+            "nothing left to prune"
+        );
+    }
+
+    #[tokio::test]
+    async fn disabling_resetting_a_password_or_mfa_revokes_the_subjects_app_sessions() {
+        let (_d, store) = store().await;
+        let (user, _) = fixture(&store).await;
+        let email = user.email.as_str();
+        type Change =
+            fn(&Store, &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+        let changes: [(&str, Change); 3] = [
+            ("disable", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.set_user_enabled(&e, false).await.unwrap();
+                })
+            }),
+            ("password", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.set_password(&e, "$argon2id$y").await.unwrap();
+                })
+            }),
+            ("mfa", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.reset_mfa(&e).await.unwrap();
+                })
+            }),
+        ];
+        for (what, change) in changes {
+            sqlx::query("DELETE FROM session_revocations")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let version = store.config_version().await.unwrap();
+            change(&store, email).await;
+            let revoked = store.session_revocations().await.unwrap();
+            assert_eq!(revoked.len(), 1, "{what}");
+            assert_eq!(revoked[0].0, user.id, "{what}: by subject");
+            assert!(
+                store.config_version().await.unwrap() > version,
+                "{what}: edges reload"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn an_apps_client_is_made_once_and_its_secret_replaced_on_each_call() {
         let (_d, store) = store().await;

@@ -309,6 +309,11 @@ async fn a_burst_of_sign_ins_checks_no_more_passwords_than_the_throttles_allow()
     let (answers, (page, verifier)) = tokio::join!(burst, user);
     let burst_time = started.elapsed();
     let peak = watch.stop().await;
+    eprintln!(
+        "burst of {BURST} in {burst_time:?}: edge {} MiB before, {} MiB at most",
+        before / MIB,
+        peak / MIB
+    );
     assert!(
         peak <= before + SIGNIN_BURST_GROWTH,
         "the edge grew from {} MiB to {} MiB during the burst",
@@ -319,6 +324,7 @@ async fn a_burst_of_sign_ins_checks_no_more_passwords_than_the_throttles_allow()
     let events = signin_events(&edge).await;
     let checked = checks(&events, |e| e["ip"] == "127.0.0.1");
     let allowed = allowance(PER_IP, burst_time);
+    eprintln!("{checked} passwords checked from one address; the policy allows {allowed}");
     assert!(
         checked <= allowed,
         "{checked} passwords checked in a {burst_time:?} burst; the per-address policy allows {allowed}"
@@ -376,6 +382,9 @@ async fn a_burst_of_sign_ins_checks_no_more_passwords_than_the_throttles_allow()
     let events = signin_events(&edge).await;
     let checked = checks(&events, |e| e["email"] == "ada@example.com");
     let allowed = allowance(PER_ACCOUNT, burst_time);
+    eprintln!(
+        "{checked} passwords of one account checked in {burst_time:?}; the policy allows {allowed}"
+    );
     assert!(
         checked <= allowed && checked as u32 <= PER_ACCOUNT.lockout_after,
         "{checked} passwords of one account checked in a {burst_time:?} burst; the per-account policy allows {allowed} and locks out at {}",
@@ -383,6 +392,10 @@ async fn a_burst_of_sign_ins_checks_no_more_passwords_than_the_throttles_allow()
     );
 
     memory_falls_back(pid, before + SIGNIN_AFTER_GROWTH).await;
+    eprintln!(
+        "after the bursts: edge {} MiB",
+        common::rss_bytes(pid) / MIB
+    );
 }
 
 /// What the edge may grow by while thousands of authorization requests arrive: the pending
@@ -531,6 +544,12 @@ async fn authorize_floods_are_bounded_and_never_stop_a_real_sign_in() {
         location["/signin?req=".len()..].to_owned()
     };
     let (first, last) = (req_of(&accepted[0]), req_of(&accepted[FLOOD - 1]));
+    eprintln!(
+        "flood of {} authorization requests: edge {} MiB before, {} MiB at most",
+        2 * FLOOD,
+        before / MIB,
+        peak / MIB
+    );
     assert!(
         peak <= before + AUTHORIZE_FLOOD_GROWTH,
         "the edge grew from {} MiB to {} MiB during the flood",
