@@ -27,6 +27,9 @@ pub const MAX_NONCE_BYTES: usize = 512;
 pub const MAX_SCOPE_BYTES: usize = 1024;
 /// A PKCE S256 challenge is 43 characters (RFC 7636 section 4.2).
 pub const MAX_CODE_CHALLENGE_BYTES: usize = 128;
+/// An `id_token_hint` at logout: an ID token this provider signed, a kilobyte or two with many
+/// groups.
+pub const MAX_ID_TOKEN_HINT_BYTES: usize = 8 * 1024;
 /// Every other parameter the provider reads (`prompt`, `max_age`, `acr_values`,
 /// `response_type`, …): short keywords.
 pub const MAX_KEYWORD_PARAM_BYTES: usize = 256;

@@ -228,3 +228,52 @@ async fn an_expired_code_is_invalid_grant() {
         )
     );
 }
+
+#[tokio::test]
+async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into()).await.unwrap();
+    let get = |query: String| Request::get(format!("/logout?{query}")).body(Body::empty());
+    let cases = [
+        (
+            format!("state={}", "s".repeat(crate::limits::MAX_STATE_BYTES + 1)),
+            "state",
+        ),
+        (
+            format!(
+                "id_token_hint={}",
+                "t".repeat(crate::limits::MAX_ID_TOKEN_HINT_BYTES + 1)
+            ),
+            "id_token_hint",
+        ),
+        (
+            format!(
+                "post_logout_redirect_uri=https%3A%2F%2Fa%2F{}",
+                "u".repeat(3000)
+            ),
+            "post_logout_redirect_uri",
+        ),
+    ];
+    for (query, field) in cases {
+        let req = get(query).unwrap();
+        let mut req = req;
+        req.extensions_mut()
+            .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let resp = router(idp.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{field}");
+        assert!(resp.headers().get(http::header::LOCATION).is_none());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains(&format!("request&#39;s {field} is")) && body.contains("invalid_request"),
+            "{field}: {body}"
+        );
+    }
+    // Within the limits, the confirmation page.
+    let mut req = get("state=ok".into()).unwrap();
+    req.extensions_mut()
+        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let resp = router(idp.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

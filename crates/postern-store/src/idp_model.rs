@@ -264,7 +264,8 @@ pub struct SigninEvent {
     pub client_id: Option<String>,
     /// `success` or `failure`.
     pub outcome: String,
-    /// A stable reason code: `ok`, `bad_credentials`, `disabled`, `throttled`, `bad_otp`, …
+    /// A stable reason code: `ok_password`, `bad_password`, `unknown_user`, `disabled`,
+    /// `throttled`, `busy`, `oversized_input`, `bad_otp`, …
     pub reason: String,
 }
 
