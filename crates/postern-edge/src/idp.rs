@@ -1,5 +1,7 @@
 //! The built-in identity provider on the public listener: requests for `--idp-host` go to
-//! `postern_idp::router` instead of a tunnel, and its signing keys are rotated on a timer.
+//! `postern_idp::router` instead of a tunnel; on a timer its signing keys are rotated and what
+//! it keeps is pruned (expired codes, device codes and sessions, old sign-in events, expired
+//! state in memory).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use tower::ServiceExt;
 use crate::body::EdgeBody;
 use crate::state::Shared;
 
-/// How often the key ring checks whether a key is due for rotation or removal.
+/// How often the key ring checks whether a key is due for rotation or removal, and the
+/// provider's housekeeping runs. Codes live a minute and device codes ten, so ten minutes keeps
+/// at most a few intervals' worth of expired rows; each run is a handful of indexed deletes.
 const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 /// Largest response the provider writes (its pages and JSON are a few kilobytes).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -45,9 +49,11 @@ pub async fn serve(
     }
 }
 
-/// Publishes new signing keys ahead of use and removes expired ones, until shutdown.
+/// Publishes new signing keys ahead of use and removes expired ones, and runs the provider's
+/// housekeeping (retention), at start and then every [`KEY_CHECK_INTERVAL`], until shutdown.
 pub async fn maintain_keys(shared: Arc<Shared>) {
     let mut stopping = shared.stopping.clone();
+    housekeeping(&shared).await;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(KEY_CHECK_INTERVAL) => {}
@@ -56,6 +62,21 @@ pub async fn maintain_keys(shared: Arc<Shared>) {
         if let Err(e) = shared.idp.maintain_keys(false).await {
             tracing::error!(error = %e, "cannot rotate the identity provider's signing keys");
         }
+        housekeeping(&shared).await;
+    }
+}
+
+async fn housekeeping(shared: &Shared) {
+    match shared.idp.housekeeping(postern_idp::now()).await {
+        Ok(pruned) if pruned.total() > 0 => tracing::info!(
+            signin_events = pruned.signin_events,
+            codes = pruned.codes,
+            device_codes = pruned.device_codes,
+            sessions = pruned.sessions,
+            "identity provider records past their retention deleted"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot prune the identity provider's records"),
     }
 }
 

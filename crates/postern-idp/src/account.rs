@@ -28,16 +28,19 @@ impl Idp {
     }
 
     /// Sends the user through a fresh sign-in that ends at the account page.
-    fn sign_in_for_account(&self) -> Response {
-        let req = self.add_pending(Pending {
-            client_id: String::new(),
-            client_name: "your account".to_owned(),
-            purpose: Purpose::Account,
-            require_mfa: false,
-            fresh_login: true,
-            signed_in: None,
-            created_at: now(),
-        });
+    fn sign_in_for_account(&self, ip: &ClientIp) -> Response {
+        let req = self.add_pending(
+            Pending {
+                client_id: String::new(),
+                client_name: "your account".to_owned(),
+                purpose: Purpose::Account,
+                require_mfa: false,
+                fresh_login: true,
+                signed_in: None,
+                created_at: now(),
+            },
+            ip,
+        );
         Redirect::to(&format!("/signin?req={req}")).into_response()
     }
 }
@@ -67,9 +70,13 @@ fn passkey_item(p: &StoredPasskey, csrf: &str) -> String {
 }
 
 /// `GET /account`.
-pub async fn show(State(idp): State<Arc<Idp>>, headers: HeaderMap) -> Response {
+pub async fn show(
+    State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+) -> Response {
     let Some((_, user)) = idp.recent_session(&headers).await else {
-        return idp.sign_in_for_account();
+        return idp.sign_in_for_account(&ip);
     };
     let passkeys = match idp.store.passkeys(&user.id).await {
         Ok(p) => p,
@@ -132,7 +139,7 @@ pub async fn delete(
         return csrf_refused();
     }
     let Some((_, user)) = idp.recent_session(&headers).await else {
-        return idp.sign_in_for_account();
+        return idp.sign_in_for_account(&ip);
     };
     match idp.store.delete_passkey(&user.id, &f.id).await {
         Ok(true) => {

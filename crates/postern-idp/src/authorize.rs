@@ -5,19 +5,29 @@
 //! errors go back to the client's redirect URI. A request that needs the user becomes a
 //! [`Pending`] sign-in, which the sign-in pages carry by its ID until it completes at
 //! `/continue`.
+//!
+//! Every parameter is limited in size ([`crate::limits`]) before anything else is done with it,
+//! and the pending sign-ins are a [`crate::bounded::Table`]: per address and per client, the
+//! oldest goes when a cap is reached.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
 use postern_store::{AuthContext, Client, IdpSession, NewCode, User};
 use url::Url;
 
 use crate::cookies;
 use crate::html::error_page;
-use crate::{now, pkce, Idp, CODE_LIFETIME, MAX_PENDING, PENDING_LIFETIME};
+use crate::limits::{
+    MAX_AUTHORIZE_QUERY_BYTES, MAX_CLIENT_ID_BYTES, MAX_CODE_CHALLENGE_BYTES, MAX_EMAIL_BYTES,
+    MAX_KEYWORD_PARAM_BYTES, MAX_NONCE_BYTES, MAX_REDIRECT_URI_BYTES, MAX_SCOPE_BYTES,
+    MAX_STATE_BYTES,
+};
+use crate::{now, pkce, ClientIp, Idp, CODE_LIFETIME};
 
 /// What the client asked for, once checked.
 #[derive(Clone, Debug)]
@@ -61,6 +71,28 @@ impl Pending {
     pub fn client(&self) -> Option<&str> {
         Some(self.client_id.as_str()).filter(|c| !c.is_empty())
     }
+
+    /// What the sign-in holds, in bytes, for the table's bounds (the session hash it may get
+    /// later included).
+    fn bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let purpose = match &self.purpose {
+            Purpose::Authorize(r) => {
+                r.redirect_uri.len()
+                    + opt(&r.state)
+                    + opt(&r.nonce)
+                    + r.scope.len()
+                    + opt(&r.code_challenge)
+            }
+            Purpose::Device { user_code } => user_code.len(),
+            Purpose::Account => 0,
+        };
+        std::mem::size_of::<Pending>()
+            + self.client_id.len()
+            + self.client_name.len()
+            + 64
+            + purpose
+    }
 }
 
 /// The next thing the user must do for a pending sign-in.
@@ -95,42 +127,32 @@ pub fn acr(amr: &[String]) -> String {
 }
 
 impl Idp {
-    pub(crate) fn add_pending(&self, p: Pending) -> String {
+    /// Keeps a sign-in in progress for the caller at `ip`; returns its ID. Always taken: when
+    /// a cap is reached, the oldest of that address (or client, or of all) goes.
+    pub(crate) fn add_pending(&self, p: Pending, ip: &ClientIp) -> String {
         let id = base64_id();
-        let mut map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = now() - PENDING_LIFETIME.as_secs() as i64;
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, p| p.created_at > oldest);
-        }
-        if map.len() < MAX_PENDING {
-            map.insert(id.clone(), p);
+        let (client, bytes) = (p.client_id.clone(), p.bytes());
+        let evicted =
+            crate::lock(&self.pending).insert(id.clone(), p, ip.key(), &client, bytes, now());
+        if evicted > 0 {
+            tracing::debug!(client = %ip.0, evicted, "pending sign-ins evicted at their cap");
         }
         id
     }
 
     pub(crate) fn pending(&self, id: &str) -> Option<Pending> {
-        let map = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = now() - PENDING_LIFETIME.as_secs() as i64;
-        map.get(id).filter(|p| p.created_at > oldest).cloned()
+        crate::lock(&self.pending).get(id, now()).cloned()
     }
 
     /// Records that the user signed in to `session_hash` for the pending sign-in `id`.
     pub(crate) fn mark_signed_in(&self, id: &str, session_hash: &str) {
-        if let Some(p) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(id)
-        {
+        if let Some(p) = crate::lock(&self.pending).get_mut(id, now()) {
             p.signed_in = Some(session_hash.to_owned());
         }
     }
 
     pub(crate) fn finish_pending(&self, id: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        crate::lock(&self.pending).remove_entry(id);
     }
 
     /// The live session named by the request's cookie, and its user.
@@ -284,12 +306,118 @@ pub(crate) async fn checked_client(
     Ok((client, redirect_uri))
 }
 
+/// An authorization request refused on the error page, because its redirect URI cannot be
+/// trusted yet (or cannot carry the answer back): what was too large, how large, the limit.
+#[derive(Debug, PartialEq, Eq)]
+struct TooLarge {
+    what: String,
+    len: usize,
+    max: usize,
+}
+
+impl TooLarge {
+    fn page(&self) -> Response {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in request",
+            &format!(
+                "The application's request is too large: its {} is {} bytes, more than the {} allowed (invalid_request). Nothing was sent to it.",
+                self.what, self.len, self.max
+            ),
+        )
+    }
+}
+
+/// The parameters of an authorization request the provider reads, each within its limit.
+#[derive(Debug)]
+struct AuthorizeQuery {
+    params: HashMap<String, String>,
+    /// The first parameter over its limit that can be reported to the client, and the limit.
+    over_limit: Option<(String, usize)>,
+}
+
+/// The longest a parameter of the authorization request may be; `None` for one the provider
+/// does not read (bounded by the whole query's limit, and dropped).
+fn param_limit(name: &str) -> Option<usize> {
+    Some(match name {
+        "client_id" => MAX_CLIENT_ID_BYTES,
+        "redirect_uri" => MAX_REDIRECT_URI_BYTES,
+        "state" => MAX_STATE_BYTES,
+        "nonce" => MAX_NONCE_BYTES,
+        "scope" => MAX_SCOPE_BYTES,
+        "code_challenge" => MAX_CODE_CHALLENGE_BYTES,
+        "login_hint" => MAX_EMAIL_BYTES,
+        "response_type"
+        | "response_mode"
+        | "code_challenge_method"
+        | "prompt"
+        | "max_age"
+        | "acr_values" => MAX_KEYWORD_PARAM_BYTES,
+        // Only their presence is read (to refuse them).
+        "request" | "request_uri" => MAX_AUTHORIZE_QUERY_BYTES,
+        _ => return None,
+    })
+}
+
+/// Parses the query of an authorization request within its limits. An error is for the error
+/// page: the whole query too large, or a parameter that must be trusted (or sent back) before an
+/// error can go to the client (`client_id`, `redirect_uri`, `state`).
+fn parse_authorize_query(raw: Option<&str>) -> Result<AuthorizeQuery, TooLarge> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_AUTHORIZE_QUERY_BYTES {
+        // Name the parameter that made it too large, without decoding anything.
+        let longest = raw.split('&').max_by_key(|p| p.len()).unwrap_or_default();
+        let name = crate::limits::truncate(longest.split('=').next().unwrap_or_default(), 40);
+        return Err(TooLarge {
+            what: format!(
+                "query (its {name:?} parameter alone is {} bytes)",
+                longest.len()
+            ),
+            len: raw.len(),
+            max: MAX_AUTHORIZE_QUERY_BYTES,
+        });
+    }
+    let mut q = HashMap::new();
+    let mut over = None;
+    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let Some(max) = param_limit(&k) else {
+            continue;
+        };
+        if v.len() > max {
+            if matches!(k.as_ref(), "client_id" | "redirect_uri" | "state") {
+                return Err(TooLarge {
+                    what: format!("{k} parameter"),
+                    len: v.len(),
+                    max,
+                });
+            }
+            if over.is_none() {
+                over = Some((k.into_owned(), max));
+            }
+            continue;
+        }
+        q.insert(k.into_owned(), v.into_owned());
+    }
+    Ok(AuthorizeQuery {
+        params: q,
+        over_limit: over,
+    })
+}
+
 /// `GET /authorize`.
 pub async fn authorize(
     State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let AuthorizeQuery {
+        params: q,
+        over_limit,
+    } = match parse_authorize_query(raw.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(too_large) => return too_large.page(),
+    };
     let (client, redirect_uri) = match checked_client(&idp, &q).await {
         Ok(c) => c,
         Err(page) => return page,
@@ -306,6 +434,12 @@ pub async fn authorize(
             ],
         )
     };
+    if let Some((name, max)) = over_limit {
+        return fail(
+            "invalid_request",
+            &format!("{name} is longer than the {max} bytes allowed"),
+        );
+    }
     if q.contains_key("request") || q.contains_key("request_uri") {
         return fail("request_not_supported", "request objects are not supported");
     }
@@ -393,7 +527,7 @@ pub async fn authorize(
             &pending,
         ) {
             Step::Done => {
-                let req_id = idp.add_pending(pending);
+                let req_id = idp.add_pending(pending, &ip);
                 idp.advance(&headers, &req_id).await
             }
             Step::SignIn => fail("login_required", "the user is not signed in"),
@@ -403,7 +537,7 @@ pub async fn authorize(
             ),
         };
     }
-    let req_id = idp.add_pending(pending);
+    let req_id = idp.add_pending(pending, &ip);
     idp.advance(&headers, &req_id).await
 }
 
@@ -467,6 +601,70 @@ mod tests {
 
     fn check(s: Option<IdpSession>, u: Option<User>, p: Pending, expected: Step) {
         assert_eq!(next_step(s.as_ref(), u.as_ref(), &p), expected);
+    }
+
+    #[test]
+    fn authorize_parameters_are_limited_before_use() {
+        let q = |extra: &str| format!("client_id=c_1&redirect_uri=https%3A%2F%2Fa%2Fcb{extra}");
+        let x = |n: usize| "x".repeat(n);
+        // (query, refused on the page as, reported to the client as)
+        let cases: Vec<(String, Option<&str>, Option<&str>)> = vec![
+            (q("&state=ok&nonce=n"), None, None),
+            (q(&format!("&state={}", x(MAX_STATE_BYTES))), None, None),
+            (
+                q(&format!("&state={}", x(MAX_STATE_BYTES + 1))),
+                Some("state parameter"),
+                None,
+            ),
+            (
+                format!("client_id={}", x(MAX_CLIENT_ID_BYTES + 1)),
+                Some("client_id parameter"),
+                None,
+            ),
+            (
+                q(&format!("&nonce={}", x(MAX_NONCE_BYTES + 1))),
+                None,
+                Some("nonce"),
+            ),
+            (
+                q(&format!("&login_hint={}", x(MAX_EMAIL_BYTES + 1))),
+                None,
+                Some("login_hint"),
+            ),
+            (
+                q(&format!("&prompt={}", x(MAX_KEYWORD_PARAM_BYTES + 1))),
+                None,
+                Some("prompt"),
+            ),
+            // Parameters the provider does not read are dropped, whatever their size.
+            (q(&format!("&ui_locales={}", x(4000))), None, None),
+            (
+                q(&format!("&junk={}", x(MAX_AUTHORIZE_QUERY_BYTES))),
+                Some("\"junk\" parameter"),
+                None,
+            ),
+        ];
+        for (query, page, reported) in cases {
+            match parse_authorize_query(Some(&query)) {
+                Ok(parsed) => {
+                    assert_eq!(page, None, "{query:.60}");
+                    assert_eq!(
+                        parsed.over_limit.as_ref().map(|(n, _)| n.as_str()),
+                        reported,
+                        "{query:.60}"
+                    );
+                    assert!(!parsed.params.contains_key("ui_locales"));
+                    assert!(parsed
+                        .params
+                        .values()
+                        .all(|v| v.len() <= MAX_REDIRECT_URI_BYTES));
+                }
+                Err(too_large) => {
+                    let what = page.unwrap_or_else(|| panic!("{query:.60} refused: {too_large:?}"));
+                    assert!(too_large.what.contains(what), "{too_large:?}");
+                }
+            }
+        }
     }
 
     #[test]

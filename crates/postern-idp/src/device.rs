@@ -1,5 +1,10 @@
 //! The device authorization grant (RFC 8628): the device asks for a code pair, the user enters
 //! the user code at `/device`, signs in and approves; the device polls the token endpoint.
+//!
+//! Anyone may start one for a public client, and each is a row in the store until it expires,
+//! so starts are limited per address ([`crate::DEVICE_STARTS_PER_ADDRESS`]), the scope is
+//! limited in size, and the store keeps a bounded number per client and per address (the
+//! oldest pending one goes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,11 +13,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use postern_store::{AuthContext, DeviceStatus};
+use postern_store::{AuthContext, DeviceStatus, NewDevice};
 use serde::Deserialize;
 
 use crate::authorize::{acr, expired_request, internal, Pending, Purpose};
-use crate::html::{alert, error_page, escape, hidden, page};
+use crate::html::{alert, error_page, escape, hidden, page, with_retry_after};
+use crate::limits::MAX_SCOPE_BYTES;
 use crate::signin::csrf_refused;
 use crate::token::{authenticate_client, oauth_error};
 use crate::{cookies, now, Idp, DEVICE_CODE_LIFETIME, DEVICE_POLL_INTERVAL};
@@ -47,34 +53,53 @@ pub fn normalise_user_code(input: &str) -> String {
 /// `POST /device_authorization`.
 pub async fn start(
     State(idp): State<Arc<Idp>>,
+    axum::Extension(ip): axum::Extension<crate::ClientIp>,
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(form)) = form else {
         return oauth_error("invalid_request", "the body must be form-encoded").into_response();
     };
-    let client = match authenticate_client(&idp, &headers, &form).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
     let scope = form
         .get("scope")
         .cloned()
         .unwrap_or_else(|| "openid".to_owned());
+    if scope.len() > MAX_SCOPE_BYTES {
+        return oauth_error(
+            "invalid_request",
+            format!("scope is longer than the {MAX_SCOPE_BYTES} bytes allowed"),
+        )
+        .into_response();
+    }
+    if let Err(wait) = idp.device_start_allowed(&ip) {
+        let mut resp = oauth_error(
+            "slow_down",
+            format!(
+                "too many device authorizations from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+        .into_response();
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return with_retry_after(resp, wait);
+    }
+    let client = match authenticate_client(&idp, &headers, &form).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let expires_in = DEVICE_CODE_LIFETIME.as_secs() as i64;
     for _ in 0..5 {
-        let user_code = new_user_code();
-        match idp
-            .store
-            .create_device(
-                &client.client_id,
-                &scope,
-                &user_code,
-                now() + expires_in,
-                DEVICE_POLL_INTERVAL.as_secs() as i64,
-            )
-            .await
-        {
+        let now = now();
+        let new = NewDevice {
+            client_id: client.client_id.clone(),
+            scope: scope.clone(),
+            user_code: new_user_code(),
+            requester: ip.key().to_string(),
+            expires_at: now + expires_in,
+            interval_secs: DEVICE_POLL_INTERVAL.as_secs() as i64,
+        };
+        let user_code = new.user_code.clone();
+        match idp.store.create_device(&new, now).await {
             Ok(device_code) => {
                 let verification_uri = idp.url("/device");
                 return Json(serde_json::json!({
@@ -117,10 +142,15 @@ pub struct CodeQuery {
     user_code: String,
 }
 
+/// The most of a typed user code that is read or shown back: a code is 9 characters, and a
+/// person may add spaces.
+const MAX_USER_CODE_BYTES: usize = 32;
+
 /// `GET /device[?user_code=…]`.
 pub async fn form(headers: HeaderMap, Query(q): Query<CodeQuery>) -> Response {
     let (csrf, cookie) = cookies::csrf_token(&headers);
-    let mut resp = code_entry_page(StatusCode::OK, &csrf, &q.user_code, None);
+    let typed = crate::limits::truncate(&q.user_code, MAX_USER_CODE_BYTES);
+    let mut resp = code_entry_page(StatusCode::OK, &csrf, typed, None);
     if let Some(c) = cookie {
         resp.headers_mut().append(http::header::SET_COOKIE, c);
     }
@@ -145,46 +175,56 @@ pub async fn submit(
     if !cookies::csrf_ok(&headers, &f.csrf) {
         return csrf_refused();
     }
-    // Guessing user codes is throttled per client IP like passwords are.
-    if let Err(refused) = idp.throttle_check_ip(ip.0) {
-        return code_entry_page(
+    let typed = crate::limits::truncate(&f.user_code, MAX_USER_CODE_BYTES);
+    // Guessing user codes is throttled per client IP like passwords are, and reserved before
+    // the lookup so a burst of guesses gets no more lookups than guesses one by one.
+    if let Err(refused) = idp.reserve_attempt(None, &ip) {
+        let page = code_entry_page(
             StatusCode::TOO_MANY_REQUESTS,
             &f.csrf,
-            &f.user_code,
+            typed,
             Some(&format!(
                 "Too many wrong codes. Wait {} seconds, then try again.",
                 refused.retry_after.as_secs().max(1)
             )),
         );
+        return with_retry_after(page, refused.retry_after);
     }
-    let code = normalise_user_code(&f.user_code);
+    let code = normalise_user_code(typed);
     let device = match idp.store.device_by_user_code(&code).await {
         Ok(d) => d,
-        Err(e) => return internal(e),
+        Err(e) => {
+            idp.attempt_not_made(None, &ip);
+            return internal(e);
+        }
     };
     let Some(device) = device.filter(|d| d.status == DeviceStatus::Pending && d.expires_at > now())
     else {
-        idp.throttle_failure_ip(ip.0);
+        // The reservation stands as the failure.
         return code_entry_page(
             StatusCode::BAD_REQUEST,
             &f.csrf,
-            &f.user_code,
+            typed,
             Some("That code is unknown, used or expired. Check the code on the device, or start again there."),
         );
     };
+    idp.attempt_succeeded(None, &ip);
     let client = match idp.store.client(&device.client_id).await {
         Ok(c) => c,
         Err(e) => return internal(e),
     };
-    let req = idp.add_pending(Pending {
-        client_id: client.client_id,
-        client_name: client.name,
-        purpose: Purpose::Device { user_code: code },
-        require_mfa: false,
-        fresh_login: false,
-        signed_in: None,
-        created_at: now(),
-    });
+    let req = idp.add_pending(
+        Pending {
+            client_id: client.client_id,
+            client_name: client.name,
+            purpose: Purpose::Device { user_code: code },
+            require_mfa: false,
+            fresh_login: false,
+            signed_in: None,
+            created_at: now(),
+        },
+        &ip,
+    );
     Redirect::to(&format!("/continue?req={req}")).into_response()
 }
 

@@ -7,6 +7,10 @@ use postern_store::{
 };
 use url::Url;
 
+use crate::limits::{
+    is_forbidden_in_names, MAX_CLIENT_NAME_CHARS, MAX_DISPLAY_NAME_CHARS, MAX_EMAIL_BYTES,
+    MAX_REDIRECT_URIS, MAX_REDIRECT_URI_BYTES,
+};
 use crate::password::{self, WeakPassword};
 
 /// Why an admin change was refused.
@@ -44,26 +48,53 @@ impl std::fmt::Debug for UserRequest {
     }
 }
 
-/// Checks an email address's shape: one `@`, a non-empty local part, a domain with no spaces.
+/// Checks an email address's shape: one `@`, a non-empty local part, a domain, no spaces or
+/// control characters, at most [`MAX_EMAIL_BYTES`].
 pub fn check_email(email: &str) -> Result<String, DirectoryError> {
     let email = email.trim().to_ascii_lowercase();
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(DirectoryError::Invalid(format!(
+            "email is {} bytes long; an address has at most {MAX_EMAIL_BYTES}",
+            email.len()
+        )));
+    }
+    if email
+        .chars()
+        .any(|c| c.is_whitespace() || is_forbidden_in_names(c))
+    {
+        return Err(DirectoryError::Invalid(format!(
+            "email {email:?} contains spaces or control characters"
+        )));
+    }
     let ok = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-                && email.len() <= 254
-        }
+        Some((local, domain)) => !local.is_empty() && !domain.is_empty() && !domain.contains('@'),
         None => false,
     };
     if ok {
         Ok(email)
     } else {
         Err(DirectoryError::Invalid(format!(
-            "{email:?} is not an email address (expected name@domain)"
+            "email {email:?} is not an email address (expected name@domain)"
         )))
     }
+}
+
+/// Checks a name a person reads (a display name, a client name): 1 to `max` characters, no
+/// control or text-reordering characters. `field` names it in the refusal.
+pub fn check_name(field: &str, name: &str, max: usize) -> Result<(), DirectoryError> {
+    let chars = name.chars().count();
+    if name.trim().is_empty() || chars > max {
+        return Err(DirectoryError::Invalid(format!(
+            "{field} must be 1 to {max} characters (it has {chars})"
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| is_forbidden_in_names(*c)) {
+        return Err(DirectoryError::Invalid(format!(
+            "{field} must not contain control characters (it contains U+{:04X})",
+            c as u32
+        )));
+    }
+    Ok(())
 }
 
 fn check_group_name(name: &str) -> Result<(), DirectoryError> {
@@ -76,7 +107,7 @@ fn check_group_name(name: &str) -> Result<(), DirectoryError> {
         Ok(())
     } else {
         Err(DirectoryError::Invalid(format!(
-            "directory group name {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
+            "group name {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
         )))
     }
 }
@@ -98,6 +129,7 @@ pub async fn create_user(store: &Store, req: UserRequest) -> Result<User, Direct
         .display_name
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
+    check_name("display_name", &display_name, MAX_DISPLAY_NAME_CHARS)?;
     let new = NewUser {
         email,
         display_name,
@@ -133,6 +165,12 @@ pub async fn add_group_member(
 /// Checks a redirect URI: absolute, no fragment (RFC 6749 section 3.1.2), `https`, or `http` only
 /// for a loopback host (RFC 8252 section 7.3).
 pub fn check_redirect_uri(uri: &str) -> Result<(), DirectoryError> {
+    if uri.len() > MAX_REDIRECT_URI_BYTES {
+        return Err(DirectoryError::Invalid(format!(
+            "a redirect URI is {} bytes long; at most {MAX_REDIRECT_URI_BYTES} are allowed",
+            uri.len()
+        )));
+    }
     let bad = |why: &str| DirectoryError::Invalid(format!("redirect URI {uri:?} {why}"));
     let url = Url::parse(uri).map_err(|e| bad(&format!("does not parse: {e}")))?;
     if url.fragment().is_some() {
@@ -160,15 +198,18 @@ pub async fn create_client(
     store: &Store,
     req: ClientRequest,
 ) -> Result<(Client, Option<ClientSecret>), DirectoryError> {
-    if req.name.trim().is_empty() || req.name.len() > 100 {
-        return Err(DirectoryError::Invalid(
-            "the client name must be 1-100 characters".to_owned(),
-        ));
-    }
+    check_name("client name", &req.name, MAX_CLIENT_NAME_CHARS)?;
     if req.redirect_uris.is_empty() {
         return Err(DirectoryError::Invalid(
             "a client needs at least one redirect URI (--redirect-uri)".to_owned(),
         ));
+    }
+    if req.redirect_uris.len() > MAX_REDIRECT_URIS
+        || req.post_logout_redirect_uris.len() > MAX_REDIRECT_URIS
+    {
+        return Err(DirectoryError::Invalid(format!(
+            "a client may have at most {MAX_REDIRECT_URIS} redirect URIs and {MAX_REDIRECT_URIS} post-logout redirect URIs"
+        )));
     }
     for u in req
         .redirect_uris
@@ -258,8 +299,40 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(check_email(" Ada@Example.com ").unwrap(), "ada@example.com");
-        assert!(check_email("ada").is_err());
-        assert!(check_email("@example.com").is_err());
-        assert!(check_email("a b@example.com").is_err());
+        let refused = |e: &str, why: &str| match check_email(e) {
+            Err(DirectoryError::Invalid(m)) => assert!(m.contains(why), "{e:?}: {m}"),
+            other => panic!("{e:?} accepted: {other:?}"),
+        };
+        refused("ada", "not an email address");
+        refused("@example.com", "not an email address");
+        refused("a b@example.com", "spaces or control characters");
+        refused("a\u{1b}[31m@example.com", "control characters");
+        refused("ada\u{202e}moc@example.com", "control characters");
+        refused(&format!("{}@example.com", "a".repeat(250)), "bytes long");
+    }
+
+    #[test]
+    fn names_people_read_refuse_controls_and_overlong_values() {
+        let cases: &[(&str, bool)] = &[
+            ("Ada Lovelace", true),
+            ("Zoë 漢字", true),
+            ("", false),
+            ("   ", false),
+            ("Ada\nLovelace", false),
+            ("Ada\u{7}", false),
+            ("\u{202e}ecilA", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(
+                check_name("display_name", name, 100).is_ok(),
+                *ok,
+                "{name:?}"
+            );
+        }
+        let long = "x".repeat(101);
+        match check_name("client name", &long, 100) {
+            Err(DirectoryError::Invalid(m)) => assert!(m.starts_with("client name must be")),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -86,6 +86,15 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
+/// Adds `Retry-After` (whole seconds, at least one) to a refusal that asks the caller to come
+/// back later (429, 503).
+pub fn with_retry_after(mut resp: Response, after: std::time::Duration) -> Response {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
+}
+
 /// Hidden fields every form carries: the CSRF token and the pending request.
 pub fn hidden(csrf: &str, req: &str) -> String {
     format!(

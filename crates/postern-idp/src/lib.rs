@@ -7,7 +7,14 @@
 //! both factors at once. State lives in `postern-store`.
 //!
 //! Pure cores take time as a parameter: [`password`] (policy, Argon2id), [`pkce`], [`throttle`],
-//! [`keys`] (rotation plan), [`mfa`] (TOTP codes). [`router`] is the thin HTTP shell around them.
+//! [`keys`] (rotation plan), [`mfa`] (TOTP codes), [`bounded`] (the tables of sign-ins in
+//! progress), [`rate`] (token buckets). [`router`] is the thin HTTP shell around them.
+//!
+//! Everything an unauthenticated caller can make the provider keep or do is bounded: field
+//! sizes ([`limits`]), sign-ins in progress and passkey challenges per address and per client
+//! (the oldest evicted), password checks by the throttles (reserved before the hash) and by a
+//! bounded pool of Argon2id jobs ([`hashing`]), and what it writes to the store by rate and by
+//! retention ([`Idp::housekeeping`]).
 //!
 //! **Invariant:** a redirect URI is used only when it exactly matches one registered for the
 //! client; otherwise the user gets an error page and is never redirected.
@@ -16,16 +23,20 @@
 
 mod account;
 mod authorize;
+pub mod bounded;
 pub mod cookies;
 mod device;
 pub mod directory;
+pub mod hashing;
 pub mod html;
 pub mod keys;
+pub mod limits;
 mod logout;
 pub mod mfa;
 pub mod passkey;
 pub mod password;
 pub mod pkce;
+pub mod rate;
 mod signin;
 pub mod throttle;
 mod token;
@@ -34,8 +45,7 @@ pub mod tokens;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,8 +70,36 @@ pub const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(10 * 60);
 pub const DEVICE_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Largest form or request body the provider reads.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Pending sign-ins kept at most, so a flood of authorize requests cannot grow memory unbounded.
-const MAX_PENDING: usize = 50_000;
+/// Sign-ins in progress (the app's request while the user types). One entry holds at most the
+/// limited fields of an authorization request (a few KiB). An address gets 256: an office
+/// behind one NAT address starts far fewer in a quarter of an hour that are not finished yet,
+/// and a flood from one address then pushes out only its own oldest. A client gets 10,000, so a
+/// flood from many addresses at one client leaves the others alone.
+pub const PENDING_CAPS: bounded::Caps = bounded::Caps {
+    max_entries: 50_000,
+    max_bytes: 32 * 1024 * 1024,
+    per_address: 256,
+    per_client: 10_000,
+    lifetime_secs: PENDING_LIFETIME.as_secs() as i64,
+};
+/// Sign-in events for attempts refused without any work (throttled, oversized, busy): an
+/// address may cause 10 at once and then one every 6 s, everyone together 50 at once and then
+/// 10 a second. Attempts that check a password are always recorded; the throttles and the
+/// hashing pool bound those.
+pub const REFUSAL_EVENTS_PER_ADDRESS: rate::Rate = rate::Rate {
+    burst: 10,
+    every: Duration::from_secs(6),
+};
+pub const REFUSAL_EVENTS: rate::Rate = rate::Rate {
+    burst: 50,
+    every: Duration::from_millis(100),
+};
+/// Device authorizations an address may start (each is a row in the store until it expires):
+/// a device asks once per sign-in, so 10 at once and then one a minute is plenty.
+pub const DEVICE_STARTS_PER_ADDRESS: rate::Rate = rate::Rate {
+    burst: 10,
+    every: Duration::from_secs(60),
+};
 
 /// A random identifier (144 bits, URL-safe).
 pub(crate) fn authorize_id() -> String {
@@ -72,6 +110,23 @@ pub(crate) fn authorize_id() -> String {
 /// The address the request came from, set by the edge before calling the router.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The address as the provider's limits count it: an IPv6 client by its /64 (one
+    /// subscriber's network, where it can pick any address), an IPv4-mapped one as IPv4.
+    pub fn key(&self) -> IpAddr {
+        match self.0 {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+            v4 => v4,
+        }
+    }
+}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -85,9 +140,16 @@ pub struct Idp {
     pub keys: KeyRing,
     /// The WebAuthn relying party; `None` when the issuer's host is an IP address.
     passkeys: Option<passkey::Passkeys>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<bounded::Table<Pending>>,
     account_throttle: Mutex<throttle::Throttle<String>>,
     ip_throttle: Mutex<throttle::Throttle<IpAddr>>,
+    hasher: hashing::Hasher,
+    refusal_events: Mutex<(rate::Budget<IpAddr>, rate::Budget<()>)>,
+    device_starts: Mutex<rate::Budget<IpAddr>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Idp {
@@ -101,9 +163,15 @@ impl Idp {
             issuer,
             store,
             keys,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(bounded::Table::new(PENDING_CAPS)),
             account_throttle: Mutex::new(throttle::Throttle::new(throttle::PER_ACCOUNT)),
             ip_throttle: Mutex::new(throttle::Throttle::new(throttle::PER_IP)),
+            hasher: hashing::Hasher::default(),
+            refusal_events: Mutex::new((
+                rate::Budget::new(REFUSAL_EVENTS_PER_ADDRESS),
+                rate::Budget::new(REFUSAL_EVENTS),
+            )),
+            device_starts: Mutex::new(rate::Budget::new(DEVICE_STARTS_PER_ADDRESS)),
         }))
     }
 
@@ -126,49 +194,83 @@ impl Idp {
         format!("{}{path}", self.issuer)
     }
 
-    fn throttle_check(&self, email: &str, ip: IpAddr) -> Result<(), throttle::Refused> {
+    /// Reserves an attempt in the per-account throttle (`account`, if given) and the
+    /// per-address one, before any work is spent on it: it counts as a failure until
+    /// [`Idp::attempt_succeeded`] or [`Idp::attempt_not_made`] says otherwise. Refused (and
+    /// nothing counted) when either throttle refuses.
+    pub(crate) fn reserve_attempt(
+        &self,
+        account: Option<&str>,
+        ip: &ClientIp,
+    ) -> Result<(), throttle::Refused> {
         let t = Instant::now();
-        self.account_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&email.to_owned(), t)?;
-        self.ip_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&ip, t)
+        let (key, ip) = (account.map(str::to_owned), ip.key());
+        let mut accounts = lock(&self.account_throttle);
+        let mut ips = lock(&self.ip_throttle);
+        if let Some(k) = &key {
+            accounts.check(k, t)?;
+        }
+        ips.attempt(&ip, t)?;
+        if let Some(k) = &key {
+            accounts.failure(k, t);
+        }
+        Ok(())
     }
 
-    fn throttle_failure(&self, email: &str, ip: IpAddr) {
+    /// The reserved attempt succeeded: the account's failures are cleared, and the address
+    /// (which many people may share) gets its attempt back.
+    pub(crate) fn attempt_succeeded(&self, account: Option<&str>, ip: &ClientIp) {
+        if let Some(a) = account {
+            lock(&self.account_throttle).success(&a.to_owned());
+        }
+        lock(&self.ip_throttle).release(&ip.key());
+    }
+
+    /// The reserved attempt's work never happened (the hashing queue was full): both throttles
+    /// get it back.
+    pub(crate) fn attempt_not_made(&self, account: Option<&str>, ip: &ClientIp) {
+        if let Some(a) = account {
+            lock(&self.account_throttle).release(&a.to_owned());
+        }
+        lock(&self.ip_throttle).release(&ip.key());
+    }
+
+    /// Whether an address may start one more device authorization now.
+    pub(crate) fn device_start_allowed(&self, ip: &ClientIp) -> Result<(), Duration> {
+        lock(&self.device_starts).take(&ip.key(), Instant::now())
+    }
+
+    /// Whether a refusal from `ip` may still be recorded as a sign-in event (see
+    /// [`REFUSAL_EVENTS_PER_ADDRESS`]).
+    pub(crate) fn refusal_recordable(&self, ip: &ClientIp) -> bool {
         let t = Instant::now();
-        self.account_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failure(&email.to_owned(), t);
-        self.ip_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failure(&ip, t);
+        let mut budgets = lock(&self.refusal_events);
+        budgets.0.take(&ip.key(), t).is_ok() && budgets.1.take(&(), t).is_ok()
     }
 
-    fn throttle_check_ip(&self, ip: IpAddr) -> Result<(), throttle::Refused> {
-        self.ip_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(&ip, Instant::now())
-    }
-
-    fn throttle_failure_ip(&self, ip: IpAddr) {
-        self.ip_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failure(&ip, Instant::now());
-    }
-
-    fn throttle_success(&self, email: &str) {
-        self.account_throttle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .success(&email.to_owned());
+    /// Forgets what has expired in memory (sign-ins in progress, passkey challenges, throttle
+    /// counts, rate buckets) and deletes what has passed its retention from the store: expired
+    /// codes, device codes and sessions, and old sign-in events. The edge runs it periodically.
+    pub async fn housekeeping(
+        &self,
+        now: i64,
+    ) -> Result<postern_store::Pruned, postern_store::StoreError> {
+        let t = Instant::now();
+        lock(&self.pending).sweep(now);
+        if let Some(pk) = &self.passkeys {
+            pk.sweep(now);
+        }
+        lock(&self.account_throttle).sweep(t);
+        lock(&self.ip_throttle).sweep(t);
+        {
+            let mut budgets = lock(&self.refusal_events);
+            budgets.0.sweep(t);
+            budgets.1.sweep(t);
+        }
+        lock(&self.device_starts).sweep(t);
+        self.store
+            .prune_idp(now, &postern_store::Retention::default())
+            .await
     }
 }
 

@@ -5,15 +5,65 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 
 use crate::authorize::{internal, redirect_with};
 use crate::html::{error_page, escape, page};
+use crate::limits::{
+    MAX_CLIENT_ID_BYTES, MAX_ID_TOKEN_HINT_BYTES, MAX_REDIRECT_URI_BYTES, MAX_STATE_BYTES,
+};
 use crate::signin::csrf_refused;
 use crate::{cookies, tokens, Idp};
+
+/// The parameters of a logout request, each within its limit; an oversized one is refused on
+/// the error page (nothing is trusted yet), and parameters the provider does not read are
+/// dropped.
+fn logout_params(
+    pairs: impl Iterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, Oversized> {
+    let mut q = HashMap::new();
+    for (k, v) in pairs {
+        let max = match k.as_str() {
+            "id_token_hint" => MAX_ID_TOKEN_HINT_BYTES,
+            "post_logout_redirect_uri" => MAX_REDIRECT_URI_BYTES,
+            "client_id" | "csrf" => MAX_CLIENT_ID_BYTES,
+            "state" => MAX_STATE_BYTES,
+            _ => continue,
+        };
+        if v.len() > max {
+            return Err(Oversized {
+                len: v.len(),
+                name: k,
+                max,
+            });
+        }
+        q.insert(k, v);
+    }
+    Ok(q)
+}
+
+/// A logout parameter over its limit.
+struct Oversized {
+    name: String,
+    len: usize,
+    max: usize,
+}
+
+impl Oversized {
+    fn page(&self) -> Response {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid logout request",
+            &format!(
+                "The logout request's {} is {} bytes, more than the {} allowed (invalid_request); you were not signed out.",
+                self.name, self.len, self.max
+            ),
+        )
+    }
+}
 
 /// Where to send the user afterwards: a registered URI, checked before anything is done.
 async fn return_uri(
@@ -74,8 +124,15 @@ async fn end(
 pub async fn logout(
     State(idp): State<Arc<Idp>>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    let raw = raw.unwrap_or_default();
+    let q = match logout_params(
+        url::form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())),
+    ) {
+        Ok(q) => q,
+        Err(oversized) => return oversized.page(),
+    };
     let hint =
         match q.get("id_token_hint") {
             Some(t) => match tokens::verify_id_token_hint(&idp.keys, &idp.issuer, t) {
@@ -139,8 +196,12 @@ pub async fn logout(
 pub async fn confirm(
     State(idp): State<Arc<Idp>>,
     headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
+    Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
+    let f = match logout_params(f.into_iter()) {
+        Ok(f) => f,
+        Err(oversized) => return oversized.page(),
+    };
     if !cookies::csrf_ok(
         &headers,
         f.get("csrf").map(String::as_str).unwrap_or_default(),

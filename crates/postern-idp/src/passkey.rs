@@ -6,13 +6,14 @@
 //! device-bound key) or `swk` (a key that may be synced between devices, as its backup-eligible
 //! flag says), with `mfa`.
 //!
-//! The ceremony state (the challenge) is kept in memory for [`CEREMONY_LIFETIME`] and used once.
+//! The ceremony state (the challenge) is kept in memory for [`CEREMONY_LIFETIME`] and used once,
+//! in a [`crate::bounded::Table`] capped per address and per client ([`CEREMONY_CAPS`]).
 //! The pages work without JavaScript for passwords; the passkey button appears only where the
 //! browser has WebAuthn and scripts run (`/static/passkey.js`).
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -29,12 +30,24 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, Webauthn, WebauthnBuilder,
 };
 
+use crate::bounded::{Caps, Table};
 use crate::{cookies, now, ClientIp, Idp};
 
 /// How long a started ceremony (a challenge shown to the authenticator) may be finished.
 pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(5 * 60);
-/// Ceremonies kept at most, so a flood of starts cannot grow memory unbounded.
-const MAX_CEREMONIES: usize = 20_000;
+/// Ceremonies kept, so a flood of starts cannot grow memory unbounded: an address may have 32
+/// under way (a person presses the button a few times at most), a client 5,000, all together
+/// 20,000. Past a cap the oldest goes.
+pub const CEREMONY_CAPS: Caps = Caps {
+    max_entries: 20_000,
+    max_bytes: 16 * 1024 * 1024,
+    per_address: 32,
+    per_client: 5_000,
+    lifetime_secs: CEREMONY_LIFETIME.as_secs() as i64,
+};
+/// What one ceremony's state holds, for the table's byte bound: a 32-byte challenge, the
+/// verifier's policy and, for an enrolment, the user's credentials to exclude.
+const CEREMONY_BYTES: usize = 1024;
 /// Longest name a user may give a passkey.
 const MAX_NAME_CHARS: usize = 60;
 
@@ -45,35 +58,38 @@ pub struct Passkeys {
     authentications: Ceremonies<DiscoverableAuthentication>,
 }
 
-struct Ceremonies<T>(Mutex<HashMap<String, (T, Instant)>>);
+struct Ceremonies<T>(Mutex<Table<T>>);
 
 impl<T> Ceremonies<T> {
     fn new() -> Self {
-        Ceremonies(Mutex::new(HashMap::new()))
+        Ceremonies(Mutex::new(Table::new(CEREMONY_CAPS)))
     }
 
-    fn insert(&self, state: T) -> String {
+    /// Keeps a ceremony's state for the caller at `address`, counted against `client` (the
+    /// client of the sign-in, or the account page).
+    fn insert(&self, state: T, address: IpAddr, client: &str) -> String {
         let id = crate::authorize_id();
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_CEREMONIES {
-            map.retain(|_, (_, at)| at.elapsed() < CEREMONY_LIFETIME);
-        }
-        if map.len() < MAX_CEREMONIES {
-            map.insert(id.clone(), (state, Instant::now()));
-        }
+        crate::lock(&self.0).insert(id.clone(), state, address, client, CEREMONY_BYTES, now());
         id
     }
 
     /// Takes a ceremony's state out: each challenge is answered at most once.
     fn take(&self, id: &str) -> Option<T> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(id)
-            .filter(|(_, at)| at.elapsed() < CEREMONY_LIFETIME)
-            .map(|(s, _)| s)
+        crate::lock(&self.0).take(id, now())
+    }
+
+    fn sweep(&self, now: i64) {
+        crate::lock(&self.0).sweep(now);
     }
 }
 
 impl Passkeys {
+    /// Forgets the ceremonies that have expired.
+    pub(crate) fn sweep(&self, now: i64) {
+        self.registrations.sweep(now);
+        self.authentications.sweep(now);
+    }
+
     /// The relying party for the provider at `issuer`: its ID is the issuer's host name, and only
     /// the issuer's own origin may answer. `None` (passkeys off) when the host cannot be an RP ID
     /// (an IP address).
@@ -184,6 +200,7 @@ pub struct SigninStart {
 /// `POST /signin/passkey/start`: a challenge for any passkey of this site.
 pub async fn signin_start(
     State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     Json(f): Json<SigninStart>,
 ) -> Response {
@@ -191,12 +208,12 @@ pub async fn signin_start(
         Ok(pk) => pk,
         Err(resp) => return *resp,
     };
-    if idp.pending(&f.req).is_none() {
+    let Some(p) = idp.pending(&f.req) else {
         return expired();
-    }
+    };
     match pk.webauthn.start_discoverable_authentication() {
         Ok((rcr, state)) => {
-            let ceremony = pk.authentications.insert(state);
+            let ceremony = pk.authentications.insert(state, ip.key(), &p.client_id);
             // Only the options: the page asks when the user presses the button, not through
             // the browser's autofill (the `mediation` the library sets).
             Json(json!({ "ceremony": ceremony, "publicKey": rcr.public_key })).into_response()
@@ -249,22 +266,33 @@ pub async fn signin_finish(
         return expired();
     };
     let client_id = p.client();
-    if let Err(r) = idp.throttle_check_ip(ip.0) {
-        idp.event("", None, &ip, client_id, "throttled").await;
+    // Reserved in the address's throttle before any verification, like a password attempt.
+    if let Err(r) = idp.reserve_attempt(None, &ip) {
+        idp.refusal_event("", None, &ip, client_id, "throttled")
+            .await;
         let message = format!(
             "Too many failed attempts from your network. Wait {} seconds, then try again.",
             r.retry_after.as_secs().max(1)
         );
-        return refused(StatusCode::TOO_MANY_REQUESTS, "throttled", &message);
+        return crate::html::with_retry_after(
+            refused(StatusCode::TOO_MANY_REQUESTS, "throttled", &message),
+            r.retry_after,
+        );
     }
     let Some(state) = pk.authentications.take(&f.ceremony) else {
+        idp.attempt_not_made(None, &ip);
         return ceremony_expired();
+    };
+    // A failure of the provider itself is no failed attempt.
+    let not_made = |e: String| {
+        idp.attempt_not_made(None, &ip);
+        internal(e)
     };
     let fail = |email: String, user_id: Option<String>, reason: &'static str| {
         let idp = idp.clone();
         let client_id = client_id.map(str::to_owned);
         async move {
-            idp.throttle_failure_ip(ip.0);
+            // The reservation stands as the failure.
             idp.event(
                 &email,
                 user_id.as_deref(),
@@ -288,18 +316,18 @@ pub async fn signin_finish(
     let stored = match idp.store.passkey(&b64(cred_id)).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(String::new(), None, "unknown_passkey").await,
-        Err(e) => return internal(e),
+        Err(e) => return not_made(e.to_string()),
     };
     let user = match idp.store.user_by_id(&stored.user_id).await {
         Ok(u) => u,
-        Err(e) => return internal(e),
+        Err(e) => return not_made(e.to_string()),
     };
     if user_handle(&user.id) != handle {
         return fail(user.email, Some(user.id), "passkey_user_mismatch").await;
     }
     let mut passkey: Passkey = match serde_json::from_str(&stored.data) {
         Ok(p) => p,
-        Err(e) => return internal(format!("stored passkey {} does not parse: {e}", stored.id)),
+        Err(e) => return not_made(format!("stored passkey {} does not parse: {e}", stored.id)),
     };
     let result = match pk.webauthn.finish_discoverable_authentication(
         &credential,
@@ -316,6 +344,7 @@ pub async fn signin_finish(
         return fail(user.email, Some(user.id), "disabled").await;
     }
     passkey.update_credential(&result);
+    idp.attempt_succeeded(None, &ip);
     let data = match serde_json::to_string(&passkey) {
         Ok(d) => d,
         Err(e) => return internal(e),
@@ -349,6 +378,7 @@ pub struct EnrolStart {
 /// `POST /account/passkeys/start`: a registration challenge for the signed-in user.
 pub async fn enrol_start(
     State(idp): State<Arc<Idp>>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     Json(f): Json<EnrolStart>,
 ) -> Response {
@@ -385,7 +415,9 @@ pub async fn enrol_start(
             // is set there.)
             options["authenticatorSelection"]["residentKey"] = json!("required");
             options["authenticatorSelection"]["requireResidentKey"] = json!(true);
-            let ceremony = pk.registrations.insert((session.hash, state));
+            let ceremony = pk
+                .registrations
+                .insert((session.hash, state), ip.key(), "account");
             Json(json!({ "ceremony": ceremony, "publicKey": options })).into_response()
         }
         Err(e) => internal(e),
@@ -510,7 +542,7 @@ mod tests {
     #[test]
     fn a_ceremony_is_answered_once() {
         let c = Ceremonies::new();
-        let id = c.insert(7);
+        let id = c.insert(7, IpAddr::from([127, 0, 0, 1]), "c");
         assert_eq!(c.take(&id), Some(7));
         assert_eq!(c.take(&id), None);
         assert_eq!(c.take("unknown"), None);

@@ -1,5 +1,10 @@
 //! The sign-in pages: email and password, then the second factor (TOTP, or enrolment at first
 //! use, or a recovery code).
+//!
+//! An attempt is reserved in the throttles before its password or code is checked, so a burst
+//! of attempts gets no more checks than the same attempts one by one; the Argon2id work runs in
+//! the bounded [`crate::hashing::Hasher`]. Refusals that cost nothing (throttled, oversized,
+//! busy) answer 429, 400 or 503 with `Retry-After` where waiting helps.
 
 use std::sync::Arc;
 
@@ -11,8 +16,9 @@ use postern_store::{SigninEvent, Totp};
 use serde::Deserialize;
 
 use crate::authorize::{expired_request, internal, ReqQuery};
-use crate::html::{alert, escape, hidden, page, page_with_script};
-use crate::{cookies, mfa, now, password, ClientIp, Idp, Pending, SESSION_LIFETIME};
+use crate::html::{alert, escape, hidden, page, page_with_script, with_retry_after};
+use crate::limits::{truncate, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
+use crate::{cookies, mfa, now, ClientIp, Idp, Pending, SESSION_LIFETIME};
 
 /// The one answer to a wrong password, an unknown email and a disabled account alike.
 const BAD_CREDENTIALS: &str = "The email or password is not right. Check them and try again.";
@@ -27,6 +33,8 @@ impl Idp {
         reason: &str,
     ) {
         let success = reason.starts_with("ok");
+        // Recorded, not acted on: an overlong value is cut (the store cuts every field too).
+        let email = truncate(email, MAX_EMAIL_BYTES);
         let e = SigninEvent {
             at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -46,6 +54,21 @@ impl Idp {
             tracing::info!(email, reason, client = %ip.0, "sign-in step succeeded");
         } else {
             tracing::warn!(email, reason, client = %ip.0, "sign-in step failed");
+        }
+    }
+
+    /// Records an attempt refused before any work, within the refusal budgets (see
+    /// [`crate::REFUSAL_EVENTS_PER_ADDRESS`]): past them it is neither stored nor logged.
+    pub(crate) async fn refusal_event(
+        &self,
+        email: &str,
+        user_id: Option<&str>,
+        ip: &ClientIp,
+        client_id: Option<&str>,
+        reason: &str,
+    ) {
+        if self.refusal_recordable(ip) {
+            self.event(email, user_id, ip, client_id, reason).await;
         }
     }
 }
@@ -182,6 +205,13 @@ fn wait_message(r: &crate::throttle::Refused) -> String {
     }
 }
 
+fn busy_message(b: &crate::hashing::Busy) -> String {
+    format!(
+        "The sign-in service is busy. Wait {} seconds, then try again.",
+        b.retry_after.as_secs().max(1)
+    )
+}
+
 /// `POST /signin`.
 pub async fn submit(
     State(idp): State<Arc<Idp>>,
@@ -197,29 +227,66 @@ pub async fn submit(
     };
     let email = f.email.trim().to_ascii_lowercase();
     let client_id = p.client();
-    if let Err(refused) = idp.throttle_check(&email, ip.0) {
-        idp.event(&email, None, &ip, client_id, "throttled").await;
-        return password_page(
-            &idp,
-            StatusCode::TOO_MANY_REQUESTS,
-            &f.csrf,
-            &f.req,
-            &p,
-            &email,
-            Some(&wait_message(&refused)),
+    let page = |status, email: &str, message: &str| {
+        password_page(&idp, status, &f.csrf, &f.req, &p, email, Some(message))
+    };
+    // No account has a longer email, and no password is longer: refused before any work, and
+    // the answer says nothing about any account.
+    let oversized = if email.len() > MAX_EMAIL_BYTES {
+        Some(("email", MAX_EMAIL_BYTES))
+    } else if f.password.len() > MAX_PASSWORD_BYTES {
+        Some(("password", MAX_PASSWORD_BYTES))
+    } else {
+        None
+    };
+    if let Some((field, max)) = oversized {
+        idp.refusal_event(&email, None, &ip, client_id, "oversized_input")
+            .await;
+        let shown = if field == "email" { "" } else { email.as_str() };
+        return page(
+            StatusCode::BAD_REQUEST,
+            shown,
+            &format!("The {field} is longer than {max} bytes. Check it and try again."),
+        );
+    }
+    // The attempt counts as a failure from here on, before the hash: attempts arriving
+    // together see each other.
+    if let Err(refused) = idp.reserve_attempt(Some(&email), &ip) {
+        idp.refusal_event(&email, None, &ip, client_id, "throttled")
+            .await;
+        return with_retry_after(
+            page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &email,
+                &wait_message(&refused),
+            ),
+            refused.retry_after,
         );
     }
     let creds = match idp.store.user_credentials(&email).await {
         Ok(c) => c,
-        Err(e) => return internal(e),
+        Err(e) => {
+            idp.attempt_not_made(Some(&email), &ip);
+            return internal(e);
+        }
     };
-    let pw = f.password.clone();
     let hash = creds.as_ref().map(|(_, h)| h.clone());
-    // Argon2id takes tens of milliseconds of CPU: off the async workers.
-    let matched =
-        tokio::task::spawn_blocking(move || password::verify_or_dummy(&pw, hash.as_deref()))
-            .await
-            .unwrap_or(false);
+    let matched = match idp.hasher.verify(f.password.clone(), hash).await {
+        Ok(m) => m,
+        Err(busy) => {
+            idp.attempt_not_made(Some(&email), &ip);
+            idp.refusal_event(&email, None, &ip, client_id, "busy")
+                .await;
+            return with_retry_after(
+                page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &email,
+                    &busy_message(&busy),
+                ),
+                busy.retry_after,
+            );
+        }
+    };
     let failure = match &creds {
         None => Some("unknown_user"),
         Some(_) if !matched => Some("bad_password"),
@@ -228,22 +295,14 @@ pub async fn submit(
     };
     let user_id = creds.as_ref().map(|(u, _)| u.id.as_str());
     if let Some(reason) = failure {
-        idp.throttle_failure(&email, ip.0);
+        // The reservation stands as the failure.
         idp.event(&email, user_id, &ip, client_id, reason).await;
-        return password_page(
-            &idp,
-            StatusCode::UNAUTHORIZED,
-            &f.csrf,
-            &f.req,
-            &p,
-            &email,
-            Some(BAD_CREDENTIALS),
-        );
+        return page(StatusCode::UNAUTHORIZED, &email, BAD_CREDENTIALS);
     }
     let Some((user, _)) = creds else {
         return internal("a user vanished during sign-in");
     };
-    idp.throttle_success(&email);
+    idp.attempt_succeeded(Some(&email), &ip);
     idp.event(&email, Some(&user.id), &ip, client_id, "ok_password")
         .await;
     let cookie = match idp
@@ -356,6 +415,10 @@ pub async fn mfa_form(
     with_cookie(resp, cookie)
 }
 
+/// Longest second-factor code accepted: a TOTP code is 6 digits, a recovery code 11 characters
+/// with its dash; spaces a user may type fit too.
+const MAX_CODE_BYTES: usize = 64;
+
 #[derive(Deserialize)]
 pub struct CodeForm {
     #[serde(default)]
@@ -387,16 +450,27 @@ pub async fn mfa_submit(
         return Redirect::to(&format!("/signin?req={}", f.req)).into_response();
     };
     let client_id = p.client();
-    // Codes are throttled like passwords, under their own key, so guessing 6 digits is slow.
+    // Codes are throttled like passwords, under their own key, so guessing 6 digits is slow;
+    // reserved before the check, so a burst of guesses gets no more checks than one by one.
     let key = format!("otp:{}", user.id);
-    if let Err(refused) = idp.throttle_check(&key, ip.0) {
-        idp.event(&user.email, Some(&user.id), &ip, client_id, "throttled")
+    if f.code.len() > MAX_CODE_BYTES {
+        let mut resp = code_page(&idp, &f.csrf, &f.req, &p, Some("That code is too long."));
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+        return resp;
+    }
+    if let Err(refused) = idp.reserve_attempt(Some(&key), &ip) {
+        idp.refusal_event(&user.email, Some(&user.id), &ip, client_id, "throttled")
             .await;
-        return code_page(&idp, &f.csrf, &f.req, &p, Some(&wait_message(&refused)));
+        let mut resp = code_page(&idp, &f.csrf, &f.req, &p, Some(&wait_message(&refused)));
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return with_retry_after(resp, refused.retry_after);
     }
     let totp = match idp.store.totp(&user.id).await {
         Ok(t) => t,
-        Err(e) => return internal(e),
+        Err(e) => {
+            idp.attempt_not_made(Some(&key), &ip);
+            return internal(e);
+        }
     };
     let code = f.code.trim();
     let (ok, reason, recovery_codes) = match &totp {
@@ -441,13 +515,14 @@ pub async fn mfa_submit(
             }
         }
         Totp::None => {
+            idp.attempt_not_made(Some(&key), &ip);
             return Redirect::to(&format!("/signin/mfa?req={}", f.req)).into_response();
         }
     };
     idp.event(&user.email, Some(&user.id), &ip, client_id, reason)
         .await;
     if !ok {
-        idp.throttle_failure(&key, ip.0);
+        // The reservation stands as the failure.
         let message = "That code is not right. Enter the code your authenticator app shows now.";
         return match &totp {
             Totp::Pending(secret) => enrol_page(
@@ -462,7 +537,7 @@ pub async fn mfa_submit(
             _ => code_page(&idp, &f.csrf, &f.req, &p, Some(message)),
         };
     }
-    idp.throttle_success(&key);
+    idp.attempt_succeeded(Some(&key), &ip);
     let mut amr = session.amr.clone();
     for m in ["otp", "mfa"] {
         if !amr.iter().any(|a| a == m) {

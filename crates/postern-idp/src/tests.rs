@@ -12,13 +12,82 @@ use tower::ServiceExt;
 use crate::{now, router, ClientIp, Idp};
 
 async fn call(idp: &std::sync::Arc<Idp>, req: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let mut req = req;
-    req.extensions_mut()
-        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let (status, body, _) = call_from(idp, IpAddr::V4(Ipv4Addr::LOCALHOST), req).await;
+    (status, body)
+}
+
+/// Calls the router as a client at `ip`: status, JSON body, headers.
+async fn call_from(
+    idp: &std::sync::Arc<Idp>,
+    ip: IpAddr,
+    mut req: Request<Body>,
+) -> (StatusCode, serde_json::Value, http::HeaderMap) {
+    req.extensions_mut().insert(ClientIp(ip));
     let resp = router(idp.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
+    let (status, headers) = (resp.status(), resp.headers().clone());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or_default())
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or_default(),
+        headers,
+    )
+}
+
+#[tokio::test]
+async fn device_authorizations_are_limited_per_address_and_by_scope_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let (client, _) = store
+        .create_client(&NewClient {
+            name: "tv".into(),
+            public: true,
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            post_logout_redirect_uris: vec![],
+            id_token_alg: IdTokenAlg::Es256,
+        })
+        .await
+        .unwrap();
+    let idp = Idp::new(store.clone(), "https://login.test".into())
+        .await
+        .unwrap();
+    let start = |scope: &str| {
+        Request::post("/device_authorization")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "client_id={}&scope={scope}",
+                client.client_id
+            )))
+            .unwrap()
+    };
+    let attacker = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let (status, answer, _) = call_from(&idp, attacker, start(&"x".repeat(4096))).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers.push(call_from(&idp, attacker, start("openid")).await);
+    }
+    let started = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert_eq!(started, crate::DEVICE_STARTS_PER_ADDRESS.burst as usize);
+    let (status, answer, headers) = answers.last().unwrap();
+    assert_eq!(
+        (*status, answer["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("slow_down"))
+    );
+    assert!(headers.contains_key(http::header::RETRY_AFTER));
+    // Another address is not held up by it. An IPv6 client counts by its /64, where it can
+    // pick any address.
+    let v6 = |a: &str| a.parse::<IpAddr>().unwrap();
+    for _ in 0..crate::DEVICE_STARTS_PER_ADDRESS.burst {
+        let (status, _, _) = call_from(&idp, v6("2001:db8::1"), start("openid")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, _) = call_from(&idp, v6("2001:db8::2"), start("openid")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "same /64");
+    let (status, _, _) = call_from(&idp, v6("2001:db8:0:1::1"), start("openid")).await;
+    assert_eq!(status, StatusCode::OK, "another /64");
 }
 
 #[tokio::test]
@@ -39,7 +108,17 @@ async fn an_expired_device_code_answers_expired_token() {
         .await
         .unwrap();
     let device_code = store
-        .create_device(&client.client_id, "openid", "BCDF-GHJK", now() - 1, 5)
+        .create_device(
+            &postern_store::NewDevice {
+                client_id: client.client_id.clone(),
+                scope: "openid".into(),
+                user_code: "BCDF-GHJK".into(),
+                requester: "127.0.0.1".into(),
+                expires_at: now() - 1,
+                interval_secs: 5,
+            },
+            now(),
+        )
         .await
         .unwrap();
     let body = format!(
@@ -148,4 +227,53 @@ async fn an_expired_code_is_invalid_grant() {
             Some("the code has expired")
         )
     );
+}
+
+#[tokio::test]
+async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into()).await.unwrap();
+    let get = |query: String| Request::get(format!("/logout?{query}")).body(Body::empty());
+    let cases = [
+        (
+            format!("state={}", "s".repeat(crate::limits::MAX_STATE_BYTES + 1)),
+            "state",
+        ),
+        (
+            format!(
+                "id_token_hint={}",
+                "t".repeat(crate::limits::MAX_ID_TOKEN_HINT_BYTES + 1)
+            ),
+            "id_token_hint",
+        ),
+        (
+            format!(
+                "post_logout_redirect_uri=https%3A%2F%2Fa%2F{}",
+                "u".repeat(3000)
+            ),
+            "post_logout_redirect_uri",
+        ),
+    ];
+    for (query, field) in cases {
+        let req = get(query).unwrap();
+        let mut req = req;
+        req.extensions_mut()
+            .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let resp = router(idp.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{field}");
+        assert!(resp.headers().get(http::header::LOCATION).is_none());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains(&format!("request&#39;s {field} is")) && body.contains("invalid_request"),
+            "{field}: {body}"
+        );
+    }
+    // Within the limits, the confirmation page.
+    let mut req = get("state=ok".into()).unwrap();
+    req.extensions_mut()
+        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let resp = router(idp.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

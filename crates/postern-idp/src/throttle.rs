@@ -45,9 +45,11 @@ pub const PER_IP: Policy = Policy {
     forget_after: Duration::from_secs(60 * 60),
 };
 
-/// Entries kept at most; past it the oldest are dropped, so a flood of random names cannot grow
-/// memory without bound.
-const MAX_ENTRIES: usize = 100_000;
+/// Entries kept at most; past it the forgotten ones go, then the quarter with the oldest
+/// failures, so a flood of random names cannot grow memory without bound and cannot wipe the
+/// counts of the accounts under attack either. A key is an email (at most 254 bytes) or an
+/// address, so this is a few megabytes at most.
+const MAX_ENTRIES: usize = 50_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
@@ -108,14 +110,20 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
         }
     }
 
+    /// Reserves an attempt: refused as [`Throttle::check`] would, otherwise counted as a failure
+    /// at once, before the work it stands for (a password hash) starts. Attempts made at the
+    /// same instant therefore see each other, so a burst gets no more through than attempts
+    /// made one by one. [`Throttle::success`] or [`Throttle::release`] take it back.
+    pub fn attempt(&mut self, key: &K, now: Instant) -> Result<(), Refused> {
+        self.check(key, now)?;
+        self.failure(key, now);
+        Ok(())
+    }
+
     pub fn failure(&mut self, key: &K, now: Instant) {
         let forget = self.policy.forget_after;
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(key) {
-            self.entries
-                .retain(|_, e| now.saturating_duration_since(e.last_failure) < forget);
-            if self.entries.len() >= MAX_ENTRIES {
-                self.entries.clear();
-            }
+            self.make_room(now);
         }
         let e = self.entries.entry(key.clone()).or_insert(Entry {
             failures: 0,
@@ -128,8 +136,49 @@ impl<K: Hash + Eq + Clone> Throttle<K> {
         e.last_failure = now;
     }
 
+    /// Gives back one reserved attempt that was not a failure after all: a success at a key many
+    /// people share (an address), or work that never happened (the hashing queue was full).
+    pub fn release(&mut self, key: &K) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.failures = e.failures.saturating_sub(1);
+            if e.failures == 0 {
+                self.entries.remove(key);
+            }
+        }
+    }
+
+    /// Clears the key's failures (a success on the account).
     pub fn success(&mut self, key: &K) {
         self.entries.remove(key);
+    }
+
+    /// Drops the entries whose failures are forgotten at `now`, giving their memory back.
+    pub fn sweep(&mut self, now: Instant) {
+        let forget = self.policy.forget_after;
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.last_failure) < forget);
+    }
+
+    /// How many keys have failures on record.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn make_room(&mut self, now: Instant) {
+        self.sweep(now);
+        if self.entries.len() < MAX_ENTRIES {
+            return;
+        }
+        // The quarter with the oldest failures goes: the accounts under attack now stay.
+        let mut times: Vec<Instant> = self.entries.values().map(|e| e.last_failure).collect();
+        let cut = times.len() / 4;
+        let (_, cutoff, _) = times.select_nth_unstable(cut);
+        let cutoff = *cutoff;
+        self.entries.retain(|_, e| e.last_failure > cutoff);
     }
 }
 
@@ -174,6 +223,60 @@ mod tests {
         check(10, 899 * S, refused(1, true));
         check(10, 900 * S, Ok(()));
         check(50, 3600 * S, Ok(()));
+    }
+
+    #[test]
+    fn a_burst_gets_no_more_attempts_than_one_by_one() {
+        // Attempts that all arrive before any of them is judged: only the free failures pass,
+        // however many there are.
+        for (policy, expected) in [(PER_ACCOUNT, 3), (PER_IP, 20)] {
+            let t0 = Instant::now();
+            let mut t = Throttle::new(policy);
+            let passed = (0..300).filter(|_| t.attempt(&"k", t0).is_ok()).count();
+            assert_eq!(passed, expected);
+            assert_eq!(
+                t.check(&"k", t0),
+                refused(1, false),
+                "the next waits for the first delay"
+            );
+        }
+    }
+
+    #[test]
+    fn a_released_attempt_is_given_back_and_a_success_clears() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(PER_ACCOUNT);
+        for _ in 0..3 {
+            t.attempt(&"ada", t0).unwrap();
+        }
+        assert!(t.attempt(&"ada", t0).is_err());
+        t.release(&"ada");
+        assert_eq!(t.attempt(&"ada", t0), Ok(()), "one given back");
+        t.success(&"ada");
+        assert!(t.is_empty());
+        t.release(&"nobody");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_full_table_keeps_the_newest_failures() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(PER_ACCOUNT);
+        for _ in 0..10 {
+            t.failure(&u64::MAX, t0 + 10 * S);
+        }
+        for i in 0..MAX_ENTRIES as u64 {
+            t.failure(&i, t0);
+        }
+        assert!(t.len() <= MAX_ENTRIES);
+        assert!(
+            t.check(&u64::MAX, t0 + 11 * S).is_err(),
+            "a lockout survives a flood of new names"
+        );
+        t.sweep(t0 + 3600 * S);
+        assert_eq!(t.len(), 1);
+        t.sweep(t0 + 3610 * S);
+        assert!(t.is_empty());
     }
 
     #[test]

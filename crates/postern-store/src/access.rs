@@ -148,7 +148,7 @@ impl Store {
 
 /// Records that `principal`'s sessions issued until `at` are revoked, and bumps the config
 /// version so every edge reloads its routing with it.
-async fn record_revocation(
+pub(crate) async fn record_revocation(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     principal: &str,
     at: i64,

@@ -5,14 +5,42 @@
 //! secret the provider hands out (client secrets, session cookies, codes, refresh tokens, device
 //! codes, recovery codes) as a SHA-256 hash only.
 //! **Invariant:** disabling a user, resetting their MFA or password revokes their sessions and
-//! grants in the same transaction.
+//! grants, and records a session revocation of their subject for the edge (which ends their app
+//! sessions), in the same transaction.
+//! **Invariant:** what unauthenticated callers cause to be written is bounded: sign-in event
+//! fields are truncated ([`SIGNIN_EVENT_FIELD_BYTES`]), pending device codes are capped per
+//! client and per requester (the oldest goes), and [`Store::prune_idp`] deletes what has expired
+//! or passed its retention.
 
 use base64::Engine;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::access::record_revocation;
 use crate::idp_model::*;
 use crate::{hex, is_unique_violation, now, token_hash, Store, StoreError};
+
+/// Pending device codes one client keeps at most (each waits up to ten minutes for a person to
+/// approve it; a thousand devices being set up at once is far beyond any real deployment).
+pub const DEVICE_CODES_PER_CLIENT: i64 = 1000;
+/// Pending device codes one requesting address keeps at most: a few devices set up from one
+/// network at a time.
+pub const DEVICE_CODES_PER_REQUESTER: i64 = 20;
+/// Longest value of any field of a sign-in event: an email is at most 254 bytes, an address 45;
+/// what an attacker typed beyond that is cut, not stored.
+pub const SIGNIN_EVENT_FIELD_BYTES: usize = 320;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// A random URL-safe secret with 256 bits of entropy.
 fn random_secret() -> String {
@@ -842,30 +870,60 @@ impl Store {
 
     // Device authorization (RFC 8628) --------------------------------------------------------
 
-    /// Starts a device authorization; returns the device code (stored only as a hash).
-    pub async fn create_device(
-        &self,
-        client_id: &str,
-        scope: &str,
-        user_code: &str,
-        expires_at: i64,
-        interval_secs: i64,
-    ) -> Result<String, StoreError> {
+    /// Starts a device authorization at `now`; returns the device code (stored only as a hash).
+    /// The client and the requester each keep at most [`DEVICE_CODES_PER_CLIENT`] and
+    /// [`DEVICE_CODES_PER_REQUESTER`] pending codes: their expired ones and then their oldest
+    /// pending ones are deleted first, in the same transaction, so a new start always succeeds.
+    pub async fn create_device(&self, new: &NewDevice, now: i64) -> Result<String, StoreError> {
         let device_code = random_secret();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM idp_device_codes WHERE expires_at <= ? AND (client_id = ? OR requester = ?)",
+        )
+        .bind(now)
+        .bind(&new.client_id)
+        .bind(&new.requester)
+        .execute(&mut *tx)
+        .await?;
+        for (column, cap) in [
+            ("client_id", DEVICE_CODES_PER_CLIENT),
+            ("requester", DEVICE_CODES_PER_REQUESTER),
+        ] {
+            let value = if column == "client_id" {
+                &new.client_id
+            } else {
+                &new.requester
+            };
+            sqlx::query(&format!(
+                "DELETE FROM idp_device_codes WHERE rowid IN (
+                     SELECT rowid FROM idp_device_codes WHERE {column} = ? AND status = 'pending'
+                     ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?)"
+            ))
+            .bind(value)
+            .bind(cap - 1)
+            .execute(&mut *tx)
+            .await?;
+        }
         let res = sqlx::query(
             "INSERT INTO idp_device_codes (hash, user_code, client_id, scope, expires_at,
-                 interval_secs, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                 interval_secs, status, requester, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
         )
         .bind(token_hash(&device_code))
-        .bind(user_code)
-        .bind(client_id)
-        .bind(scope)
-        .bind(expires_at)
-        .bind(interval_secs)
-        .execute(&self.pool)
+        .bind(&new.user_code)
+        .bind(&new.client_id)
+        .bind(&new.scope)
+        .bind(new.expires_at)
+        .bind(new.interval_secs)
+        .bind(&new.requester)
+        .bind(now)
+        .execute(&mut *tx)
         .await;
         match res {
-            Ok(_) => Ok(device_code),
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(device_code)
+            }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
                 "that user code is taken; draw another".to_owned(),
             )),
@@ -1024,21 +1082,63 @@ impl Store {
 
     // Sign-in events -------------------------------------------------------------------------
 
+    /// Records a sign-in event, each field cut to [`SIGNIN_EVENT_FIELD_BYTES`].
     pub async fn record_signin(&self, e: &SigninEvent) -> Result<(), StoreError> {
+        let cut = |s: &str| truncated(s, SIGNIN_EVENT_FIELD_BYTES).to_owned();
         sqlx::query(
             "INSERT INTO idp_signin_events (at_ms, email, user_id, ip, client_id, outcome, reason)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(e.at_ms)
-        .bind(&e.email)
-        .bind(&e.user_id)
-        .bind(&e.ip)
-        .bind(&e.client_id)
-        .bind(&e.outcome)
-        .bind(&e.reason)
+        .bind(cut(&e.email))
+        .bind(e.user_id.as_deref().map(cut))
+        .bind(cut(&e.ip))
+        .bind(e.client_id.as_deref().map(cut))
+        .bind(cut(&e.outcome))
+        .bind(cut(&e.reason))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Deletes, as of `now` (Unix seconds), what the provider no longer needs: codes, device
+    /// codes and sessions that have expired (and sessions that were ended), and sign-in events
+    /// past `retention`, by age and by count.
+    pub async fn prune_idp(&self, now: i64, retention: &Retention) -> Result<Pruned, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut run = async |sql: &str, value: i64| -> Result<u64, sqlx::Error> {
+            Ok(sqlx::query(sql)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected())
+        };
+        let by_age = run(
+            "DELETE FROM idp_signin_events WHERE at_ms < ?",
+            now.saturating_sub(retention.signin_events_secs)
+                .saturating_mul(1000),
+        )
+        .await?;
+        let by_count = run(
+            "DELETE FROM idp_signin_events WHERE id <= (
+                 SELECT id FROM idp_signin_events ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            retention.max_signin_events,
+        )
+        .await?;
+        let codes = run("DELETE FROM idp_codes WHERE expires_at <= ?", now).await?;
+        let device_codes = run("DELETE FROM idp_device_codes WHERE expires_at <= ?", now).await?;
+        let sessions = run(
+            "DELETE FROM idp_sessions WHERE expires_at <= ? OR revoked_at IS NOT NULL",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            signin_events: by_age + by_count,
+            codes,
+            device_codes,
+            sessions,
+        })
     }
 
     /// Sign-in events, newest first, optionally of one email.
@@ -1162,12 +1262,14 @@ async fn revoke_grant(
     Ok(())
 }
 
-/// Ends a user's sessions and revokes their grants.
+/// Ends a user's sessions at the provider, revokes their grants, and records a revocation of
+/// their subject so the edge ends their app sessions too (see `revoke_sessions`).
 async fn revoke_everything(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     user_id: &str,
 ) -> Result<(), sqlx::Error> {
     let now = now();
+    record_revocation(tx, user_id, now).await?;
     sqlx::query("UPDATE idp_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL")
         .bind(now)
         .bind(user_id)
@@ -1333,6 +1435,229 @@ mod tests {
             store.session(&session, 2).await.unwrap().is_none(),
             "ended, not paused"
         );
+    }
+
+    fn device(client: &Client, requester: &str, n: usize, expires_at: i64) -> NewDevice {
+        NewDevice {
+            client_id: client.client_id.clone(),
+            scope: "openid".into(),
+            user_code: format!("{requester}-{n}"),
+            requester: requester.into(),
+            expires_at,
+            interval_secs: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_device_codes_are_capped_per_requester_and_per_client_oldest_first() {
+        let (_d, store) = store().await;
+        let (_, client) = fixture(&store).await;
+        let now = 1_000;
+        let mut codes = Vec::new();
+        for i in 0..(DEVICE_CODES_PER_REQUESTER as usize + 5) {
+            codes.push(
+                store
+                    .create_device(&device(&client, "10.0.0.1", i, now + 600), now + i as i64)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let live = |code: String| {
+            let store = store.clone();
+            async move { store.device_by_code(&code).await.unwrap().is_some() }
+        };
+        for (i, code) in codes.iter().enumerate() {
+            assert_eq!(
+                live(code.clone()).await,
+                i >= 5,
+                "code {i}: the oldest went"
+            );
+        }
+        // Another address is unaffected; the client's own cap holds across addresses.
+        let other = store
+            .create_device(&device(&client, "10.0.0.2", 0, now + 600), now)
+            .await
+            .unwrap();
+        assert!(live(other.clone()).await);
+        for i in 0..DEVICE_CODES_PER_CLIENT as usize {
+            let requester = format!("10.1.{}.{}", i / 250, i % 250);
+            store
+                .create_device(&device(&client, &requester, i, now + 600), now + 100)
+                .await
+                .unwrap();
+        }
+        assert!(!live(other).await, "the client's oldest went");
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM idp_device_codes WHERE client_id = ? AND status = 'pending'",
+        )
+        .bind(&client.client_id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(pending, DEVICE_CODES_PER_CLIENT);
+    }
+
+    #[tokio::test]
+    async fn sign_in_event_fields_are_cut_at_a_character_boundary() {
+        let (_d, store) = store().await;
+        let long = format!("{}é@example.com", "a".repeat(SIGNIN_EVENT_FIELD_BYTES - 1));
+        store
+            .record_signin(&SigninEvent {
+                at_ms: 1,
+                email: long.clone(),
+                user_id: None,
+                ip: "10.0.0.1".into(),
+                client_id: Some("c".repeat(15 * 1024)),
+                outcome: "failure".into(),
+                reason: "unknown_user".into(),
+            })
+            .await
+            .unwrap();
+        let e = &store.signin_events(None, 10).await.unwrap()[0];
+        assert_eq!(e.email, "a".repeat(SIGNIN_EVENT_FIELD_BYTES - 1));
+        assert_eq!(
+            e.client_id.as_deref().map(str::len),
+            Some(SIGNIN_EVENT_FIELD_BYTES)
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_what_expired_and_events_past_their_retention() {
+        let (_d, store) = store().await;
+        let (user, client) = fixture(&store).await;
+        let now = 100 * 24 * 3600;
+        let retention = Retention {
+            signin_events_secs: 30 * 24 * 3600,
+            max_signin_events: 3,
+        };
+        // Events: two older than 30 days, then five recent ones of which the newest 3 stay.
+        let ages_days = [40, 31, 5, 4, 3, 2, 1];
+        for (i, days) in ages_days.iter().enumerate() {
+            store
+                .record_signin(&SigninEvent {
+                    at_ms: (now - days * 24 * 3600) * 1000,
+                    email: format!("e{i}"),
+                    user_id: None,
+                    ip: "10.0.0.1".into(),
+                    client_id: None,
+                    outcome: "failure".into(),
+                    reason: "unknown_user".into(),
+                })
+                .await
+                .unwrap();
+        }
+        store
+            .create_code(&code_for(&user, &client, now - 1))
+            .await
+            .unwrap();
+        let live_code = store
+            .create_code(&code_for(&user, &client, now + 60))
+            .await
+            .unwrap();
+        // (A start deletes the expired codes of its client first, so the live one comes first.)
+        store
+            .create_device(&device(&client, "10.0.0.1", 1, now + 600), now - 700)
+            .await
+            .unwrap();
+        store
+            .create_device(&device(&client, "10.0.0.1", 0, now - 1), now - 600)
+            .await
+            .unwrap();
+        let (expired, _) = store
+            .create_session(&user.id, 1, &["pwd".into()], now)
+            .await
+            .unwrap();
+        let (ended, ended_hash) = store
+            .create_session(&user.id, 1, &["pwd".into()], now + 3600)
+            .await
+            .unwrap();
+        store.revoke_session(&ended_hash).await.unwrap();
+        let (live, _) = store
+            .create_session(&user.id, 1, &["pwd".into()], now + 3600)
+            .await
+            .unwrap();
+
+        let pruned = store.prune_idp(now, &retention).await.unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                signin_events: 4,
+                codes: 1,
+                device_codes: 1,
+                sessions: 2,
+            }
+        );
+        let emails: Vec<String> = store
+            .signin_events(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.email)
+            .collect();
+        assert_eq!(emails, ["e6", "e5", "e4"]);
+        assert!(store.session(&live, now).await.unwrap().is_some());
+        for gone in [expired, ended] {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idp_sessions WHERE hash = ?")
+                .bind(token_hash(&gone))
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(rows, 0);
+        }
+        assert!(store
+            .redeem_code(&live_code, &client.client_id, now)
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            store.prune_idp(now, &retention).await.unwrap(),
+            Pruned::default(),
+            "nothing left to prune"
+        );
+    }
+
+    #[tokio::test]
+    async fn disabling_resetting_a_password_or_mfa_revokes_the_subjects_app_sessions() {
+        let (_d, store) = store().await;
+        let (user, _) = fixture(&store).await;
+        let email = user.email.as_str();
+        type Change =
+            fn(&Store, &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+        let changes: [(&str, Change); 3] = [
+            ("disable", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.set_user_enabled(&e, false).await.unwrap();
+                })
+            }),
+            ("password", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.set_password(&e, "$argon2id$y").await.unwrap();
+                })
+            }),
+            ("mfa", |s, e| {
+                let (s, e) = (s.clone(), e.to_owned());
+                Box::pin(async move {
+                    s.reset_mfa(&e).await.unwrap();
+                })
+            }),
+        ];
+        for (what, change) in changes {
+            sqlx::query("DELETE FROM session_revocations")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let version = store.config_version().await.unwrap();
+            change(&store, email).await;
+            let revoked = store.session_revocations().await.unwrap();
+            assert_eq!(revoked.len(), 1, "{what}");
+            assert_eq!(revoked[0].0, user.id, "{what}: by subject");
+            assert!(
+                store.config_version().await.unwrap() > version,
+                "{what}: edges reload"
+            );
+        }
     }
 
     #[tokio::test]

@@ -203,6 +203,19 @@ pub enum DeviceStatus {
     Consumed,
 }
 
+/// A device authorization to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDevice {
+    pub client_id: String,
+    pub scope: String,
+    pub user_code: String,
+    /// Who asked (the caller's address, as the provider counts it): the store keeps a bounded
+    /// number of pending device codes per requester.
+    pub requester: String,
+    pub expires_at: i64,
+    pub interval_secs: i64,
+}
+
 /// A device authorization request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
@@ -251,6 +264,43 @@ pub struct SigninEvent {
     pub client_id: Option<String>,
     /// `success` or `failure`.
     pub outcome: String,
-    /// A stable reason code: `ok`, `bad_credentials`, `disabled`, `throttled`, `bad_otp`, …
+    /// A stable reason code: `ok_password`, `bad_password`, `unknown_user`, `disabled`,
+    /// `throttled`, `busy`, `oversized_input`, `bad_otp`, …
     pub reason: String,
+}
+
+/// How long what the provider records is kept; [`crate::Store::prune_idp`] deletes the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Sign-in events older than this (seconds) are deleted.
+    pub signin_events_secs: i64,
+    /// At most this many sign-in events are kept, the newest.
+    pub max_signin_events: i64,
+}
+
+/// 30 days of sign-in events answers "who tried to sign in as whom last month" (an incident is
+/// usually noticed within weeks) without keeping personal data longer. A million events at a
+/// few hundred bytes each is a few hundred megabytes at most, whatever an attacker sends.
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            signin_events_secs: 30 * 24 * 3600,
+            max_signin_events: 1_000_000,
+        }
+    }
+}
+
+/// What one pruning deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub signin_events: u64,
+    pub codes: u64,
+    pub device_codes: u64,
+    pub sessions: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.signin_events + self.codes + self.device_codes + self.sessions
+    }
 }

@@ -26,10 +26,11 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use admin::MAX_AUDIT_PAGE;
+pub use idp::{DEVICE_CODES_PER_CLIENT, DEVICE_CODES_PER_REQUESTER, SIGNIN_EVENT_FIELD_BYTES};
 pub use idp_model::{
     AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,
-    IdTokenAlg, IdpSession, NewClient, NewCode, NewUser, RedeemProblem, SigninEvent, SigningKey,
-    StoredPasskey, Totp, TotpSecret, User,
+    IdTokenAlg, IdpSession, NewClient, NewCode, NewDevice, NewUser, Pruned, RedeemProblem,
+    Retention, SigninEvent, SigningKey, StoredPasskey, Totp, TotpSecret, User,
 };
 pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,

@@ -233,6 +233,17 @@ const MIGRATIONS: &[&str] = &[
         last_used_at INTEGER
     );
     CREATE INDEX idp_passkeys_user ON idp_passkeys (user_id);",
+    // 6: what unauthenticated callers make the provider store is bounded and pruned: device
+    // codes record who asked (so each address and each client keeps a bounded number), and the
+    // expiry columns that retention deletes by are indexed.
+    "ALTER TABLE idp_device_codes ADD COLUMN requester TEXT NOT NULL DEFAULT '';
+    ALTER TABLE idp_device_codes ADD COLUMN created_at INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX idp_device_codes_client ON idp_device_codes (client_id, status, created_at);
+    CREATE INDEX idp_device_codes_requester ON idp_device_codes (requester, status, created_at);
+    CREATE INDEX idp_device_codes_expiry ON idp_device_codes (expires_at);
+    CREATE INDEX idp_codes_expiry ON idp_codes (expires_at);
+    CREATE INDEX idp_sessions_expiry ON idp_sessions (expires_at);
+    CREATE INDEX idp_sessions_user ON idp_sessions (user_id);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

@@ -1,8 +1,10 @@
 //! The built-in identity provider's directory: users (create, list, show, disable, enable,
 //! password reset, MFA reset) and directory groups (not connector groups).
 //!
-//! Disabling a user, resetting their password or their MFA ends their sessions at the provider
-//! and revokes the tokens issued to them, at once.
+//! Disabling a user, resetting their password or their MFA ends their sessions at the provider,
+//! revokes the tokens issued to them and ends their app sessions at the edge, at once: the store
+//! records the revocation in the same transaction, and the routing snapshot is reloaded with it
+//! before the answer.
 
 use std::sync::Arc;
 
@@ -123,6 +125,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
+/// After a change that ended a user's sessions: the edge's routing snapshot takes the recorded
+/// revocation, so their app session cookies stop working from the next request.
+async fn end_app_sessions<T>(
+    shared: &Shared,
+    result: Result<T, ApiFailure>,
+) -> Result<T, ApiFailure> {
+    let done = result?;
+    shared.reload().await?;
+    Ok(done)
+}
+
 async fn set_enabled(
     shared: Arc<Shared>,
     admin: Admin,
@@ -135,6 +148,11 @@ async fn set_enabled(
         .await
         .map(user_view)
         .map_err(ApiFailure::from);
+    let result = if enabled {
+        result
+    } else {
+        end_app_sessions(&shared, result).await
+    };
     let action = if enabled {
         "user.enable"
     } else {
@@ -145,7 +163,7 @@ async fn set_enabled(
             if enabled {
                 "enabled".to_owned()
             } else {
-                "disabled; sessions ended and tokens revoked".to_owned()
+                "disabled; sessions (also at apps) ended and tokens revoked".to_owned()
             }
         })
         .await;
@@ -184,9 +202,10 @@ pub async fn reset_password(
         .await
         .map(user_view)
         .map_err(directory_failure);
+    let result = end_app_sessions(&shared, result).await;
     admin
         .audit(&shared, "user.reset_password", &email, &result, |_| {
-            "password replaced; sessions ended and tokens revoked".to_owned()
+            "password replaced; sessions (also at apps) ended and tokens revoked".to_owned()
         })
         .await;
     Ok(Json(result?))
@@ -203,9 +222,11 @@ pub async fn mfa_reset(
         .await
         .map(user_view)
         .map_err(ApiFailure::from);
+    let result = end_app_sessions(&shared, result).await;
     admin
         .audit(&shared, "user.mfa_reset", &email, &result, |_| {
-            "authenticator and recovery codes removed; sessions ended".to_owned()
+            "authenticator, recovery codes and passkeys removed; sessions (also at apps) ended"
+                .to_owned()
         })
         .await;
     Ok(Json(result?))

@@ -32,11 +32,18 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(edge: &Edge) -> Browser {
+        Browser::new_from(edge, None)
+    }
+
+    /// A browser whose connections leave from `source` (any 127/8 address works on loopback),
+    /// so a test can be several users at several addresses.
+    pub fn new_from(edge: &Edge, source: Option<std::net::IpAddr>) -> Browser {
         let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .resolve(IDP_HOST, edge.public)
             .redirect(reqwest::redirect::Policy::none())
+            .local_address(source)
             .build()
             .unwrap();
         Browser {
@@ -83,7 +90,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
