@@ -99,6 +99,18 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct App {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Downloads the app is sending now: a download stops counting when its body is dropped,
+    /// finished or cut off.
+    pub downloads: Arc<AtomicUsize>,
+}
+
+/// Counts a download in progress until dropped.
+struct Sending(Arc<AtomicUsize>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl App {
@@ -111,15 +123,18 @@ pub async fn app() -> App {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
+    let downloads = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let sending = downloads.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             let counter = counter.clone();
+            let sending = sending.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    handle(req)
+                    handle(req, sending.clone())
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -128,7 +143,11 @@ pub async fn app() -> App {
             });
         }
     });
-    App { addr, hits }
+    App {
+        addr,
+        hits,
+        downloads,
+    }
 }
 
 fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
@@ -141,14 +160,25 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    downloads: Arc<AtomicUsize>,
+) -> Result<Response<TestBody>, Infallible> {
     let full = |s: String| {
         Full::new(Bytes::from(s))
             .map_err(|never| match never {})
             .boxed()
     };
     let resp = match req.uri().path() {
-        "/download" => Response::new(BodyExt::boxed(Pattern::new(query_u64(&req, "bytes")))),
+        "/download" => {
+            downloads.fetch_add(1, Ordering::Relaxed);
+            let sending = Sending(downloads);
+            let body = Pattern::new(query_u64(&req, "bytes")).map_frame(move |f| {
+                let _counted = &sending;
+                f
+            });
+            Response::new(BodyExt::boxed(body))
+        }
         "/upload" => {
             let mut body = req.into_body();
             let mut h = Sha256::new();
@@ -163,6 +193,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible
             Response::new(full(
                 serde_json::json!({"sha256": hex(&h.finalize()), "len": len}).to_string(),
             ))
+        }
+        "/big-head" => {
+            // A response head of the size asked for: one large header.
+            let mut resp = Response::new(full("big head".into()));
+            let value = "h".repeat(query_u64(&req, "bytes") as usize);
+            resp.headers_mut()
+                .insert("x-big", HeaderValue::from_str(&value).unwrap());
+            resp
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;

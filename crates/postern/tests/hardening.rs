@@ -1,0 +1,415 @@
+//! Unauthenticated clients cannot knock the edge over: oversized heads, clients that stop reading,
+//! silent connections, floods of requests and malformed bodies each get a clear refusal and harm
+//! nobody else. Every test here runs the real edge, connector and app on loopback.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::backends;
+use common::{Edge, READY_TIMEOUT};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+/// An edge started with `flags`, one group `g`, the test app published at `host`, one connector.
+async fn published(host: &str, flags: &[&str]) -> (Edge, backends::App, common::Connector) {
+    let edge = Edge::start(flags).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish("app", host, &app.url(), "g", &[]).await;
+    let c = edge.connector("g").await;
+    (edge, app, c)
+}
+
+/// Sends raw HTTP/1.1 bytes and returns the status code and the whole answer (the request should
+/// ask for `Connection: close`, or the edge closes the connection itself).
+async fn raw(edge: &Edge, host: &str, request: &[u8]) -> (u16, String) {
+    let mut tls = edge.tls_to_public(host, b"http/1.1").await;
+    tls.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(READY_TIMEOUT, tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the edge did not answer or close");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+/// Reads a download to its end and returns how many bytes came and whether it ended cleanly.
+async fn drain(resp: reqwest::Response) -> (u64, bool) {
+    let mut resp = resp;
+    let mut total = 0;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => total += c.len() as u64,
+            Ok(None) => return (total, true),
+            Err(_) => return (total, false),
+        }
+    }
+}
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::test]
+async fn an_oversized_request_head_gets_431_and_no_other_stream_is_harmed() {
+    let (edge, _app, _c) = published("heads.localhost", &[]).await;
+    let client = edge.client("heads.localhost");
+    let url = |p: &str| edge.url("heads.localhost", p);
+
+    // A download in flight on the tunnel the oversized requests would have gone down.
+    let size = 64 * MIB;
+    let download = client
+        .get(url(&format!("/download?bytes={size}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let download = tokio::spawn(drain(download));
+
+    let big = "a".repeat(100 * 1024);
+    let mut many = String::new();
+    for i in 0..150 {
+        many.push_str(&format!("x-many-{i}: {i}\r\n"));
+    }
+    let cookie = format!("Cookie: session={}\r\n", "c".repeat(60 * 1024));
+    for (what, headers) in [
+        ("one 100 KB header", format!("x-big: {big}\r\n")),
+        ("150 headers", many),
+        ("a 60 KB cookie", cookie),
+    ] {
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: heads.localhost\r\n{headers}Connection: close\r\n\r\n"
+        );
+        let (status, _) = raw(&edge, "heads.localhost", req.as_bytes()).await;
+        assert_eq!(status, 431, "{what}");
+    }
+    // Over HTTP/2 the limit is the same; the stream is refused, the connection and tunnel live on.
+    let h2 = edge.client_with("heads.localhost", vec![b"h2".to_vec()]);
+    let refused = h2.get(url("/")).header("x-big", &big).send().await;
+    match refused {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(!e.is_timeout(), "the oversized HTTP/2 request hung: {e}"),
+    }
+    // A large head that is within the limit still goes through.
+    let fits = client
+        .get(url("/"))
+        .header("x-fits", "f".repeat(24 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fits.status(), 200);
+
+    // An app that answers with a head too large for the tunnel gets a clear 502, not a dead tunnel.
+    let resp = client
+        .get(url("/big-head?bytes=70000"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "response_head_too_large");
+    // One within the limit passes (over HTTP/1.1: HTTP/2 clients refuse heads over 16 KiB).
+    let h1 = edge.client_with("heads.localhost", vec![b"http/1.1".to_vec()]);
+    let resp = h1.get(url("/big-head?bytes=30000")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-big"].len(), 30000);
+
+    let (got, clean) = tokio::time::timeout(Duration::from_secs(120), download)
+        .await
+        .expect("the download stalled")
+        .unwrap();
+    assert!(
+        clean && got == size,
+        "the download in flight was cut at {got} of {size} bytes"
+    );
+    assert_eq!(client.get(url("/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn clients_that_stop_reading_cannot_stall_the_connector_group() {
+    let (edge, app, _c) = published("stall.localhost", &["--stall-timeout", "2s"]).await;
+    let size = 256 * MIB;
+    let path = format!("/download?bytes={size}");
+
+    // Twelve HTTP/1.1 clients send a request for a large download and never read.
+    let mut stalled = Vec::new();
+    for _ in 0..12 {
+        let mut tls = edge.tls_to_public("stall.localhost", b"http/1.1").await;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: stall.localhost\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.unwrap();
+        stalled.push(tls);
+    }
+    // And one HTTP/2 client opens twenty such streams and never reads any of them.
+    let tls = edge.tls_to_public("stall.localhost", b"h2").await;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(backends::executor(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut h2_stalled = Vec::new();
+    for _ in 0..20 {
+        let req = http::Request::get(edge.url("stall.localhost", &path))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        h2_stalled.push(sender.send_request(req).await.unwrap());
+    }
+    // Every stalled request has reached the app, so their data is filling the tunnel.
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    while app.hits.load(std::sync::atomic::Ordering::Relaxed) < 32 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "requests did not reach the app"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Everyone else is served, small and large alike.
+    let client = edge.client("stall.localhost");
+    for _ in 0..20 {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.get(edge.url("stall.localhost", "/")).send(),
+        )
+        .await
+        .expect("a normal request stalled behind clients that do not read")
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let full = client
+        .get(edge.url("stall.localhost", &format!("/download?bytes={}", 8 * MIB)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drain(full).await, (8 * MIB, true));
+
+    // The stalled clients are cut off after the stall timeout: their streams end, so the app
+    // stops sending (the connector drops each download)...
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.downloads.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{} stalled downloads were never cut off",
+            app.downloads.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and each connection ends early.
+    for mut tls in stalled {
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let ended = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n as u64,
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "a client that stopped reading was never cut off"
+        );
+        assert!(total < size, "the stalled download was not cut short");
+    }
+    // And the HTTP/2 streams are reset: reading them now ends in an error, not the whole body.
+    for resp in h2_stalled {
+        let mut body = resp.into_body();
+        let mut total = 0u64;
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => total += f.into_data().map_or(0, |d| d.len() as u64),
+                    Err(_) => return false,
+                }
+            }
+            true
+        })
+        .await
+        .expect("a stalled HTTP/2 stream was never reset");
+        assert!(!outcome && total < size, "stream completed: {total} bytes");
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_never_starve_the_admin_or_connector_listeners() {
+    let (edge, _app, _c) = published(
+        "silent.localhost",
+        &[
+            "--max-connections",
+            "200",
+            "--max-connections-per-ip",
+            "40",
+            "--request-head-timeout",
+            "2s",
+        ],
+    )
+    .await;
+    let fds_before = fd_count(edge.pid());
+
+    // Twenty addresses each open more silent TLS connections than they may hold.
+    let mut tasks = tokio::task::JoinSet::new();
+    for host in 2..22u8 {
+        for _ in 0..50 {
+            let from = IpAddr::from([127, 0, 0, host]);
+            let edge_public = edge.public;
+            let ca = edge.ca_pem();
+            tasks.spawn(async move {
+                let socket = TcpSocket::new_v4().ok()?;
+                socket.bind(SocketAddr::new(from, 0)).ok()?;
+                let tcp = socket.connect(edge_public).await.ok()?;
+                let config = postern_pki::client_config(&ca, vec![b"http/1.1".to_vec()]).ok()?;
+                let name = rustls::pki_types::ServerName::try_from("silent.localhost").ok()?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .ok()?;
+                Some((from, tls))
+            });
+        }
+    }
+    let mut held = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Some(conn) = r.unwrap() {
+            held.push(conn);
+        }
+    }
+    // Neither one address nor everyone together got more than their share.
+    assert!(held.len() <= 200, "{} connections held", held.len());
+    for host in 2..22u8 {
+        let from = IpAddr::from([127, 0, 0, host]);
+        let n = held.iter().filter(|(ip, _)| *ip == from).count();
+        assert!(n <= 40, "{from} holds {n} connections");
+    }
+
+    // While the public listener is full, the admin API answers and a new connector registers
+    // and opens its tunnels.
+    assert!(edge.admin_ok(&["app", "list"]).await.contains("silent"));
+    let _second = edge.connector("g").await;
+
+    // The edge closes every silent connection after the head deadline.
+    for (_, mut tls) in held {
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection was never closed");
+    }
+    // The public listener serves again, and the edge's descriptors are back where they were.
+    let client = edge.client("silent.localhost");
+    let resp = client
+        .get(edge.url("silent.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let now = fd_count(edge.pid());
+        if now <= fds_before + 16 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the edge holds {now} descriptors, {fds_before} before the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open file descriptors of a process.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_gets_429_with_retry_after_and_others_are_served() {
+    let (edge, app, _c) = published(
+        "flood.localhost",
+        &["--requests-per-ip", "5", "--requests-per-app", "50"],
+    )
+    .await;
+    let flooder = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap(),
+        )
+        .resolve("flood.localhost", edge.public)
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let url = edge.url("flood.localhost", "/");
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = flooder.get(&url).send().await.unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 429 {
+            let retry: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(retry >= 1);
+            assert!(resp.text().await.unwrap().contains("rate_limited"));
+        }
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    // A burst of twice the rate, plus what refilled while the flood ran.
+    assert!((10..20).contains(&ok), "{ok} of 30 admitted: {statuses:?}");
+    assert!(statuses.contains(&429));
+    assert_eq!(app.hits.load(std::sync::atomic::Ordering::Relaxed), ok);
+    // Another address is served.
+    let other = edge.client("flood.localhost");
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn malformed_and_stalled_request_bodies_are_the_clients_error() {
+    let (edge, _app, _c) = published("bodies.localhost", &["--stall-timeout", "1s"]).await;
+    // Chunked framing that breaks off into garbage.
+    let req = b"POST /upload HTTP/1.1\r\nHost: bodies.localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n";
+    let (status, text) = raw(&edge, "bodies.localhost", req).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("bad_request_body"), "{text}");
+
+    // A body that promises more than it sends, and then goes quiet.
+    let mut tls = edge.tls_to_public("bodies.localhost", b"http/1.1").await;
+    tls.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: bodies.localhost\r\nContent-Length: 100000\r\n\r\nonly this much",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .expect("the edge kept waiting for a stalled body")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_body_stalled"), "{text}");
+
+    // A well-formed upload still works.
+    let client = edge.client("bodies.localhost");
+    let resp = client
+        .post(edge.url("bodies.localhost", "/upload"))
+        .body(vec![7u8; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
