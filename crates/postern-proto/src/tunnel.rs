@@ -163,16 +163,20 @@ pub enum TunnelRefusal {
     PathOutsideApp,
     /// The app answered a WebSocket upgrade without switching protocols.
     UpgradeRefused,
+    /// The connector's destination policy refused every address of the app's internal URL
+    /// (link-local and cloud metadata addresses, or outside its `--allow-destination`).
+    DestinationRefused,
 }
 
 impl TunnelRefusal {
-    pub const ALL: [TunnelRefusal; 6] = [
+    pub const ALL: [TunnelRefusal; 7] = [
         TunnelRefusal::UnknownApp,
         TunnelRefusal::BadMetadata,
         TunnelRefusal::BackendUnreachable,
         TunnelRefusal::BackendTimeout,
         TunnelRefusal::PathOutsideApp,
         TunnelRefusal::UpgradeRefused,
+        TunnelRefusal::DestinationRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +187,7 @@ impl TunnelRefusal {
             TunnelRefusal::BackendTimeout => "backend-timeout",
             TunnelRefusal::PathOutsideApp => "path-outside-app",
             TunnelRefusal::UpgradeRefused => "upgrade-refused",
+            TunnelRefusal::DestinationRefused => "destination-refused",
         }
     }
 
@@ -199,6 +204,7 @@ impl TunnelRefusal {
             TunnelRefusal::BackendTimeout => http::StatusCode::GATEWAY_TIMEOUT,
             TunnelRefusal::PathOutsideApp => http::StatusCode::BAD_REQUEST,
             TunnelRefusal::UpgradeRefused => http::StatusCode::BAD_GATEWAY,
+            TunnelRefusal::DestinationRefused => http::StatusCode::FORBIDDEN,
         }
     }
 }

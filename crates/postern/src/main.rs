@@ -136,6 +136,17 @@ struct RunArgs {
     /// Renew the client certificate when it is this old (the edge may ask for sooner).
     #[arg(long, default_value = "180d", value_parser = positive_duration)]
     renew_after: Duration,
+    /// Connect to apps only at this address, network (CIDR) or host name (`*.domain` for every
+    /// name under it); repeat the flag, or separate values with commas in the environment.
+    /// Without it, every address but link-local and cloud metadata ones is allowed; those are
+    /// refused unless a network rule names them.
+    #[arg(
+        long = "allow-destination",
+        value_name = "CIDR|HOST",
+        env = "POSTERN_ALLOW_DESTINATION",
+        value_delimiter = ','
+    )]
+    allow_destination: Vec<postern_connector::DestinationRule>,
 }
 
 fn main() -> ExitCode {
@@ -256,6 +267,7 @@ async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
             tunnels: args.tunnels,
             drain_timeout: args.drain_timeout,
             renew_after: args.renew_after,
+            destinations: postern_connector::DestinationPolicy::new(args.allow_destination),
         },
         rx,
     );
