@@ -2,8 +2,10 @@
 //! and config long-poll, over HTTP on the same port).
 //!
 //! **Invariant:** every call and every tunnel on this listener needs a valid client certificate of
-//! a connector that is registered and not revoked, except `POST /v1/connector/register`, which
-//! needs a one-time registration token instead.
+//! a connector that is registered and not revoked, and that is the connector's current
+//! certificate (by serial: after a renewal the previous one is accepted only until the new one is
+//! first used), except `POST /v1/connector/register`, which needs a one-time registration token
+//! instead.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +18,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use postern_pki::CertIdentity;
 use postern_proto::api::{
     RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, HEADER_CONNECTOR_HOSTNAME,
     HEADER_CONNECTOR_VERSION,
 };
 use postern_proto::tunnel::TUNNEL_ALPN;
-use postern_store::{CertRecord, ConnectorReport, RegisterError, StoreError};
+use postern_store::{CertRecord, CertRefusal, ConnectorReport, RegisterError, StoreError};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -32,9 +35,10 @@ use crate::audit::{self, Actor};
 use crate::config::CONFIG_POLL_TIMEOUT;
 use crate::state::Shared;
 
-/// The connector a client certificate names, if the peer presented one.
+/// The connector (and which of its certificates) a client certificate names, if the peer
+/// presented one.
 #[derive(Clone, Debug)]
-pub struct PeerConnector(pub Option<String>);
+pub struct PeerConnector(pub Option<CertIdentity>);
 
 /// Tunnel HTTP/2 flow-control windows: large enough to fill a fast link on one stream, small
 /// enough that a slow reader holds at most this much per stream in memory.
@@ -72,7 +76,7 @@ pub async fn on_conn(
     let connector = conn
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|cert| postern_pki::connector_id_from_cert(cert));
+        .and_then(|cert| postern_pki::connector_identity_from_cert(cert));
     if is_tunnel {
         run_tunnel(shared, tls, peer, connector).await;
         return;
@@ -91,20 +95,21 @@ async fn run_tunnel(
     shared: Arc<Shared>,
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    connector: Option<String>,
+    connector: Option<CertIdentity>,
 ) {
-    let Some(id) = connector else {
+    let Some(identity) = connector else {
         tracing::warn!(%peer, "tunnel refused: no client certificate");
         return;
     };
-    let connector = match shared.store.connector(&id).await {
-        Ok(c) if c.revoked_at.is_none() => c,
-        Ok(_) => {
-            tracing::warn!(%peer, connector = %id, "tunnel refused: connector is revoked");
-            return;
-        }
+    let id = identity.connector_id.clone();
+    let connector = match shared
+        .store
+        .authenticate_connector(&id, &identity.serial_hex)
+        .await
+    {
+        Ok(c) => c,
         Err(e) => {
-            tracing::warn!(%peer, connector = %id, error = %e, "tunnel refused");
+            tracing::warn!(%peer, connector = %id, serial = %identity.serial_hex, "tunnel refused: {e}");
             return;
         }
     };
@@ -165,34 +170,51 @@ async fn seen(shared: &Shared, id: &str, report: &ConnectorReport) {
     }
 }
 
-/// The connector named by the caller's client certificate, if it is registered and not revoked.
+/// The connector named by the caller's client certificate, if it is registered, not revoked, and
+/// the certificate is its current one.
 async fn calling_connector(
     shared: &Shared,
-    peer: Option<String>,
+    peer: Option<&CertIdentity>,
 ) -> Result<postern_store::Connector, ApiFailure> {
-    let id = peer.ok_or_else(|| {
+    let identity = peer.ok_or_else(|| {
         ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "certificate_required",
             "this call needs the connector's client certificate; register the connector first",
         )
     })?;
-    let connector = shared.store.connector(&id).await.map_err(|e| match e {
-        StoreError::NotFound { .. } => ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "unknown_connector",
-            format!("connector {id} is not registered with this edge"),
-        ),
-        other => other.into(),
-    })?;
-    if connector.revoked_at.is_some() {
-        return Err(ApiFailure::new(
+    shared
+        .store
+        .authenticate_connector(&identity.connector_id, &identity.serial_hex)
+        .await
+        .map_err(|e| {
+            let code = match &e {
+                CertRefusal::Unknown(_) => "unknown_connector",
+                CertRefusal::Revoked(_) => "connector_revoked",
+                CertRefusal::NotCurrent(_) => "certificate_not_current",
+                CertRefusal::Store(_) => return ApiFailure::internal(e),
+            };
+            tracing::warn!(connector = %identity.connector_id, serial = %identity.serial_hex, "control call refused: {e}");
+            ApiFailure::new(StatusCode::FORBIDDEN, code, e.to_string())
+        })
+}
+
+/// The connector, refused when it was revoked meanwhile (a long-poll's wait may end with it).
+async fn still_live(shared: &Shared, id: &str) -> Result<postern_store::Connector, ApiFailure> {
+    match shared.store.connector(id).await {
+        Ok(c) if c.revoked_at.is_none() => Ok(c),
+        Ok(_) => Err(ApiFailure::new(
             StatusCode::FORBIDDEN,
             "connector_revoked",
-            format!("connector {id} was revoked; register it again with a new token"),
-        ));
+            CertRefusal::Revoked(id.to_owned()).to_string(),
+        )),
+        Err(StoreError::NotFound { .. }) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "unknown_connector",
+            CertRefusal::Unknown(id.to_owned()).to_string(),
+        )),
+        Err(e) => Err(e.into()),
     }
-    Ok(connector)
 }
 
 /// What the connector says about itself in its control-plane headers.
@@ -322,7 +344,7 @@ async fn config(
     headers: http::HeaderMap,
     Query(q): Query<ConfigQuery>,
 ) -> Result<Response, ApiFailure> {
-    let connector = calling_connector(&shared, peer).await?;
+    let connector = calling_connector(&shared, peer.as_ref()).await?;
     seen(&shared, &connector.id, &report(&headers, addr)).await;
     if let Some(after) = q.after {
         let mut rx = shared.version.subscribe();
@@ -337,8 +359,9 @@ async fn config(
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }
-    // Looked up again: the change that ended the wait may be this connector's revocation.
-    let connector = calling_connector(&shared, Some(connector.id)).await?;
+    // Looked up again: the change that ended the wait may be this connector's revocation. The
+    // certificate was judged when the call began; a renewal during the wait does not undo that.
+    let connector = still_live(&shared, &connector.id).await?;
     let doc = shared.connector_config(&connector.id).await?;
     Ok(Json(doc).into_response())
 }
@@ -350,15 +373,17 @@ async fn renew(
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<RenewResponse>, ApiFailure> {
     let request_id = crate::forward::new_request_id();
-    let actor = Actor::connector(peer.as_deref().unwrap_or("unknown"));
-    let target = peer.clone().unwrap_or_else(|| "-".to_owned());
+    let peer_id = peer.as_ref().map(|p| p.connector_id.clone());
+    let actor = Actor::connector(peer_id.as_deref().unwrap_or("unknown"));
+    let target = peer_id.unwrap_or_else(|| "-".to_owned());
     let result = async {
-        let connector = calling_connector(&shared, peer).await?;
+        let connector = calling_connector(&shared, peer.as_ref()).await?;
+        let presented = peer.as_ref().map_or("", |p| p.serial_hex.as_str());
         let ca = &shared.connector_ca;
         let validity = shared.config.connector_cert_validity;
         let renewed = shared
             .store
-            .renew_connector(&connector.id, |id| {
+            .renew_connector(&connector.id, presented, |id| {
                 let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
                 Ok(CertRecord {
                     serial_hex: cert.serial_hex,
@@ -374,11 +399,10 @@ async fn renew(
                 let e: postern_pki::CsrError = e;
                 Err(ApiFailure::bad_request("bad_csr", e.to_string()))
             }
-            Err(RegisterError::Store(StoreError::Conflict(m))) => Err(ApiFailure::new(
-                StatusCode::FORBIDDEN,
-                "connector_revoked",
-                m,
-            )),
+            // A revocation or another renewal that won the race with this one.
+            Err(RegisterError::Store(StoreError::Conflict(m))) => {
+                Err(ApiFailure::new(StatusCode::FORBIDDEN, "renewal_refused", m))
+            }
             Err(RegisterError::Store(e)) => Err(e.into()),
             Err(RegisterError::Token(p)) => Err(ApiFailure::internal(p)),
         }

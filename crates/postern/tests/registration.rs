@@ -113,6 +113,95 @@ async fn tunnel_handshake(edge: &Edge, identity: Option<(String, String)>) -> Re
     }
 }
 
+/// A connector is known by its certificate's serial, not only by the name in it: after a renewal
+/// the old certificate keeps working until the new one is first used (so a lost renewal answer
+/// cannot lock the connector out), and from then on the old certificate and key are refused for
+/// a config call, a tunnel and a renewal.
+#[tokio::test]
+async fn a_renewed_certificate_retires_the_old_one_at_its_first_use() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("c");
+    assert!(edge
+        .register(&edge.token("g").await, &dir)
+        .await
+        .status
+        .success());
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let (old_cert, old_key) = (read("connector.pem"), read("connector-key.pem"));
+    let old = edge.connector_client(&dir);
+    let base = format!("https://{}/v1/connector", edge.connector);
+    let config = |client: &reqwest::Client| {
+        let req = client.get(format!("{base}/config"));
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let renew = |client: &reqwest::Client| {
+        let csr = postern_pki::generate_key_and_csr().unwrap();
+        let req = client
+            .post(format!("{base}/renew"))
+            .json(&serde_json::json!({ "csr_pem": csr.csr_pem }));
+        async move {
+            let resp = req.send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap(),
+                csr.key_pem,
+            )
+        }
+    };
+    assert_eq!(config(&old).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((old_cert.clone(), old_key.clone()))).await,
+        Ok(())
+    );
+
+    // Renewed with the old certificate, as the connector does it.
+    let (status, body, new_key) = renew(&old).await;
+    assert_eq!(status, 200, "{body}");
+    let renewed: postern_proto::api::RenewResponse = serde_json::from_str(&body).unwrap();
+    // Not used yet: the old certificate still works, for calls and tunnels alike.
+    assert_eq!(config(&old).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((old_cert.clone(), old_key.clone()))).await,
+        Ok(())
+    );
+
+    // The new certificate's first use.
+    std::fs::write(dir.join("connector.pem"), &renewed.certificate_pem).unwrap();
+    std::fs::write(dir.join("connector-key.pem"), &new_key).unwrap();
+    let new = edge.connector_client(&dir);
+    assert_eq!(config(&new).await.0, 200);
+
+    // From now on the old pair is refused: a config call, a tunnel, a renewal.
+    assert_eq!(
+        config(&old).await,
+        (403, "certificate_not_current".to_owned())
+    );
+    let refused = tunnel_handshake(&edge, Some((old_cert, old_key))).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("closed")),
+        "{refused:?}"
+    );
+    let (status, body, _) = renew(&old).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("certificate_not_current"), "{body}");
+    // The new one goes on working.
+    assert_eq!(config(&new).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((renewed.certificate_pem, new_key))).await,
+        Ok(())
+    );
+}
+
 #[tokio::test]
 async fn a_client_certificate_from_a_foreign_ca_is_refused_at_the_handshake() {
     let edge = Edge::start(&[]).await;
