@@ -188,7 +188,7 @@ fn is_dot_segment(segment: &str) -> bool {
 /// One round of percent-decoding: `%XY`, IIS's `%uXXXX`, and overlong UTF-8 forms of `.`, `/`
 /// and `\` (which lenient decoders read as those characters). Anything else stays as it is.
 fn decode_once(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u32);
+    let hex = |b: u8| (b as char).to_digit(16);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {

@@ -23,6 +23,7 @@ use postern_proto::api::{
     RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, HEADER_CONNECTOR_HOSTNAME,
     HEADER_CONNECTOR_VERSION,
 };
+use postern_proto::text::{Escaped, MAX_HOSTNAME_BYTES, MAX_VERSION_BYTES};
 use postern_proto::tunnel::TUNNEL_ALPN;
 use postern_store::{CertRecord, CertRefusal, ConnectorReport, RegisterError, StoreError};
 use serde::Deserialize;
@@ -217,26 +218,39 @@ async fn still_live(shared: &Shared, id: &str) -> Result<postern_store::Connecto
     }
 }
 
-/// What the connector says about itself in its control-plane headers.
-fn report(headers: &http::HeaderMap, peer: SocketAddr) -> ConnectorReport {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(128).collect::<String>())
-            .filter(|v| !v.is_empty())
+/// What the connector says about itself in its control-plane headers: bounded, and refused
+/// (naming the header) when not printable, since it is stored, listed and logged.
+fn report(headers: &http::HeaderMap, peer: SocketAddr) -> Result<ConnectorReport, ApiFailure> {
+    let header = |name: &'static str, max: usize| -> Result<Option<String>, ApiFailure> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        let text = postern_proto::text::check_reported_bytes(name, value.as_bytes(), max)
+            .map_err(invalid_field)?;
+        Ok((!text.is_empty()).then(|| text.to_owned()))
     };
-    ConnectorReport {
-        hostname: header(HEADER_CONNECTOR_HOSTNAME),
-        version: header(HEADER_CONNECTOR_VERSION),
+    Ok(ConnectorReport {
+        hostname: header(HEADER_CONNECTOR_HOSTNAME, MAX_HOSTNAME_BYTES)?,
+        version: header(HEADER_CONNECTOR_VERSION, MAX_VERSION_BYTES)?,
         address: Some(peer.ip().to_string()),
-    }
+    })
+}
+
+/// A reported value refused before anything was stored.
+fn invalid_field(e: postern_proto::text::TextError) -> ApiFailure {
+    tracing::warn!(field = e.field(), "connector call refused: {e}");
+    let mut failure = ApiFailure::bad_request("invalid_field", e.to_string());
+    failure.request_id = Some(crate::forward::new_request_id());
+    failure
 }
 
 async fn register(
     State(shared): State<Arc<Shared>>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiFailure> {
+    // Before any work and before anything is recorded: an unauthenticated caller's values are
+    // bounded and printable, or refused.
+    req.check().map_err(invalid_field)?;
     let ca = &shared.connector_ca;
     let validity = shared.config.connector_cert_validity;
     let mut req = req;
@@ -278,7 +292,7 @@ async fn register(
         Err(e) => {
             let failure = match e {
                 RegisterError::Token(problem) => {
-                    tracing::warn!(hostname = %req.hostname, "registration refused: {problem}");
+                    tracing::warn!(hostname = %Escaped(&req.hostname), "registration refused: {problem}");
                     ApiFailure::new(
                         StatusCode::UNAUTHORIZED,
                         "token_refused",
@@ -304,7 +318,7 @@ async fn register(
             return Err(failure);
         }
     };
-    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
+    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %Escaped(&connector.hostname), "connector registered");
     let detail = format!(
         "group {}, certificate expires {}",
         connector.group, cert.not_after
@@ -344,8 +358,9 @@ async fn config(
     headers: http::HeaderMap,
     Query(q): Query<ConfigQuery>,
 ) -> Result<Response, ApiFailure> {
+    let report = report(&headers, addr)?;
     let connector = calling_connector(&shared, peer.as_ref()).await?;
-    seen(&shared, &connector.id, &report(&headers, addr)).await;
+    seen(&shared, &connector.id, &report).await;
     if let Some(after) = q.after {
         let mut rx = shared.version.subscribe();
         let mut stopping = shared.stopping.clone();

@@ -46,13 +46,17 @@ pub enum TextError {
         field: &'static str,
         escaped: String,
     },
+    #[error("{field} is not UTF-8 text")]
+    NotUtf8 { field: &'static str },
 }
 
 impl TextError {
     /// The field the error is about, as the caller named it.
     pub fn field(&self) -> &'static str {
         match self {
-            TextError::TooLong { field, .. } | TextError::ControlCharacter { field, .. } => field,
+            TextError::TooLong { field, .. }
+            | TextError::ControlCharacter { field, .. }
+            | TextError::NotUtf8 { field } => field,
         }
     }
 }
@@ -74,6 +78,24 @@ pub fn check_reported(field: &'static str, value: &str, max: usize) -> Result<()
         });
     }
     Ok(())
+}
+
+/// Like [`check_reported`], for bytes (a header value): bounded first, then UTF-8, then printable.
+pub fn check_reported_bytes<'a>(
+    field: &'static str,
+    value: &'a [u8],
+    max: usize,
+) -> Result<&'a str, TextError> {
+    if value.len() > max {
+        return Err(TextError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    let text = std::str::from_utf8(value).map_err(|_| TextError::NotUtf8 { field })?;
+    check_reported(field, text, max)?;
+    Ok(text)
 }
 
 /// `s` with every [unsafe character](is_unsafe_char) shown as an escape (`\n`, `\x1b`,
@@ -192,6 +214,25 @@ mod tests {
                 escape(value)
             );
         }
+        assert_eq!(
+            check_reported_bytes("h", b"caf\xc3\xa9", 10),
+            Ok("caf\u{e9}")
+        );
+        assert_eq!(
+            check_reported_bytes("h", b"\xc2\x9b31m", 10),
+            Err(TextError::ControlCharacter {
+                field: "h",
+                escaped: "\\u{9b}".into()
+            })
+        );
+        assert_eq!(
+            check_reported_bytes("h", b"\xff", 10),
+            Err(TextError::NotUtf8 { field: "h" })
+        );
+        assert!(matches!(
+            check_reported_bytes("h", &[b'x'; 11], 10),
+            Err(TextError::TooLong { len: 11, .. })
+        ));
         let e = check_reported("version", "1\x1b", MAX_VERSION_BYTES).unwrap_err();
         assert_eq!(e.field(), "version");
         assert!(e

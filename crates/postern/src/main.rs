@@ -170,7 +170,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("postern: {e:#}");
+            // Errors may quote what the edge answered: shown, never acted on by the terminal.
+            eprintln!(
+                "postern: {}",
+                postern_proto::text::escape(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -238,8 +242,10 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
                 args.idp_connect_to,
                 |start| {
                     println!("To approve this connector, an administrator opens");
-                    println!("  {}", start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri));
-                    println!("and checks that it shows the code {}", start.user_code);
+                    // The address and code come from the edge: shown with control characters escaped.
+                    let uri = start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri);
+                    println!("  {}", postern_proto::text::escape(uri));
+                    println!("and checks that it shows the code {}", postern_proto::text::escape(&start.user_code));
                     println!("Waiting for approval (the code expires in {} minutes)...", start.expires_in / 60);
                 },
             )
