@@ -194,6 +194,22 @@ impl Policy {
         self.rules.is_empty()
     }
 
+    /// The policy in a few words, for the connector's start-up log line.
+    pub fn describe(&self) -> String {
+        if self.rules.is_empty() {
+            return "all but link-local and cloud metadata addresses".to_owned();
+        }
+        self.rules
+            .iter()
+            .map(|r| match r {
+                Rule::Net(net) => format!("{}/{}", net.addr, net.prefix),
+                Rule::Host(h) => h.clone(),
+                Rule::Subdomains(d) => format!("*.{d}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether the connector may connect to `ip`, reached through the name `host` (`None` for an
     /// IP literal).
     pub fn check(&self, host: Option<&str>, ip: IpAddr) -> Result<(), Refused> {

@@ -104,7 +104,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             _ = crate::stopped(&mut rx) => return Ok(()),
         }
     }
-    tracing::info!(connector = %reg.connector_id, group = %reg.group, edge = %reg.edge_url, apps = apps.load().len(), "connector running");
+    tracing::info!(connector = %reg.connector_id, group = %reg.group, edge = %reg.edge_url, apps = apps.load().len(), destinations = %opts.destinations.describe(), "connector running");
 
     let url = url::Url::parse(&reg.edge_url).context("the registered edge URL is invalid")?;
     let host = url
