@@ -20,10 +20,11 @@ use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
 
 use crate::apps::{AppEntry, Apps};
+use crate::destination::{self, Guarded, Policy};
 
 pub type StreamBody = Either<Incoming, Full<Bytes>>;
 type BackendBody = Either<Watched<Incoming>, Empty<Bytes>>;
-type Pool = Client<HttpsConnector<HttpConnector>, BackendBody>;
+type Pool = Client<HttpsConnector<Guarded>, BackendBody>;
 
 /// The connector's clients for apps: one that verifies `https` apps' certificates (the default)
 /// and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`. Each is built
@@ -34,6 +35,9 @@ pub struct Backends {
     apps: Arc<ArcSwap<Apps>>,
     /// The config version applied, for streams routed with a newer one.
     applied: tokio::sync::watch::Receiver<u64>,
+    /// Which addresses the pools may connect to.
+    policy: Arc<Policy>,
+    lookup: destination::Lookup,
 }
 
 /// How long a stream routed with a newer config than the connector's waits for that config
@@ -41,13 +45,23 @@ pub struct Backends {
 const CONFIG_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Backends {
-    pub fn new(apps: Arc<ArcSwap<Apps>>, applied: tokio::sync::watch::Receiver<u64>) -> Backends {
+    pub fn new(
+        apps: Arc<ArcSwap<Apps>>,
+        applied: tokio::sync::watch::Receiver<u64>,
+        policy: Policy,
+    ) -> Backends {
         Backends {
             verified: OnceLock::new(),
             unverified: OnceLock::new(),
             apps,
             applied,
+            policy: Arc::new(policy),
+            lookup: destination::system_lookup(),
         }
+    }
+
+    fn pool(&self, tls: rustls::ClientConfig) -> Pool {
+        pool(tls, self.policy.clone(), self.lookup.clone())
     }
 
     /// Serves one tunnel stream. Never fails: problems become a response carrying
@@ -80,10 +94,10 @@ impl Backends {
         };
         let client = if app.route.insecure_skip_backend_tls_verify {
             self.unverified
-                .get_or_init(|| pool(postern_pki::insecure_backend_client_config()))
+                .get_or_init(|| self.pool(postern_pki::insecure_backend_client_config()))
         } else {
             self.verified
-                .get_or_init(|| pool(postern_pki::backend_client_config()))
+                .get_or_init(|| self.pool(postern_pki::backend_client_config()))
         };
         let result = if req.method() == Method::CONNECT {
             websocket(client, &app, req, &meta).await
@@ -113,15 +127,18 @@ pub(crate) fn resolve(
     }
 }
 
-fn pool(tls: rustls::ClientConfig) -> Pool {
-    let mut http = HttpConnector::new();
+/// A keep-alive pool whose connections go only where the destination policy allows: names are
+/// resolved and filtered by [`destination::Resolver`], IP literals judged by [`Guarded`].
+fn pool(tls: rustls::ClientConfig, policy: Arc<Policy>, lookup: destination::Lookup) -> Pool {
+    let mut http =
+        HttpConnector::new_with_resolver(destination::Resolver::new(policy.clone(), lookup));
     http.enforce_http(false);
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(Guarded::new(http, policy));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .pool_max_idle_per_host(256)
@@ -171,10 +188,7 @@ async fn forward(
         r = client.request(backend_req) => r,
         () = deadline => return Err(TunnelRefusal::BackendTimeout),
     }
-    .map_err(|e| {
-        tracing::debug!(error = %e, "backend request error");
-        TunnelRefusal::BackendUnreachable
-    })?;
+    .map_err(backend_error)?;
     app_response(resp)
 }
 
@@ -227,7 +241,7 @@ async fn websocket(
     let resp = tokio::time::timeout(app.timeout, client.request(backend_req))
         .await
         .map_err(|_| TunnelRefusal::BackendTimeout)?
-        .map_err(|_| TunnelRefusal::BackendUnreachable)?;
+        .map_err(backend_error)?;
     if resp.status().is_success() {
         // A 2xx that is not 101 would read as "upgraded" on an HTTP/2 CONNECT stream.
         return Err(TunnelRefusal::UpgradeRefused);
@@ -263,6 +277,16 @@ async fn websocket(
         }
     });
     Ok(ok)
+}
+
+/// What a failed backend request tells the edge: a refusal by the destination policy, or an app
+/// that could not be reached.
+fn backend_error(e: hyper_util::client::legacy::Error) -> TunnelRefusal {
+    if destination::is_refusal(&e) {
+        return TunnelRefusal::DestinationRefused;
+    }
+    tracing::debug!(error = %e, "backend request error");
+    TunnelRefusal::BackendUnreachable
 }
 
 fn refusal_response(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {

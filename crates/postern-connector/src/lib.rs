@@ -5,13 +5,15 @@
 //! stream to the app it names.
 //!
 //! **Invariant:** the connector only dials out: to the edge, and to the internal URLs of the apps
-//! in its current config. It listens on no port.
+//! in its current config that its own destination policy allows (`destination`). It listens on
+//! no port.
 
 mod apps;
 mod backend;
 mod backoff;
 pub mod control;
 mod credentials;
+pub mod destination;
 pub mod device;
 pub mod register;
 mod renew;
@@ -33,7 +35,9 @@ use crate::backoff::Backoff;
 use crate::control::FetchError;
 use crate::credentials::Credentials;
 
+pub use apps::{check_path_within_base, normalise_path, PathRefusal, MAX_DECODE_ROUNDS};
 pub use credentials::hostname;
+pub use destination::{Policy as DestinationPolicy, Rule as DestinationRule};
 pub use register::{register, register_as_admin, RegisterOptions};
 pub use renew::DEFAULT_RENEW_AFTER;
 
@@ -49,6 +53,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Renew the certificate at this age (the edge may ask for sooner).
     pub renew_after: Duration,
+    /// Where the connector may connect for apps (`--allow-destination`).
+    pub destinations: DestinationPolicy,
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -98,7 +104,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
             _ = crate::stopped(&mut rx) => return Ok(()),
         }
     }
-    tracing::info!(connector = %reg.connector_id, group = %reg.group, edge = %reg.edge_url, apps = apps.load().len(), "connector running");
+    tracing::info!(connector = %reg.connector_id, group = %reg.group, edge = %reg.edge_url, apps = apps.load().len(), destinations = %opts.destinations.describe(), "connector running");
 
     let url = url::Url::parse(&reg.edge_url).context("the registered edge URL is invalid")?;
     let host = url
@@ -121,7 +127,11 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         server_name,
         credentials: credentials.clone(),
     });
-    let backends = Arc::new(backend::Backends::new(apps.clone(), applied_rx.clone()));
+    let backends = Arc::new(backend::Backends::new(
+        apps.clone(),
+        applied_rx.clone(),
+        opts.destinations.clone(),
+    ));
     let (renewed_tx, renewed_rx) = watch::channel(0u64);
     let renewer = renew::Renewer {
         state_dir: opts.state_dir.clone(),

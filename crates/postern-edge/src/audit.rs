@@ -28,6 +28,24 @@ impl Actor {
     }
 }
 
+/// Longest actor, target or detail the audit log keeps: an event names who, what and why; more
+/// is a caller's payload (a path or a value echoed in an error), not a record.
+pub const MAX_AUDIT_TEXT_BYTES: usize = 2048;
+
+/// Text as the audit log keeps it: control characters escaped, so no value can forge an event's
+/// line wherever it is shown, and cut at [`MAX_AUDIT_TEXT_BYTES`] (marked with `…`).
+fn recordable(text: &str) -> String {
+    let escaped = postern_proto::text::escape(text);
+    if escaped.len() <= MAX_AUDIT_TEXT_BYTES {
+        return escaped.into_owned();
+    }
+    let mut end = MAX_AUDIT_TEXT_BYTES;
+    while !escaped.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &escaped[..end])
+}
+
 /// Records one event. A failure to record is logged loudly but does not undo the action, which
 /// has already been committed.
 pub async fn record(
@@ -42,15 +60,31 @@ pub async fn record(
         Ok(d) => (Outcome::Success, d),
         Err(d) => (Outcome::Failure, d),
     };
+    let (actor_text, target, detail) =
+        (recordable(&actor.0), recordable(target), recordable(detail));
     let event = NewAuditEvent {
-        actor: &actor.0,
+        actor: &actor_text,
         action,
-        target,
+        target: &target,
         outcome,
-        detail,
+        detail: &detail,
         request_id,
     };
     if let Err(e) = store.record(&event).await {
         tracing::error!(error = %e, actor = %actor.0, action, target, "cannot write the audit log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_text_is_escaped_and_bounded() {
+        assert_eq!(recordable("registration:host-1"), "registration:host-1");
+        assert_eq!(recordable("a\n\x1b[31mb"), "a\\n\\x1b[31mb");
+        let long = recordable(&"é".repeat(MAX_AUDIT_TEXT_BYTES));
+        assert!(long.len() <= MAX_AUDIT_TEXT_BYTES + '…'.len_utf8());
+        assert!(long.ends_with('…'));
     }
 }

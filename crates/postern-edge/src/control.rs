@@ -2,8 +2,10 @@
 //! and config long-poll, over HTTP on the same port).
 //!
 //! **Invariant:** every call and every tunnel on this listener needs a valid client certificate of
-//! a connector that is registered and not revoked, except `POST /v1/connector/register`, which
-//! needs a one-time registration token instead.
+//! a connector that is registered and not revoked, and that is the connector's current
+//! certificate (by serial: after a renewal the previous one is accepted only until the new one is
+//! first used), except `POST /v1/connector/register`, which needs a one-time registration token
+//! instead.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,12 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use postern_pki::CertIdentity;
 use postern_proto::api::{
     RegisterRequest, RegisterResponse, RenewRequest, RenewResponse, HEADER_CONNECTOR_HOSTNAME,
     HEADER_CONNECTOR_VERSION,
 };
+use postern_proto::text::{Escaped, MAX_HOSTNAME_BYTES, MAX_VERSION_BYTES};
 use postern_proto::tunnel::TUNNEL_ALPN;
-use postern_store::{CertRecord, ConnectorReport, RegisterError, StoreError};
+use postern_store::{CertRecord, CertRefusal, ConnectorReport, RegisterError, StoreError};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -31,9 +35,10 @@ use crate::audit::{self, Actor};
 use crate::config::CONFIG_POLL_TIMEOUT;
 use crate::state::Shared;
 
-/// The connector a client certificate names, if the peer presented one.
+/// The connector (and which of its certificates) a client certificate names, if the peer
+/// presented one.
 #[derive(Clone, Debug)]
-pub struct PeerConnector(pub Option<String>);
+pub struct PeerConnector(pub Option<CertIdentity>);
 
 /// Tunnel HTTP/2 flow-control windows. A stream's window is large enough to fill a fast link on
 /// one stream (2 MiB in flight: 800 Mbit/s at 20 ms) and bounds what a slow reader holds in memory.
@@ -73,7 +78,7 @@ pub async fn on_conn(
     let connector = conn
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(|cert| postern_pki::connector_id_from_cert(cert));
+        .and_then(|cert| postern_pki::connector_identity_from_cert(cert));
     if is_tunnel {
         run_tunnel(shared, tls, peer, connector).await;
         return;
@@ -97,20 +102,21 @@ async fn run_tunnel(
     shared: Arc<Shared>,
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
-    connector: Option<String>,
+    connector: Option<CertIdentity>,
 ) {
-    let Some(id) = connector else {
+    let Some(identity) = connector else {
         tracing::warn!(%peer, "tunnel refused: no client certificate");
         return;
     };
-    let connector = match shared.store.connector(&id).await {
-        Ok(c) if c.revoked_at.is_none() => c,
-        Ok(_) => {
-            tracing::warn!(%peer, connector = %id, "tunnel refused: connector is revoked");
-            return;
-        }
+    let id = identity.connector_id.clone();
+    let connector = match shared
+        .store
+        .authenticate_connector(&id, &identity.serial_hex)
+        .await
+    {
+        Ok(c) => c,
         Err(e) => {
-            tracing::warn!(%peer, connector = %id, error = %e, "tunnel refused");
+            tracing::warn!(%peer, connector = %id, serial = %identity.serial_hex, "tunnel refused: {e}");
             return;
         }
     };
@@ -172,56 +178,86 @@ async fn seen(shared: &Shared, id: &str, report: &ConnectorReport) {
     }
 }
 
-/// The connector named by the caller's client certificate, if it is registered and not revoked.
+/// The connector named by the caller's client certificate, if it is registered, not revoked, and
+/// the certificate is its current one.
 async fn calling_connector(
     shared: &Shared,
-    peer: Option<String>,
+    peer: Option<&CertIdentity>,
 ) -> Result<postern_store::Connector, ApiFailure> {
-    let id = peer.ok_or_else(|| {
+    let identity = peer.ok_or_else(|| {
         ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "certificate_required",
             "this call needs the connector's client certificate; register the connector first",
         )
     })?;
-    let connector = shared.store.connector(&id).await.map_err(|e| match e {
-        StoreError::NotFound { .. } => ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "unknown_connector",
-            format!("connector {id} is not registered with this edge"),
-        ),
-        other => other.into(),
-    })?;
-    if connector.revoked_at.is_some() {
-        return Err(ApiFailure::new(
-            StatusCode::FORBIDDEN,
-            "connector_revoked",
-            format!("connector {id} was revoked; register it again with a new token"),
-        ));
-    }
-    Ok(connector)
+    shared
+        .store
+        .authenticate_connector(&identity.connector_id, &identity.serial_hex)
+        .await
+        .map_err(|e| {
+            let code = match &e {
+                CertRefusal::Unknown(_) => "unknown_connector",
+                CertRefusal::Revoked(_) => "connector_revoked",
+                CertRefusal::NotCurrent(_) => "certificate_not_current",
+                CertRefusal::Store(_) => return ApiFailure::internal(e),
+            };
+            tracing::warn!(connector = %identity.connector_id, serial = %identity.serial_hex, "control call refused: {e}");
+            ApiFailure::new(StatusCode::FORBIDDEN, code, e.to_string())
+        })
 }
 
-/// What the connector says about itself in its control-plane headers.
-fn report(headers: &http::HeaderMap, peer: SocketAddr) -> ConnectorReport {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(128).collect::<String>())
-            .filter(|v| !v.is_empty())
-    };
-    ConnectorReport {
-        hostname: header(HEADER_CONNECTOR_HOSTNAME),
-        version: header(HEADER_CONNECTOR_VERSION),
-        address: Some(peer.ip().to_string()),
+/// The connector, refused when it was revoked meanwhile (a long-poll's wait may end with it).
+async fn still_live(shared: &Shared, id: &str) -> Result<postern_store::Connector, ApiFailure> {
+    match shared.store.connector(id).await {
+        Ok(c) if c.revoked_at.is_none() => Ok(c),
+        Ok(_) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "connector_revoked",
+            CertRefusal::Revoked(id.to_owned()).to_string(),
+        )),
+        Err(StoreError::NotFound { .. }) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "unknown_connector",
+            CertRefusal::Unknown(id.to_owned()).to_string(),
+        )),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// What the connector says about itself in its control-plane headers: bounded, and refused
+/// (naming the header) when not printable, since it is stored, listed and logged.
+fn report(headers: &http::HeaderMap, peer: SocketAddr) -> Result<ConnectorReport, ApiFailure> {
+    let header = |name: &'static str, max: usize| -> Result<Option<String>, ApiFailure> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        let text = postern_proto::text::check_reported_bytes(name, value.as_bytes(), max)
+            .map_err(invalid_field)?;
+        Ok((!text.is_empty()).then(|| text.to_owned()))
+    };
+    Ok(ConnectorReport {
+        hostname: header(HEADER_CONNECTOR_HOSTNAME, MAX_HOSTNAME_BYTES)?,
+        version: header(HEADER_CONNECTOR_VERSION, MAX_VERSION_BYTES)?,
+        address: Some(peer.ip().to_string()),
+    })
+}
+
+/// A reported value refused before anything was stored.
+fn invalid_field(e: postern_proto::text::TextError) -> ApiFailure {
+    tracing::warn!(field = e.field(), "connector call refused: {e}");
+    let mut failure = ApiFailure::bad_request("invalid_field", e.to_string());
+    failure.request_id = Some(crate::forward::new_request_id());
+    failure
 }
 
 async fn register(
     State(shared): State<Arc<Shared>>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiFailure> {
+    // Before any work and before anything is recorded: an unauthenticated caller's values are
+    // bounded and printable, or refused.
+    req.check().map_err(invalid_field)?;
     let ca = &shared.connector_ca;
     let validity = shared.config.connector_cert_validity;
     let mut req = req;
@@ -263,7 +299,7 @@ async fn register(
         Err(e) => {
             let failure = match e {
                 RegisterError::Token(problem) => {
-                    tracing::warn!(hostname = %req.hostname, "registration refused: {problem}");
+                    tracing::warn!(hostname = %Escaped(&req.hostname), "registration refused: {problem}");
                     ApiFailure::new(
                         StatusCode::UNAUTHORIZED,
                         "token_refused",
@@ -289,7 +325,7 @@ async fn register(
             return Err(failure);
         }
     };
-    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %connector.hostname, "connector registered");
+    tracing::info!(connector = %connector.id, group = %connector.group, hostname = %Escaped(&connector.hostname), "connector registered");
     let detail = format!(
         "group {}, certificate expires {}",
         connector.group, cert.not_after
@@ -329,8 +365,9 @@ async fn config(
     headers: http::HeaderMap,
     Query(q): Query<ConfigQuery>,
 ) -> Result<Response, ApiFailure> {
-    let connector = calling_connector(&shared, peer).await?;
-    seen(&shared, &connector.id, &report(&headers, addr)).await;
+    let report = report(&headers, addr)?;
+    let connector = calling_connector(&shared, peer.as_ref()).await?;
+    seen(&shared, &connector.id, &report).await;
     if let Some(after) = q.after {
         let mut rx = shared.version.subscribe();
         let mut stopping = shared.stopping.clone();
@@ -344,8 +381,9 @@ async fn config(
             return Ok(StatusCode::NOT_MODIFIED.into_response());
         }
     }
-    // Looked up again: the change that ended the wait may be this connector's revocation.
-    let connector = calling_connector(&shared, Some(connector.id)).await?;
+    // Looked up again: the change that ended the wait may be this connector's revocation. The
+    // certificate was judged when the call began; a renewal during the wait does not undo that.
+    let connector = still_live(&shared, &connector.id).await?;
     let doc = shared.connector_config(&connector.id).await?;
     Ok(Json(doc).into_response())
 }
@@ -357,15 +395,17 @@ async fn renew(
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<RenewResponse>, ApiFailure> {
     let request_id = crate::forward::new_request_id();
-    let actor = Actor::connector(peer.as_deref().unwrap_or("unknown"));
-    let target = peer.clone().unwrap_or_else(|| "-".to_owned());
+    let peer_id = peer.as_ref().map(|p| p.connector_id.clone());
+    let actor = Actor::connector(peer_id.as_deref().unwrap_or("unknown"));
+    let target = peer_id.unwrap_or_else(|| "-".to_owned());
     let result = async {
-        let connector = calling_connector(&shared, peer).await?;
+        let connector = calling_connector(&shared, peer.as_ref()).await?;
+        let presented = peer.as_ref().map_or("", |p| p.serial_hex.as_str());
         let ca = &shared.connector_ca;
         let validity = shared.config.connector_cert_validity;
         let renewed = shared
             .store
-            .renew_connector(&connector.id, |id| {
+            .renew_connector(&connector.id, presented, |id| {
                 let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
                 Ok(CertRecord {
                     serial_hex: cert.serial_hex,
@@ -381,11 +421,10 @@ async fn renew(
                 let e: postern_pki::CsrError = e;
                 Err(ApiFailure::bad_request("bad_csr", e.to_string()))
             }
-            Err(RegisterError::Store(StoreError::Conflict(m))) => Err(ApiFailure::new(
-                StatusCode::FORBIDDEN,
-                "connector_revoked",
-                m,
-            )),
+            // A revocation or another renewal that won the race with this one.
+            Err(RegisterError::Store(StoreError::Conflict(m))) => {
+                Err(ApiFailure::new(StatusCode::FORBIDDEN, "renewal_refused", m))
+            }
             Err(RegisterError::Store(e)) => Err(e.into()),
             Err(RegisterError::Token(p)) => Err(ApiFailure::internal(p)),
         }

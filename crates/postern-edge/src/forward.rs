@@ -314,6 +314,7 @@ fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refu
         Some(TunnelRefusal::PathOutsideApp) => Refusal::PathOutsideApp { app },
         Some(TunnelRefusal::UpgradeRefused) => Refusal::UpgradeRefused { app },
         Some(TunnelRefusal::ResponseHeadTooLarge) => Refusal::ResponseHeadTooLarge { app },
+        Some(TunnelRefusal::DestinationRefused) => Refusal::DestinationRefused { app },
         Some(TunnelRefusal::BackendUnreachable) | Some(TunnelRefusal::BadMetadata) | None => {
             Refusal::BackendUnreachable { app }
         }

@@ -27,6 +27,10 @@ pub enum Refusal {
     ConnectorLacksApp { app: String },
     /// The connector could not reach the app's internal URL.
     BackendUnreachable { app: String },
+    /// The connector's destination policy refused the app's internal address (link-local, cloud
+    /// metadata, or outside its `--allow-destination`). The page names the cause, not the
+    /// address: that is for the connector's log.
+    DestinationRefused { app: String },
     /// The app did not answer within its timeout.
     BackendTimeout { app: String, timeout: Duration },
     /// The tunnel carrying the request broke before the response began.
@@ -111,6 +115,7 @@ impl Refusal {
             Refusal::NoConnectorOnline { .. }
             | Refusal::ConnectorLacksApp { .. }
             | Refusal::BackendUnreachable { .. }
+            | Refusal::DestinationRefused { .. }
             | Refusal::TunnelLost { .. } => StatusCode::BAD_GATEWAY,
             Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -149,6 +154,7 @@ impl Refusal {
             Refusal::QueueFull { .. } => "queue_full",
             Refusal::ConnectorLacksApp { .. } => "connector_lacks_app",
             Refusal::BackendUnreachable { .. } => "backend_unreachable",
+            Refusal::DestinationRefused { .. } => "destination_refused",
             Refusal::BackendTimeout { .. } => "backend_timeout",
             Refusal::TunnelLost { .. } => "tunnel_lost",
             Refusal::ShuttingDown => "shutting_down",
@@ -178,9 +184,9 @@ impl Refusal {
             | Refusal::ConnectNotAllowed
             | Refusal::PathOutsideApp { .. } => Source::Client,
             Refusal::UpgradeRefused { .. } => Source::App,
-            Refusal::NoConnectorOnline { .. } | Refusal::ConnectorLacksApp { .. } => {
-                Source::Connector
-            }
+            Refusal::NoConnectorOnline { .. }
+            | Refusal::ConnectorLacksApp { .. }
+            | Refusal::DestinationRefused { .. } => Source::Connector,
             Refusal::TunnelLost { .. } => Source::Connector,
             Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
                 Source::Edge
@@ -218,6 +224,7 @@ impl Refusal {
                 | Refusal::HeadTooLarge
                 | Refusal::BadRequestBody
                 | Refusal::ResponseHeadTooLarge { .. }
+                | Refusal::DestinationRefused { .. }
         )
     }
 
@@ -232,6 +239,9 @@ impl Refusal {
             Refusal::QueueFull { .. } => "Too many requests are waiting",
             Refusal::ConnectorLacksApp { .. } => "The connector does not serve this app yet",
             Refusal::BackendUnreachable { .. } => "The app cannot be reached",
+            Refusal::DestinationRefused { .. } => {
+                "The connector is not allowed to connect to this app's address"
+            }
             Refusal::BackendTimeout { .. } => "The app did not answer in time",
             Refusal::TunnelLost { .. } => "The connection to the connector was lost",
             Refusal::ShuttingDown => "The edge is restarting",
@@ -276,6 +286,9 @@ impl Refusal {
             ),
             Refusal::BackendUnreachable { app } => format!(
                 "The connector could not reach {app:?} at its internal URL. Check that the app is running and that the internal URL is right."
+            ),
+            Refusal::DestinationRefused { app } => format!(
+                "The connector serving {app:?} refused to connect to the app's internal address: its destination policy does not allow it (link-local and cloud metadata addresses are always refused; other addresses must match the connector's --allow-destination). An administrator must correct the app's internal URL or the connector's --allow-destination; the connector's log names the address."
             ),
             Refusal::BackendTimeout { app, timeout } => format!(
                 "{app:?} did not send a response within {} seconds.",

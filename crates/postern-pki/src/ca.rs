@@ -347,6 +347,30 @@ mod tests {
         assert!(crate::cert_issued_at("garbage").is_err());
     }
 
+    /// The edge recognises a certificate by the serial it recorded at signing: what the
+    /// certificate carries must read back as exactly that, for many random serials.
+    #[test]
+    fn a_certificate_names_its_connector_and_the_serial_recorded_for_it() {
+        use rustls::pki_types::pem::PemObject;
+        let (_dir, ca) = ca();
+        let csr = crate::generate_key_and_csr().unwrap().csr_pem;
+        for _ in 0..32 {
+            let cert = ca
+                .sign_connector_csr(&csr, "c_1", Duration::from_secs(3600))
+                .unwrap();
+            let der =
+                rustls::pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap();
+            assert_eq!(
+                crate::connector_identity_from_cert(&der),
+                Some(crate::CertIdentity {
+                    connector_id: "c_1".into(),
+                    serial_hex: cert.serial_hex.clone(),
+                })
+            );
+        }
+        assert_eq!(crate::connector_identity_from_cert(b"garbage"), None);
+    }
+
     #[test]
     fn reloads_from_disk() {
         let (dir, ca) = ca();

@@ -30,9 +30,33 @@ pub fn generate_key_and_csr() -> Result<GeneratedKey, PkiError> {
 /// The connector ID a connector certificate was issued for (its subject common name), or `None`
 /// if the certificate cannot be parsed or names none.
 pub fn connector_id_from_cert(der: &[u8]) -> Option<String> {
+    connector_identity_from_cert(der).map(|i| i.connector_id)
+}
+
+/// Who a connector certificate speaks for, and which certificate it is: the connector ID it was
+/// issued for and its serial number. The ID alone would let every certificate ever issued to a
+/// connector stand for it until it expires; the edge accepts only the serial it issued last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub connector_id: String,
+    /// The serial number in lowercase hex without leading zero bytes, as [`crate::IssuedCert`]
+    /// records it.
+    pub serial_hex: String,
+}
+
+/// The [`CertIdentity`] of a connector certificate (DER), or `None` if it cannot be parsed or
+/// names no connector.
+pub fn connector_identity_from_cert(der: &[u8]) -> Option<CertIdentity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
+    let connector_id = cn.as_str().ok()?.to_owned();
+    let serial = cert.raw_serial();
+    let first = serial.iter().position(|b| *b != 0).unwrap_or(serial.len());
+    let serial_hex = serial[first..].iter().map(|b| format!("{b:02x}")).collect();
+    Some(CertIdentity {
+        connector_id,
+        serial_hex,
+    })
 }
 
 /// When a connector certificate (PEM) was issued, and when it expires: its validity period, with

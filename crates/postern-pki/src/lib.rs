@@ -13,7 +13,10 @@ mod tls;
 
 pub use ca::{Ca, CsrError, IssuedCert, CONNECTOR_CERT_BACKDATE};
 pub use files::{write_private, write_public};
-pub use identity::{cert_issued_at, connector_id_from_cert, generate_key_and_csr, GeneratedKey};
+pub use identity::{
+    cert_issued_at, connector_id_from_cert, connector_identity_from_cert, generate_key_and_csr,
+    CertIdentity, GeneratedKey,
+};
 pub use resolver::ServerCerts;
 pub use tls::{
     backend_client_config, client_config, connector_client_config, connector_listener_config,

@@ -2,6 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::{check_reported, TextError, MAX_HOSTNAME_BYTES, MAX_VERSION_BYTES};
+
+/// Longest registration token accepted: the edge's are 47 characters; this leaves room without
+/// letting a caller make the edge hash megabytes.
+pub const MAX_REGISTRATION_TOKEN_BYTES: usize = 256;
+/// Longest access token accepted in a registration: the built-in identity provider's signed JWTs
+/// are under 2 KiB.
+pub const MAX_ACCESS_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest connector group name: the edge's group names are at most 63 characters.
+pub const MAX_GROUP_BYTES: usize = 63;
+
 /// The JSON body of every error answer from a Postern API: a stable machine-readable code and a
 /// message that tells a person what to fix.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,6 +49,24 @@ pub struct RegisterRequest {
     pub hostname: String,
     /// The connector's software version.
     pub version: String,
+}
+
+impl RegisterRequest {
+    /// Checks what an unauthenticated caller sent before any work is spent on it: every field
+    /// bounded, and the host name, version and group printable (they are stored, listed and
+    /// logged). The CSR is bounded and parsed by the CA.
+    pub fn check(&self) -> Result<(), TextError> {
+        check_reported("hostname", &self.hostname, MAX_HOSTNAME_BYTES)?;
+        check_reported("version", &self.version, MAX_VERSION_BYTES)?;
+        check_reported("token", &self.token, MAX_REGISTRATION_TOKEN_BYTES)?;
+        if let Some(t) = &self.access_token {
+            check_reported("access_token", t, MAX_ACCESS_TOKEN_BYTES)?;
+        }
+        if let Some(g) = &self.group {
+            check_reported("group", g, MAX_GROUP_BYTES)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,4 +109,44 @@ pub struct RenewResponse {
     pub certificate_pem: String,
     /// Its expiry, Unix seconds.
     pub not_after: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_are_bounded_and_printable() {
+        let ok = RegisterRequest {
+            token: "pst_abc".into(),
+            access_token: None,
+            group: None,
+            csr_pem: String::new(),
+            hostname: "host-1".into(),
+            version: "0.1.0".into(),
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let with = |f: &dyn Fn(&mut RegisterRequest)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            r.check().map_err(|e| e.field())
+        };
+        assert_eq!(
+            with(&|r| r.hostname = "h".repeat(60 * 1024)),
+            Err("hostname")
+        );
+        assert_eq!(
+            with(&|r| r.hostname = "h\n\x1b[31m".into()),
+            Err("hostname")
+        );
+        assert_eq!(with(&|r| r.version = "v".repeat(65)), Err("version"));
+        assert_eq!(with(&|r| r.version = "1\u{202e}".into()), Err("version"));
+        assert_eq!(with(&|r| r.token = "t".repeat(257)), Err("token"));
+        assert_eq!(
+            with(&|r| r.access_token = Some("a".repeat(9000))),
+            Err("access_token")
+        );
+        assert_eq!(with(&|r| r.group = Some("g\r".into())), Err("group"));
+        assert_eq!(with(&|r| r.group = Some("office".into())), Ok(()));
+    }
 }

@@ -166,10 +166,13 @@ pub enum TunnelRefusal {
     /// The app's response head or trailers were larger than a tunnel carries
     /// ([`crate::limits::MAX_RESPONSE_HEAD_BYTES`]).
     ResponseHeadTooLarge,
+    /// The connector's destination policy refused every address of the app's internal URL
+    /// (link-local and cloud metadata addresses, or outside its `--allow-destination`).
+    DestinationRefused,
 }
 
 impl TunnelRefusal {
-    pub const ALL: [TunnelRefusal; 7] = [
+    pub const ALL: [TunnelRefusal; 8] = [
         TunnelRefusal::UnknownApp,
         TunnelRefusal::BadMetadata,
         TunnelRefusal::BackendUnreachable,
@@ -177,6 +180,7 @@ impl TunnelRefusal {
         TunnelRefusal::PathOutsideApp,
         TunnelRefusal::UpgradeRefused,
         TunnelRefusal::ResponseHeadTooLarge,
+        TunnelRefusal::DestinationRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -188,6 +192,7 @@ impl TunnelRefusal {
             TunnelRefusal::PathOutsideApp => "path-outside-app",
             TunnelRefusal::UpgradeRefused => "upgrade-refused",
             TunnelRefusal::ResponseHeadTooLarge => "response-head-too-large",
+            TunnelRefusal::DestinationRefused => "destination-refused",
         }
     }
 
@@ -206,6 +211,7 @@ impl TunnelRefusal {
             TunnelRefusal::UpgradeRefused | TunnelRefusal::ResponseHeadTooLarge => {
                 http::StatusCode::BAD_GATEWAY
             }
+            TunnelRefusal::DestinationRefused => http::StatusCode::FORBIDDEN,
         }
     }
 }

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use admin::MAX_AUDIT_PAGE;
+pub use connectors::CertRefusal;
 pub use idp::{DEVICE_CODES_PER_CLIENT, DEVICE_CODES_PER_REQUESTER, SIGNIN_EVENT_FIELD_BYTES};
 pub use idp_model::{
     AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,

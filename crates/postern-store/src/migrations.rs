@@ -2,7 +2,9 @@
 
 use sqlx::SqlitePool;
 
-/// Each entry is one schema version; never edit a released entry, append a new one.
+/// Each entry is one schema version; never edit a released entry, append a new one. An empty
+/// entry is a reserved version: skipped and not recorded, so the migration that later fills it
+/// is still applied to a database that already has the versions after it.
 const MIGRATIONS: &[&str] = &[
     // 1: groups, apps, connectors, certificates, registration tokens, the config version.
     // IDs are never reused: a connector with a stale config must not take a new app's stream for
@@ -244,19 +246,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX idp_codes_expiry ON idp_codes (expires_at);
     CREATE INDEX idp_sessions_expiry ON idp_sessions (expires_at);
     CREATE INDEX idp_sessions_user ON idp_sessions (user_id);",
+    // 7: each connector's current certificate serial, and the one it replaced while the new one
+    // has not been used yet: a connector is authenticated by serial, not by name. Existing
+    // connectors take their newest certificate as current and the one before as previous.
+    "ALTER TABLE connectors ADD COLUMN cert_serial TEXT;
+    ALTER TABLE connectors ADD COLUMN previous_cert_serial TEXT;
+    UPDATE connectors SET
+        cert_serial = (SELECT serial FROM certificates WHERE connector_id = connectors.id
+            ORDER BY issued_at DESC, rowid DESC LIMIT 1),
+        previous_cert_serial = (SELECT serial FROM certificates WHERE connector_id = connectors.id
+            ORDER BY issued_at DESC, rowid DESC LIMIT 1 OFFSET 1);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    apply(pool, MIGRATIONS).await
+}
+
+/// Applies every version of `migrations` the database has not recorded, in order.
+async fn apply(pool: &SqlitePool, migrations: &[&str]) -> Result<(), sqlx::Error> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
         .execute(pool)
         .await?;
-    let applied: i64 =
-        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(pool)
-            .await?;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
+        .await?;
+    for (i, sql) in migrations.iter().enumerate() {
         let version = i as i64 + 1;
-        if version <= applied {
+        if sql.is_empty() || applied.contains(&version) {
             continue;
         }
         let mut tx = pool.begin().await?;
@@ -269,4 +285,52 @@ pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pool() -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("m.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        (dir, pool)
+    }
+
+    async fn versions(pool: &SqlitePool) -> Vec<i64> {
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// A reserved (empty) version is not recorded, and the migration that fills it is applied
+    /// later although a higher version already was; applied versions never run twice (each
+    /// would fail: its table exists).
+    #[tokio::test]
+    async fn a_reserved_version_is_applied_when_it_is_filled() {
+        let (_dir, pool) = pool().await;
+        apply(&pool, &["CREATE TABLE a (x)", "", "CREATE TABLE c (x)"])
+            .await
+            .unwrap();
+        assert_eq!(versions(&pool).await, vec![1, 3]);
+        apply(
+            &pool,
+            &[
+                "CREATE TABLE a (x)",
+                "CREATE TABLE b (x)",
+                "CREATE TABLE c (x)",
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(versions(&pool).await, vec![1, 2, 3]);
+        sqlx::query("SELECT x FROM b")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    }
 }

@@ -249,7 +249,7 @@ async fn revoked_connectors_are_not_moved_or_renewed() {
         .await
         .unwrap();
     let (renewed, _) = store
-        .renew_connector::<()>(&c.id, |_| {
+        .renew_connector::<()>(&c.id, "01", |_| {
             Ok(CertRecord {
                 not_after: 200,
                 ..cert("02")
@@ -268,14 +268,16 @@ async fn revoked_connectors_are_not_moved_or_renewed() {
         store.move_connector(&c.id, "g").await,
         Err(StoreError::Conflict(_))
     ));
-    let refused = store.renew_connector::<()>(&c.id, |_| Ok(cert("03"))).await;
+    let refused = store
+        .renew_connector::<()>(&c.id, "02", |_| Ok(cert("03")))
+        .await;
     assert!(matches!(
         refused,
         Err(RegisterError::Store(StoreError::Conflict(_)))
     ));
     assert!(matches!(
         store
-            .renew_connector::<()>("c_unknown", |_| Ok(cert("04")))
+            .renew_connector::<()>("c_unknown", "01", |_| Ok(cert("04")))
             .await,
         Err(RegisterError::Store(StoreError::NotFound { .. }))
     ));

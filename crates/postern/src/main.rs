@@ -213,6 +213,17 @@ struct RunArgs {
     /// Renew the client certificate when it is this old (the edge may ask for sooner).
     #[arg(long, default_value = "180d", value_parser = positive_duration)]
     renew_after: Duration,
+    /// Connect to apps only at this address, network (CIDR) or host name (`*.domain` for every
+    /// name under it); repeat the flag, or separate values with commas in the environment.
+    /// Without it, every address but link-local and cloud metadata ones is allowed; those are
+    /// refused unless a network rule names them.
+    #[arg(
+        long = "allow-destination",
+        value_name = "CIDR|HOST",
+        env = "POSTERN_ALLOW_DESTINATION",
+        value_delimiter = ','
+    )]
+    allow_destination: Vec<postern_connector::DestinationRule>,
 }
 
 fn main() -> ExitCode {
@@ -236,7 +247,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("postern: {e:#}");
+            // Errors may quote what the edge answered: shown, never acted on by the terminal.
+            eprintln!(
+                "postern: {}",
+                postern_proto::text::escape(&format!("{e:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -305,8 +320,10 @@ async fn register(args: RegisterArgs) -> anyhow::Result<()> {
                 args.idp_connect_to,
                 |start| {
                     println!("To approve this connector, an administrator opens");
-                    println!("  {}", start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri));
-                    println!("and checks that it shows the code {}", start.user_code);
+                    // The address and code come from the edge: shown with control characters escaped.
+                    let uri = start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri);
+                    println!("  {}", postern_proto::text::escape(uri));
+                    println!("and checks that it shows the code {}", postern_proto::text::escape(&start.user_code));
                     println!("Waiting for approval (the code expires in {} minutes)...", start.expires_in / 60);
                 },
             )
@@ -334,6 +351,7 @@ async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
             tunnels: args.tunnels,
             drain_timeout: args.drain_timeout,
             renew_after: args.renew_after,
+            destinations: postern_connector::DestinationPolicy::new(args.allow_destination),
         },
         rx,
     );

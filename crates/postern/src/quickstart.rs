@@ -109,6 +109,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             tunnels: postern_connector::DEFAULT_TUNNELS,
             drain_timeout: postern_connector::DEFAULT_DRAIN_TIMEOUT,
             renew_after: postern_connector::DEFAULT_RENEW_AFTER,
+            // The demo app is on loopback, which the default policy allows.
+            destinations: postern_connector::DestinationPolicy::default(),
         },
         stop_rx,
     ));

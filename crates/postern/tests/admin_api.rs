@@ -438,6 +438,57 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "invalid_name",
             "is not valid",
         ),
+        // Names an admin gives refuse control characters (a forged line, a terminal escape).
+        (
+            Method::POST,
+            "/v1/groups".into(),
+            Some(json!({ "name": "g2\n\x1b[31m" })),
+            400,
+            "invalid_name",
+            "is not valid",
+        ),
+        (
+            Method::PATCH,
+            "/v1/groups/g".into(),
+            Some(json!({ "name": "g\r\nforged" })),
+            400,
+            "invalid_name",
+            "is not valid",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish(
+                "b\n\x1b[31m",
+                "https://b.localhost",
+                &app.url(),
+                "g",
+            )),
+            400,
+            "invalid_app",
+            "is not valid",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/app".into(),
+            Some(json!({ "name": "app\u{202e}" })),
+            400,
+            "invalid_app",
+            "is not valid",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
+            Some(publish(
+                "b",
+                "https://b.localhost",
+                &app.url(),
+                "g\n\x1b[31m",
+            )),
+            400,
+            "unknown_group",
+            "does not exist",
+        ),
         (
             Method::PATCH,
             format!("/v1/connectors/{}", c.id),
@@ -495,6 +546,10 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         assert!(
             message.contains(fragment),
             "{method} {path}: {message:?} lacks {fragment:?}"
+        );
+        assert!(
+            !message.chars().any(char::is_control),
+            "{method} {path}: the message carries a control character: {message:?}"
         );
         assert_eq!(
             answer["error"]["request_id"].as_str(),

@@ -113,6 +113,273 @@ async fn tunnel_handshake(edge: &Edge, identity: Option<(String, String)>) -> Re
     }
 }
 
+/// A connector is known by its certificate's serial, not only by the name in it: after a renewal
+/// the old certificate keeps working until the new one is first used (so a lost renewal answer
+/// cannot lock the connector out), and from then on the old certificate and key are refused for
+/// a config call, a tunnel and a renewal.
+#[tokio::test]
+async fn a_renewed_certificate_retires_the_old_one_at_its_first_use() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("c");
+    assert!(edge
+        .register(&edge.token("g").await, &dir)
+        .await
+        .status
+        .success());
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let (old_cert, old_key) = (read("connector.pem"), read("connector-key.pem"));
+    let old = edge.connector_client(&dir);
+    let base = format!("https://{}/v1/connector", edge.connector);
+    let config = |client: &reqwest::Client| {
+        let req = client.get(format!("{base}/config"));
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let renew = |client: &reqwest::Client| {
+        let csr = postern_pki::generate_key_and_csr().unwrap();
+        let req = client
+            .post(format!("{base}/renew"))
+            .json(&serde_json::json!({ "csr_pem": csr.csr_pem }));
+        async move {
+            let resp = req.send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap(),
+                csr.key_pem,
+            )
+        }
+    };
+    assert_eq!(config(&old).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((old_cert.clone(), old_key.clone()))).await,
+        Ok(())
+    );
+
+    // Renewed with the old certificate, as the connector does it.
+    let (status, body, new_key) = renew(&old).await;
+    assert_eq!(status, 200, "{body}");
+    let renewed: postern_proto::api::RenewResponse = serde_json::from_str(&body).unwrap();
+    // Not used yet: the old certificate still works, for calls and tunnels alike.
+    assert_eq!(config(&old).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((old_cert.clone(), old_key.clone()))).await,
+        Ok(())
+    );
+
+    // The new certificate's first use.
+    std::fs::write(dir.join("connector.pem"), &renewed.certificate_pem).unwrap();
+    std::fs::write(dir.join("connector-key.pem"), &new_key).unwrap();
+    let new = edge.connector_client(&dir);
+    assert_eq!(config(&new).await.0, 200);
+
+    // From now on the old pair is refused: a config call, a tunnel, a renewal.
+    assert_eq!(
+        config(&old).await,
+        (403, "certificate_not_current".to_owned())
+    );
+    let refused = tunnel_handshake(&edge, Some((old_cert, old_key))).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("closed")),
+        "{refused:?}"
+    );
+    let (status, body, _) = renew(&old).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("certificate_not_current"), "{body}");
+    // The new one goes on working.
+    assert_eq!(config(&new).await.0, 200);
+    assert_eq!(
+        tunnel_handshake(&edge, Some((renewed.certificate_pem, new_key))).await,
+        Ok(())
+    );
+}
+
+/// What a caller reports about a connector is bounded and printable, or refused with a 400
+/// naming the field before anything is stored; and a value that is in the store anyway (written
+/// by an older edge) is shown escaped by the admin CLI, never acted on by the terminal.
+#[tokio::test]
+async fn reported_values_are_bounded_refused_with_control_characters_and_shown_escaped() {
+    let edge = Edge::start(&[]).await;
+    edge.group("g").await;
+    let token = edge.token("g").await;
+    let plain = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let register_url = format!("https://{}/v1/connector/register", edge.connector);
+    let register = |hostname: String, version: &str| {
+        let body = serde_json::json!({
+            "token": token,
+            "csr_pem": postern_pki::generate_key_and_csr().unwrap().csr_pem,
+            "hostname": hostname,
+            "version": version,
+        });
+        let req = plain.post(&register_url).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let forged = "evil\n\x1b[31mred";
+    for (hostname, version, field) in [
+        ("h".repeat(60 * 1024), "1.0", "hostname"),
+        ("h".repeat(254), "1.0", "hostname"),
+        (forged.to_owned(), "1.0", "hostname"),
+        ("host\u{202e}".to_owned(), "1.0", "hostname"),
+        ("host".to_owned(), "1.0\r\n", "version"),
+        ("host".to_owned(), &"9".repeat(65)[..], "version"),
+    ] {
+        let (status, body) = register(hostname, version).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{message}");
+        assert!(
+            !message.contains('\n') && !message.contains('\x1b'),
+            "{message}"
+        );
+        assert!(body["error"]["request_id"].as_str().is_some(), "{body}");
+    }
+    // Nothing was stored: no connector, no audit event, and the token is still unused.
+    let list: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["connector", "list", "--json"]).await).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+    let (_, audit, _) = edge
+        .api(
+            reqwest::Method::GET,
+            "/v1/audit?action=connector.register",
+            None,
+        )
+        .await;
+    assert_eq!(audit["events"].as_array().unwrap().len(), 0, "{audit}");
+    let (status, body) = register("host-1".into(), "1.0").await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["connector_id"].as_str().unwrap().to_owned();
+
+    // Config calls report the host name and version in headers: bounded and printable too.
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("c");
+    let token = edge.token("g").await;
+    assert!(edge.register(&token, &dir).await.status.success());
+    let client = edge.connector_client(&dir);
+    let config_url = format!("https://{}/v1/connector/config", edge.connector);
+    let connector_id: String = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(dir.join("registration.json")).unwrap(),
+    )
+    .unwrap()["connector_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hostname_of = |id: String| {
+        let get = edge.api(reqwest::Method::GET, "/v1/connectors", None);
+        async move {
+            let (_, list, _) = get.await;
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id.as_str())
+                .unwrap()["hostname"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let before = hostname_of(connector_id.clone()).await;
+    for (header, value) in [
+        ("postern-connector-hostname", b"h".repeat(60 * 1024)),
+        ("postern-connector-hostname", b"h".repeat(254)),
+        ("postern-connector-hostname", b"tab\there".to_vec()),
+        ("postern-connector-hostname", b"csi\xc2\x9b31m".to_vec()),
+        ("postern-connector-hostname", b"\xff\xfe".to_vec()),
+        ("postern-connector-version", b"9".repeat(65)),
+    ] {
+        let sent = client
+            .get(&config_url)
+            .header(
+                header,
+                reqwest::header::HeaderValue::from_bytes(&value).unwrap(),
+            )
+            .send()
+            .await;
+        match sent {
+            // Too large for the HTTP server's header list: refused before it reaches the edge.
+            Ok(resp) if resp.status() == 431 => assert!(value.len() > 16 * 1024, "{header}"),
+            Ok(resp) => {
+                assert_eq!(resp.status(), 400, "{header} of {} bytes", value.len());
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "invalid_field");
+                assert!(body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(header));
+            }
+            Err(e) => panic!("{header}: {e}"),
+        }
+        assert_eq!(hostname_of(connector_id.clone()).await, before);
+    }
+
+    // A value with control characters already in the store (an older edge accepted them) is
+    // shown escaped in the CLI's table, detail view and audit log, never raw.
+    let store = postern_store::Store::open_sqlite(&edge.dir.path().join("state.db"))
+        .await
+        .unwrap();
+    store
+        .connector_seen(
+            &id,
+            &postern_store::ConnectorReport {
+                hostname: Some(forged.into()),
+                version: Some("1\u{202e}0".into()),
+                address: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record(&postern_store::NewAuditEvent {
+            actor: &format!("registration:{forged}"),
+            action: "connector.register",
+            target: "-",
+            outcome: postern_store::Outcome::Failure,
+            detail: "forged\nline",
+            request_id: "r",
+        })
+        .await
+        .unwrap();
+    for args in [
+        &["connector", "list"][..],
+        &["connector", "show", &id][..],
+        &["audit"][..],
+    ] {
+        let out = edge.admin_ok(args).await;
+        assert!(
+            !out.contains('\x1b') && !out.contains('\u{202e}'),
+            "{args:?}: {out:?}"
+        );
+        assert!(out.contains(r"evil\n\x1b[31mred"), "{args:?}: {out}");
+        assert!(!out.contains("evil\n"), "{args:?}: {out}");
+    }
+    let list = edge.admin_ok(&["connector", "list"]).await;
+    assert!(list.contains(r"1\u{202e}0"), "{list}");
+    assert_eq!(list.lines().count(), 3, "{list}");
+    let audit = edge.admin_ok(&["audit"]).await;
+    assert!(audit.contains(r"forged\nline"), "{audit}");
+    // JSON for scripts carries the value itself, escaped by JSON.
+    let json: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["connector", "show", &id, "--json"]).await).unwrap();
+    assert_eq!(json["hostname"], forged);
+}
+
 #[tokio::test]
 async fn a_client_certificate_from_a_foreign_ca_is_refused_at_the_handshake() {
     let edge = Edge::start(&[]).await;

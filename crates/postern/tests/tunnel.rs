@@ -688,13 +688,156 @@ async fn dot_segments_cannot_leave_an_apps_base_path() {
     )
     .await;
     let _c = edge.connector("g").await;
-    // HTTP/1.1 over raw TLS, so the path goes out exactly as written.
-    for path in ["/../secret", "/%2e%2e/secret", "/x/./y"] {
+    // HTTP/1.1 over raw TLS, so the path goes out exactly as written: every way an app server
+    // may read a path as climbing out of /app/ (encoded, `;` parameters as Tomcat reads them,
+    // encoded backslashes, repeated slashes, double encoding, IIS's %u, overlong UTF-8, NUL).
+    for path in [
+        "/../secret",
+        "/%2e%2e/secret",
+        "/x/./y",
+        "/..;/secret",
+        "/..;jsessionid=1/secret",
+        "/%2e%2e;/secret",
+        "/..%2fsecret",
+        "/..%5csecret",
+        "//..//secret",
+        "/%252e%252e/secret",
+        "/%u002e%u002e/secret",
+        "/%c0%ae%c0%ae/secret",
+        "/..%00/secret",
+        "/.../secret",
+    ] {
         let status = raw_get(&edge, "based.localhost", path).await;
         assert_eq!(status, 400, "{path}");
     }
-    assert_eq!(raw_get(&edge, "based.localhost", "/fine").await, 200);
-    assert_eq!(app.hits.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        app.hits.load(Ordering::Relaxed),
+        0,
+        "a refused path reached the app"
+    );
+    for path in ["/fine", "/a;v=1/b", "/caf%C3%A9", "/x?next=../../up"] {
+        assert_eq!(raw_get(&edge, "based.localhost", path).await, 200, "{path}");
+    }
+    assert_eq!(app.hits.load(Ordering::Relaxed), 4);
+}
+
+/// The connector connects only where its own destination policy allows, whatever internal URL
+/// the edge names: by default not to the cloud metadata address; with `--allow-destination`,
+/// only to what a rule names (here not to a loopback port outside it). Refusals get their own
+/// page, which names the cause and not the address; the connector logs the address.
+#[tokio::test]
+async fn the_connector_refuses_destinations_its_policy_does_not_allow() {
+    let edge = Edge::start(&[]).await;
+    let on_loopback = backends::app().await;
+    let on_other_loopback = backends::app_on("127.0.0.2").await;
+    let by_name_port = on_loopback.addr.port();
+    edge.group("open").await;
+    edge.group("listed").await;
+    let metadata = "http://169.254.169.254/latest/meta-data/";
+    for (name, internal, group) in [
+        ("meta", metadata.to_owned(), "open"),
+        ("loop", on_loopback.url(), "open"),
+        ("meta2", metadata.to_owned(), "listed"),
+        ("outside", on_loopback.url(), "listed"),
+        ("allowed", on_other_loopback.url(), "listed"),
+        (
+            "named",
+            format!("http://localhost:{by_name_port}/"),
+            "listed",
+        ),
+    ] {
+        edge.publish(name, &format!("{name}.localhost"), &internal, group, &[])
+            .await;
+    }
+    let (_open, open_log) = edge.connector_logged("open", &[]).await;
+    let (_listed, listed_log) = edge
+        .connector_logged(
+            "listed",
+            &[
+                "--allow-destination",
+                "127.0.0.2/32",
+                "--allow-destination",
+                "localhost",
+            ],
+        )
+        .await;
+
+    let get = |name: &'static str, json: bool| {
+        let host = format!("{name}.localhost");
+        let req = edge.client(&host).get(edge.url(&host, "/"));
+        let req = if json {
+            req.header("accept", "application/json")
+        } else {
+            req
+        };
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    for name in ["meta", "meta2", "outside"] {
+        let (status, body) = get(name, true).await;
+        assert_eq!(status, 502, "{name}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["error"]["code"], "destination_refused", "{name}");
+        assert_eq!(json["error"]["retryable"], false, "{name}");
+        let (status, page) = get(name, false).await;
+        assert_eq!(status, 502);
+        assert!(
+            page.contains("The connector is not allowed to connect to this app's address"),
+            "{name}: {page}"
+        );
+        assert!(page.contains("--allow-destination"), "{page}");
+        for secret in ["169.254", "127.0.0.1", &by_name_port.to_string()] {
+            assert!(
+                !page.contains(secret),
+                "{name}: the page shows {secret}: {page}"
+            );
+        }
+    }
+    assert_eq!(on_loopback.hits.load(Ordering::Relaxed), 0);
+    for name in ["loop", "allowed", "named"] {
+        let (status, body) = get(name, true).await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    assert_eq!(on_loopback.hits.load(Ordering::Relaxed), 2);
+    assert_eq!(on_other_loopback.hits.load(Ordering::Relaxed), 1);
+
+    // Each connector's log names the address it refused and why.
+    open_log
+        .wait_for(&["destination refused", "169.254.169.254", "cloud metadata"])
+        .await;
+    listed_log
+        .wait_for(&["destination refused", "169.254.169.254", "cloud metadata"])
+        .await;
+    listed_log
+        .wait_for(&[
+            "destination refused",
+            "127.0.0.1",
+            "not in --allow-destination",
+        ])
+        .await;
+    assert!(
+        !open_log.has(&["destination refused", "127.0.0.1"]),
+        "the default policy refused loopback"
+    );
+
+    // A bad rule is refused at start with the fix.
+    let out = tokio::process::Command::new(common::BIN)
+        .args([
+            "connector",
+            "run",
+            "--state",
+            "/nonexistent",
+            "--allow-destination",
+            "10.0.0.0/33",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a destination"), "{stderr}");
 }
 
 /// Sends `GET path` as written over HTTP/1.1 and returns the status code.

@@ -337,6 +337,12 @@ fn assignee(a: &AssignmentView) -> Result<postern_store::Assignee, ApiFailure> {
             "value must name a user (subject or email) or a group, 1 to 320 characters",
         ));
     }
+    if value.chars().any(postern_proto::text::is_unsafe_char) {
+        return Err(ApiFailure::bad_request(
+            "invalid_assignment",
+            "value must not hold control characters; name a user (subject or email) or a group",
+        ));
+    }
     match a.kind.as_str() {
         "user" => Ok(postern_store::Assignee::User(value.to_owned())),
         "group" => Ok(postern_store::Assignee::Group(value.to_owned())),

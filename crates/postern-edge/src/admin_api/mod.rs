@@ -310,10 +310,19 @@ async fn authenticate(
 /// A `Store` "not found" for a group named in a request body is the caller's mistake.
 fn unknown_group(e: postern_store::StoreError, group: &str) -> ApiFailure {
     match e {
-        postern_store::StoreError::NotFound { .. } => ApiFailure::bad_request(
-            "unknown_group",
-            format!("connector group {group:?} does not exist; create it with `postern admin group create {group}`"),
-        ),
+        postern_store::StoreError::NotFound { .. } => {
+            // The command to create it only for a name that could exist: a name with control
+            // characters is quoted (escaped), never repeated raw.
+            let hint = if crate::apps::check_name(group).is_ok() {
+                format!("; create it with `postern admin group create {group}`")
+            } else {
+                String::new()
+            };
+            ApiFailure::bad_request(
+                "unknown_group",
+                format!("connector group {group:?} does not exist{hint}"),
+            )
+        }
         other => other.into(),
     }
 }

@@ -15,7 +15,7 @@ use postern_edge::apps::{PublishApp, UpdateApp};
 use serde::{Deserialize, Serialize};
 
 use super::client::{segment, AdminClient};
-use super::output::print;
+use super::output::{print, safe, say};
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -121,16 +121,22 @@ enum Change {
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Change::CreateGroup { name } => write!(f, "+ group {name}"),
+            // Values come from the file and from the edge: shown with control characters escaped
+            // (the field values are JSON, which escapes them itself).
+            Change::CreateGroup { name } => write!(f, "+ group {}", safe(name)),
             Change::PublishApp { name, request } => write!(
                 f,
-                "+ app {name}: {} -> {} (group {}, preauth {})",
-                request.external_url, request.internal_url, request.group, request.preauth
+                "+ app {}: {} -> {} (group {}, preauth {})",
+                safe(name),
+                safe(&request.external_url),
+                safe(&request.internal_url),
+                safe(&request.group),
+                safe(&request.preauth)
             ),
             Change::UpdateApp { name, fields, .. } => {
-                write!(f, "~ app {name}")?;
+                write!(f, "~ app {}", safe(name))?;
                 for (field, [from, to]) in fields {
-                    write!(f, "\n    {field}: {from} -> {to}")?;
+                    write!(f, "\n    {}: {from} -> {to}", safe(field))?;
                 }
                 Ok(())
             }
@@ -152,7 +158,7 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
         .with_context(|| format!("{} was not applied", args.file.display()))?;
     if !json {
         if changes.is_empty() {
-            println!(
+            say!(
                 "no changes: the edge already matches {}",
                 args.file.display()
             );
@@ -180,9 +186,9 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
         || {
             if !changes.is_empty() {
                 if args.dry_run {
-                    println!("dry run: {} change(s) not applied", changes.len());
+                    say!("dry run: {} change(s) not applied", changes.len());
                 } else {
-                    println!("applied {} change(s)", changes.len());
+                    say!("applied {} change(s)", changes.len());
                 }
             }
         },

@@ -11,7 +11,7 @@ use postern_edge::admin_api::{
 };
 
 use super::client::{segment, AdminClient};
-use super::output::{format_time, print, table, time_cell};
+use super::output::{format_time, print, say, table, time_cell};
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -149,7 +149,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 "require_mfa": require_mfa,
             });
             let u: UserView = client.post("/v1/users", &body).await?;
-            print(json, &u, || println!("created user {}", user_line(&u)));
+            print(json, &u, || say!("created user {}", user_line(&u)));
             return Ok(());
         }
         UserCommand::List => {
@@ -184,7 +184,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 .post(&path(&email, "/disable"), &serde_json::json!({}))
                 .await?;
             print(json, &u, || {
-                println!(
+                say!(
                     "disabled {}; their sessions ended and tokens were revoked",
                     u.email
                 )
@@ -203,7 +203,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
             let body = serde_json::json!({ "password": read_password(&password_file)? });
             let u: UserView = client.post(&path(&email, "/password"), &body).await?;
             print(json, &u, || {
-                println!("replaced the password of {}; their sessions ended", u.email)
+                say!("replaced the password of {}; their sessions ended", u.email)
             });
             return Ok(());
         }
@@ -212,7 +212,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 .post(&path(&user, "/revoke-sessions"), &serde_json::json!({}))
                 .await?;
             print(json, &v, || {
-                println!("ended every session of {user}; they must sign in again")
+                say!("ended every session of {user}; they must sign in again")
             });
             return Ok(());
         }
@@ -221,7 +221,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 .post(&path(&email, "/mfa-reset"), &serde_json::json!({}))
                 .await?;
             print(json, &u, || {
-                println!(
+                say!(
                     "reset the second factor of {}; they enrol again at their next sign-in",
                     u.email
                 )
@@ -229,7 +229,7 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
             return Ok(());
         }
     };
-    print(json, &u, || println!("{}", user_line(&u)));
+    print(json, &u, || say!("{}", user_line(&u)));
     Ok(())
 }
 
@@ -258,7 +258,7 @@ pub async fn directory_group(
                     &serde_json::json!({ "email": email }),
                 )
                 .await?;
-            print(json, &u, || println!("added {} to {group}", u.email));
+            print(json, &u, || say!("added {} to {group}", u.email));
         }
         DirectoryGroupCommand::RemoveMember { group, email } => {
             let u: UserView = client
@@ -268,7 +268,7 @@ pub async fn directory_group(
                     segment(&email)
                 ))
                 .await?;
-            print(json, &u, || println!("removed {} from {group}", u.email));
+            print(json, &u, || say!("removed {} from {group}", u.email));
         }
     }
     Ok(())
@@ -304,10 +304,10 @@ pub async fn oidc_client(
                 "client_secret": c.client_secret,
             });
             print(json, &out, || {
-                println!("registered client {} ({})", c.name, c.client_id);
+                say!("registered client {} ({})", c.name, c.client_id);
                 match &c.client_secret {
-                    Some(s) => println!("client secret (shown once): {s}"),
-                    None => println!("public client: no secret; use PKCE with S256"),
+                    Some(s) => say!("client secret (shown once): {s}"),
+                    None => say!("public client: no secret; use PKCE with S256"),
                 }
             });
         }
@@ -336,7 +336,7 @@ pub async fn oidc_client(
                 .delete(&format!("/v1/clients/{}", segment(&client_id)))
                 .await?;
             print(json, &serde_json::json!({ "deleted": client_id }), || {
-                println!("deleted client {client_id}")
+                say!("deleted client {client_id}")
             });
         }
     }

@@ -18,7 +18,7 @@ use postern_edge::apps::{PublishApp, UpdateApp};
 
 use client::segment;
 pub use client::AdminClient;
-use output::{format_time, print, table, time_cell};
+use output::{format_time, print, say, table, time_cell};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -326,7 +326,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .post("/v1/session-keys/rotate", &serde_json::json!({}))
                 .await?;
             print(json, &v, || {
-                println!("new session-cookie key in use; existing sessions keep working")
+                say!("new session-cookie key in use; existing sessions keep working")
             });
             Ok(())
         }
@@ -345,7 +345,7 @@ async fn group(client: &AdminClient, json: bool, cmd: GroupCommand) -> anyhow::R
             let g: GroupView = client
                 .post("/v1/groups", &serde_json::json!({ "name": name }))
                 .await?;
-            print(json, &g, || println!("created connector group {}", g.name));
+            print(json, &g, || say!("created connector group {}", g.name));
         }
         GroupCommand::List => {
             let groups: Vec<GroupView> = client.get("/v1/groups").await?;
@@ -374,7 +374,7 @@ async fn group(client: &AdminClient, json: bool, cmd: GroupCommand) -> anyhow::R
                 )
                 .await?;
             print(json, &g, || {
-                println!("renamed connector group {name} to {}", g.name)
+                say!("renamed connector group {name} to {}", g.name)
             });
         }
         GroupCommand::Delete { name } => {
@@ -382,7 +382,7 @@ async fn group(client: &AdminClient, json: bool, cmd: GroupCommand) -> anyhow::R
                 .delete(&format!("/v1/groups/{}", segment(&name)))
                 .await?;
             print(json, &serde_json::json!({ "deleted": name }), || {
-                println!("deleted connector group {name}")
+                say!("deleted connector group {name}")
             });
         }
     }
@@ -428,12 +428,15 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
             };
             let app: AppView = client.post("/v1/apps", &req).await?;
             print(json, &app, || {
-                println!(
+                say!(
                     "published {} at {} -> {} (group {})",
-                    app.name, app.external_url, app.internal_url, app.group
+                    app.name,
+                    app.external_url,
+                    app.internal_url,
+                    app.group
                 );
                 if let Some(w) = &app.warning {
-                    println!("warning: {w}");
+                    say!("warning: {w}");
                 }
             });
         }
@@ -518,7 +521,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 .patch(&format!("/v1/apps/{}", segment(&name)), &patch)
                 .await?;
             print(json, &a, || {
-                println!("updated app {}", a.name);
+                say!("updated app {}", a.name);
                 show_app(&a);
             });
         }
@@ -530,7 +533,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 )
                 .await?;
             print(json, &a, || {
-                println!("assigned {} {} to {name}", a.kind, a.value)
+                say!("assigned {} {} to {name}", a.kind, a.value)
             });
         }
         AppCommand::Unassign { name, who } => {
@@ -539,7 +542,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 .delete_with_body(&format!("/v1/apps/{}/assignments", segment(&name)), &view)
                 .await?;
             print(json, &view, || {
-                println!("removed {} {} from {name}", view.kind, view.value)
+                say!("removed {} {} from {name}", view.kind, view.value)
             });
         }
         AppCommand::Assignments { name } => {
@@ -560,7 +563,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 .delete(&format!("/v1/apps/{}", segment(&name)))
                 .await?;
             print(json, &serde_json::json!({ "deleted": name }), || {
-                println!("deleted app {name}")
+                say!("deleted app {name}")
             });
         }
     }
@@ -568,25 +571,25 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
 }
 
 fn show_app(a: &AppView) {
-    println!("name:            {}", a.name);
-    println!("external url:    {}", a.external_url);
-    println!("internal url:    {}", a.internal_url);
-    println!("group:           {}", a.group);
-    println!("preauth:         {}", a.preauth);
-    println!("preserve host:   {}", a.preserve_host);
-    println!(
+    say!("name:            {}", a.name);
+    say!("external url:    {}", a.external_url);
+    say!("internal url:    {}", a.internal_url);
+    say!("group:           {}", a.group);
+    say!("preauth:         {}", a.preauth);
+    say!("preserve host:   {}", a.preserve_host);
+    say!(
         "skip backend TLS verify: {}",
         a.insecure_skip_backend_tls_verify
     );
-    println!("backend timeout: {}s", a.backend_timeout_secs);
-    println!(
+    say!("backend timeout: {}s", a.backend_timeout_secs);
+    say!(
         "maintenance:     {}",
         if a.maintenance { "on" } else { "off" }
     );
     if let Some(s) = &a.sign_in {
-        println!("sign-in issuer:  {}", s.issuer);
-        println!("client id:       {}", s.client_id);
-        println!(
+        say!("sign-in issuer:  {}", s.issuer);
+        say!("client id:       {}", s.client_id);
+        say!(
             "assignment:      {}",
             if s.assignment_required {
                 "required"
@@ -594,11 +597,11 @@ fn show_app(a: &AppView) {
                 "not required"
             }
         );
-        println!("require MFA:     {}", s.require_mfa);
+        say!("require MFA:     {}", s.require_mfa);
     }
-    println!("tunnels open:    {}", a.tunnels);
+    say!("tunnels open:    {}", a.tunnels);
     if let Some(w) = &a.warning {
-        println!("warning:         {w}");
+        say!("warning:         {w}");
     }
 }
 
@@ -614,7 +617,7 @@ async fn connector(client: &AdminClient, json: bool, cmd: ConnectorCommand) -> a
             let token = t["token"]
                 .as_str()
                 .context("the admin API returned no token")?;
-            print(json, &t, || println!("{token}"));
+            print(json, &t, || say!("{token}"));
         }
         ConnectorCommand::List => {
             let cs: Vec<ConnectorView> = client.get("/v1/connectors").await?;
@@ -665,7 +668,7 @@ async fn connector(client: &AdminClient, json: bool, cmd: ConnectorCommand) -> a
                 )
                 .await?;
             print(json, &c, || {
-                println!("moved connector {} to group {}", c.id, c.group)
+                say!("moved connector {} to group {}", c.id, c.group)
             });
         }
         ConnectorCommand::Revoke { id } => {
@@ -676,7 +679,7 @@ async fn connector(client: &AdminClient, json: bool, cmd: ConnectorCommand) -> a
                 )
                 .await?;
             print(json, &c, || {
-                println!("revoked connector {}; its tunnels are closed", c.id)
+                say!("revoked connector {}; its tunnels are closed", c.id)
             });
         }
     }
@@ -684,19 +687,19 @@ async fn connector(client: &AdminClient, json: bool, cmd: ConnectorCommand) -> a
 }
 
 fn show_connector(c: &ConnectorView) {
-    println!("id:           {}", c.id);
-    println!("group:        {}", c.group);
-    println!("status:       {}", c.status);
-    println!("tunnels open: {}", c.tunnels);
-    println!("requests:     {}", c.requests);
-    println!("host:         {}", c.hostname);
-    println!("address:      {}", c.address.clone().unwrap_or_default());
-    println!("version:      {}", c.version);
-    println!("registered:   {}", format_time(c.registered_at));
-    println!("last seen:    {}", time_cell(c.last_seen_at));
-    println!("cert expires: {}", time_cell(c.cert_not_after));
+    say!("id:           {}", c.id);
+    say!("group:        {}", c.group);
+    say!("status:       {}", c.status);
+    say!("tunnels open: {}", c.tunnels);
+    say!("requests:     {}", c.requests);
+    say!("host:         {}", c.hostname);
+    say!("address:      {}", c.address.clone().unwrap_or_default());
+    say!("version:      {}", c.version);
+    say!("registered:   {}", format_time(c.registered_at));
+    say!("last seen:    {}", time_cell(c.last_seen_at));
+    say!("cert expires: {}", time_cell(c.cert_not_after));
     if c.revoked_at.is_some() {
-        println!("revoked:      {}", time_cell(c.revoked_at));
+        say!("revoked:      {}", time_cell(c.revoked_at));
     }
 }
 
@@ -709,7 +712,7 @@ async fn admin_token(client: &AdminClient, json: bool, cmd: TokenCommand) -> any
                     &serde_json::json!({ "name": name, "ttl_secs": ttl.map(|d| d.as_secs()) }),
                 )
                 .await?;
-            print(json, &t, || println!("{}", t.token));
+            print(json, &t, || say!("{}", t.token));
         }
         TokenCommand::List => {
             let ts: Vec<AdminTokenView> = client.get("/v1/admin-tokens").await?;
@@ -736,7 +739,7 @@ async fn admin_token(client: &AdminClient, json: bool, cmd: TokenCommand) -> any
                 .delete_json(&format!("/v1/admin-tokens/{}", segment(&id)))
                 .await?;
             print(json, &t, || {
-                println!("revoked admin token {} ({})", t.id, t.name)
+                say!("revoked admin token {} ({})", t.id, t.name)
             });
         }
     }
@@ -809,7 +812,7 @@ async fn audit(client: &AdminClient, json: bool, a: AuditArgs) -> anyhow::Result
                 .collect(),
         );
         if let Some(c) = &page.next_cursor {
-            println!("more: --cursor {c}");
+            say!("more: --cursor {c}");
         }
     });
     Ok(())

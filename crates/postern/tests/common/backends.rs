@@ -120,7 +120,12 @@ impl App {
 }
 
 pub async fn app() -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app_on("127.0.0.1").await
+}
+
+/// The test app on another loopback address (any of 127.0.0.0/8 reaches this machine).
+pub async fn app_on(ip: &str) -> App {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let downloads = Arc::new(AtomicUsize::new(0));

@@ -193,6 +193,44 @@ impl Edge {
 
     /// Like [`Edge::connector`], with extra `connector run` arguments.
     pub async fn connector_with(&self, group: &str, run_args: &[&str]) -> Connector {
+        let (state, state_dir, id) = self.registered(group).await;
+        let child = Connector::spawn_with(&state_dir, run_args);
+        let c = Connector {
+            child,
+            state,
+            state_dir,
+            id,
+        };
+        self.wait_tunnels(&c.id, 2).await;
+        c
+    }
+
+    /// Like [`Edge::connector_with`], also collecting what the connector logs.
+    pub async fn connector_logged(&self, group: &str, run_args: &[&str]) -> (Connector, LogLines) {
+        let (state, state_dir, id) = self.registered(group).await;
+        let mut child = Command::new(BIN)
+            .args(["connector", "run", "--state"])
+            .arg(&state_dir)
+            .args(run_args)
+            .env("POSTERN_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn connector");
+        let log = LogLines::collect(child.stderr.take().unwrap());
+        let c = Connector {
+            child,
+            state,
+            state_dir,
+            id,
+        };
+        self.wait_tunnels(&c.id, 2).await;
+        (c, log)
+    }
+
+    /// Registers a connector in `group` with a fresh token: its state directory and ID.
+    async fn registered(&self, group: &str) -> (tempfile::TempDir, PathBuf, String) {
         let state = tempfile::tempdir().unwrap();
         let state_dir = state.path().join("state");
         let token = self.token(group).await;
@@ -207,15 +245,7 @@ impl Edge {
         )
         .unwrap();
         let id = reg["connector_id"].as_str().unwrap().to_owned();
-        let child = Connector::spawn_with(&state_dir, run_args);
-        let c = Connector {
-            child,
-            state,
-            state_dir,
-            id,
-        };
-        self.wait_tunnels(&c.id, 2).await;
-        c
+        (state, state_dir, id)
     }
 
     pub async fn register(&self, token: &str, state_dir: &Path) -> std::process::Output {
@@ -436,6 +466,57 @@ impl Connector {
 
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
+    }
+}
+
+/// The lines a child process writes to stderr, collected as they come and echoed to the test's
+/// own stderr (so a failing test still shows them).
+#[derive(Clone, Default)]
+pub struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl LogLines {
+    pub fn collect(stderr: tokio::process::ChildStderr) -> LogLines {
+        let log = LogLines::default();
+        let lines = log.0.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("{line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
+        log
+    }
+
+    /// Waits until a line contains every one of `fragments`, and returns it.
+    pub async fn wait_for(&self, fragments: &[&str]) -> String {
+        let wait = async {
+            loop {
+                let found = self
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|l| fragments.iter().all(|f| l.contains(f)))
+                    .cloned();
+                if let Some(line) = found {
+                    return line;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(READY_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no log line with {fragments:?}"))
+    }
+
+    /// Whether a line so far contains every one of `fragments`.
+    pub fn has(&self, fragments: &[&str]) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| fragments.iter().all(|f| l.contains(f)))
     }
 }
 
