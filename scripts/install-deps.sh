@@ -15,10 +15,12 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
-# The outbound-only test builds network namespaces, veth pairs and a firewall (ip, ss, nft).
+# The outbound-only test builds network namespaces, veth pairs and a firewall (ip, ss, nft,
+# sysctl).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq

@@ -15,6 +15,9 @@ const NAMES: &[&str] = &[
     "Postern-App",
     "postern-ws-key",
     "x-postern-user",
+    "X_Postern_User",
+    "postern_app",
+    "xpostern-user",
     "host",
 ];
 const VALUES: &[&str] = &[
@@ -102,9 +105,28 @@ fn model(headers: &HeaderMap) -> Option<StreamMeta> {
     })
 }
 
+/// Which names only the edge may set, from their definition: `postern-*` and `x-postern-*` in any
+/// case, with `_` for `-` (some servers treat the two alike).
+fn edge_only_model(name: &str) -> bool {
+    let folded = name.to_ascii_lowercase().replace('_', "-");
+    folded.starts_with("postern-") || folded.starts_with("x-postern-")
+}
+
 #[test]
 fn fuzz_tunnel_meta_decode() {
     bolero::check!().for_each(|input: &[u8]| {
+        // Names as a client sends them, before any normalisation: the hygiene rules see these.
+        for line in input.split(|&b| b == b'\n') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            if let Ok(name) = std::str::from_utf8(name) {
+                assert_eq!(is_edge_only_header(name), edge_only_model(name), "{name:?}");
+                assert_eq!(
+                    is_reserved_header(name),
+                    name.to_ascii_lowercase().starts_with("postern-"),
+                    "{name:?}"
+                );
+            }
+        }
         let mut headers = headers_from(input);
         let decoded = StreamMeta::decode(&headers);
         assert_eq!(

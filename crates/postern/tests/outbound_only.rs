@@ -14,8 +14,8 @@
 //!  └───────────────────────────────┘          └──────────────────────────────────────────┘
 //! ```
 //!
-//! It needs root (namespaces, veth, nftables) and the `ip` and `nft` commands
-//! (`scripts/install-deps.sh` installs iproute2 and nftables); without them it fails saying so.
+//! It needs root (namespaces, veth, nftables) and the `ip`, `ss`, `nft`, `sysctl` and `node`
+//! commands (`scripts/install-deps.sh` installs them); without them it fails saying so.
 
 mod common;
 
@@ -194,7 +194,13 @@ fn require_root_and_tools() {
         "outbound_only needs root: it creates a network namespace, a veth pair and nftables \
          rules. Run it as root (CI does, through .ci/run)."
     );
-    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables"), ("ss", "iproute2")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("ss", "iproute2"),
+        ("sysctl", "procps"),
+        ("node", "nodejs"),
+    ] {
         let found = std::process::Command::new(tool)
             .arg("-V")
             .stdout(Stdio::null())
