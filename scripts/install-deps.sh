@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need, idempotently: Debian packages with apt-get (when
-# one is missing) and the Node peers from the committed lock file (when it changed).
+# one is missing), cargo-deny (when missing) and the Node peers from the committed lock file (when
+# it changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,12 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The outbound-only test builds network namespaces, veth pairs and a firewall (ip, ss, nft,
+# sysctl).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq
@@ -22,6 +29,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         echo "scripts/install-deps.sh: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]})" >&2
         exit 1
     fi
+fi
+
+# cargo-deny checks the dependency graph against deny.toml (CI runs it). A pinned version, built
+# once: 0.20.2 builds with Rust 1.88 and later.
+cargo_deny_version=0.20.2
+if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $cargo_deny_version" ]; then
+    cargo install --locked cargo-deny --version "$cargo_deny_version"
 fi
 
 # The Node peers, from the committed lock file; reinstalled only when the lock file changes.

@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+# The fuzz targets (crates/postern-fuzz) run their corpus, then random inputs for this long each.
+export BOLERO_RANDOM_TEST_TIME_MS="${BOLERO_RANDOM_TEST_TIME_MS:-2000}"
 # A few test threads per binary on this 2-core machine: the end-to-end tests start real processes.
 cargo test --workspace --locked -- --test-threads="${POSTERN_TEST_THREADS:-4}"

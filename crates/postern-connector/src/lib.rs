@@ -172,3 +172,29 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     while tasks.join_next().await.is_some() {}
     refused
 }
+
+/// The path the connector would send to an app whose internal URL is `internal_url`, for a
+/// stream's `path_and_query`; `None` when the allow-list refuses the path (a dot segment under a
+/// base path) or cannot use the URL. It runs the request path's own check (`apps`), through the
+/// allow-list built from a one-app config, so the fuzz targets in `postern-fuzz` test exactly
+/// what a stream meets.
+pub fn internal_path(internal_url: &str, path_and_query: &str) -> Option<String> {
+    let id = postern_proto::AppId(1);
+    let config = postern_proto::ConnectorConfig {
+        format: postern_proto::config::CONFIG_FORMAT,
+        version: 1,
+        connector_id: String::new(),
+        group: String::new(),
+        apps: vec![postern_proto::AppRoute {
+            id,
+            name: "app".to_owned(),
+            external_host: "app.invalid".to_owned(),
+            internal_url: internal_url.to_owned(),
+            preserve_host: false,
+            insecure_skip_backend_tls_verify: false,
+            backend_timeout_ms: 1,
+        }],
+        renew_after_secs: None,
+    };
+    Apps::from_config(&config).get(id)?.path_for(path_and_query)
+}
