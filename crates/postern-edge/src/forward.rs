@@ -72,6 +72,7 @@ async fn route_and_forward(
     json: bool,
 ) -> Result<Response<EdgeBody>, Refusal> {
     shared.rates.check_ip(peer.ip())?;
+    crate::guard::check_request_head(&req)?;
     let (host, authority) = request_host(&req).ok_or(Refusal::MissingHost)?;
     if req.method() == Method::CONNECT {
         return Err(Refusal::ConnectNotAllowed);

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use http::request::Parts;
-use postern_proto::limits::{head_fits, TUNNEL_MAX_HEADER_LIST_BYTES};
+use postern_proto::limits::{
+    head_fits, request_head_bytes, MAX_HEADER_FIELDS, MAX_REQUEST_HEAD_BYTES,
+    TUNNEL_MAX_HEADER_LIST_BYTES,
+};
 use postern_proto::AppId;
 
 use crate::config::Limits;
@@ -79,6 +82,19 @@ fn round_up(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(Duration::from_secs(1))
 }
 
+/// Refuses a user's request whose head is larger than the edge forwards, before any other work:
+/// the servers read up to twice as much, so that this refusal is a page naming the cause.
+pub fn check_request_head<B>(req: &http::Request<B>) -> Result<(), Refusal> {
+    let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+    let headers = req.headers();
+    if headers.len() > MAX_HEADER_FIELDS
+        || request_head_bytes(target, headers) > MAX_REQUEST_HEAD_BYTES
+    {
+        return Err(Refusal::HeadTooLarge);
+    }
+    Ok(())
+}
+
 /// Refuses a tunnel request whose head, as it will travel (the user's headers after hygiene,
 /// plus everything the edge added), is larger than the connector accepts, so it is never sent:
 /// a peer that receives an oversized head may end the whole tunnel.
@@ -124,6 +140,31 @@ mod tests {
             HeaderValue::from_str(&"a".repeat(header_bytes)).unwrap(),
         );
         req.into_parts().0
+    }
+
+    #[test]
+    fn user_heads_are_limited_in_bytes_and_fields() {
+        let req = |bytes: usize, fields: usize| {
+            let mut req = Request::get("/").body(()).unwrap();
+            req.headers_mut()
+                .insert("x-big", HeaderValue::from_str(&"a".repeat(bytes)).unwrap());
+            for i in 0..fields {
+                req.headers_mut().insert(
+                    http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            req
+        };
+        assert!(check_request_head(&req(20 * 1024, 50)).is_ok());
+        assert_eq!(
+            check_request_head(&req(32 * 1024, 0)),
+            Err(Refusal::HeadTooLarge)
+        );
+        assert_eq!(
+            check_request_head(&req(10, 100)),
+            Err(Refusal::HeadTooLarge)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use postern_proto::limits::{MAX_HEADER_FIELDS, MAX_REQUEST_HEAD_BYTES};
+use postern_proto::limits::{HEADER_FIELDS_CEILING, REQUEST_HEAD_CEILING_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -256,15 +256,15 @@ impl Http {
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(timeouts.request_head)
-            .max_header_size(MAX_REQUEST_HEAD_BYTES)
-            .max_headers(MAX_HEADER_FIELDS)
+            .max_header_size(REQUEST_HEAD_CEILING_BYTES)
+            .max_headers(HEADER_FIELDS_CEILING)
             .keep_alive(true);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             // What HTTP/2 counts (32 bytes a field on top of names and values) for a head that
-            // HTTP/1.1 would accept.
-            .max_header_list_size((MAX_REQUEST_HEAD_BYTES + 32 * MAX_HEADER_FIELDS) as u32)
+            // HTTP/1.1 would read.
+            .max_header_list_size((REQUEST_HEAD_CEILING_BYTES + 32 * HEADER_FIELDS_CEILING) as u32)
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .keep_alive_interval(Duration::from_secs(30))

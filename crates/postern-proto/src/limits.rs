@@ -22,6 +22,14 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 /// default, and far beyond what browsers send.
 pub const MAX_HEADER_FIELDS: usize = 100;
 
+/// What the edge's HTTP servers read at most before they stop parsing a request head (twice
+/// the limits above). Between the limits and this ceiling the edge answers with its own page
+/// naming the cause and a request ID; past it, with a bare 431 and a closed connection, having
+/// read no more.
+pub const REQUEST_HEAD_CEILING_BYTES: usize = 2 * MAX_REQUEST_HEAD_BYTES;
+/// The ceiling on header fields, likewise.
+pub const HEADER_FIELDS_CEILING: usize = 2 * MAX_HEADER_FIELDS;
+
 /// The largest response head (or trailer block) an app may send back through a tunnel. The
 /// connector answers a larger one with an error of its own instead of passing it on.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 48 * 1024;
@@ -40,6 +48,17 @@ pub fn header_list_bytes(headers: &HeaderMap, pseudo: &[(usize, usize)]) -> usiz
         + pseudo
             .iter()
             .map(|(name, value)| name + value + FIELD_OVERHEAD)
+            .sum::<usize>()
+}
+
+/// The size of a request head as HTTP/1.1 spells it (the request target, then each field's name,
+/// `: `, value and line end), whichever version it came in: what [`MAX_REQUEST_HEAD_BYTES`]
+/// limits.
+pub fn request_head_bytes(target: &str, headers: &HeaderMap) -> usize {
+    target.len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum::<usize>()
 }
 
@@ -67,7 +86,13 @@ mod tests {
     fn limits_leave_room_for_what_each_hop_adds() {
         // A user head at the limit, plus the edge's own headers (well under 16 KiB with a signed
         // assertion), stays under what the connector accepts.
-        const { assert!(MAX_REQUEST_HEAD_BYTES + 16 * 1024 <= TUNNEL_MAX_HEADER_LIST_BYTES as usize) };
+        // HTTP/2 counts 28 bytes more a field than HTTP/1.1's `: ` and line end.
+        const {
+            assert!(
+                MAX_REQUEST_HEAD_BYTES + 28 * MAX_HEADER_FIELDS + 16 * 1024
+                    <= TUNNEL_MAX_HEADER_LIST_BYTES as usize
+            )
+        };
         const { assert!(MAX_RESPONSE_HEAD_BYTES + 4 * 1024 <= TUNNEL_MAX_HEADER_LIST_BYTES as usize) };
     }
 
