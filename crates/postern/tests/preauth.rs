@@ -848,3 +848,160 @@ async fn sessions_survive_a_key_rotation_and_an_edge_restart() {
     );
     drop((issuer, app));
 }
+
+/// An issuer that accepts TCP connections and never answers: each accepted connection is held
+/// open until [`Hanging::release`], and counted.
+struct Hanging {
+    url: String,
+    accepted: tokio::sync::watch::Receiver<usize>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Hanging {
+    async fn start() -> Hanging {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (count, accepted) = tokio::sync::watch::channel(0);
+        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    conn = listener.accept() => {
+                        let Ok((conn, _)) = conn else { return };
+                        held.push(conn);
+                        count.send_modify(|n| *n += 1);
+                    }
+                    // Closing the held connections makes the waiting discovery fail now.
+                    _ = &mut released => held.clear(),
+                }
+            }
+        });
+        Hanging {
+            url,
+            accepted,
+            release: Some(release),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.borrow()
+    }
+
+    async fn wait_accepted(&mut self, n: usize) {
+        tokio::time::timeout(
+            common::READY_TIMEOUT,
+            self.accepted.wait_for(|count| *count >= n),
+        )
+        .await
+        .expect("the edge never connected to the hanging issuer")
+        .unwrap();
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            let _ = r.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_issuer_neither_stalls_other_apps_nor_is_waited_for_twice() {
+    let w = World::new(&[]).await;
+    let mut dead = Hanging::start().await;
+    let port = w.edge.public.port();
+    let external = format!("https://dead.localhost:{port}");
+    let internal = w._app.url();
+    w.edge
+        .admin_ok(&[
+            "app",
+            "publish",
+            "dead",
+            "--external-url",
+            &external,
+            "--internal-url",
+            &internal,
+            "--group",
+            "g",
+            "--preauth",
+            "oidc",
+            "--issuer",
+            &dead.url,
+            "--client-id",
+            "dead",
+        ])
+        .await;
+    let tls = postern_pki::client_config(&w.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let raw = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("dead.localhost", w.edge.public)
+        .build()
+        .unwrap();
+    let open_dead = || {
+        let raw = raw.clone();
+        let url = w.edge.url("dead.localhost", "/");
+        tokio::spawn(async move { raw.get(url).send().await.unwrap() })
+    };
+
+    // Sign-ins to the dead issuer's app hang on its discovery...
+    let first = open_dead();
+    dead.wait_accepted(1).await;
+    let concurrent: Vec<_> = (0..4).map(|_| open_dead()).collect();
+    // ...while another app's user signs in through a live issuer from start to finish.
+    let (browser, _) = w.browser();
+    let resp = tokio::time::timeout(
+        common::READY_TIMEOUT,
+        w.sign_in(&browser, "wiki", "/", "ann@example.com", false),
+    )
+    .await
+    .expect("a sign-in to another app waited for the dead issuer");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        !first.is_finished() && concurrent.iter().all(|t| !t.is_finished()),
+        "the dead issuer's sign-ins should still be waiting"
+    );
+    // Concurrent sign-ins for one issuer share one discovery.
+    assert_eq!(
+        dead.accepted(),
+        1,
+        "each waiting sign-in dialled the issuer"
+    );
+
+    // The discovery fails: every waiting sign-in gets the page naming the unreachable issuer.
+    dead.release();
+    for attempt in std::iter::once(first).chain(concurrent) {
+        let resp = attempt.await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("issuer_unreachable"), "{page}");
+        assert!(
+            page.contains(&dead.url),
+            "the page does not name the issuer: {page}"
+        );
+    }
+    // Within the failure hold, the next sign-in is refused at once, without dialling again
+    // (the issuer holds every connection open, so a new discovery would never answer).
+    let again = tokio::time::timeout(
+        common::READY_TIMEOUT,
+        raw.get(w.edge.url("dead.localhost", "/"))
+            .header("accept", "text/html")
+            .send(),
+    )
+    .await
+    .expect("a sign-in within the failure hold waited for the issuer again")
+    .unwrap();
+    assert_eq!(again.status(), 503);
+    let retry_after: u64 = again.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert!(again.text().await.unwrap().contains("issuer_unreachable"));
+    assert_eq!(dead.accepted(), 1, "the held failure was not used");
+    // The live issuer's app is unaffected.
+    let resp = browser.get(w.url("wiki", "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -6,7 +6,10 @@ use std::process::Command;
 
 /// The repository's root, two levels above this crate.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The files git tracks, or, outside a git checkout (a source tarball), every file but build output
@@ -52,7 +55,12 @@ fn no_tracked_file_refers_to_a_folder_beside_the_checkout() {
     let needles = [concat!("..", "/shared"), concat!("..", "\\shared")];
     let mut offenders = Vec::new();
     let files = tracked_files(&root);
-    assert!(files.len() > 50, "found only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 50,
+        "found only {} files under {}",
+        files.len(),
+        root.display()
+    );
     for file in files {
         let Ok(text) = std::fs::read(&file) else {
             continue;
@@ -78,5 +86,8 @@ fn the_open_redirect_corpus_is_in_the_repository_with_its_licence() {
     let corpus = std::fs::read_to_string(root.join("testdata/openredirects.txt")).unwrap();
     assert_eq!(corpus.lines().count(), 559);
     let licence = std::fs::read_to_string(root.join("testdata/openredirects.LICENSE")).unwrap();
-    assert!(licence.contains("Permission is hereby granted"), "MIT licence text");
+    assert!(
+        licence.contains("Permission is hereby granted"),
+        "MIT licence text"
+    );
 }
