@@ -69,6 +69,8 @@ pub enum Refusal {
     NotAssigned { app: String, user: String },
     /// The app needs a second factor the sign-in did not use, even after asking for it.
     MfaRequired { app: String },
+    /// A sign-out form was submitted from another site, or without this session's token.
+    SignOutRefused { app: String, reason: String },
     /// The app's sign-in is not set up in a way the edge can use.
     SignInMisconfigured { app: String, reason: String },
 }
@@ -110,6 +112,7 @@ impl Refusal {
                 StatusCode::BAD_GATEWAY
             }
             Refusal::IssuerRefused { .. }
+            | Refusal::SignOutRefused { .. }
             | Refusal::NotAssigned { .. }
             | Refusal::MfaRequired { .. } => StatusCode::FORBIDDEN,
             Refusal::TokenInvalid { .. } => StatusCode::UNAUTHORIZED,
@@ -146,6 +149,7 @@ impl Refusal {
             Refusal::NotAssigned { .. } => "not_assigned",
             Refusal::MfaRequired { .. } => "mfa_required",
             Refusal::SignInMisconfigured { .. } => "sign_in_misconfigured",
+            Refusal::SignOutRefused { .. } => "sign_out_refused",
         }
     }
 
@@ -167,7 +171,8 @@ impl Refusal {
             Refusal::SignInRequired { .. }
             | Refusal::BearerRefused { .. }
             | Refusal::SignInStateInvalid { .. }
-            | Refusal::SessionCookieInvalid { .. } => Source::Client,
+            | Refusal::SessionCookieInvalid { .. }
+            | Refusal::SignOutRefused { .. } => Source::Client,
             Refusal::IssuerUnavailable { .. }
             | Refusal::IssuerUnreachable { .. }
             | Refusal::IssuerRefused { .. }
@@ -189,6 +194,7 @@ impl Refusal {
                 | Refusal::MfaRequired { .. }
                 | Refusal::TokenInvalid { .. }
                 | Refusal::BearerRefused { .. }
+                | Refusal::SignOutRefused { .. }
         )
     }
 
@@ -218,6 +224,7 @@ impl Refusal {
             Refusal::NotAssigned { .. } => "You are not assigned to this app",
             Refusal::MfaRequired { .. } => "A second factor is required",
             Refusal::SignInMisconfigured { .. } => "Sign-in is not set up for this app",
+            Refusal::SignOutRefused { .. } => "The sign-out was refused",
         }
     }
 
@@ -285,6 +292,10 @@ impl Refusal {
             ),
             Refusal::MfaRequired { app } => format!(
                 "{app:?} requires that you sign in with a second factor (such as an authenticator app), and the sign-in did not use one."
+            ),
+            Refusal::SignOutRefused { app, reason } => format!(
+                "The request to sign out of {app:?} was refused, and you are still signed in: {reason}. To sign out, open {SIGNOUT} in {app:?} and use its button.",
+                SIGNOUT = crate::preauth::SIGNOUT_PATH
             ),
             Refusal::SignInMisconfigured { app, reason } => format!(
                 "{app:?} cannot sign users in: {reason}. An administrator must fix the app's settings."

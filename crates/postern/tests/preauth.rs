@@ -376,13 +376,82 @@ async fn cookies_are_useless_when_tampered_replayed_elsewhere_signed_out_or_revo
     let fresh = w.session_cookie(&jar, "wiki");
     assert_eq!(get("wiki", fresh.clone()).await.status(), 200);
 
-    // Signing out ends the session, and sends the browser to the issuer's logout.
-    let resp = raw
+    // Opening the sign-out address (a link, a prefetch, another site's <img>) only asks.
+    let session = format!("__Host-postern-session={fresh}");
+    let page = raw
         .get(w.url("wiki", "/.postern/signout"))
-        .header("cookie", format!("__Host-postern-session={fresh}"))
+        .header("cookie", &session)
         .send()
         .await
         .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(!page.headers().contains_key("set-cookie"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign out?"), "{html}");
+    assert_eq!(
+        get("wiki", fresh.clone()).await.status(),
+        200,
+        "a GET signed out"
+    );
+    let action = common::browser::form_action(&html);
+    assert!(action.starts_with("/.postern/signout?confirm="), "{action}");
+    let post = |path: &str, headers: &[(&'static str, &str)]| {
+        let mut req = raw
+            .post(w.url("wiki", path))
+            .header("cookie", &session)
+            .form(&[("x", "1")]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    // A form posted from another site, or without this session's token, is refused and
+    // changes nothing.
+    let origin = w.url("wiki", "");
+    let origin = origin.trim_end_matches('/');
+    // The same length, one character changed.
+    let forged = {
+        let (path, token) = action.split_once("confirm=").unwrap();
+        let flipped = if token.starts_with('A') { 'B' } else { 'A' };
+        format!("{path}confirm={flipped}{}", &token[1..])
+    };
+    for (path, headers, reason) in [
+        (
+            action.as_str(),
+            vec![
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            "another",
+        ),
+        (
+            action.as_str(),
+            vec![("sec-fetch-site", "same-site")],
+            "another site",
+        ),
+        (action.as_str(), vec![("origin", "null")], "another origin"),
+        (
+            "/.postern/signout",
+            vec![("origin", origin)],
+            "no confirmation token",
+        ),
+        (forged.as_str(), vec![("origin", origin)], "does not belong"),
+    ] {
+        let resp = post(path, &headers).await.unwrap();
+        assert_eq!(resp.status(), 403, "{path} {headers:?}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("sign_out_refused"), "{page}");
+        assert!(page.contains(reason), "{reason:?}: {page}");
+        assert_eq!(get("wiki", fresh.clone()).await.status(), 200);
+    }
+
+    // The page's own form ends the session, and sends the browser to the issuer's logout.
+    let resp = post(
+        &action,
+        &[("origin", origin), ("sec-fetch-site", "same-origin")],
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 302);
     let location = resp.headers()["location"].to_str().unwrap();
     assert!(
@@ -647,6 +716,31 @@ async fn the_return_target_never_leaves_the_apps_origin() {
     assert!(tried > 50, "only {tried} payloads could be sent as a path");
 }
 
+/// Opening `/.postern/signout` in the browser showed the edge's question and kept the session;
+/// the browser's click on its button (a same-origin POST) is what signed out.
+fn assert_signed_out_only_after_confirming(result: &Value) {
+    let asked = &result["edgeAsked"];
+    assert!(
+        asked["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.postern/signout"),
+        "{asked}"
+    );
+    assert!(
+        asked["text"].as_str().unwrap().contains("Sign out?"),
+        "{asked}"
+    );
+    assert!(
+        result["cookiesAtConfirm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "__Host-postern-session"),
+        "opening the sign-out address signed out"
+    );
+}
+
 #[tokio::test]
 async fn a_user_signs_in_and_out_in_headless_chromium() {
     let w = World::new(&[]).await;
@@ -675,6 +769,7 @@ async fn a_user_signs_in_and_out_in_headless_chromium() {
         session["expires"], -1,
         "a browser-session cookie unless made persistent"
     );
+    assert_signed_out_only_after_confirming(&result);
     assert!(result["afterSignOut"]["text"]
         .as_str()
         .unwrap()
@@ -752,6 +847,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         seen(&body, "x-postern-user")[0].starts_with("u_"),
         "a stable subject, not the email"
     );
+    assert_signed_out_only_after_confirming(&result);
     assert!(!result["cookiesAfterSignOut"]
         .as_array()
         .unwrap()
