@@ -223,7 +223,8 @@ mod tests {
     fn only_a_same_origin_form_submission_is_a_sign_out() {
         let origin = AppOrigin::parse("https://wiki.example.com:8443").unwrap();
         const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-        let cases: Vec<(&[(&'static str, &'static str)], &str, Intent)> = vec![
+        type Headers = &'static [(&'static str, &'static str)];
+        let cases: Vec<(Headers, &str, Intent)> = vec![
             // A link, a typed address, a prefetch, even with the token: the confirmation page.
             (&[], "", Intent::Ask),
             (
