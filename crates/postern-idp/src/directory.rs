@@ -31,6 +31,8 @@ pub struct UserRequest {
     pub admin: bool,
     pub require_mfa: bool,
     pub groups: Vec<String>,
+    /// The administrator vouches that the address is the user's.
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for UserRequest {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for UserRequest {
             .field("admin", &self.admin)
             .field("require_mfa", &self.require_mfa)
             .field("groups", &self.groups)
+            .field("email_verified", &self.email_verified)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +108,7 @@ pub async fn create_user(store: &Store, req: UserRequest) -> Result<User, Direct
         admin: req.admin,
         require_mfa: req.require_mfa,
         groups: req.groups,
+        email_verified: req.email_verified,
     };
     Ok(store.create_user(&new).await?)
 }

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// An edge with a connector, the backend, an issuer with clients `wiki` and `crm`, and users
-/// ann (group staff) and bob (no group).
+/// ann (group staff) and bob (no group), whose emails the issuer says are verified, cat (it says
+/// her email is not) and dee (it says nothing about his).
 struct World {
     edge: Edge,
     issuer: Issuer,
@@ -39,6 +40,8 @@ impl World {
             "accounts": {
                 "ann-0001": { "email": "ann@example.com", "password": PASSWORD, "name": "Ann", "groups": ["staff"] },
                 "bob-0002": { "email": "bob@example.com", "password": PASSWORD, "name": "Bob", "groups": [] },
+                "cat-0003": { "email": "cat@example.com", "password": PASSWORD, "name": "Cat", "email_verified": false },
+                "dee-0004": { "email": "dee@example.com", "password": PASSWORD, "name": "Dee", "email_verified": null },
             },
         }))
         .await;
@@ -796,6 +799,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         pw.to_str().unwrap(),
         "--group",
         "staff",
+        "--email-verified",
     ])
     .await;
     edge.admin_ok(&[
@@ -1100,4 +1104,109 @@ async fn a_dead_issuer_neither_stalls_other_apps_nor_is_waited_for_twice() {
     // The live issuer's app is unaffected.
     let resp = browser.get(w.url("wiki", "/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn only_a_verified_email_matches_assignments_and_reaches_the_app() {
+    let w = World::new(&["--assignment-required"]).await;
+    for email in ["ann@example.com", "cat@example.com", "dee@example.com"] {
+        w.edge
+            .admin_ok(&["app", "assign", "wiki", "--user", email])
+            .await;
+    }
+    let w = &w;
+    let sign_in = |email: &'static str| async move {
+        let (browser, _) = w.browser();
+        let resp = w.sign_in(&browser, "wiki", "/", email, false).await;
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    };
+    // email_verified: true.
+    let (status, body) = sign_in("ann@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["ann@example.com"]);
+    // email_verified: false, and no email_verified at all: the email is not the user's to
+    // claim, so the assignment by email does not match.
+    for (email, subject) in [
+        ("cat@example.com", "cat-0003"),
+        ("dee@example.com", "dee-0004"),
+    ] {
+        let (status, page) = sign_in(email).await;
+        assert_eq!(status, 403, "{email}: {page}");
+        assert!(page.contains("not_assigned"), "{page}");
+        assert!(
+            page.contains(subject),
+            "{email} is named by subject: {page}"
+        );
+    }
+    // A bearer token claiming an unverified email is not matched either.
+    let token = id_token_for(w, "wiki", "cat@example.com").await;
+    let resp = bearer_get(&w.raw(), w.url("wiki", "/api"), &token, true).await;
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_assigned");
+
+    // The admin vouches for the issuer: a token that says nothing now counts as verified; one
+    // that says false still does not.
+    let shown = w
+        .edge
+        .admin_ok(&["app", "update", "wiki", "--issuer-verifies-email", "true"])
+        .await;
+    assert!(shown.contains("verified by the issuer"), "{shown}");
+    let (status, body) = sign_in("dee@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["dee@example.com"]);
+    let (status, _) = sign_in("cat@example.com").await;
+    assert_eq!(status, 403);
+
+    // Assigned by subject, the unverified user gets in, and the app never sees the email: not
+    // as a header, not in the signed assertion.
+    w.edge
+        .admin_ok(&["app", "assign", "wiki", "--user", "cat-0003"])
+        .await;
+    let (status, body) = sign_in("cat@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-user"), ["cat-0003"]);
+    assert!(seen(&seen_by_app, "x-postern-email").is_empty(), "{body}");
+    let assertion = seen(&seen_by_app, "x-postern-jwt-assertion").pop().unwrap();
+    let claims = common::browser::claims(&assertion);
+    assert_eq!(claims["sub"], "cat-0003");
+    assert!(claims.get("email").is_none_or(|e| e.is_null()), "{claims}");
+
+    // The setting is shown, audited, and a passthrough app cannot have it.
+    let (_, app, _) = w.edge.api(Method::GET, "/v1/apps/wiki", None).await;
+    assert_eq!(app["sign_in"]["issuer_verifies_email"], true);
+    let (_, page, _) = w
+        .edge
+        .api(Method::GET, "/v1/audit?action=app.update", None)
+        .await;
+    assert!(
+        page["events"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("issuer_verifies_email: false -> true"),
+        "{page}"
+    );
+    let (status, body, _) = w
+        .edge
+        .api(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({
+                "name": "open", "external_url": w.url("open", ""), "internal_url": "http://127.0.0.1:9/",
+                "group": "g", "preauth": "passthrough", "issuer_verifies_email": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issuer-verifies-email"),
+        "{body}"
+    );
 }

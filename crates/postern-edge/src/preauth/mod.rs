@@ -69,6 +69,8 @@ pub struct SignIn {
     pub client_secret: Option<Secret>,
     pub access: AccessRules,
     pub cookie: CookieOptions,
+    /// A token without `email_verified` counts as verified (the admin vouches for the issuer).
+    pub issuer_verifies_email: bool,
     users: HashSet<String>,
     groups: HashSet<String>,
 }
@@ -97,6 +99,7 @@ impl SignIn {
                 client_secret: oidc.client_secret.clone().map(Secret::new),
                 access: app.access,
                 cookie: app.cookie,
+                issuer_verifies_email: oidc.issuer_verifies_email,
                 users,
                 groups,
             })
@@ -115,6 +118,25 @@ impl SignIn {
         let mut url = self.origin.root().clone();
         url.set_path(CALLBACK_PATH);
         url
+    }
+
+    /// The session for verified `claims`: the email is kept only when verified (see
+    /// [`postern_auth::IdTokenClaims::verified_email`]), so an unverified one is neither matched
+    /// by assignment nor passed to the app.
+    fn session(
+        &self,
+        claims: &postern_auth::IdTokenClaims,
+        issued: UnixTime,
+        expires_at: UnixTime,
+    ) -> Session {
+        let mut session = Session::from_claims(claims, self.app_id.clone(), issued, expires_at);
+        session.email = claims
+            .verified_email(self.issuer_verifies_email)
+            .map(str::to_owned);
+        if session.email.is_none() && claims.email.is_some() {
+            tracing::debug!(app = %self.app_name, user = %claims.subject, "the token's email is not verified; it is not used");
+        }
+        session
     }
 
     /// Whether the user (by subject or email) or one of their groups is assigned to the app.
@@ -496,8 +518,7 @@ async fn bearer_identity(
                         reason: other.to_string(),
                     },
                 })?;
-            let mut session =
-                Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
+            let mut session = sign_in.session(&claims, now, claims.expires_at);
             // A bearer token's "session" began when the token was issued.
             session.issued_at = claims.issued_at.unwrap_or(now);
             auth.remember(&key, Opened::new(session))
@@ -631,8 +652,9 @@ async fn callback(
         .expires_at
         .min(now.saturating_add(MAX_SESSION))
         .max(now.saturating_add(Duration::from_secs(60)));
-    let issued = issue_time(routes, &claims.subject, claims.email.as_deref(), now);
-    let session = Session::from_claims(&claims, sign_in.app_id.clone(), issued, expires_at);
+    let email = claims.verified_email(sign_in.issuer_verifies_email);
+    let issued = issue_time(routes, &claims.subject, email, now);
+    let session = sign_in.session(&claims, issued, expires_at);
     sign_in.admit(&session)?;
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());
