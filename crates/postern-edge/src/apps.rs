@@ -45,6 +45,10 @@ pub struct PublishApp {
     pub cookie_http_only: bool,
     #[serde(default)]
     pub cookie_persistent: bool,
+    /// With `preauth: oidc`: the admin vouches that the issuer verifies every email it sends, so
+    /// a token without `email_verified` counts as verified (an explicit `false` never does).
+    #[serde(default)]
+    pub issuer_verifies_email: bool,
 }
 
 fn yes() -> bool {
@@ -87,6 +91,8 @@ pub struct UpdateApp {
     pub cookie_http_only: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie_persistent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_verifies_email: Option<bool>,
 }
 
 impl UpdateApp {
@@ -115,6 +121,7 @@ impl PublishApp {
             require_mfa: false,
             cookie_http_only: true,
             cookie_persistent: false,
+            issuer_verifies_email: false,
         }
     }
 
@@ -137,6 +144,7 @@ impl PublishApp {
             require_mfa: app.access.require_mfa,
             cookie_http_only: app.cookie.http_only,
             cookie_persistent: app.cookie.persistent,
+            issuer_verifies_email: app.oidc.as_ref().is_some_and(|o| o.issuer_verifies_email),
         }
     }
 
@@ -176,6 +184,9 @@ impl PublishApp {
         self.require_mfa = patch.require_mfa.unwrap_or(self.require_mfa);
         self.cookie_http_only = patch.cookie_http_only.unwrap_or(self.cookie_http_only);
         self.cookie_persistent = patch.cookie_persistent.unwrap_or(self.cookie_persistent);
+        self.issuer_verifies_email = patch
+            .issuer_verifies_email
+            .unwrap_or(self.issuer_verifies_email);
         self
     }
 }
@@ -262,10 +273,11 @@ pub fn validate(req: &PublishApp) -> Result<NewApp, Invalid> {
                 || req.client_id.is_some()
                 || req.client_secret.is_some()
                 || req.assignment_required
-                || req.require_mfa;
+                || req.require_mfa
+                || req.issuer_verifies_email;
             if set {
                 return Err(Invalid(
-                    "issuer, client ID and secret, assignment and MFA apply only with preauth \"oidc\"; passthrough apps sign users in themselves".into(),
+                    "issuer, client ID and secret, assignment, MFA and issuer-verifies-email apply only with preauth \"oidc\"; passthrough apps sign users in themselves".into(),
                 ));
             }
             None
@@ -337,6 +349,7 @@ fn oidc_client(req: &PublishApp) -> Result<OidcClient, Invalid> {
                 issuer: Some(issuer.clone()),
                 client_id,
                 client_secret: req.client_secret.clone(),
+                issuer_verifies_email: req.issuer_verifies_email,
             })
         }
         None => {
@@ -349,6 +362,7 @@ fn oidc_client(req: &PublishApp) -> Result<OidcClient, Invalid> {
                 issuer: None,
                 client_id: req.client_id.clone().unwrap_or_default(),
                 client_secret: None,
+                issuer_verifies_email: req.issuer_verifies_email,
             })
         }
     }

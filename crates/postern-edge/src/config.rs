@@ -23,6 +23,9 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The built-in identity provider's host on the public listener (its issuer is
 /// `https://HOST[:PORT]`); `login.localhost` serves a single machine out of the box.
 pub const DEFAULT_IDP_HOST: &str = "login.localhost";
+/// The most `--tls-name`s an edge takes: a handful of names connectors and admins dial, with
+/// room to spare; the default certificate carries them all.
+pub const MAX_TLS_NAMES: usize = 64;
 /// How long a connector's config long-poll is held open when nothing changes.
 pub const CONFIG_POLL_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -123,6 +126,9 @@ pub struct EdgeConfig {
     /// provider.
     pub idp_host: String,
     pub limits: Limits,
+    /// Extra names the local CA's certificates cover besides published apps' hosts and the
+    /// identity provider's: the names connectors and admins dial the edge by (lower-case).
+    pub tls_names: Vec<String>,
 }
 
 impl EdgeConfig {
@@ -147,8 +153,31 @@ impl EdgeConfig {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             idp_host: DEFAULT_IDP_HOST.to_owned(),
             limits: Limits::default(),
+            tls_names: Vec::new(),
         }
     }
+}
+
+/// Checks a `--tls-name`: a DNS name (letters, digits, `-`, dot-separated labels of at most 63
+/// characters, 253 in all) or an IP address; returns it lower-case.
+pub fn parse_tls_name(s: &str) -> Result<String, String> {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(s.to_owned());
+    }
+    let name = s.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a host name or IP address; use e.g. edge.example.com"
+        ));
+    }
+    Ok(name)
 }
 
 /// A secret whose `Debug` and `Display` print a mask, so no log line can leak it.
@@ -174,5 +203,34 @@ impl std::fmt::Debug for Secret {
 impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("********")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_names() {
+        for (input, expected) in [
+            ("Edge.Example.com", Ok("edge.example.com")),
+            ("edge.example.com.", Ok("edge.example.com")),
+            ("localhost", Ok("localhost")),
+            ("10.0.0.5", Ok("10.0.0.5")),
+            ("::1", Ok("::1")),
+            ("", Err(())),
+            ("a..b", Err(())),
+            ("-a.example", Err(())),
+            ("a_b.example", Err(())),
+            ("*.example.com", Err(())),
+            ("https://edge.example.com", Err(())),
+        ] {
+            let got = parse_tls_name(input);
+            match expected {
+                Ok(name) => assert_eq!(got.as_deref(), Ok(name), "{input:?}"),
+                Err(()) => assert!(got.unwrap_err().contains("not a host name"), "{input:?}"),
+            }
+        }
+        assert!(parse_tls_name(&format!("{}.example", "a".repeat(64))).is_err());
     }
 }

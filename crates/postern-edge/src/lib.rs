@@ -142,23 +142,35 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let connector_addr = connector.local_addr()?;
     let admin_addr = admin.local_addr()?;
 
+    anyhow::ensure!(
+        config.tls_names.len() <= config::MAX_TLS_NAMES,
+        "{} --tls-name flags given; at most {} are allowed",
+        config.tls_names.len(),
+        config::MAX_TLS_NAMES
+    );
+    // With the local CA, the public and connector listeners issue certificates only for the
+    // names served (the default names here, apps' hosts and the identity provider's host set on
+    // every reload): any other SNI fails its handshake.
     let certs = match &config.tls_cert {
         Some((cert, key)) => Arc::new(ServerCerts::fixed(cert, key)?),
         None => Arc::new(ServerCerts::local(
             server_ca.clone(),
-            &default_names(&[public_addr, connector_addr, admin_addr]),
+            &default_names(
+                &[public_addr, connector_addr, admin_addr],
+                &config.tls_names,
+            ),
         )?),
     };
     // The admin listener always uses the local CA, so `--ca-file DATA/ca.pem` works for the CLI
-    // whatever certificate the public side presents.
+    // whatever certificate the public side presents. It serves its default names only.
     let admin_certs = Arc::new(ServerCerts::local(
         server_ca.clone(),
-        &default_names(&[admin_addr]),
+        &default_names(&[admin_addr], &config.tls_names),
     )?);
     let public_tls = TlsAcceptor::from(Arc::new(postern_pki::public_server_config(certs.clone())?));
     let admin_tls = TlsAcceptor::from(Arc::new(postern_pki::public_server_config(admin_certs)?));
     let connector_tls = TlsAcceptor::from(Arc::new(postern_pki::connector_listener_config(
-        certs,
+        certs.clone(),
         connector_ca.cert_der(),
         vec![
             postern_proto::tunnel::TUNNEL_ALPN.to_vec(),
@@ -197,6 +209,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         version: version_tx,
         tunnels: tunnels::TunnelPool::default(),
         server_ca,
+        public_certs: certs,
         connector_ca,
         admin_token,
         shutting_down: Default::default(),
@@ -335,17 +348,23 @@ fn public_connection_cap(configured: usize) -> usize {
     configured.min(room)
 }
 
-/// Names in the certificate shown to clients that send no SNI (they dialled an IP address).
-fn default_names(addrs: &[SocketAddr]) -> Vec<String> {
+/// Names in the certificate shown to clients that send no SNI (they dialled an IP address) or
+/// ask for one of these names: loopback, the listeners' addresses and the `--tls-name`s.
+fn default_names(addrs: &[SocketAddr], tls_names: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    for a in addrs {
-        let ip = a.ip();
-        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
-            names.push(ip.to_string());
+    let extra = addrs
+        .iter()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .map(|ip| ip.to_string())
+        .chain(tls_names.iter().cloned());
+    for name in extra {
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     names

@@ -53,6 +53,14 @@ pub enum Refusal {
         issuer: String,
         reason: String,
     },
+    /// The identity provider's discovery failed with network trouble or a server error, just now
+    /// or within the failure hold; trying again after `retry_after` may help.
+    IssuerUnreachable {
+        app: String,
+        issuer: String,
+        reason: String,
+        retry_after: Duration,
+    },
     /// The identity provider said no (the `error` of the callback, or the code exchange).
     IssuerRefused { app: String, reason: String },
     /// The ID token from the sign-in failed a check.
@@ -65,6 +73,8 @@ pub enum Refusal {
     NotAssigned { app: String, user: String },
     /// The app needs a second factor the sign-in did not use, even after asking for it.
     MfaRequired { app: String },
+    /// A sign-out form was submitted from another site, or without this session's token.
+    SignOutRefused { app: String, reason: String },
     /// The app's sign-in is not set up in a way the edge can use.
     SignInMisconfigured { app: String, reason: String },
     /// The client sent requests faster than its share.
@@ -117,9 +127,10 @@ impl Refusal {
             | Refusal::BackendUnreachable { .. }
             | Refusal::DestinationRefused { .. }
             | Refusal::TunnelLost { .. } => StatusCode::BAD_GATEWAY,
-            Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::QueueFull { .. }
+            | Refusal::ShuttingDown
+            | Refusal::Maintenance { .. }
+            | Refusal::IssuerUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Refusal::SignInRequired { .. } | Refusal::BearerRefused { .. } => {
                 StatusCode::UNAUTHORIZED
@@ -128,6 +139,7 @@ impl Refusal {
                 StatusCode::BAD_GATEWAY
             }
             Refusal::IssuerRefused { .. }
+            | Refusal::SignOutRefused { .. }
             | Refusal::NotAssigned { .. }
             | Refusal::MfaRequired { .. } => StatusCode::FORBIDDEN,
             Refusal::TokenInvalid { .. } => StatusCode::UNAUTHORIZED,
@@ -162,6 +174,7 @@ impl Refusal {
             Refusal::SignInRequired { .. } => "sign_in_required",
             Refusal::BearerRefused { .. } => "bearer_token_refused",
             Refusal::IssuerUnavailable { .. } => "issuer_unavailable",
+            Refusal::IssuerUnreachable { .. } => "issuer_unreachable",
             Refusal::IssuerRefused { .. } => "issuer_refused",
             Refusal::TokenInvalid { .. } => "token_invalid",
             Refusal::SignInStateInvalid { .. } => "sign_in_state_invalid",
@@ -174,6 +187,7 @@ impl Refusal {
             Refusal::BadRequestBody => "bad_request_body",
             Refusal::RequestBodyStalled { .. } => "request_body_stalled",
             Refusal::ResponseHeadTooLarge { .. } => "response_head_too_large",
+            Refusal::SignOutRefused { .. } => "sign_out_refused",
         }
     }
 
@@ -195,8 +209,10 @@ impl Refusal {
             Refusal::SignInRequired { .. }
             | Refusal::BearerRefused { .. }
             | Refusal::SignInStateInvalid { .. }
-            | Refusal::SessionCookieInvalid { .. } => Source::Client,
+            | Refusal::SessionCookieInvalid { .. }
+            | Refusal::SignOutRefused { .. } => Source::Client,
             Refusal::IssuerUnavailable { .. }
+            | Refusal::IssuerUnreachable { .. }
             | Refusal::IssuerRefused { .. }
             | Refusal::TokenInvalid { .. } => Source::IdentityProvider,
             Refusal::NotAssigned { .. } | Refusal::MfaRequired { .. } => Source::Policy,
@@ -225,6 +241,7 @@ impl Refusal {
                 | Refusal::BadRequestBody
                 | Refusal::ResponseHeadTooLarge { .. }
                 | Refusal::DestinationRefused { .. }
+                | Refusal::SignOutRefused { .. }
         )
     }
 
@@ -248,7 +265,8 @@ impl Refusal {
             Refusal::Maintenance { .. } => "Down for maintenance",
             Refusal::SignInRequired { .. } => "Sign-in required",
             Refusal::BearerRefused { .. } => "The access token was refused",
-            Refusal::IssuerUnavailable { .. } => "The sign-in service cannot be reached",
+            Refusal::IssuerUnavailable { .. } => "The sign-in service cannot be used",
+            Refusal::IssuerUnreachable { .. } => "The sign-in service cannot be reached",
             Refusal::IssuerRefused { .. } => "The sign-in service refused the sign-in",
             Refusal::TokenInvalid { .. } => "The sign-in could not be verified",
             Refusal::SignInStateInvalid { .. } => "The sign-in expired or was not started here",
@@ -261,6 +279,7 @@ impl Refusal {
             Refusal::BadRequestBody => "Malformed request body",
             Refusal::RequestBodyStalled { .. } => "The request body stopped arriving",
             Refusal::ResponseHeadTooLarge { .. } => "The app's response headers are too large",
+            Refusal::SignOutRefused { .. } => "The sign-out was refused",
         }
     }
 
@@ -310,6 +329,10 @@ impl Refusal {
             Refusal::IssuerUnavailable { app, issuer, reason } => format!(
                 "{app:?} signs users in with {issuer}, which could not be used: {reason}. Try again later, or ask an administrator to check the issuer."
             ),
+            Refusal::IssuerUnreachable { app, issuer, reason, retry_after } => format!(
+                "{app:?} signs users in with {issuer}, which is unreachable: {reason}. Try again in {} seconds; if it persists, ask an administrator to check the issuer.",
+                retry_secs(*retry_after)
+            ),
             Refusal::IssuerRefused { app, reason } => format!(
                 "The identity provider of {app:?} refused the sign-in: {reason}."
             ),
@@ -327,6 +350,10 @@ impl Refusal {
             ),
             Refusal::MfaRequired { app } => format!(
                 "{app:?} requires that you sign in with a second factor (such as an authenticator app), and the sign-in did not use one."
+            ),
+            Refusal::SignOutRefused { app, reason } => format!(
+                "The request to sign out of {app:?} was refused, and you are still signed in: {reason}. To sign out, open {SIGNOUT} in {app:?} and use its button.",
+                SIGNOUT = crate::preauth::SIGNOUT_PATH
             ),
             Refusal::SignInMisconfigured { app, reason } => format!(
                 "{app:?} cannot sign users in: {reason}. An administrator must fix the app's settings."
@@ -392,6 +419,9 @@ impl Refusal {
             }),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(after) = self.retry_after() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(after)));
+        }
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert(crate::hygiene::X_REQUEST_ID, v);
         }
@@ -407,6 +437,14 @@ impl Refusal {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+
+    /// When trying again may help, for refusals that know (sent as `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::IssuerUnreachable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 
     fn html(&self, request_id: &str) -> String {
@@ -441,6 +479,11 @@ code{{background:#f2f2f2;padding:.1rem .3rem}}</style></head>\
             rid = escape(request_id),
         )
     }
+}
+
+/// Whole seconds to wait, rounded up and at least one, as `Retry-After` counts them.
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0 || d.is_zero())
 }
 
 /// True when the client asks for JSON rather than a page (API clients, `fetch`).
@@ -480,6 +523,29 @@ mod tests {
         let html = r.html("rid");
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn an_unreachable_issuer_is_a_retryable_503_saying_when() {
+        for (after, header) in [
+            (Duration::from_secs(5), "5"),
+            (Duration::from_millis(4200), "5"),
+            (Duration::ZERO, "1"),
+        ] {
+            let r = Refusal::IssuerUnreachable {
+                app: "wiki".into(),
+                issuer: "https://login.example.com".into(),
+                reason: "timed out".into(),
+                retry_after: after,
+            };
+            assert!(r.retryable());
+            assert!(r.message().contains("https://login.example.com"));
+            let resp = r.into_response(true, "rid");
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()[header::RETRY_AFTER], header, "{after:?}");
+        }
+        let other = Refusal::ShuttingDown.into_response(false, "rid");
+        assert!(!other.headers().contains_key(header::RETRY_AFTER));
     }
 
     #[test]

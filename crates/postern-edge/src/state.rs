@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use postern_pki::Ca;
+use postern_pki::{Ca, ServerCerts};
 use postern_proto::{AppId, AppRoute, ConnectorConfig};
 use postern_store::{Preauth, Store, StoreError};
 use tokio::sync::watch;
@@ -57,6 +57,9 @@ pub struct Shared {
     pub version: watch::Sender<u64>,
     pub tunnels: TunnelPool,
     pub server_ca: Arc<Ca>,
+    /// The public (and connector) listener's certificates: told on every reload which names
+    /// are served, as only those get a certificate on demand.
+    pub public_certs: Arc<ServerCerts>,
     pub connector_ca: Ca,
     pub admin_token: Secret,
     pub shutting_down: AtomicBool,
@@ -97,7 +100,7 @@ impl Shared {
             .filter(|c| c.revoked_at.is_none())
             .map(|c| (c.id, c.group))
             .collect();
-        let by_host = apps
+        let by_host: HashMap<String, Arc<Route>> = apps
             .into_iter()
             .map(|a| {
                 let sign_in = match a.preauth {
@@ -121,6 +124,12 @@ impl Shared {
                 (a.external_host, Arc::new(route))
             })
             .collect();
+        self.public_certs.serve_names(
+            by_host
+                .keys()
+                .cloned()
+                .chain(std::iter::once(self.config.idp_host.clone())),
+        );
         self.routes.store(Arc::new(Routes {
             version,
             by_host,

@@ -35,6 +35,8 @@ pub struct UserRequest {
     pub admin: bool,
     pub require_mfa: bool,
     pub groups: Vec<String>,
+    /// The administrator vouches that the address is the user's.
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for UserRequest {
@@ -44,6 +46,7 @@ impl std::fmt::Debug for UserRequest {
             .field("admin", &self.admin)
             .field("require_mfa", &self.require_mfa)
             .field("groups", &self.groups)
+            .field("email_verified", &self.email_verified)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +140,7 @@ pub async fn create_user(store: &Store, req: UserRequest) -> Result<User, Direct
         admin: req.admin,
         require_mfa: req.require_mfa,
         groups: req.groups,
+        email_verified: req.email_verified,
     };
     Ok(store.create_user(&new).await?)
 }

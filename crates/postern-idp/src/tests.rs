@@ -172,6 +172,7 @@ async fn an_expired_code_is_invalid_grant() {
             admin: false,
             require_mfa: false,
             groups: vec![],
+            email_verified: false,
         })
         .await
         .unwrap();

@@ -306,6 +306,9 @@ async fn issue(
     if !user.enabled || grant.revoked {
         return Err(oauth_error("invalid_grant", "the grant is revoked"));
     }
+    // True only when an administrator vouched for the address: the provider never checks a
+    // mailbox itself.
+    let email_verified = idp.store.email_verified(&user.id).await.map_err(internal)?;
     let now = now();
     let exp = now + TOKEN_LIFETIME.as_secs() as i64;
     let id_claims = IdClaims {
@@ -317,7 +320,7 @@ async fn issue(
         auth_time: grant.auth.auth_time,
         nonce: nonce.map(str::to_owned),
         email: user.email.clone(),
-        email_verified: true,
+        email_verified,
         name: user.display_name.clone(),
         groups: user.groups.clone(),
         roles: if user.admin {
@@ -402,10 +405,14 @@ pub async fn userinfo(State(idp): State<Arc<Idp>>, headers: HeaderMap) -> Respon
         Ok(u) if u.enabled => u,
         _ => return invalid_token("the user is disabled or gone"),
     };
+    let email_verified = match idp.store.email_verified(&user.id).await {
+        Ok(v) => v,
+        Err(_) => return invalid_token("the user is disabled or gone"),
+    };
     Json(serde_json::json!({
         "sub": user.id,
         "email": user.email,
-        "email_verified": true,
+        "email_verified": email_verified,
         "name": user.display_name,
         "groups": user.groups,
         "roles": if user.admin { vec!["admin"] } else { vec![] },

@@ -1,11 +1,14 @@
 //! Which server certificate the edge presents for a TLS handshake.
 //!
 //! Either one configured certificate (a PEM chain and key from the operator), or certificates
-//! issued on demand by the edge's local server CA for whatever name the client asked for, so the
-//! quickstart and tests get valid HTTPS for any `*.localhost` app with no setup.
+//! issued on demand by the edge's local server CA, so the quickstart and tests get valid HTTPS for
+//! any `*.localhost` app with no setup. On demand means only for names the edge serves: the
+//! default names (in the certificate shown to clients that send no SNI) and the names the edge
+//! sets with [`ServerCerts::serve_names`] (published apps' hosts, the identity provider's host).
+//! Any other name gets no certificate and the handshake fails, so a stranger's SNI costs a set
+//! lookup: it never reaches the CA, never enters the cache and never evicts a served name.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -16,16 +19,10 @@ use rustls::sign::CertifiedKey;
 
 use crate::{Ca, PkiError};
 
-/// Upper bound on certificates kept for on-demand names; past it the cache starts over, so a
-/// client sending random SNI names never costs unbounded memory.
-const MAX_CACHED_NAMES: usize = 1024;
-/// How many new names per second may get a certificate issued on demand (with a burst of
-/// [`ISSUE_BURST`]); past it, handshakes for new names get the default certificate, so a client
-/// sending random SNI names cannot make the edge spend its CPU on key generation.
-const ISSUE_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
-const ISSUE_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
-
-type IssueLimiter = governor::DefaultDirectRateLimiter;
+/// Upper bound on the names certificates are issued for on demand (and so on the cache, which
+/// holds only those). The names come from the admin's published apps, not from clients; past it,
+/// the rest are left out (logged), so a runaway configuration cannot grow the edge without bound.
+pub const MAX_SERVED_NAMES: usize = 10_000;
 
 pub struct ServerCerts {
     mode: Mode,
@@ -35,12 +32,19 @@ enum Mode {
     Fixed(Arc<CertifiedKey>),
     Local {
         ca: Arc<Ca>,
-        /// Presented when the client sends no SNI (it dialled an IP address), and for new names
-        /// past the issuance rate.
+        /// Presented when the client sends no SNI (it dialled an IP address), or names one of
+        /// `default_names`.
         default: Arc<CertifiedKey>,
-        cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-        limiter: IssueLimiter,
+        default_names: HashSet<String>,
+        served: Mutex<Served>,
     },
+}
+
+/// The names served on demand, and the certificates issued for them so far.
+#[derive(Default)]
+struct Served {
+    names: HashSet<String>,
+    cache: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for ServerCerts {
@@ -52,8 +56,13 @@ impl std::fmt::Debug for ServerCerts {
     }
 }
 
+/// A name as SNI and the routing table compare it: lower-case, without a trailing dot.
+fn normalise(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl ServerCerts {
-    /// Serves one configured certificate chain and key (PEM files).
+    /// Serves one configured certificate chain and key (PEM files), whatever name is asked for.
     pub fn fixed(cert_path: &Path, key_path: &Path) -> Result<ServerCerts, PkiError> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
             .and_then(|it| it.collect::<Result<_, _>>())
@@ -78,7 +87,7 @@ impl ServerCerts {
     }
 
     /// Issues certificates on demand from `ca`; `default_names` (host names and IP addresses)
-    /// go into the certificate for clients that send no SNI.
+    /// go into the certificate for clients that send no SNI, and are served from the start.
     pub fn local(ca: Arc<Ca>, default_names: &[String]) -> Result<ServerCerts, PkiError> {
         let (chain, key) = ca.issue_server(default_names)?;
         let default = Arc::new(certified(chain, key)?);
@@ -86,12 +95,32 @@ impl ServerCerts {
             mode: Mode::Local {
                 ca,
                 default,
-                cache: Mutex::new(HashMap::new()),
-                limiter: governor::RateLimiter::direct(
-                    governor::Quota::per_second(ISSUE_PER_SECOND).allow_burst(ISSUE_BURST),
-                ),
+                default_names: default_names.iter().map(|n| normalise(n)).collect(),
+                served: Mutex::new(Served::default()),
             },
         })
+    }
+
+    /// Replaces the names (besides the default names) that get a certificate on demand; the
+    /// certificates of names no longer served are dropped. A fixed certificate ignores this.
+    pub fn serve_names(&self, names: impl IntoIterator<Item = String>) {
+        let Mode::Local { served, .. } = &self.mode else {
+            return;
+        };
+        let mut next = HashSet::new();
+        for name in names {
+            if next.len() >= MAX_SERVED_NAMES {
+                tracing::error!(
+                    limit = MAX_SERVED_NAMES,
+                    "more names to serve than the on-demand certificate limit; the rest get no certificate"
+                );
+                break;
+            }
+            next.insert(normalise(&name));
+        }
+        let mut served = lock(served);
+        served.cache.retain(|name, _| next.contains(name));
+        served.names = next;
     }
 
     fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
@@ -99,17 +128,23 @@ impl ServerCerts {
             Mode::Fixed(key) => Some(key.clone()),
             Mode::Local {
                 ca,
-                cache,
                 default,
-                limiter,
+                default_names,
+                served,
             } => {
-                let name = name.to_ascii_lowercase();
-                if let Some(hit) = lock(cache).get(&name) {
-                    return Some(hit.clone());
-                }
-                if limiter.check().is_err() {
-                    tracing::warn!(%name, "on-demand certificate rate exceeded; presenting the default certificate");
+                let name = normalise(name);
+                if default_names.contains(&name) {
                     return Some(default.clone());
+                }
+                {
+                    let served = lock(served);
+                    if let Some(hit) = served.cache.get(&name) {
+                        return Some(hit.clone());
+                    }
+                    if !served.names.contains(&name) {
+                        tracing::debug!(%name, "no certificate for a name the edge does not serve");
+                        return None;
+                    }
                 }
                 // Issued outside the lock: signing takes a while and must not stall other
                 // handshakes. Two racing handshakes for a new name both issue; one wins the cache.
@@ -123,11 +158,11 @@ impl ServerCerts {
                         return None;
                     }
                 };
-                let mut cache = lock(cache);
-                if cache.len() >= MAX_CACHED_NAMES {
-                    cache.clear();
+                let mut served = lock(served);
+                // Unpublished while it was being issued: hand it to this handshake only.
+                if served.names.contains(&name) {
+                    served.cache.insert(name, key.clone());
                 }
-                cache.insert(name, key.clone());
                 Some(key)
             }
         }
@@ -162,28 +197,65 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn new_names_past_the_rate_get_the_default_certificate() {
+    fn local() -> (tempfile::TempDir, ServerCerts) {
         let dir = tempfile::tempdir().unwrap();
         let ca =
             Ca::load_or_create(&dir.path().join("c.pem"), &dir.path().join("k.pem"), "t").unwrap();
         let certs = ServerCerts::local(Arc::new(ca), &["localhost".to_owned()]).unwrap();
+        (dir, certs)
+    }
+
+    fn cached(certs: &ServerCerts) -> usize {
+        let Mode::Local { served, .. } = &certs.mode else {
+            unreachable!()
+        };
+        lock(served).cache.len()
+    }
+
+    #[test]
+    fn only_served_names_get_certificates_and_only_they_are_cached() {
+        let (_dir, certs) = local();
+        certs.serve_names([
+            "wiki.example.com".to_owned(),
+            "Login.Example.com".to_owned(),
+        ]);
+        let wiki = certs.for_name("wiki.example.com").expect("a served name");
+        // The same certificate again, from the cache, whatever the spelling.
+        let again = certs.for_name("WIKI.example.com.").unwrap();
+        assert!(Arc::ptr_eq(&wiki, &again));
+        assert!(certs.for_name("login.example.com").is_some());
+        // Strangers' names get nothing, and do not touch the cache.
+        for i in 0..2000 {
+            assert!(certs.for_name(&format!("n{i}.example")).is_none(), "n{i}");
+        }
+        assert_eq!(cached(&certs), 2);
+        let still = certs.for_name("wiki.example.com").unwrap();
+        assert!(Arc::ptr_eq(&wiki, &still), "a served name was evicted");
+        // The default names get the default certificate.
         let Mode::Local { default, .. } = &certs.mode else {
             unreachable!()
         };
-        let mut defaults = 0;
-        for i in 0..(ISSUE_BURST.get() + 20) {
-            let got = certs.for_name(&format!("n{i}.example")).unwrap();
-            if Arc::ptr_eq(&got, default) {
-                defaults += 1;
-            }
-        }
-        assert!(
-            defaults >= 10,
-            "only {defaults} names were refused issuance"
-        );
-        // A name issued before is still served from the cache.
-        let first = certs.for_name("n0.example").unwrap();
-        assert!(!Arc::ptr_eq(&first, default));
+        assert!(Arc::ptr_eq(&certs.for_name("localhost").unwrap(), default));
+    }
+
+    #[test]
+    fn unpublished_names_lose_their_certificate_and_new_ones_get_one() {
+        let (_dir, certs) = local();
+        certs.serve_names(["a.example".to_owned()]);
+        assert!(certs.for_name("a.example").is_some());
+        certs.serve_names(["b.example".to_owned()]);
+        assert!(certs.for_name("a.example").is_none());
+        assert_eq!(cached(&certs), 0);
+        assert!(certs.for_name("b.example").is_some());
+    }
+
+    #[test]
+    fn the_served_names_are_bounded() {
+        let (_dir, certs) = local();
+        certs.serve_names((0..MAX_SERVED_NAMES + 5).map(|i| format!("n{i}.example")));
+        let Mode::Local { served, .. } = &certs.mode else {
+            unreachable!()
+        };
+        assert_eq!(lock(served).names.len(), MAX_SERVED_NAMES);
     }
 }

@@ -128,8 +128,8 @@ impl Store {
                                preserve_host, insecure_skip_backend_tls_verify, backend_timeout_ms,
                                maintenance, oidc_issuer, oidc_client_id, oidc_client_secret,
                                assignment_required, require_mfa, cookie_http_only,
-                               cookie_persistent, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               cookie_persistent, issuer_verifies_email, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         );
         let res = bind_settings(insert, app, group.id)
             .bind(now())
@@ -157,7 +157,7 @@ impl Store {
                  insecure_skip_backend_tls_verify = ?, backend_timeout_ms = ?, maintenance = ?,
                  oidc_issuer = ?, oidc_client_id = ?, oidc_client_secret = ?,
                  assignment_required = ?, require_mfa = ?, cookie_http_only = ?,
-                 cookie_persistent = ?
+                 cookie_persistent = ?, issuer_verifies_email = ?
              WHERE name = ?",
         );
         let res = bind_settings(update, app, group.id)
@@ -211,7 +211,7 @@ impl Store {
 const APP_SELECT: &str = "SELECT a.id, a.name, a.external_url, a.external_host, a.internal_url,
     g.name, a.preauth, a.preserve_host, a.insecure_skip_backend_tls_verify, a.backend_timeout_ms,
     a.maintenance, a.oidc_issuer, a.oidc_client_id, a.oidc_client_secret, a.assignment_required,
-    a.require_mfa, a.cookie_http_only, a.cookie_persistent
+    a.require_mfa, a.cookie_http_only, a.cookie_persistent, a.issuer_verifies_email
     FROM apps a JOIN groups g ON g.id = a.group_id";
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -236,6 +236,7 @@ fn bind_settings<'q>(query: Query<'q>, app: &'q NewApp, group_id: i64) -> Query<
         .bind(app.access.require_mfa)
         .bind(app.cookie.http_only)
         .bind(app.cookie.persistent)
+        .bind(app.oidc.as_ref().is_some_and(|o| o.issuer_verifies_email))
 }
 
 fn no_group(name: &str) -> StoreError {

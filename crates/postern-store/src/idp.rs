@@ -134,7 +134,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "INSERT INTO idp_users (id, email, display_name, password_hash, admin, require_mfa,
-                 created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 email_verified, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(new.email.to_ascii_lowercase())
@@ -142,6 +142,7 @@ impl Store {
         .bind(&new.password_hash)
         .bind(new.admin)
         .bind(new.require_mfa)
+        .bind(new.email_verified)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -202,6 +203,48 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(Some((user, hash)))
+    }
+
+    /// Whether an administrator vouched for the email of the user with subject `id`: what the
+    /// provider's tokens say as `email_verified`.
+    pub async fn email_verified(&self, id: &str) -> Result<bool, StoreError> {
+        let verified: Option<bool> =
+            sqlx::query_scalar("SELECT email_verified FROM idp_users WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        verified.ok_or_else(|| no_user(id))
+    }
+
+    /// The subjects of the users whose emails are verified.
+    pub async fn verified_emails(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM idp_users WHERE email_verified = 1")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// Records whether an administrator vouches for a user's email. Tokens issued from now on
+    /// say so; sessions and grants are left alone.
+    pub async fn set_email_verified(
+        &self,
+        email: &str,
+        verified: bool,
+    ) -> Result<User, StoreError> {
+        let done =
+            sqlx::query("UPDATE idp_users SET email_verified = ?, updated_at = ? WHERE email = ?")
+                .bind(verified)
+                .bind(now())
+                .bind(email.to_ascii_lowercase())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(no_user(email));
+        }
+        self.user(email).await
     }
 
     /// Enables or disables a user. Disabling ends their sessions and revokes their grants at once.
@@ -1302,6 +1345,7 @@ mod tests {
                 admin: true,
                 require_mfa: false,
                 groups: vec!["eng".into()],
+                email_verified: false,
             })
             .await
             .unwrap();
@@ -1343,6 +1387,46 @@ mod tests {
             },
             expires_at,
         }
+    }
+
+    #[tokio::test]
+    async fn an_email_is_verified_only_once_an_administrator_says_so() {
+        let (_d, store) = store().await;
+        let (user, _) = fixture(&store).await;
+        assert!(!store.email_verified(&user.id).await.unwrap());
+        assert!(store.verified_emails().await.unwrap().is_empty());
+        store
+            .set_email_verified("ADA@example.com", true)
+            .await
+            .unwrap();
+        assert!(store.email_verified(&user.id).await.unwrap());
+        assert!(store.verified_emails().await.unwrap().contains(&user.id));
+        store
+            .set_email_verified("ada@example.com", false)
+            .await
+            .unwrap();
+        assert!(!store.email_verified(&user.id).await.unwrap());
+        assert!(matches!(
+            store.set_email_verified("nobody@example.com", true).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.email_verified("u_nobody").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let verified = store
+            .create_user(&NewUser {
+                email: "bo@example.com".into(),
+                display_name: "Bo".into(),
+                password_hash: "$argon2id$x".into(),
+                admin: false,
+                require_mfa: false,
+                groups: vec![],
+                email_verified: true,
+            })
+            .await
+            .unwrap();
+        assert!(store.email_verified(&verified.id).await.unwrap());
     }
 
     #[tokio::test]

@@ -28,6 +28,8 @@ pub struct NewUser {
     pub admin: bool,
     pub require_mfa: bool,
     pub groups: Vec<String>,
+    /// An administrator vouches that the address is the user's (`email_verified` in tokens).
+    pub email_verified: bool,
 }
 
 /// A user's TOTP secret (base32), masked in `Debug`.

@@ -256,6 +256,11 @@ const MIGRATIONS: &[&str] = &[
             ORDER BY issued_at DESC, rowid DESC LIMIT 1),
         previous_cert_serial = (SELECT serial FROM certificates WHERE connector_id = connectors.id
             ORDER BY issued_at DESC, rowid DESC LIMIT 1 OFFSET 1);",
+    // 8: whose emails count as verified. Per app: the admin vouches that its issuer verifies
+    // every email it sends (for issuers without `email_verified`). Per directory user: whether an
+    // administrator vouched for the address; nobody had, so existing users start unverified.
+    "ALTER TABLE apps ADD COLUMN issuer_verifies_email INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE idp_users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

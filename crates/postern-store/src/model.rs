@@ -47,6 +47,9 @@ pub struct OidcClient {
     pub client_id: String,
     /// `None` for a public client.
     pub client_secret: Option<String>,
+    /// The admin vouches that the issuer verifies every email it puts in a token, for issuers
+    /// that do not send `email_verified` (an explicit `false` still counts as unverified).
+    pub issuer_verifies_email: bool,
 }
 
 impl std::fmt::Debug for OidcClient {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for OidcClient {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "********"),
             )
+            .field("issuer_verifies_email", &self.issuer_verifies_email)
             .finish()
     }
 }
@@ -172,6 +176,7 @@ pub(crate) fn app_from_row(r: &SqliteRow) -> Result<App, StoreError> {
             issuer: r.get(11),
             client_id,
             client_secret: r.get(13),
+            issuer_verifies_email: r.get(18),
         }),
         access: AccessRules {
             assignment_required: r.get(14),

@@ -420,11 +420,22 @@ async fn oidc_settings_assignments_and_revocations_are_kept() {
         issuer: Some("https://issuer.example".into()),
         client_id: "client".into(),
         client_secret: Some("s3cret".into()),
+        issuer_verifies_email: true,
     });
     new.access.require_mfa = true;
     new.cookie.persistent = true;
     let a = store.publish_app(&new).await.unwrap();
     assert_eq!(a.settings().oidc, new.oidc);
+    // An update keeps what it is given, the issuer's email trust included.
+    let mut changed = a.settings();
+    if let Some(o) = changed.oidc.as_mut() {
+        o.issuer_verifies_email = false;
+    }
+    let a = store.update_app("a", &changed).await.unwrap();
+    assert_eq!(
+        a.oidc.as_ref().map(|o| o.issuer_verifies_email),
+        Some(false)
+    );
     assert!(a.access.require_mfa && !a.access.assignment_required);
     assert!(a.cookie.persistent && a.cookie.http_only);
     assert!(
@@ -495,4 +506,34 @@ async fn oidc_settings_assignments_and_revocations_are_kept() {
         store.key_ring("session", || "four".into()).await.unwrap(),
         "three"
     );
+}
+
+#[tokio::test]
+async fn migrations_apply_every_missing_version_and_skip_reserved_ones() {
+    let (dir, store) = store().await;
+    let versions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 8]);
+    // A version below the highest that is missing (one filled in later) is applied on open.
+    sqlx::query("DELETE FROM schema_migrations WHERE version = 5")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE idp_passkeys")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let reopened = Store::open_sqlite(&dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let passkeys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idp_passkeys")
+        .fetch_one(&reopened.pool)
+        .await
+        .unwrap();
+    assert_eq!(passkeys, 0);
+    assert_eq!(versions().await, [1, 2, 3, 4, 5, 8]);
 }

@@ -79,6 +79,12 @@ struct EdgeArgs {
     /// (its issuer is https://HOST, with the listener's port unless it is 443).
     #[arg(long, default_value = postern_edge::config::DEFAULT_IDP_HOST)]
     idp_host: String,
+    /// A name connectors or admins dial this edge by (e.g. edge.example.com), for the local CA's
+    /// certificates; repeat for several. Published apps' hosts and --idp-host need none: without
+    /// --tls-cert, only those, loopback, the listeners' addresses and these names get a
+    /// certificate, and any other name's handshake fails.
+    #[arg(long = "tls-name", value_name = "NAME", value_parser = postern_edge::config::parse_tls_name)]
+    tls_names: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -281,6 +287,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.connector_renew_after = args.connector_renew_after;
     config.idp_host = args.idp_host.to_ascii_lowercase();
     config.limits = args.limits.limits();
+    config.tls_names = args.tls_names;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

@@ -60,6 +60,9 @@ pub async fn ensure(admin: &AdminClient, data: &Path) -> anyhow::Result<PathBuf>
                         "password": password,
                         "display_name": name,
                         "admin": is_admin,
+                        // The quickstart made these accounts and vouches for them, so the demo
+                        // app shows their email (X-Postern-Email).
+                        "email_verified": true,
                     }),
                 )
                 .await?;

@@ -274,7 +274,7 @@ async fn the_openapi_document_matches_the_routes_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 40);
+    assert_eq!(checked, 41);
     // And an undocumented one is not.
     let (status, answer, _) = edge.api(Method::GET, "/v1/nothing", None).await;
     assert_eq!(
@@ -496,6 +496,30 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             400,
             "unknown_group",
             "does not exist",
+        ),
+        (
+            Method::PATCH,
+            "/v1/apps/app".into(),
+            Some(json!({ "issuer_verifies_email": true })),
+            400,
+            "invalid_app",
+            "only with preauth \"oidc\"",
+        ),
+        (
+            Method::POST,
+            "/v1/users/nobody@example.com/email-verified".into(),
+            Some(json!({ "verified": true })),
+            404,
+            "not_found",
+            "does not exist",
+        ),
+        (
+            Method::POST,
+            "/v1/users/nobody@example.com/email-verified".into(),
+            Some(json!({ "verified": "yes" })),
+            422,
+            "bad_json",
+            "",
         ),
         (
             Method::POST,

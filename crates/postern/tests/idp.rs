@@ -254,6 +254,10 @@ async fn code_flow_with_pkce_issues_tokens_an_independent_library_verifies() {
     assert_eq!(status, StatusCode::OK, "{tokens}");
     let id = verify(&edge, tokens["id_token"].as_str().unwrap(), &rp.client_id).await;
     assert_eq!(id["email"], "ada@example.com");
+    assert_eq!(
+        id["email_verified"], false,
+        "no administrator vouched for the address"
+    );
     assert_eq!(id["name"], "Ada Lovelace");
     assert_eq!(id["nonce"], "n-1");
     assert_eq!(id["groups"], serde_json::json!(["eng"]));
@@ -268,7 +272,9 @@ async fn code_flow_with_pkce_issues_tokens_an_independent_library_verifies() {
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let (status, _, body) = userinfo(&edge, &access).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("ada@example.com"));
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["email"], "ada@example.com");
+    assert_eq!(info["email_verified"], false);
 
     // A tampered token is refused at userinfo.
     let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
@@ -289,6 +295,12 @@ async fn code_flow_with_pkce_issues_tokens_an_independent_library_verifies() {
         "prompt=login signs in afresh"
     );
 
+    // Once an administrator vouches for the address, the tokens issued from then on say so.
+    let out = edge
+        .admin_ok(&["user", "email-verified", "ada@example.com", "on"])
+        .await;
+    assert!(out.contains("verified"), "{out}");
+
     // The session signs the user in again without a form (single sign-on)...
     let (verifier2, challenge2) = pkce();
     let again = b.get(&authorize_url(&rp, &challenge2, "")).await;
@@ -308,6 +320,8 @@ async fn code_flow_with_pkce_issues_tokens_an_independent_library_verifies() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{t2}");
+    let id2 = verify(&edge, t2["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!(id2["email_verified"], true);
 
     // Reusing a code is refused and revokes what it issued.
     let (status, err) = redeem(&edge, &rp, &q["code"], &verifier).await;

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// An edge with a connector, the backend, an issuer with clients `wiki` and `crm`, and users
-/// ann (group staff) and bob (no group).
+/// ann (group staff) and bob (no group), whose emails the issuer says are verified, cat (it says
+/// her email is not) and dee (it says nothing about his).
 struct World {
     edge: Edge,
     issuer: Issuer,
@@ -39,6 +40,8 @@ impl World {
             "accounts": {
                 "ann-0001": { "email": "ann@example.com", "password": PASSWORD, "name": "Ann", "groups": ["staff"] },
                 "bob-0002": { "email": "bob@example.com", "password": PASSWORD, "name": "Bob", "groups": [] },
+                "cat-0003": { "email": "cat@example.com", "password": PASSWORD, "name": "Cat", "email_verified": false },
+                "dee-0004": { "email": "dee@example.com", "password": PASSWORD, "name": "Dee", "email_verified": null },
             },
         }))
         .await;
@@ -376,13 +379,82 @@ async fn cookies_are_useless_when_tampered_replayed_elsewhere_signed_out_or_revo
     let fresh = w.session_cookie(&jar, "wiki");
     assert_eq!(get("wiki", fresh.clone()).await.status(), 200);
 
-    // Signing out ends the session, and sends the browser to the issuer's logout.
-    let resp = raw
+    // Opening the sign-out address (a link, a prefetch, another site's <img>) only asks.
+    let session = format!("__Host-postern-session={fresh}");
+    let page = raw
         .get(w.url("wiki", "/.postern/signout"))
-        .header("cookie", format!("__Host-postern-session={fresh}"))
+        .header("cookie", &session)
         .send()
         .await
         .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(!page.headers().contains_key("set-cookie"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign out?"), "{html}");
+    assert_eq!(
+        get("wiki", fresh.clone()).await.status(),
+        200,
+        "a GET signed out"
+    );
+    let action = common::browser::form_action(&html);
+    assert!(action.starts_with("/.postern/signout?confirm="), "{action}");
+    let post = |path: &str, headers: &[(&'static str, &str)]| {
+        let mut req = raw
+            .post(w.url("wiki", path))
+            .header("cookie", &session)
+            .form(&[("x", "1")]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    // A form posted from another site, or without this session's token, is refused and
+    // changes nothing.
+    let origin = w.url("wiki", "");
+    let origin = origin.trim_end_matches('/');
+    // The same length, one character changed.
+    let forged = {
+        let (path, token) = action.split_once("confirm=").unwrap();
+        let flipped = if token.starts_with('A') { 'B' } else { 'A' };
+        format!("{path}confirm={flipped}{}", &token[1..])
+    };
+    for (path, headers, reason) in [
+        (
+            action.as_str(),
+            vec![
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            "another",
+        ),
+        (
+            action.as_str(),
+            vec![("sec-fetch-site", "same-site")],
+            "another site",
+        ),
+        (action.as_str(), vec![("origin", "null")], "another origin"),
+        (
+            "/.postern/signout",
+            vec![("origin", origin)],
+            "no confirmation token",
+        ),
+        (forged.as_str(), vec![("origin", origin)], "does not belong"),
+    ] {
+        let resp = post(path, &headers).await.unwrap();
+        assert_eq!(resp.status(), 403, "{path} {headers:?}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("sign_out_refused"), "{page}");
+        assert!(page.contains(reason), "{reason:?}: {page}");
+        assert_eq!(get("wiki", fresh.clone()).await.status(), 200);
+    }
+
+    // The page's own form ends the session, and sends the browser to the issuer's logout.
+    let resp = post(
+        &action,
+        &[("origin", origin), ("sec-fetch-site", "same-origin")],
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 302);
     let location = resp.headers()["location"].to_str().unwrap();
     assert!(
@@ -647,6 +719,31 @@ async fn the_return_target_never_leaves_the_apps_origin() {
     assert!(tried > 50, "only {tried} payloads could be sent as a path");
 }
 
+/// Opening `/.postern/signout` in the browser showed the edge's question and kept the session;
+/// the browser's click on its button (a same-origin POST) is what signed out.
+fn assert_signed_out_only_after_confirming(result: &Value) {
+    let asked = &result["edgeAsked"];
+    assert!(
+        asked["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.postern/signout"),
+        "{asked}"
+    );
+    assert!(
+        asked["text"].as_str().unwrap().contains("Sign out?"),
+        "{asked}"
+    );
+    assert!(
+        result["cookiesAtConfirm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "__Host-postern-session"),
+        "opening the sign-out address signed out"
+    );
+}
+
 #[tokio::test]
 async fn a_user_signs_in_and_out_in_headless_chromium() {
     let w = World::new(&[]).await;
@@ -675,6 +772,7 @@ async fn a_user_signs_in_and_out_in_headless_chromium() {
         session["expires"], -1,
         "a browser-session cookie unless made persistent"
     );
+    assert_signed_out_only_after_confirming(&result);
     assert!(result["afterSignOut"]["text"]
         .as_str()
         .unwrap()
@@ -701,6 +799,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         pw.to_str().unwrap(),
         "--group",
         "staff",
+        "--email-verified",
     ])
     .await;
     edge.admin_ok(&[
@@ -752,6 +851,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         seen(&body, "x-postern-user")[0].starts_with("u_"),
         "a stable subject, not the email"
     );
+    assert_signed_out_only_after_confirming(&result);
     assert!(!result["cookiesAfterSignOut"]
         .as_array()
         .unwrap()
@@ -847,4 +947,266 @@ async fn sessions_survive_a_key_rotation_and_an_edge_restart() {
         "an edge restart signed the user out"
     );
     drop((issuer, app));
+}
+
+/// An issuer that accepts TCP connections and never answers: each accepted connection is held
+/// open until [`Hanging::release`], and counted.
+struct Hanging {
+    url: String,
+    accepted: tokio::sync::watch::Receiver<usize>,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Hanging {
+    async fn start() -> Hanging {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (count, accepted) = tokio::sync::watch::channel(0);
+        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    conn = listener.accept() => {
+                        let Ok((conn, _)) = conn else { return };
+                        held.push(conn);
+                        count.send_modify(|n| *n += 1);
+                    }
+                    // Closing the held connections makes the waiting discovery fail now.
+                    _ = &mut released => held.clear(),
+                }
+            }
+        });
+        Hanging {
+            url,
+            accepted,
+            release: Some(release),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.borrow()
+    }
+
+    async fn wait_accepted(&mut self, n: usize) {
+        tokio::time::timeout(
+            common::READY_TIMEOUT,
+            self.accepted.wait_for(|count| *count >= n),
+        )
+        .await
+        .expect("the edge never connected to the hanging issuer")
+        .unwrap();
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            let _ = r.send(());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_issuer_neither_stalls_other_apps_nor_is_waited_for_twice() {
+    let w = World::new(&[]).await;
+    let mut dead = Hanging::start().await;
+    let port = w.edge.public.port();
+    let external = format!("https://dead.localhost:{port}");
+    let internal = w._app.url();
+    w.edge
+        .admin_ok(&[
+            "app",
+            "publish",
+            "dead",
+            "--external-url",
+            &external,
+            "--internal-url",
+            &internal,
+            "--group",
+            "g",
+            "--preauth",
+            "oidc",
+            "--issuer",
+            &dead.url,
+            "--client-id",
+            "dead",
+        ])
+        .await;
+    let tls = postern_pki::client_config(&w.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let raw = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("dead.localhost", w.edge.public)
+        .build()
+        .unwrap();
+    let open_dead = || {
+        let raw = raw.clone();
+        let url = w.edge.url("dead.localhost", "/");
+        tokio::spawn(async move { raw.get(url).send().await.unwrap() })
+    };
+
+    // Sign-ins to the dead issuer's app hang on its discovery...
+    let first = open_dead();
+    dead.wait_accepted(1).await;
+    let concurrent: Vec<_> = (0..4).map(|_| open_dead()).collect();
+    // ...while another app's user signs in through a live issuer from start to finish.
+    let (browser, _) = w.browser();
+    let resp = tokio::time::timeout(
+        common::READY_TIMEOUT,
+        w.sign_in(&browser, "wiki", "/", "ann@example.com", false),
+    )
+    .await
+    .expect("a sign-in to another app waited for the dead issuer");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        !first.is_finished() && concurrent.iter().all(|t| !t.is_finished()),
+        "the dead issuer's sign-ins should still be waiting"
+    );
+    // Concurrent sign-ins for one issuer share one discovery.
+    assert_eq!(
+        dead.accepted(),
+        1,
+        "each waiting sign-in dialled the issuer"
+    );
+
+    // The discovery fails: every waiting sign-in gets the page naming the unreachable issuer.
+    dead.release();
+    for attempt in std::iter::once(first).chain(concurrent) {
+        let resp = attempt.await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("issuer_unreachable"), "{page}");
+        assert!(
+            page.contains(&dead.url),
+            "the page does not name the issuer: {page}"
+        );
+    }
+    // Within the failure hold, the next sign-in is refused at once, without dialling again
+    // (the issuer holds every connection open, so a new discovery would never answer).
+    let again = tokio::time::timeout(
+        common::READY_TIMEOUT,
+        raw.get(w.edge.url("dead.localhost", "/"))
+            .header("accept", "text/html")
+            .send(),
+    )
+    .await
+    .expect("a sign-in within the failure hold waited for the issuer again")
+    .unwrap();
+    assert_eq!(again.status(), 503);
+    let retry_after: u64 = again.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert!(again.text().await.unwrap().contains("issuer_unreachable"));
+    assert_eq!(dead.accepted(), 1, "the held failure was not used");
+    // The live issuer's app is unaffected.
+    let resp = browser.get(w.url("wiki", "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn only_a_verified_email_matches_assignments_and_reaches_the_app() {
+    let w = World::new(&["--assignment-required"]).await;
+    for email in ["ann@example.com", "cat@example.com", "dee@example.com"] {
+        w.edge
+            .admin_ok(&["app", "assign", "wiki", "--user", email])
+            .await;
+    }
+    let w = &w;
+    let sign_in = |email: &'static str| async move {
+        let (browser, _) = w.browser();
+        let resp = w.sign_in(&browser, "wiki", "/", email, false).await;
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    };
+    // email_verified: true.
+    let (status, body) = sign_in("ann@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["ann@example.com"]);
+    // email_verified: false, and no email_verified at all: the email is not the user's to
+    // claim, so the assignment by email does not match.
+    for (email, subject) in [
+        ("cat@example.com", "cat-0003"),
+        ("dee@example.com", "dee-0004"),
+    ] {
+        let (status, page) = sign_in(email).await;
+        assert_eq!(status, 403, "{email}: {page}");
+        assert!(page.contains("not_assigned"), "{page}");
+        assert!(
+            page.contains(subject),
+            "{email} is named by subject: {page}"
+        );
+    }
+    // A bearer token claiming an unverified email is not matched either.
+    let token = id_token_for(w, "wiki", "cat@example.com").await;
+    let resp = bearer_get(&w.raw(), w.url("wiki", "/api"), &token, true).await;
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_assigned");
+
+    // The admin vouches for the issuer: a token that says nothing now counts as verified; one
+    // that says false still does not.
+    let shown = w
+        .edge
+        .admin_ok(&["app", "update", "wiki", "--issuer-verifies-email", "true"])
+        .await;
+    assert!(shown.contains("verified by the issuer"), "{shown}");
+    let (status, body) = sign_in("dee@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-email"), ["dee@example.com"]);
+    let (status, _) = sign_in("cat@example.com").await;
+    assert_eq!(status, 403);
+
+    // Assigned by subject, the unverified user gets in, and the app never sees the email: not
+    // as a header, not in the signed assertion.
+    w.edge
+        .admin_ok(&["app", "assign", "wiki", "--user", "cat-0003"])
+        .await;
+    let (status, body) = sign_in("cat@example.com").await;
+    assert_eq!(status, 200, "{body}");
+    let seen_by_app: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen(&seen_by_app, "x-postern-user"), ["cat-0003"]);
+    assert!(seen(&seen_by_app, "x-postern-email").is_empty(), "{body}");
+    let assertion = seen(&seen_by_app, "x-postern-jwt-assertion").pop().unwrap();
+    let claims = common::browser::claims(&assertion);
+    assert_eq!(claims["sub"], "cat-0003");
+    assert!(claims.get("email").is_none_or(|e| e.is_null()), "{claims}");
+
+    // The setting is shown, audited, and a passthrough app cannot have it.
+    let (_, app, _) = w.edge.api(Method::GET, "/v1/apps/wiki", None).await;
+    assert_eq!(app["sign_in"]["issuer_verifies_email"], true);
+    let (_, page, _) = w
+        .edge
+        .api(Method::GET, "/v1/audit?action=app.update", None)
+        .await;
+    assert!(
+        page["events"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("issuer_verifies_email: false -> true"),
+        "{page}"
+    );
+    let (status, body, _) = w
+        .edge
+        .api(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({
+                "name": "open", "external_url": w.url("open", ""), "internal_url": "http://127.0.0.1:9/",
+                "group": "g", "preauth": "passthrough", "issuer_verifies_email": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("issuer-verifies-email"),
+        "{body}"
+    );
 }

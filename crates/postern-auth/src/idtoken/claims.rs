@@ -77,6 +77,15 @@ impl IdTokenClaims {
         };
         Ok(Self { raw, ..claims })
     }
+
+    /// The email, if it may be trusted as the user's: the token says `email_verified: true`, or
+    /// says nothing and the administrator vouches that `issuer_verifies_email`. An explicit
+    /// `false` is never overridden. Assignment by email and the email passed to apps use only
+    /// this.
+    pub fn verified_email(&self, issuer_verifies_email: bool) -> Option<&str> {
+        let verified = self.email_verified.unwrap_or(issuer_verifies_email);
+        self.email.as_deref().filter(|_| verified)
+    }
 }
 
 fn present<'a>(raw: &'a Map<String, Value>, claim: &str) -> Option<&'a Value> {
@@ -177,6 +186,35 @@ mod tests {
                 "{patch}: {got:?}"
             ),
         }
+    }
+
+    #[test]
+    fn an_email_counts_only_when_verified() {
+        // (email_verified claim, the admin vouches for the issuer, trusted)
+        for (claim, vouched, trusted) in [
+            (json!(true), false, true),
+            (json!("true"), false, true),
+            (json!(true), true, true),
+            (json!(false), false, false),
+            (json!(false), true, false),
+            (json!("false"), true, false),
+            (json!(null), false, false),
+            (json!(null), true, true),
+        ] {
+            let mut payload = base();
+            payload["email"] = json!("ann@example.com");
+            payload["email_verified"] = claim.clone();
+            let claims = IdTokenClaims::from_payload(payload.as_object().unwrap().clone()).unwrap();
+            assert_eq!(
+                claims.verified_email(vouched),
+                trusted.then_some("ann@example.com"),
+                "{claim} vouched={vouched}"
+            );
+        }
+        let mut payload = base();
+        payload["email_verified"] = json!(true);
+        let no_email = IdTokenClaims::from_payload(payload.as_object().unwrap().clone()).unwrap();
+        assert_eq!(no_email.verified_email(true), None);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct SignInView {
     pub require_mfa: bool,
     pub cookie_http_only: bool,
     pub cookie_persistent: bool,
+    /// A token without `email_verified` counts as verified (the admin vouches for the issuer).
+    #[serde(default)]
+    pub issuer_verifies_email: bool,
 }
 
 fn app_view(a: postern_store::App, tunnels: &HashMap<String, usize>) -> AppView {
@@ -73,6 +76,7 @@ fn app_view(a: postern_store::App, tunnels: &HashMap<String, usize>) -> AppView 
         backend_timeout_secs: a.backend_timeout.as_secs(),
         maintenance: a.maintenance,
         sign_in: a.oidc.map(|o| SignInView {
+            issuer_verifies_email: o.issuer_verifies_email,
             issuer: o.issuer.unwrap_or_else(|| "built-in".to_owned()),
             client_id: o.client_id,
             client_secret_set: o.client_secret.is_some(),
@@ -228,6 +232,11 @@ fn changes(before: &PublishApp, after: &PublishApp) -> Vec<String> {
             "cookie_persistent",
             before.cookie_persistent,
             after.cookie_persistent,
+        ),
+        (
+            "issuer_verifies_email",
+            before.issuer_verifies_email,
+            after.issuer_verifies_email,
         ),
     ] {
         field(name, a.to_string(), b.to_string());

@@ -131,6 +131,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             "/v1/users/{email}/mfa-reset",
             post(users::mfa_reset),
         ),
+        (
+            Method::POST,
+            "/v1/users/{email}/email-verified",
+            post(users::set_email_verified),
+        ),
         (Method::GET, "/v1/directory-groups", get(users::groups)),
         (
             Method::POST,

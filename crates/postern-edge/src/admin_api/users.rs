@@ -33,10 +33,14 @@ pub struct UserView {
     pub passkeys: i64,
     pub groups: Vec<String>,
     pub created_at: i64,
+    /// An administrator vouched for the email: the provider's tokens say `email_verified: true`.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
-pub fn user_view(u: postern_store::User) -> UserView {
+pub fn user_view(u: postern_store::User, email_verified: bool) -> UserView {
     UserView {
+        email_verified,
         id: u.id,
         email: u.email,
         display_name: u.display_name,
@@ -54,6 +58,16 @@ pub fn user_view(u: postern_store::User) -> UserView {
 pub struct DirectoryGroupView {
     pub name: String,
     pub members: Vec<String>,
+}
+
+/// The view of a user an operation returned, with whether their email is verified.
+async fn viewed(
+    shared: &Shared,
+    user: Result<postern_store::User, ApiFailure>,
+) -> Result<UserView, ApiFailure> {
+    let user = user?;
+    let verified = shared.store.email_verified(&user.id).await?;
+    Ok(user_view(user, verified))
 }
 
 /// Turns a directory failure into the API's answer.
@@ -79,18 +93,31 @@ pub struct CreateUser {
     require_mfa: bool,
     #[serde(default)]
     groups: Vec<String>,
+    /// The administrator vouches that the address is the user's.
+    #[serde(default)]
+    email_verified: bool,
 }
 
 pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<UserView>>, ApiFailure> {
     let users = shared.store.users().await?;
-    Ok(Json(users.into_iter().map(user_view).collect()))
+    let verified = shared.store.verified_emails().await?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| {
+                let v = verified.contains(&u.id);
+                user_view(u, v)
+            })
+            .collect(),
+    ))
 }
 
 pub async fn show(
     State(shared): State<Arc<Shared>>,
     Path(email): Path<String>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    Ok(Json(user_view(shared.store.user(&email).await?)))
+    let user = shared.store.user(&email).await.map_err(ApiFailure::from);
+    Ok(Json(viewed(&shared, user).await?))
 }
 
 pub async fn create(
@@ -106,18 +133,20 @@ pub async fn create(
         admin: req.admin,
         require_mfa: req.require_mfa,
         groups: req.groups,
+        email_verified: req.email_verified,
     };
-    let result = directory::create_user(&shared.store, request)
+    let created = directory::create_user(&shared.store, request)
         .await
-        .map(user_view)
         .map_err(directory_failure);
+    let result = viewed(&shared, created).await;
     admin
         .audit(&shared, "user.create", &target, &result, |u| {
             format!(
-                "id {}, admin {}, require_mfa {}, groups [{}]",
+                "id {}, admin {}, require_mfa {}, email_verified {}, groups [{}]",
                 u.id,
                 u.admin,
                 u.require_mfa,
+                u.email_verified,
                 u.groups.join(", ")
             )
         })
@@ -142,12 +171,12 @@ async fn set_enabled(
     email: String,
     enabled: bool,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let result = shared
+    let changed = shared
         .store
         .set_user_enabled(&email, enabled)
         .await
-        .map(user_view)
         .map_err(ApiFailure::from);
+    let result = viewed(&shared, changed).await;
     let result = if enabled {
         result
     } else {
@@ -198,10 +227,10 @@ pub async fn reset_password(
     Path(email): Path<String>,
     ApiJson(req): ApiJson<ResetPassword>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let result = directory::reset_password(&shared.store, &email, req.password)
+    let changed = directory::reset_password(&shared.store, &email, req.password)
         .await
-        .map(user_view)
         .map_err(directory_failure);
+    let result = viewed(&shared, changed).await;
     let result = end_app_sessions(&shared, result).await;
     admin
         .audit(&shared, "user.reset_password", &email, &result, |_| {
@@ -216,17 +245,49 @@ pub async fn mfa_reset(
     Extension(admin): Extension<Admin>,
     Path(email): Path<String>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let result = shared
+    let changed = shared
         .store
         .reset_mfa(&email)
         .await
-        .map(user_view)
         .map_err(ApiFailure::from);
+    let result = viewed(&shared, changed).await;
     let result = end_app_sessions(&shared, result).await;
     admin
         .audit(&shared, "user.mfa_reset", &email, &result, |_| {
             "authenticator, recovery codes and passkeys removed; sessions (also at apps) ended"
                 .to_owned()
+        })
+        .await;
+    Ok(Json(result?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailVerified {
+    verified: bool,
+}
+
+/// `POST /v1/users/{email}/email-verified`: whether an administrator vouches for the address.
+/// Tokens issued from now on carry it as `email_verified`.
+pub async fn set_email_verified(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(email): Path<String>,
+    ApiJson(req): ApiJson<EmailVerified>,
+) -> Result<Json<UserView>, ApiFailure> {
+    let changed = shared
+        .store
+        .set_email_verified(&email, req.verified)
+        .await
+        .map_err(ApiFailure::from);
+    let result = viewed(&shared, changed).await;
+    admin
+        .audit(&shared, "user.email_verified", &email, &result, |u| {
+            if u.email_verified {
+                "email marked verified".to_owned()
+            } else {
+                "email marked unverified".to_owned()
+            }
         })
         .await;
     Ok(Json(result?))
@@ -259,10 +320,10 @@ pub async fn add_member(
     Path(group): Path<String>,
     ApiJson(req): ApiJson<AddMember>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let result = directory::add_group_member(&shared.store, &group, &req.email)
+    let changed = directory::add_group_member(&shared.store, &group, &req.email)
         .await
-        .map(user_view)
         .map_err(directory_failure);
+    let result = viewed(&shared, changed).await;
     admin
         .audit(
             &shared,
@@ -280,12 +341,12 @@ pub async fn remove_member(
     Extension(admin): Extension<Admin>,
     Path((group, email)): Path<(String, String)>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let result = shared
+    let changed = shared
         .store
         .remove_group_member(&group, &email)
         .await
-        .map(user_view)
         .map_err(ApiFailure::from);
+    let result = viewed(&shared, changed).await;
     admin
         .audit(
             &shared,

@@ -14,6 +14,7 @@
 
 pub mod cookies;
 mod issuer;
+mod signout;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,8 @@ pub use issuer::Issuers;
 
 /// Where the issuer sends the browser back, on the app's own host.
 pub const CALLBACK_PATH: &str = "/.postern/callback";
-/// Ends the session (and the issuer's, when it offers RP-initiated logout).
+/// Asks to confirm, and on the confirmation form's POST ends the session (and the issuer's, when
+/// it offers RP-initiated logout): see `signout`.
 pub const SIGNOUT_PATH: &str = "/.postern/signout";
 /// Where the issuer returns the browser after signing out.
 pub const SIGNED_OUT_PATH: &str = "/.postern/signed-out";
@@ -67,6 +69,8 @@ pub struct SignIn {
     pub client_secret: Option<Secret>,
     pub access: AccessRules,
     pub cookie: CookieOptions,
+    /// A token without `email_verified` counts as verified (the admin vouches for the issuer).
+    pub issuer_verifies_email: bool,
     users: HashSet<String>,
     groups: HashSet<String>,
 }
@@ -95,6 +99,7 @@ impl SignIn {
                 client_secret: oidc.client_secret.clone().map(Secret::new),
                 access: app.access,
                 cookie: app.cookie,
+                issuer_verifies_email: oidc.issuer_verifies_email,
                 users,
                 groups,
             })
@@ -113,6 +118,25 @@ impl SignIn {
         let mut url = self.origin.root().clone();
         url.set_path(CALLBACK_PATH);
         url
+    }
+
+    /// The session for verified `claims`: the email is kept only when verified (see
+    /// [`postern_auth::IdTokenClaims::verified_email`]), so an unverified one is neither matched
+    /// by assignment nor passed to the app.
+    fn session(
+        &self,
+        claims: &postern_auth::IdTokenClaims,
+        issued: UnixTime,
+        expires_at: UnixTime,
+    ) -> Session {
+        let mut session = Session::from_claims(claims, self.app_id.clone(), issued, expires_at);
+        session.email = claims
+            .verified_email(self.issuer_verifies_email)
+            .map(str::to_owned);
+        if session.email.is_none() && claims.email.is_some() {
+            tracing::debug!(app = %self.app_name, user = %claims.subject, "the token's email is not verified; it is not used");
+        }
+        session
     }
 
     /// Whether the user (by subject or email) or one of their groups is assigned to the app.
@@ -376,7 +400,7 @@ pub async fn guard(
     let now = UnixTime::now();
     match req.uri.path() {
         CALLBACK_PATH => return callback(auth, routes, sign_in, req, now).await,
-        SIGNOUT_PATH => return signout(shared, sign_in, req, now).await,
+        SIGNOUT_PATH => return signout::signout(shared, sign_in, req, now).await,
         SIGNED_OUT_PATH => return Ok(Guarded::Answer(signed_out_page(sign_in))),
         _ => {}
     }
@@ -494,8 +518,7 @@ async fn bearer_identity(
                         reason: other.to_string(),
                     },
                 })?;
-            let mut session =
-                Session::from_claims(&claims, sign_in.app_id.clone(), now, claims.expires_at);
+            let mut session = sign_in.session(&claims, now, claims.expires_at);
             // A bearer token's "session" began when the token was issued.
             session.issued_at = claims.issued_at.unwrap_or(now);
             auth.remember(&key, Opened::new(session))
@@ -629,8 +652,9 @@ async fn callback(
         .expires_at
         .min(now.saturating_add(MAX_SESSION))
         .max(now.saturating_add(Duration::from_secs(60)));
-    let issued = issue_time(routes, &claims.subject, claims.email.as_deref(), now);
-    let session = Session::from_claims(&claims, sign_in.app_id.clone(), issued, expires_at);
+    let email = claims.verified_email(sign_in.issuer_verifies_email);
+    let issued = issue_time(routes, &claims.subject, email, now);
+    let session = sign_in.session(&claims, issued, expires_at);
     sign_in.admit(&session)?;
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());
@@ -644,56 +668,6 @@ async fn callback(
         ),
     );
     h.append(header::SET_COOKIE, clear_state);
-    Ok(Guarded::Answer(resp))
-}
-
-async fn signout(
-    shared: &Shared,
-    sign_in: &SignIn,
-    req: &Request<'_>,
-    now: UnixTime,
-) -> Result<Guarded, Refusal> {
-    let auth = &shared.auth;
-    let ring = auth.ring.load();
-    if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
-        if let Ok(session) = Session::open(&ring, value, &sign_in.app_id, now) {
-            // A copy of the cookie kept elsewhere stops working too.
-            let signed_out = shared
-                .store
-                .sign_out_session(&session.id.to_string(), MAX_SESSION.as_secs() as i64)
-                .await;
-            if let Err(e) = signed_out {
-                tracing::error!(error = %e, "cannot record a sign-out");
-            } else if let Err(e) = shared.reload().await {
-                tracing::error!(error = %e, "cannot reload after a sign-out");
-            }
-            tracing::info!(app = %sign_in.app_name, user = %session.subject, "signed out");
-        }
-    }
-    let end_session = auth
-        .issuers
-        .provider(&sign_in.issuer, &sign_in.app_name)
-        .await
-        .ok()
-        .and_then(|p| p.metadata().end_session_endpoint.clone());
-    let mut resp = match end_session {
-        Some(mut url) => {
-            let mut back = sign_in.origin.root().clone();
-            back.set_path(SIGNED_OUT_PATH);
-            let mut q = url.query_pairs_mut();
-            q.append_pair("client_id", &sign_in.client_id);
-            // An external issuer has the app's post-logout URI registered by its admin; the
-            // built-in provider shows its own signed-out page instead.
-            if sign_in.issuer.as_str() != shared.idp.issuer {
-                q.append_pair("post_logout_redirect_uri", back.as_str());
-            }
-            drop(q);
-            redirect(url.as_str())
-        }
-        None => signed_out_page(sign_in),
-    };
-    resp.headers_mut()
-        .append(header::SET_COOKIE, cookies::clear(cookies::SESSION));
     Ok(Guarded::Answer(resp))
 }
 

@@ -74,6 +74,10 @@ struct AppSpec {
     assignment_required: bool,
     #[serde(default)]
     require_mfa: bool,
+    /// The issuer verifies every email it sends (a token without `email_verified` then counts
+    /// as verified).
+    #[serde(default)]
+    issuer_verifies_email: bool,
 }
 
 fn passthrough() -> String {
@@ -272,6 +276,7 @@ fn plan(
             client_secret: client_secret.clone(),
             assignment_required: spec.assignment_required,
             require_mfa: spec.require_mfa,
+            issuer_verifies_email: spec.issuer_verifies_email,
             ..PublishApp::new(
                 &spec.name,
                 &spec.external_url,
@@ -331,6 +336,10 @@ fn plan(
                     client_secret,
                     assignment_required: valid.access.assignment_required,
                     require_mfa: valid.access.require_mfa,
+                    issuer_verifies_email: valid
+                        .oidc
+                        .as_ref()
+                        .is_some_and(|o| o.issuer_verifies_email),
                 };
                 if let Some(change) = diff(current, wanted) {
                     changes.push(change);
@@ -357,6 +366,7 @@ struct Wanted {
     client_secret: Option<String>,
     assignment_required: bool,
     require_mfa: bool,
+    issuer_verifies_email: bool,
 }
 
 fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
@@ -453,6 +463,13 @@ fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
         json!(wanted.require_mfa),
     ) {
         patch.require_mfa = Some(wanted.require_mfa);
+    }
+    if field(
+        "issuer_verifies_email",
+        json!(sign_in.is_some_and(|s| s.issuer_verifies_email)),
+        json!(wanted.issuer_verifies_email),
+    ) {
+        patch.issuer_verifies_email = Some(wanted.issuer_verifies_email);
     }
     // Secrets are never shown back, so one is sent only when the edge holds none.
     let secret_missing = !sign_in.is_some_and(|s| s.client_secret_set);

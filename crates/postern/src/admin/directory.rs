@@ -35,6 +35,10 @@ pub enum UserCommand {
         /// Require a second factor (TOTP) at every sign-in; enrolment happens at the first.
         #[arg(long)]
         require_mfa: bool,
+        /// You vouch that the address is the user's: their tokens say `email_verified: true`
+        /// (apps then match assignments by it and receive it in X-Postern-Email).
+        #[arg(long)]
+        email_verified: bool,
     },
     /// List users.
     List,
@@ -52,6 +56,13 @@ pub enum UserCommand {
     },
     /// Remove a user's authenticator and recovery codes; they enrol again at next sign-in.
     MfaReset { email: String },
+    /// Say whether you vouch that the address is the user's (`email_verified` in the tokens
+    /// issued from now on).
+    EmailVerified {
+        email: String,
+        #[arg(value_enum)]
+        verified: super::OnOff,
+    },
     /// End every session of a user (by email or subject) at the edge, on every app, now. Works
     /// for users of any issuer.
     RevokeSessions { user: String },
@@ -120,12 +131,17 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
 
 fn user_line(u: &UserView) -> String {
     format!(
-        "{} (id {}, {}{}{})",
+        "{} (id {}, {}{}{}, email {})",
         u.email,
         u.id,
         if u.enabled { "enabled" } else { "disabled" },
         if u.admin { ", admin" } else { "" },
-        if u.require_mfa { ", MFA required" } else { "" }
+        if u.require_mfa { ", MFA required" } else { "" },
+        if u.email_verified {
+            "verified"
+        } else {
+            "not verified"
+        }
     )
 }
 
@@ -139,8 +155,10 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
             admin,
             groups,
             require_mfa,
+            email_verified,
         } => {
             let body = serde_json::json!({
+                "email_verified": email_verified,
                 "email": email,
                 "password": read_password(&password_file)?,
                 "display_name": name,
@@ -157,13 +175,15 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
             print(json, &users, || {
                 table(
                     &[
-                        "EMAIL", "NAME", "STATUS", "ADMIN", "MFA", "GROUPS", "ID", "CREATED",
+                        "EMAIL", "VERIFIED", "NAME", "STATUS", "ADMIN", "MFA", "GROUPS", "ID",
+                        "CREATED",
                     ],
                     users
                         .iter()
                         .map(|u| {
                             vec![
                                 u.email.clone(),
+                                if u.email_verified { "yes" } else { "no" }.to_owned(),
                                 u.display_name.clone(),
                                 if u.enabled { "enabled" } else { "disabled" }.to_owned(),
                                 if u.admin { "yes" } else { "" }.to_owned(),
@@ -213,6 +233,29 @@ pub async fn user(client: &AdminClient, json: bool, cmd: UserCommand) -> anyhow:
                 .await?;
             print(json, &v, || {
                 say!("ended every session of {user}; they must sign in again")
+            });
+            return Ok(());
+        }
+        UserCommand::EmailVerified { email, verified } => {
+            let verified = matches!(verified, super::OnOff::On);
+            let u: UserView = client
+                .post(
+                    &path(&email, "/email-verified"),
+                    &serde_json::json!({ "verified": verified }),
+                )
+                .await?;
+            print(json, &u, || {
+                if u.email_verified {
+                    println!(
+                        "{}'s email is verified in the tokens issued from now on",
+                        u.email
+                    )
+                } else {
+                    println!(
+                        "{}'s email is not verified in the tokens issued from now on; apps match them by subject only",
+                        u.email
+                    )
+                }
             });
             return Ok(());
         }

@@ -167,6 +167,10 @@ enum AppCommand {
         cookie_http_only: Option<bool>,
         #[arg(long)]
         cookie_persistent: Option<bool>,
+        /// Whether the issuer verifies every email it sends (a token without email_verified
+        /// then counts as verified).
+        #[arg(long)]
+        issuer_verifies_email: Option<bool>,
     },
     /// Assign a user or a group to an app that requires assignment.
     Assign {
@@ -211,6 +215,11 @@ struct SignInArgs {
     /// Let scripts in the page read the session cookie (not recommended).
     #[arg(long)]
     no_http_only_cookie: bool,
+    /// The issuer verifies every email it puts in a token, so a token without `email_verified`
+    /// counts as verified (an explicit `false` never does). Without it, only a token saying
+    /// `email_verified: true` lets the email match assignments and reach the app.
+    #[arg(long)]
+    issuer_verifies_email: bool,
 }
 
 #[derive(Args)]
@@ -425,6 +434,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 require_mfa: sign_in.require_mfa,
                 cookie_http_only: !sign_in.no_http_only_cookie,
                 cookie_persistent: sign_in.persistent_cookie,
+                issuer_verifies_email: sign_in.issuer_verifies_email,
             };
             let app: AppView = client.post("/v1/apps", &req).await?;
             print(json, &app, || {
@@ -491,6 +501,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
             require_mfa,
             cookie_http_only,
             cookie_persistent,
+            issuer_verifies_email,
         } => {
             let client_secret = client_secret_file
                 .as_ref()
@@ -513,6 +524,7 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
                 require_mfa,
                 cookie_http_only,
                 cookie_persistent,
+                issuer_verifies_email,
             };
             if patch.is_empty() {
                 anyhow::bail!("nothing to change: give at least one option, e.g. --internal-url URL or --maintenance on");
@@ -598,6 +610,14 @@ fn show_app(a: &AppView) {
             }
         );
         say!("require MFA:     {}", s.require_mfa);
+        say!(
+            "emails:          {}",
+            if s.issuer_verifies_email {
+                "verified by the issuer unless a token says otherwise"
+            } else {
+                "used only when a token says email_verified"
+            }
+        );
     }
     say!("tunnels open:    {}", a.tunnels);
     if let Some(w) = &a.warning {

@@ -195,6 +195,17 @@ pub fn form_field(html: &str, name: &str) -> String {
     html[start..end].replace("&amp;", "&")
 }
 
+/// The `action` of the first form in a page.
+pub fn form_action(html: &str) -> String {
+    let needle = "action=\"";
+    let start = html
+        .find(needle)
+        .unwrap_or_else(|| panic!("no form in page: {html}"))
+        + needle.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].replace("&amp;", "&")
+}
+
 /// The query parameters of a URL.
 pub fn query(url: &str) -> HashMap<String, String> {
     url::Url::parse(url)

@@ -6,6 +6,7 @@
 // (`signedOutAtApp: false` when the issuer shows its own signed-out page, as the built-in one
 // does.)
 // Prints one JSON line: {"afterSignIn": {"url", "body"}, "cookies": [...],
+//                        "edgeAsked": {"url", "text"}, "cookiesAtConfirm": [...],
 //                        "afterSignOut": {"url", "text"}, "cookiesAfterSignOut": [...]}.
 
 import { launch } from './chromium.mjs';
@@ -26,8 +27,15 @@ try {
   const afterSignIn = { url: page.url(), body: await page.locator('body').innerText() };
   const cookies = await context.cookies(args.url);
 
+  // Opening the sign-out address only asks; the edge's own form (a same-origin POST) signs out.
   await page.goto(new URL('/.postern/signout', args.url).href);
-  // The issuer asks to confirm the sign-out.
+  const edgeAsked = { url: page.url(), text: await page.locator('body').innerText() };
+  const cookiesAtConfirm = await context.cookies(args.url);
+  await Promise.all([
+    page.waitForURL((u) => u.pathname !== '/.postern/signout'),
+    page.getByRole('button', { name: 'Sign out', exact: true }).click(),
+  ]);
+  // The issuer asks to confirm the sign-out at its end.
   const confirm = page.getByRole('button', { name: /yes|sign me out|sign out|logout/i });
   if (await confirm.count()) {
     await Promise.all([page.waitForLoadState(), confirm.first().click()]);
@@ -39,7 +47,9 @@ try {
   }
   const afterSignOut = { url: page.url(), text: await page.locator('body').innerText() };
   const cookiesAfterSignOut = await context.cookies(args.url);
-  process.stdout.write(`${JSON.stringify({ afterSignIn, cookies, afterSignOut, cookiesAfterSignOut })}\n`);
+  process.stdout.write(`${JSON.stringify({
+    afterSignIn, cookies, edgeAsked, cookiesAtConfirm, afterSignOut, cookiesAfterSignOut,
+  })}\n`);
 } finally {
   await browser.close();
 }

@@ -5,7 +5,9 @@
 //
 // Usage: node issuer.mjs CONFIG_JSON
 //   CONFIG_JSON = {"clients": [oidc-provider client metadata...],
-//                  "accounts": {"<sub>": {"email", "password", "name", "groups": [...]}}}
+//                  "accounts": {"<sub>": {"email", "password", "name", "groups": [...],
+//                                         "email_verified": true | false | null}}}
+//   (`email_verified` defaults to true; null leaves the claim out.)
 // Prints one line of JSON, {"issuer": "http://127.0.0.1:PORT"}, once it is listening.
 
 import http from 'node:http';
@@ -55,13 +57,15 @@ server.listen(0, '127.0.0.1', () => {
       return {
         accountId: id,
         async claims() {
-          return {
+          const claims = {
             sub: id,
             email: account.email,
-            email_verified: true,
             name: account.name,
             groups: account.groups ?? [],
           };
+          const verified = 'email_verified' in account ? account.email_verified : true;
+          if (verified !== null) claims.email_verified = verified;
+          return claims;
         },
       };
     },
