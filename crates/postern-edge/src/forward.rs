@@ -111,6 +111,7 @@ async fn route_and_forward(
         None => None,
         Some(sign_in) => {
             let guard_req = preauth::Request {
+                method: req.method(),
                 uri: req.uri(),
                 headers: req.headers(),
                 json,

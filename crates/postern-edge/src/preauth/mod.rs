@@ -383,6 +383,7 @@ impl Identity {
 
 /// Everything the guard needs about the request.
 pub struct Request<'a> {
+    pub method: &'a http::Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub json: bool,

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use postern_auth::{AppId, AppOrigin, Session, UnixTime};
 use sha2::{Digest, Sha256};
@@ -62,8 +62,17 @@ pub(crate) enum Intent {
     CrossSite(&'static str),
 }
 
-/// Reads the request's intent from its headers and query (pure: no session, no I/O).
-pub(crate) fn intent(headers: &HeaderMap, query: &str, origin: &AppOrigin) -> Intent {
+/// Reads the request's intent from its method, headers and query (pure: no session, no I/O).
+/// Only a POST of a form signs out: a link, an image or a prefetch never does.
+pub(crate) fn intent(
+    method: &Method,
+    headers: &HeaderMap,
+    query: &str,
+    origin: &AppOrigin,
+) -> Intent {
+    if method != Method::POST {
+        return Intent::Ask;
+    }
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -107,7 +116,7 @@ pub(super) async fn signout(
     let ring = shared.auth.ring.load();
     let session = cookie.and_then(|c| Session::open(&ring, c, &sign_in.app_id, now).ok());
     let query = req.uri.query().unwrap_or("");
-    let session = match intent(req.headers, query, &sign_in.origin) {
+    let session = match intent(req.method, req.headers, query, &sign_in.origin) {
         Intent::CrossSite(reason) => return Err(refused(reason)),
         Intent::Ask => {
             return Ok(Guarded::Answer(match (cookie, &session) {
@@ -225,6 +234,8 @@ mod tests {
         const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
         type Headers = &'static [(&'static str, &'static str)];
         let cases: Vec<(Headers, &str, Intent)> = vec![
+            // Not a POST, whatever it carries: the confirmation page.
+            (&[FORM, ("x-method", "GET")], "confirm=abc", Intent::Ask),
             // A link, a typed address, a prefetch, even with the token: the confirmation page.
             (&[], "", Intent::Ask),
             (
@@ -294,8 +305,10 @@ mod tests {
             ),
         ];
         for (h, query, expected) in &cases {
+            let get = h.iter().any(|(k, _)| *k == "x-method");
+            let method = if get { Method::GET } else { Method::POST };
             assert_eq!(
-                &intent(&headers(h), query, &origin),
+                &intent(&method, &headers(h), query, &origin),
                 expected,
                 "{h:?} {query:?}"
             );
