@@ -17,10 +17,6 @@ use crate::credentials::Credentials;
 use crate::backend::Backends;
 use crate::backoff::Backoff;
 
-/// Matches the edge's windows: see `postern-edge`'s control module.
-const STREAM_WINDOW_BYTES: u32 = 2 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
-const MAX_FRAME_BYTES: u32 = 256 << 10;
 /// Many concurrent requests share one tunnel; this only bounds a misbehaving edge.
 const MAX_CONCURRENT_STREAMS: u32 = 4096;
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -151,9 +147,9 @@ async fn serve(
             .timer(TokioTimer::new())
             .enable_connect_protocol()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
+            .initial_stream_window_size(postern_proto::limits::TUNNEL_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(postern_proto::limits::TUNNEL_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(postern_proto::limits::TUNNEL_MAX_FRAME_BYTES)
             .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
             .max_header_list_size(postern_proto::limits::TUNNEL_MAX_HEADER_LIST_BYTES)
             .keep_alive_interval(PING_INTERVAL)

@@ -40,13 +40,6 @@ use crate::state::Shared;
 #[derive(Clone, Debug)]
 pub struct PeerConnector(pub Option<CertIdentity>);
 
-/// Tunnel HTTP/2 flow-control windows. A stream's window is large enough to fill a fast link on
-/// one stream (2 MiB in flight: 800 Mbit/s at 20 ms) and bounds what a slow reader holds in memory.
-/// The connection's window is 256 streams' worth, so that clients who stop reading cannot block
-/// the others before the stall watch resets their streams (`--stall-timeout`).
-const STREAM_WINDOW_BYTES: u32 = 2 << 20;
-const CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
-const MAX_FRAME_BYTES: u32 = 256 << 10;
 /// Tunnel liveness: a PING every interval, the tunnel dropped when one is not answered in time.
 const TUNNEL_PING_INTERVAL: Duration = Duration::from_secs(10);
 const TUNNEL_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -122,9 +115,9 @@ async fn run_tunnel(
     };
     let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+        .initial_stream_window_size(postern_proto::limits::TUNNEL_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(postern_proto::limits::TUNNEL_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(postern_proto::limits::TUNNEL_MAX_FRAME_BYTES)
         .header_table_size(postern_proto::tunnel::HPACK_TABLE_BYTES)
         .max_header_list_size(postern_proto::limits::TUNNEL_MAX_HEADER_LIST_BYTES)
         .keep_alive_interval(TUNNEL_PING_INTERVAL)

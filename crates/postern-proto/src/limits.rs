@@ -34,6 +34,17 @@ pub const HEADER_FIELDS_CEILING: usize = 2 * MAX_HEADER_FIELDS;
 /// connector answers a larger one with an error of its own instead of passing it on.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 48 * 1024;
 
+/// Tunnel HTTP/2 flow-control windows, the same at both ends. A stream's window is large enough
+/// to fill a fast link on one stream (2 MiB in flight: 800 Mbit/s at 20 ms) and bounds what a
+/// client that stops reading makes the edge hold. The connection's window is 256 streams' worth,
+/// so clients who stop reading cannot block the others before the edge's stall watch resets their
+/// streams (`--stall-timeout`).
+pub const TUNNEL_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// See [`TUNNEL_STREAM_WINDOW_BYTES`].
+pub const TUNNEL_CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
+/// The largest HTTP/2 frame either end of a tunnel accepts.
+pub const TUNNEL_MAX_FRAME_BYTES: u32 = 256 << 10;
+
 /// Per-field overhead HTTP/2 counts in a header list (RFC 9113, section 6.5.2).
 const FIELD_OVERHEAD: usize = 32;
 

@@ -232,8 +232,17 @@ struct RunArgs {
     allow_destination: Vec<postern_connector::DestinationRule>,
 }
 
+/// jemalloc, with its background thread (started in `main`) handing pages back to the system about
+/// ten seconds after they fall idle: the memory an attack made the edge hold (buffers of clients
+/// that stopped reading, say) is returned once the attack ends, where glibc's allocator keeps it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: memory is returned to the system only while allocating: {e}");
+    }
     init_logging(matches!(cli.command, Command::Admin(_)));
     // On one core a single-threaded runtime does the same work without cross-thread wake-ups and
     // work-stealing queues; with more cores, one worker per core.
