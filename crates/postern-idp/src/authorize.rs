@@ -111,7 +111,8 @@ pub fn next_step(session: Option<&IdpSession>, user: Option<&User>, p: &Pending)
     if p.fresh_login && p.signed_in.as_deref() != Some(s.hash.as_str()) {
         return Step::SignIn;
     }
-    if (u.require_mfa || p.require_mfa) && !s.amr.iter().any(|m| m == "mfa") {
+    if (u.require_mfa || p.require_mfa) && !postern_policy::Strength::of(&s.amr, None).multi_factor
+    {
         return Step::SecondFactor;
     }
     Step::Done
@@ -119,7 +120,7 @@ pub fn next_step(session: Option<&IdpSession>, user: Option<&User>, p: &Pending)
 
 /// The `acr` for a set of methods.
 pub fn acr(amr: &[String]) -> String {
-    if amr.iter().any(|m| m == "mfa") {
+    if postern_policy::Strength::of(amr, None).multi_factor {
         "mfa".to_owned()
     } else {
         "pwd".to_owned()

@@ -169,24 +169,10 @@ impl SignIn {
     }
 }
 
-/// Whether a sign-in used more than one factor, by its `amr` (RFC 8176) and `acr`.
+/// Whether a sign-in used more than one factor, by its `amr` (RFC 8176) and `acr`: the one
+/// definition the built-in provider uses too.
 pub fn used_mfa(amr: &[String], acr: Option<&str>) -> bool {
-    const FACTORS: &[&str] = &[
-        "pwd", "otp", "hwk", "swk", "sms", "tel", "fpt", "face", "iris", "pin", "sc", "fido",
-    ];
-    if amr.iter().any(|m| m == "mfa") {
-        return true;
-    }
-    if acr.is_some_and(|a| a == issuer::MFA_ACR || a.contains("multi-factor") || a.contains("mfa"))
-    {
-        return true;
-    }
-    let distinct: HashSet<&str> = amr
-        .iter()
-        .map(String::as_str)
-        .filter(|m| FACTORS.contains(m))
-        .collect();
-    distinct.len() >= 2
+    postern_policy::Strength::of(amr, acr).multi_factor
 }
 
 /// The edge's keys and issuers for pre-authentication.
