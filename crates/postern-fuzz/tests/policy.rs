@@ -96,7 +96,7 @@ fn policy(b: &mut Bytes, i: usize) -> Policy {
         RiskLevel::High,
     ];
     let controls = [Control::Mfa, Control::Passkey];
-    let block = b.next() % 3 == 0;
+    let block = b.next().is_multiple_of(3);
     Policy {
         name: format!("p{i}"),
         state: b.pick(&[PolicyState::On, PolicyState::Off, PolicyState::ReportOnly]),
@@ -109,17 +109,17 @@ fn policy(b: &mut Bytes, i: usize) -> Policy {
             exclude: b.some(&apps),
         },
         conditions: Conditions {
-            locations: (b.next() % 2 == 0).then(|| Targets {
+            locations: (b.next().is_multiple_of(2)).then(|| Targets {
                 include: vec![b.pick(&places)],
                 exclude: b.some(&places),
             }),
-            platforms: (b.next() % 2 == 0).then(|| Targets {
+            platforms: (b.next().is_multiple_of(2)).then(|| Targets {
                 include: vec![b.pick(&platforms)],
                 exclude: b.some(&platforms),
             }),
             sign_in_risk: b.some(&risks),
             user_risk: b.some(&risks),
-            times: if b.next() % 4 == 0 {
+            times: if b.next().is_multiple_of(4) {
                 vec![TimeWindow {
                     days: vec![b.pick(&[Weekday::Mon, Weekday::Sat])],
                     from: format!("{:02}:00", b.next() % 24),
@@ -137,11 +137,12 @@ fn policy(b: &mut Bytes, i: usize) -> Policy {
             } else {
                 vec![b.pick(&controls)]
             },
-            all: b.next() % 2 == 0,
+            all: b.next().is_multiple_of(2),
         },
         session: SessionControls {
-            sign_in_frequency_hours: (b.next() % 3 == 0).then_some(1 + u32::from(b.next() % 48)),
-            no_persistent_session: b.next() % 2 == 0,
+            sign_in_frequency_hours: (b.next().is_multiple_of(3))
+                .then_some(1 + u32::from(b.next() % 48)),
+            no_persistent_session: b.next().is_multiple_of(2),
         },
     }
 }
@@ -152,7 +153,7 @@ fn fuzz_policy_decisions() {
         let mut b = Bytes(input.iter());
         let count = usize::from(b.next() % 6);
         let policies: Vec<Policy> = (0..count).map(|i| policy(&mut b, i)).collect();
-        let groups = if b.next() % 2 == 0 {
+        let groups = if b.next().is_multiple_of(2) {
             vec!["staff".to_owned()]
         } else {
             vec![]
@@ -163,7 +164,7 @@ fn fuzz_policy_decisions() {
                 subject: "sub",
                 email: Some("ada@example.com"),
                 groups: &groups,
-                admin: b.next() % 2 == 0,
+                admin: b.next().is_multiple_of(2),
             },
             app: b.pick(&["wiki", "payroll"]),
             ip: b.pick(&["10.1.2.3".parse().unwrap(), "192.0.2.1".parse().unwrap()]),
