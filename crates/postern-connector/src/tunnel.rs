@@ -147,6 +147,11 @@ async fn serve(
             .timer(TokioTimer::new())
             .enable_connect_protocol()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            // The edge resets a stream whenever its user cancels a request, and many users may
+            // cancel at once (a "rapid reset" against the edge is answered there). hyper's
+            // default would end the whole tunnel after 20 such resets waiting to be accepted.
+            .max_pending_accept_reset_streams(MAX_CONCURRENT_STREAMS as usize)
+            .max_local_error_reset_streams(MAX_CONCURRENT_STREAMS as usize)
             .initial_stream_window_size(postern_proto::limits::TUNNEL_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(postern_proto::limits::TUNNEL_CONNECTION_WINDOW_BYTES)
             .max_frame_size(postern_proto::limits::TUNNEL_MAX_FRAME_BYTES)

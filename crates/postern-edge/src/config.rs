@@ -63,6 +63,11 @@ pub const DEFAULT_HANDSHAKES_PER_IP: u32 = 100;
 /// Requests one client address may send per second on the public listener, with a burst of twice
 /// as many; 0 turns the limit off. Entra application proxy throttles at 500 per app.
 pub const DEFAULT_REQUESTS_PER_IP: u32 = 500;
+/// Requests one client address may have in flight through tunnels at once (each held until its
+/// response ends; a WebSocket for as long as it is open). 128 streams of 2 MiB fill half of one
+/// tunnel's 512 MiB connection window, so one address can never block a tunnel, and keep that
+/// address's share of the app's connections bounded. 0 turns the limit off.
+pub const DEFAULT_REQUESTS_IN_FLIGHT_PER_IP: usize = 128;
 /// Requests per second one app accepts from everyone together (burst twice as many); 0, the
 /// default, leaves apps unlimited.
 pub const DEFAULT_REQUESTS_PER_APP: u32 = 0;
@@ -82,6 +87,8 @@ pub struct Limits {
     pub requests_per_ip: u32,
     /// 0 turns the limit off.
     pub requests_per_app: u32,
+    /// 0 turns the limit off.
+    pub requests_in_flight_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +103,7 @@ impl Default for Limits {
             handshakes_per_ip: DEFAULT_HANDSHAKES_PER_IP,
             requests_per_ip: DEFAULT_REQUESTS_PER_IP,
             requests_per_app: DEFAULT_REQUESTS_PER_APP,
+            requests_in_flight_per_ip: DEFAULT_REQUESTS_IN_FLIGHT_PER_IP,
         }
     }
 }

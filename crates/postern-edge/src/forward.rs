@@ -55,10 +55,12 @@ pub async fn handle(
             Ok(resp)
         }
         Err(refusal) => {
-            tracing::warn!(
-                %request_id, %method, path = uri.path(), code = refusal.code(), client = %peer.ip(),
-                "request refused: {}", refusal.message()
-            );
+            if let Some(left_out) = shared.refusal_log.admit() {
+                tracing::warn!(
+                    %request_id, %method, path = uri.path(), code = refusal.code(), client = %peer.ip(),
+                    left_out, "request refused: {}", refusal.message()
+                );
+            }
             Ok(refusal.into_response(json, &request_id).map(EdgeBody::Page))
         }
     }
@@ -168,10 +170,12 @@ async fn route_and_forward(
     let (body, outcome) = UserBody::new(body, stall_timeout);
     let (body, sent) = Watched::new(body, hygiene::clean_request_trailers);
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
-    let (resp, in_flight) = send(shared, &route, tunnel_req, sent, replay)
+    let permit = shared.in_flight.acquire(peer.ip())?;
+    let (resp, mut in_flight) = send(shared, &route, tunnel_req, sent, replay)
         .await
         // A stream that failed because of what the client sent is the client's error.
         .map_err(|e| outcome.refusal(stall_timeout).unwrap_or(e))?;
+    in_flight.hold(permit);
     let (mut parts, body) = resp.into_parts();
     refusal_from_connector(&parts.headers, &route)?;
     hygiene::prepare_response(&mut parts.headers, request_id);
@@ -361,7 +365,9 @@ async fn websocket(
         tunnel_req = Request::from_parts(parts, body);
     }
 
-    let (resp, in_flight) = send(shared, route, tunnel_req, BodySent::already(), None).await?;
+    let permit = shared.in_flight.acquire(fwd.client_ip)?;
+    let (resp, mut in_flight) = send(shared, route, tunnel_req, BodySent::already(), None).await?;
+    in_flight.hold(permit);
     refusal_from_connector(resp.headers(), route)?;
     if resp.status() != StatusCode::OK {
         // The app refused the upgrade; its answer goes to the user as is.

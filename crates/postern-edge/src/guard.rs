@@ -20,6 +20,62 @@ use crate::serve::{client_key, keyed_limiter, sweep_limiter, KeyedLimiter};
 
 type AppLimiter = governor::DefaultKeyedRateLimiter<AppId>;
 
+/// Requests in flight through tunnels per client address (an IPv6 /64).
+pub struct InFlightPerAddress {
+    max: usize,
+    counts: dashmap::DashMap<IpAddr, usize>,
+}
+
+/// One request in flight for an address, until dropped.
+pub struct AddressPermit {
+    owner: Arc<InFlightPerAddress>,
+    key: IpAddr,
+}
+
+impl InFlightPerAddress {
+    /// `max` 0: no limit (and no counting).
+    pub fn new(max: usize) -> Arc<InFlightPerAddress> {
+        Arc::new(InFlightPerAddress {
+            max,
+            counts: dashmap::DashMap::new(),
+        })
+    }
+
+    /// Counts one more request from `ip`, or refuses it when the address has `max` in flight.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Option<AddressPermit>, Refusal> {
+        if self.max == 0 {
+            return Ok(None);
+        }
+        let key = client_key(ip);
+        let mut n = self.counts.entry(key).or_insert(0);
+        if *n >= self.max {
+            return Err(Refusal::RateLimited {
+                scope: RateScope::InFlight { max: self.max },
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        *n += 1;
+        Ok(Some(AddressPermit {
+            owner: self.clone(),
+            key,
+        }))
+    }
+
+    #[cfg(test)]
+    fn held(&self, ip: IpAddr) -> usize {
+        self.counts.get(&client_key(ip)).map_or(0, |n| *n)
+    }
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        self.owner.counts.remove_if_mut(&self.key, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
 /// The request-rate limiters of the public listener.
 pub struct Rates {
     per_ip: Option<Arc<KeyedLimiter>>,
@@ -199,6 +255,34 @@ mod tests {
         assert!(rates.check_app(AppId(1), "a").is_ok());
         assert!(rates.check_app(AppId(1), "a").is_err());
         assert!(rates.check_app(AppId(2), "b").is_ok());
+    }
+
+    #[test]
+    fn requests_in_flight_are_counted_per_address_until_their_permits_drop() {
+        let limit = InFlightPerAddress::new(2);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::2".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = limit.acquire(a).unwrap();
+        let second = limit.acquire(same_64).unwrap();
+        assert!(matches!(
+            limit.acquire(a),
+            Err(Refusal::RateLimited {
+                scope: RateScope::InFlight { max: 2 },
+                ..
+            })
+        ));
+        assert!(limit.acquire(other).unwrap().is_some());
+        drop(first);
+        assert_eq!(limit.held(a), 1);
+        let third = limit.acquire(a).unwrap();
+        drop((second, third));
+        assert_eq!(limit.held(a), 0);
+        assert!(
+            limit.counts.is_empty(),
+            "an address with nothing in flight is forgotten"
+        );
+        assert!(InFlightPerAddress::new(0).acquire(a).unwrap().is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod forward;
 mod guard;
 pub mod hygiene;
 mod idp;
+mod log_budget;
 pub mod preauth;
 pub mod rescue;
 mod serve;
@@ -217,6 +218,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         reload_lock: Default::default(),
         auth,
         rates: guard::Rates::new(&config_limits),
+        in_flight: guard::InFlightPerAddress::new(config_limits.requests_in_flight_per_ip),
+        refusal_log: log_budget::LogBudget::per_second(log_budget::REFUSAL_LINES_PER_SECOND),
         stalls: body::StallWatch::start(config_limits.stall_timeout),
     });
     shared.reload().await?;

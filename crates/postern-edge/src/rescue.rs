@@ -99,6 +99,8 @@ pub enum RateScope {
     ClientAddress,
     /// The app's, shared by everyone.
     App { app: String },
+    /// Requests the client's address has in flight at once.
+    InFlight { max: usize },
 }
 
 /// Where a failure comes from, as the page tells the user.
@@ -370,6 +372,10 @@ impl Refusal {
             ),
             Refusal::RateLimited { scope: RateScope::App { app }, retry_after } => format!(
                 "{app:?} received more requests than it accepts per second. Wait {} seconds and try again.",
+                retry_after.as_secs()
+            ),
+            Refusal::RateLimited { scope: RateScope::InFlight { max }, retry_after } => format!(
+                "Your address has {max} requests in flight, as many as the edge allows at once. Wait {} seconds, or for a download to finish, and try again.",
                 retry_after.as_secs()
             ),
             Refusal::HeadTooLarge => format!(

@@ -71,6 +71,10 @@ pub struct Shared {
     pub auth: crate::preauth::Auth,
     /// Request rates per client address and per app.
     pub rates: crate::guard::Rates,
+    /// Requests in flight through tunnels per client address.
+    pub in_flight: Arc<crate::guard::InFlightPerAddress>,
+    /// Warning lines for refused requests (`left_out` counts those not written).
+    pub refusal_log: crate::log_budget::LogBudget,
     /// Responses whose users may stop reading them.
     pub stalls: Arc<crate::body::StallWatch>,
 }

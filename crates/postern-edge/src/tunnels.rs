@@ -58,12 +58,17 @@ impl Tunnel {
     }
 }
 
-/// Counts a request in flight on a tunnel until dropped.
-pub struct InFlight(Arc<Tunnel>);
+/// Counts a request in flight on a tunnel until dropped, and with it the client address's share.
+pub struct InFlight(Arc<Tunnel>, Option<crate::guard::AddressPermit>);
 
 impl InFlight {
     pub fn tunnel(&self) -> &Arc<Tunnel> {
         &self.0
+    }
+
+    /// Keeps the client address's permit until the request ends.
+    pub fn hold(&mut self, permit: Option<crate::guard::AddressPermit>) {
+        self.1 = permit;
     }
 }
 
@@ -293,7 +298,7 @@ fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
     }?;
     chosen.in_flight.fetch_add(1, Ordering::Relaxed);
     chosen.served.fetch_add(1, Ordering::Relaxed);
-    Some(InFlight(chosen.clone()))
+    Some(InFlight(chosen.clone(), None))
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ struct LimitArgs {
     /// 0 leaves apps unlimited.
     #[arg(long, default_value_t = limits::DEFAULT_REQUESTS_PER_APP)]
     requests_per_app: u32,
+    /// Requests one client address may have in flight through tunnels at once (a WebSocket
+    /// counts while open); 0 turns the limit off.
+    #[arg(long, default_value_t = limits::DEFAULT_REQUESTS_IN_FLIGHT_PER_IP)]
+    requests_in_flight_per_ip: usize,
 }
 
 impl LimitArgs {
@@ -139,6 +143,7 @@ impl LimitArgs {
             handshakes_per_ip: self.handshakes_per_ip,
             requests_per_ip: self.requests_per_ip,
             requests_per_app: self.requests_per_app,
+            requests_in_flight_per_ip: self.requests_in_flight_per_ip,
         }
     }
 }

@@ -420,3 +420,74 @@ async fn malformed_and_stalled_request_bodies_are_the_clients_error() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A reqwest client speaking `alpn` from `from` to `host` on the edge's public listener.
+fn client_from(edge: &Edge, host: &str, from: IpAddr, alpn: &[u8]) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            postern_pki::client_config(&edge.ca_pem(), vec![alpn.to_vec()]).unwrap(),
+        )
+        .resolve(host, edge.public)
+        .local_address(from);
+    if alpn == b"h2" {
+        builder.http2_prior_knowledge()
+    } else {
+        builder
+    }
+    .build()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_address_holds_only_so_many_requests_in_flight() {
+    let host = "inflight.localhost";
+    let (edge, app, _c) = published(host, &["--requests-in-flight-per-ip", "8"]).await;
+    // One address starts eight large downloads over HTTP/2 and reads none of them.
+    let greedy = client_from(&edge, host, IpAddr::from([127, 0, 0, 3]), b"h2");
+    let url = edge.url(host, &format!("/download?bytes={}", 256 * MIB));
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let resp = greedy.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    // The ninth (on a connection of its own: the first one's window is full of unread data) is
+    // refused at the edge, before it reaches the app, with the reason.
+    let again = || client_from(&edge, host, IpAddr::from([127, 0, 0, 3]), b"http/1.1");
+    let resp = again().get(edge.url(host, "/")).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("8 requests in flight"), "{page}");
+    assert_eq!(app.hits.load(std::sync::atomic::Ordering::Relaxed), 8);
+    // Another address is served meanwhile.
+    let other = client_from(&edge, host, IpAddr::from([127, 0, 0, 4]), b"http/1.1");
+    assert_eq!(
+        other
+            .get(edge.url(host, "/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Once the downloads end, the address is served again.
+    drop((held, greedy));
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let status = again()
+            .get(edge.url(host, "/"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the address stayed refused after its downloads ended: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
