@@ -21,6 +21,7 @@ mod idp;
 pub mod preauth;
 pub mod rescue;
 mod serve;
+pub mod signins;
 mod state;
 mod tunnels;
 

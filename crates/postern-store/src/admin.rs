@@ -37,7 +37,7 @@ impl Store {
         .bind(expires_at)
         .execute(&mut *tx)
         .await?;
-        self.commit(tx).await?;
+        self.commit_naming(tx, Some(&id), None).await?;
         Ok((self.admin_token(&id).await?, token))
     }
 

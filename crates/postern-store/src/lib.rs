@@ -83,7 +83,7 @@ pub struct Store {
     pool: SqlitePool,
     /// The audit record of the change this handle is making, written by the first transaction
     /// that commits through [`Store::commit`] (see [`Store::audited`]).
-    pending_audit: Option<std::sync::Arc<std::sync::Mutex<Option<Audit>>>>,
+    pending_audit: Option<std::sync::Arc<std::sync::Mutex<Vec<Audit>>>>,
 }
 
 impl Store {

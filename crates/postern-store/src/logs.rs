@@ -39,7 +39,16 @@ impl Store {
     pub fn audited(&self, audit: Audit) -> Store {
         Store {
             pool: self.pool.clone(),
-            pending_audit: Some(Arc::new(Mutex::new(Some(audit)))),
+            pending_audit: Some(Arc::new(Mutex::new(vec![audit]))),
+        }
+    }
+
+    /// [`Store::audited`] with several records for one change (an update that is also a
+    /// maintenance switch), written together.
+    pub fn audited_all(&self, audits: Vec<Audit>) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            pending_audit: Some(Arc::new(Mutex::new(audits))),
         }
     }
 
@@ -48,15 +57,19 @@ impl Store {
         self.pending_audit.as_ref().is_none_or(|slot| {
             slot.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .is_none()
+                .is_empty()
         })
     }
 
-    fn take_audit(&self) -> Option<Audit> {
-        let slot = self.pending_audit.as_ref()?;
-        slot.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    fn take_audit(&self) -> Vec<Audit> {
+        let Some(slot) = self.pending_audit.as_ref() else {
+            return Vec::new();
+        };
+        std::mem::take(
+            &mut *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Commits `tx`, with this handle's audit record (if not written yet) inserted first.
@@ -72,12 +85,12 @@ impl Store {
         target: Option<&str>,
         detail: Option<String>,
     ) -> Result<(), sqlx::Error> {
-        if let Some(mut audit) = self.take_audit() {
+        for mut audit in self.take_audit() {
             if let Some(t) = target {
                 audit.target = t.to_owned();
             }
-            if let Some(d) = detail {
-                audit.detail = d;
+            if let Some(d) = &detail {
+                audit.detail = d.clone();
             }
             insert_audit(&mut tx, &audit, now_ms()).await?;
         }
