@@ -21,6 +21,7 @@ mod idp;
 pub mod preauth;
 pub mod rescue;
 mod serve;
+pub mod siem;
 pub mod signins;
 mod state;
 mod tunnels;
@@ -222,6 +223,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
+    siem::start(&shared.store, &shared.config.siem)?;
 
     let mut accept_loops = JoinSet::new();
     let public_drain = serve::Drain::new();
