@@ -297,32 +297,33 @@ struct FileWriter {
 impl Sink for FileWriter {
     fn send<'a>(&'a mut self, _log: Log, records: &'a [Value]) -> Delivery<'a> {
         Box::pin(async move {
-            let mut lines = Vec::new();
-            for r in records {
-                lines.extend(r.to_string().into_bytes());
-                lines.push(b'\n');
-            }
-            let size = tokio::fs::metadata(&self.sink.path)
-                .await
-                .map_or(0, |m| m.len());
-            if size > 0 && size + lines.len() as u64 > self.sink.max_bytes {
-                rotate(&self.sink.path, self.sink.keep)
-                    .await
-                    .map_err(|e| format!("cannot rotate {}: {e}", self.sink.path.display()))?;
-            }
-            let write = async {
-                let mut f = tokio::fs::OpenOptions::new()
+            // Line by line, so that no file grows past the limit (unless one record alone is
+            // larger); each file is synced before it is rotated away and at the end.
+            let path = &self.sink.path;
+            let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+            let open = || async {
+                tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&self.sink.path)
-                    .await?;
-                f.write_all(&lines).await?;
-                // Acknowledged only once it is on disk.
-                f.sync_data().await
+                    .open(path)
+                    .await
             };
-            write
-                .await
-                .map_err(|e| format!("cannot write {}: {e}", self.sink.path.display()))
+            let mut size = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+            let mut f = open().await.map_err(fail)?;
+            for r in records {
+                let mut line = r.to_string().into_bytes();
+                line.push(b'\n');
+                if size > 0 && size + line.len() as u64 > self.sink.max_bytes {
+                    f.sync_data().await.map_err(fail)?;
+                    rotate(path, self.sink.keep).await.map_err(fail)?;
+                    f = open().await.map_err(fail)?;
+                    size = 0;
+                }
+                f.write_all(&line).await.map_err(fail)?;
+                size += line.len() as u64;
+            }
+            // Acknowledged only once it is on disk.
+            f.sync_data().await.map_err(fail)
         })
     }
 }
@@ -395,7 +396,8 @@ impl Sink for SyslogWriter {
 }
 
 /// One record as an RFC 5424 message: facility 13 (log audit), severity informational, or
-/// warning for a failed sign-in or a refused change; the record's UUID as MSGID; the JSON as MSG.
+/// warning for a failed sign-in or a refused change; the record's UUID as MSGID (its 32 hex
+/// digits: RFC 5424 allows 32 characters); the JSON as MSG.
 pub fn syslog_message(hostname: &str, log: Log, record: &Value) -> String {
     let failed = record["result"] == "failure"
         || record["status"]["errorCode"]
@@ -411,7 +413,7 @@ pub fn syslog_message(hostname: &str, log: Log, record: &Value) -> String {
         .as_str()
         .unwrap_or("-")
         .chars()
-        .filter(char::is_ascii_graphic)
+        .filter(char::is_ascii_alphanumeric)
         .take(32)
         .collect();
     let msg = format!(
@@ -506,7 +508,15 @@ mod tests {
     fn syslog_messages_are_rfc_5424_octet_counted_and_bounded() {
         let r = json!({"id": "u-1", "time": "2026-01-01T00:00:00.000Z", "result": "failure"});
         let m = syslog_message("edge", Log::Audit, &r);
-        assert!(m.starts_with("<108>1 2026-01-01T00:00:00.000Z edge postern - u-1 [postern@32473 log=\"audit\"] {"), "{m}");
+        assert!(
+            m.starts_with(
+                "<108>1 2026-01-01T00:00:00.000Z edge postern - u1 [postern@32473 log=\"audit\"] {"
+            ),
+            "{m}"
+        );
+        let uuid = json!({"id": "1f510e44-50bd-4b53-bb3a-dc52c7d4300c"});
+        assert!(syslog_message("edge", Log::Audit, &uuid)
+            .contains(" postern - 1f510e4450bd4b53bb3adc52c7d4300c ["));
         assert_eq!(frame("abc"), b"3 abc");
         let big = json!({"id": "u", "detail": "é".repeat(SYSLOG_MESSAGE_BYTES)});
         let m = syslog_message("edge", Log::Audit, &big);
@@ -526,9 +536,13 @@ mod tests {
             },
         };
         let rec = |i: usize| json!({"id": format!("{i:040}")});
-        for i in 0..7 {
+        // One record at a time, then a batch that must be split across files.
+        for i in 0..3 {
             w.send(Log::Audit, &[rec(i)]).await.unwrap();
         }
+        w.send(Log::Audit, &(3..7).map(rec).collect::<Vec<_>>())
+            .await
+            .unwrap();
         let lines = |p: PathBuf| {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
@@ -536,10 +550,11 @@ mod tests {
                 .count()
         };
         let dotted = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
-        // Each file holds what fits in 100 bytes (two 52-byte lines do not): one record.
+        // Each file holds what fits in 100 bytes: two 50-byte lines. Seven records: the oldest
+        // two are gone with the file that held them (keep 2).
         assert_eq!(
             (lines(path.clone()), lines(dotted(1)), lines(dotted(2))),
-            (1, 1, 1)
+            (1, 2, 2)
         );
         assert!(!dotted(3).exists());
         assert!(std::fs::read_to_string(&path)
