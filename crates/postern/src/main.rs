@@ -111,7 +111,7 @@ struct SiemArgs {
     siem_syslog_ca: Option<PathBuf>,
     /// POST records as JSON batches to this HTTPS URL, retrying with backoff.
     #[arg(long, value_name = "URL")]
-    siem_webhook: Option<url::Url>,
+    siem_webhook: Option<String>,
     /// CA certificate (PEM) of the webhook (default: the system's web roots).
     #[arg(long, value_name = "FILE")]
     siem_webhook_ca: Option<PathBuf>,
@@ -142,7 +142,8 @@ impl SiemArgs {
             },
             webhook: match self.siem_webhook {
                 Some(url) => Some(WebhookSink {
-                    url,
+                    url: url::Url::parse(&url)
+                        .with_context(|| format!("--siem-webhook {url:?} is not a URL"))?,
                     ca_pem: read("--siem-webhook-ca", self.siem_webhook_ca)?,
                 }),
                 None => None,
