@@ -190,3 +190,138 @@ async fn audit_records_reach_rsyslog_over_tcp_and_a_rotating_file() {
         }
     }
 }
+
+/// An HTTPS webhook receiver with a certificate from its own CA: answers 503 while `down`,
+/// otherwise takes the batch and keeps every record's ID.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    ca: PathBuf,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use http_body_util::BodyExt;
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = postern_pki::Ca::load_or_create(
+            &dir.path().join("ca.pem"),
+            &dir.path().join("ca-key.pem"),
+            "webhook test CA",
+        )
+        .unwrap();
+        let (chain, key) = ca.issue_server(&["127.0.0.1".to_owned()]).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(postern_pki::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, r, i) = (down.clone(), refused.clone(), ids.clone());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                let (d, r, i) = (d.clone(), r.clone(), i.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (d, r, i) = (d.clone(), r.clone(), i.clone());
+                            async move {
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let status = if d.load(Ordering::SeqCst) {
+                                    r.fetch_add(1, Ordering::SeqCst);
+                                    503
+                                } else {
+                                    let batch: Value = serde_json::from_slice(&body).unwrap();
+                                    let mut ids = i.lock().unwrap();
+                                    for rec in batch["records"].as_array().unwrap() {
+                                        ids.push(rec["id"].as_str().unwrap().to_owned());
+                                    }
+                                    200
+                                };
+                                let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"{}"),
+                                ));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            ca: dir.path().join("ca.pem"),
+            down,
+            refused,
+            ids,
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_down_while_the_edge_restarts_still_gets_every_record() {
+    use std::sync::atomic::Ordering;
+    let receiver = Receiver::start().await;
+    let url = format!("https://127.0.0.1:{}/ingest", receiver.addr.port());
+    let flags = [
+        "--siem-webhook",
+        url.as_str(),
+        "--siem-webhook-ca",
+        receiver.ca.to_str().unwrap(),
+    ];
+    let edge = Edge::start(&flags).await;
+    for i in 0..5 {
+        edge.group(&format!("before{i}")).await;
+    }
+    // The exporter tries while the receiver is down...
+    let tried = tokio::time::timeout(PATIENCE, async {
+        while receiver.refused.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(tried.is_ok(), "the edge never tried the webhook");
+    // ...and the edge stops (killed, no drain) and starts again on the same state.
+    let (dir, mut child) = (edge.dir, edge.child);
+    child.kill().await.unwrap();
+    let edge = Edge::start_in(dir, &flags).await;
+    for i in 0..5 {
+        edge.group(&format!("after{i}")).await;
+    }
+    receiver.down.store(false, Ordering::SeqCst);
+    let page: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["logs", "audit", "--json", "--limit", "100"])
+            .await,
+    )
+    .unwrap();
+    let want: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(want.len(), 10);
+    let ids = receiver.ids.clone();
+    wait_for_all("the webhook", &want, move || ids.lock().unwrap().join(" ")).await;
+}
