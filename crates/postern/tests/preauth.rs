@@ -987,6 +987,32 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("not assigned"));
+
+    // The sign-in log has both sides of Cy's sign-in, each named by the app (the provider's
+    // client belongs to it): the provider's password check and the edge's callback.
+    let log: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["logs", "signins", "--json", "--app", "intranet"])
+            .await,
+    )
+    .unwrap();
+    let rows = log["signins"].as_array().unwrap();
+    let signed_in = |at_provider: bool| {
+        rows.iter().any(|s| {
+            (s["issuer"] == "postern-idp") == at_provider
+                && s["userPrincipalName"] == "cy@example.com"
+                && s["status"]["errorCode"] == "0"
+                && s["isInteractive"] == true
+        })
+    };
+    assert!(signed_in(true) && signed_in(false), "{log}");
+    assert!(
+        rows.iter()
+            .filter(|s| s["issuer"] == "postern-idp")
+            .all(|s| s["authenticationMethodsUsed"] == json!(["password"])),
+        "{log}"
+    );
+    edge.admin_ok(&["logs", "verify"]).await;
 }
 
 #[tokio::test]
