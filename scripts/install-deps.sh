@@ -15,6 +15,8 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The SIEM export test receives syslog with Debian's rsyslog, run unprivileged with its own config.
+[ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 # The outbound-only test builds network namespaces, veth pairs and a firewall (ip, ss, nft,
 # sysctl).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

@@ -137,6 +137,8 @@ pub struct EdgeConfig {
     /// Extra names the local CA's certificates cover besides published apps' hosts and the
     /// identity provider's: the names connectors and admins dial the edge by (lower-case).
     pub tls_names: Vec<String>,
+    /// Where the audit and sign-in logs are exported (none by default).
+    pub siem: crate::siem::SiemConfig,
 }
 
 impl EdgeConfig {
@@ -162,6 +164,7 @@ impl EdgeConfig {
             idp_host: DEFAULT_IDP_HOST.to_owned(),
             limits: Limits::default(),
             tls_names: Vec::new(),
+            siem: Default::default(),
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use crate::api::{ApiFailure, ApiJson};
-use crate::audit::{self, Actor};
+use crate::audit::{Actor, Audited};
 use crate::config::CONFIG_POLL_TIMEOUT;
 use crate::state::Shared;
 
@@ -254,27 +254,42 @@ async fn register(
     let ca = &shared.connector_ca;
     let validity = shared.config.connector_cert_validity;
     let mut req = req;
-    if req.access_token.is_some() {
+    let request_id = crate::forward::new_request_id();
+    // The actor is who vouched for the registration: the administrator who approved the device
+    // sign-in, or the registration token presented; never the hostname the caller chose.
+    let actor = if req.access_token.is_some() {
         // An administrator approved this registration by signing in: their approval stands in
         // for a registration token, made and spent in this call.
         match crate::idp::admin_registration_token(&shared, &req).await {
-            Ok(token) => req.token = token,
+            Ok((token, approver)) => {
+                req.token = token;
+                approver
+            }
             Err(failure) => {
-                audit::record(
+                Audited::new(
                     &shared.store,
-                    &Actor::registration(&req.hostname),
+                    &Actor::unauthenticated(),
                     "connector.register",
                     "-",
-                    Err(&failure.detail()),
-                    &crate::forward::new_request_id(),
+                    &request_id,
                 )
+                .finish::<()>(Err(&failure.detail()))
                 .await;
                 return Err(failure);
             }
         }
-    }
-    let registered = shared
-        .store
+    } else {
+        Actor::registration_token(&req.token)
+    };
+    let audit = Audited::new(
+        &shared.store,
+        &actor,
+        "connector.register",
+        "-",
+        &request_id,
+    );
+    let registered = audit
+        .store(&format!("hostname {}", req.hostname))
         .register_connector(&req.token, &req.hostname, &req.version, |id| {
             let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
             Ok(CertRecord {
@@ -285,8 +300,6 @@ async fn register(
             })
         })
         .await;
-    let request_id = crate::forward::new_request_id();
-    let actor = Actor::registration(&req.hostname);
     let (connector, cert) = match registered {
         Ok(r) => r,
         Err(e) => {
@@ -305,33 +318,12 @@ async fn register(
                 }
                 RegisterError::Store(e) => e.into(),
             };
-            let detail = failure.detail();
-            audit::record(
-                &shared.store,
-                &actor,
-                "connector.register",
-                "-",
-                Err(&detail),
-                &request_id,
-            )
-            .await;
+            audit.finish::<()>(Err(&failure.detail())).await;
             return Err(failure);
         }
     };
     tracing::info!(connector = %connector.id, group = %connector.group, hostname = %Escaped(&connector.hostname), "connector registered");
-    let detail = format!(
-        "group {}, certificate expires {}",
-        connector.group, cert.not_after
-    );
-    audit::record(
-        &shared.store,
-        &actor,
-        "connector.register",
-        &connector.id,
-        Ok(&detail),
-        &request_id,
-    )
-    .await;
+    audit.finish(Ok(&cert)).await;
     // The registration is committed: a failed reload must not turn it into an error the
     // connector would retry with a spent token. The next change reloads anyway.
     if let Err(e) = shared.reload().await {
@@ -391,13 +383,20 @@ async fn renew(
     let peer_id = peer.as_ref().map(|p| p.connector_id.clone());
     let actor = Actor::connector(peer_id.as_deref().unwrap_or("unknown"));
     let target = peer_id.unwrap_or_else(|| "-".to_owned());
+    let audit = Audited::new(
+        &shared.store,
+        &actor,
+        "connector.renew",
+        &target,
+        &request_id,
+    );
     let result = async {
         let connector = calling_connector(&shared, peer.as_ref()).await?;
         let presented = peer.as_ref().map_or("", |p| p.serial_hex.as_str());
         let ca = &shared.connector_ca;
         let validity = shared.config.connector_cert_validity;
-        let renewed = shared
-            .store
+        let renewed = audit
+            .store("")
             .renew_connector(&connector.id, presented, |id| {
                 let cert = ca.sign_connector_csr(&req.csr_pem, id, validity)?;
                 Ok(CertRecord {
@@ -426,16 +425,7 @@ async fn renew(
     match result {
         Ok(cert) => {
             tracing::info!(connector = %target, not_after = cert.not_after, "connector certificate renewed");
-            let detail = format!("serial {}, expires {}", cert.serial_hex, cert.not_after);
-            audit::record(
-                &shared.store,
-                &actor,
-                "connector.renew",
-                &target,
-                Ok(&detail),
-                &request_id,
-            )
-            .await;
+            audit.finish(Ok(&cert)).await;
             Ok(Json(RenewResponse {
                 certificate_pem: cert.pem,
                 not_after: cert.not_after,
@@ -443,16 +433,7 @@ async fn renew(
         }
         Err(failure) => {
             tracing::warn!(connector = %target, "renewal refused: {}", failure.message);
-            let detail = failure.detail();
-            audit::record(
-                &shared.store,
-                &actor,
-                "connector.renew",
-                &target,
-                Err(&detail),
-                &request_id,
-            )
-            .await;
+            audit.finish::<()>(Err(&failure.detail())).await;
             Err(failure)
         }
     }

@@ -118,6 +118,7 @@ async fn route_and_forward(
                 headers: req.headers(),
                 json,
                 request_id,
+                client_ip: peer.ip(),
             };
             match preauth::guard(shared, &routes, sign_in, &guard_req).await? {
                 preauth::Guarded::Forward(identity) => Some(identity),

@@ -101,7 +101,7 @@ pub async fn connector_idp_info(
 pub async fn admin_registration_token(
     shared: &Shared,
     req: &postern_proto::api::RegisterRequest,
-) -> Result<String, crate::api::ApiFailure> {
+) -> Result<(String, crate::audit::Actor), crate::api::ApiFailure> {
     use crate::api::ApiFailure;
     let refused =
         |code: &'static str, msg: String| ApiFailure::new(StatusCode::FORBIDDEN, code, msg);
@@ -151,7 +151,7 @@ pub async fn admin_registration_token(
             other => other.into(),
         })?;
     tracing::info!(user = %user.email, group, hostname = %req.hostname, "connector registration approved by an administrator");
-    Ok(token)
+    Ok((token, crate::audit::Actor::approved_by(&user.email)))
 }
 
 /// The registration token an administrator's approval turns into lives only for the call.

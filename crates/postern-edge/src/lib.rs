@@ -22,6 +22,8 @@ mod log_budget;
 pub mod preauth;
 pub mod rescue;
 mod serve;
+pub mod siem;
+pub mod signins;
 mod state;
 mod tunnels;
 
@@ -224,6 +226,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     });
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
+    siem::start(&shared.store, &shared.config.siem)?;
 
     let mut accept_loops = JoinSet::new();
     let public_drain = serve::Drain::new();

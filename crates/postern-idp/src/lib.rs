@@ -180,6 +180,16 @@ impl Idp {
         self.keys.maintain(&self.store, now(), rotate_now).await
     }
 
+    /// [`Idp::maintain_keys`] through `store` (an audited handle, so the rotation and its audit
+    /// record commit together).
+    pub async fn maintain_keys_in(
+        &self,
+        store: &Store,
+        rotate_now: bool,
+    ) -> Result<(), keys::KeyError> {
+        self.keys.maintain(store, now(), rotate_now).await
+    }
+
     /// Verifies an access token this provider issued and that its grant is still live; returns
     /// its claims (the edge uses this to let an administrator register a connector).
     pub async fn check_access_token(&self, token: &str) -> Result<AccessClaims, BadToken> {

@@ -25,7 +25,7 @@ impl Store {
         if added {
             bump_version(&mut tx).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(added)
     }
 
@@ -46,7 +46,7 @@ impl Store {
             });
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -74,7 +74,7 @@ impl Store {
         let at = now();
         let mut tx = self.pool.begin().await?;
         record_revocation(&mut tx, principal, at).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(at)
     }
 
@@ -95,7 +95,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         record_revocation(&mut tx, &format!("session:{session_id}"), at).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(at)
     }
 
@@ -133,6 +133,7 @@ impl Store {
 
     /// Replaces the key ring for `purpose` (after a rotation).
     pub async fn save_key_ring(&self, purpose: &str, material: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO edge_keys (purpose, id, material, created_at) VALUES (?, 'ring', ?, ?)
              ON CONFLICT (purpose, id) DO UPDATE SET material = excluded.material",
@@ -140,8 +141,9 @@ impl Store {
         .bind(purpose)
         .bind(material)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

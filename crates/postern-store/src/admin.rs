@@ -19,6 +19,7 @@ impl Store {
         name: &str,
         ttl: Option<Duration>,
     ) -> Result<(AdminToken, String), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let id = format!("tok_{}", hex(&rand::random::<[u8; 6]>()));
         let token = format!(
             "{ADMIN_TOKEN_PREFIX}{}",
@@ -34,8 +35,9 @@ impl Store {
         .bind(token_hash(&token))
         .bind(now)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_naming(tx, Some(&id), None).await?;
         Ok((self.admin_token(&id).await?, token))
     }
 
@@ -83,12 +85,13 @@ impl Store {
     }
 
     pub async fn revoke_admin_token(&self, id: &str) -> Result<AdminToken, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let res = sqlx::query(
             "UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         )
         .bind(now())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         let token = self.admin_token(id).await?;
         if res.rows_affected() == 0 {
@@ -96,33 +99,31 @@ impl Store {
                 "admin token {id} is already revoked"
             )));
         }
+        self.commit(tx).await?;
         Ok(token)
     }
 
     // Audit ----------------------------------------------------------------------------------
 
+    /// Records an event on its own transaction (a refused change; see [`Store::audited`] for
+    /// a change, whose record commits with it).
     pub async fn record(&self, event: &NewAuditEvent<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (at_ms, actor, action, target, result, detail, request_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now_ms())
-        .bind(event.actor)
-        .bind(event.action)
-        .bind(event.target)
-        .bind(event.outcome.as_str())
-        .bind(event.detail)
-        .bind(event.request_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.record_audit(&crate::Audit {
+            actor: event.actor.to_owned(),
+            action: event.action.to_owned(),
+            target: event.target.to_owned(),
+            outcome: event.outcome,
+            detail: event.detail.to_owned(),
+            request_id: event.request_id.to_owned(),
+        })
+        .await
     }
 
     /// Audit events matching `q`, newest first, at most `q.limit` (capped at
     /// [`MAX_AUDIT_PAGE`]).
     pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let mut sql = String::from(
-            "SELECT id, at_ms, actor, action, target, result, detail, request_id
+            "SELECT id, at_ms, actor, action, target, result, detail, request_id, uid
              FROM audit_events WHERE 1 = 1",
         );
         if q.since_ms.is_some() {
@@ -143,7 +144,11 @@ impl Store {
         if q.before_id.is_some() {
             sql.push_str(" AND id < ?");
         }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        if q.after_id.is_some() {
+            sql.push_str(" AND id > ? ORDER BY id LIMIT ?");
+        } else {
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+        }
         let mut query = sqlx::query(&sql);
         if let Some(v) = q.since_ms {
             query = query.bind(v);
@@ -162,6 +167,9 @@ impl Store {
         if let Some(v) = q.before_id {
             query = query.bind(v);
         }
+        if let Some(v) = q.after_id {
+            query = query.bind(v);
+        }
         query = query.bind(q.limit.clamp(1, MAX_AUDIT_PAGE) as i64);
         let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.iter().map(model::audit_from_row).collect())
@@ -170,10 +178,3 @@ impl Store {
 
 const TOKEN_SELECT: &str =
     "SELECT id, name, created_at, expires_at, last_used_at, revoked_at FROM admin_tokens";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

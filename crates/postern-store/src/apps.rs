@@ -21,7 +21,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Group {
             id,
             name: name.to_owned(),
@@ -68,7 +68,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.group(new_name).await
     }
 
@@ -114,7 +114,7 @@ impl Store {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -142,7 +142,7 @@ impl Store {
         }
         res?;
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.app(&app.name).await
     }
 
@@ -171,7 +171,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.app(&app.name).await
     }
 
@@ -203,7 +203,7 @@ impl Store {
             return Err(no_app(name));
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 }

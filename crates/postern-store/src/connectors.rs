@@ -18,6 +18,7 @@ impl Store {
         group: &str,
         ttl: Duration,
     ) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let group = self.group(group).await?;
         let bytes: [u8; 32] = rand::random();
         let token = format!(
@@ -33,8 +34,9 @@ impl Store {
         .bind(group.id)
         .bind(now)
         .bind(now.saturating_add(ttl.as_secs() as i64))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit(tx).await?;
         Ok(token)
     }
 
@@ -98,7 +100,8 @@ impl Store {
         .await?;
         insert_cert(&mut tx, &id, &cert, now).await?;
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        let detail = format!("group {group}, certificate expires {}", cert.not_after);
+        self.commit_naming(tx, Some(&id), Some(detail)).await?;
         let connector = Connector {
             id,
             group,
@@ -157,7 +160,7 @@ impl Store {
             )));
         }
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.connector(id).await
     }
 
@@ -175,7 +178,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         bump_version(&mut tx).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.connector(id).await
     }
 
@@ -227,7 +230,8 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        let detail = format!("serial {}, expires {}", cert.serial_hex, cert.not_after);
+        self.commit_naming(tx, None, Some(detail)).await?;
         let connector = self.connector(id).await?;
         Ok((connector, cert))
     }

@@ -160,7 +160,7 @@ impl Store {
         for group in &new.groups {
             add_member(&mut tx, group, &id).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.user(&new.email).await
     }
 
@@ -234,16 +234,18 @@ impl Store {
         email: &str,
         verified: bool,
     ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done =
             sqlx::query("UPDATE idp_users SET email_verified = ?, updated_at = ? WHERE email = ?")
                 .bind(verified)
                 .bind(now())
                 .bind(email.to_ascii_lowercase())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         if done.rows_affected() == 0 {
             return Err(no_user(email));
         }
+        self.commit(tx).await?;
         self.user(email).await
     }
 
@@ -260,7 +262,7 @@ impl Store {
         if !enabled {
             revoke_everything(&mut tx, &user.id).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.user(email).await
     }
 
@@ -275,7 +277,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         revoke_everything(&mut tx, &user.id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(user)
     }
 
@@ -299,7 +301,7 @@ impl Store {
                 .await?;
         }
         revoke_everything(&mut tx, &user.id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.user(email).await
     }
 
@@ -373,7 +375,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -492,11 +494,12 @@ impl Store {
         let user = self.user(email).await?;
         let mut tx = self.pool.begin().await?;
         add_member(&mut tx, group, &user.id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         self.user(email).await
     }
 
     pub async fn remove_group_member(&self, group: &str, email: &str) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let user = self.user(email).await?;
         let done = sqlx::query(
             "DELETE FROM idp_group_members WHERE user_id = ?
@@ -504,7 +507,7 @@ impl Store {
         )
         .bind(&user.id)
         .bind(group)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -512,6 +515,7 @@ impl Store {
                 name: group.to_owned(),
             });
         }
+        self.commit(tx).await?;
         self.user(email).await
     }
 
@@ -552,6 +556,7 @@ impl Store {
         new: &NewClient,
         app_name: Option<&str>,
     ) -> Result<(Client, Option<ClientSecret>), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let client_id = format!("c_{}", hex(&rand::random::<[u8; 12]>()));
         let secret = (!new.public).then(|| ClientSecret(format!("cs_{}", random_secret())));
         let res = sqlx::query(
@@ -567,7 +572,7 @@ impl Store {
         .bind(new.id_token_alg.as_str())
         .bind(app_name)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match res {
             Ok(_) => {}
@@ -579,6 +584,7 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
+        self.commit(tx).await?;
         Ok((self.client(&client_id).await?, secret))
     }
 
@@ -646,9 +652,10 @@ impl Store {
     }
 
     pub async fn delete_client(&self, client_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM idp_clients WHERE client_id = ?")
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
@@ -656,6 +663,7 @@ impl Store {
                 name: client_id.to_owned(),
             });
         }
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -804,7 +812,7 @@ impl Store {
             if let Some(grant) = grant {
                 revoke_grant(&mut tx, &grant).await?;
             }
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Err(RedeemProblem::Reused));
         }
         let code = Code {
@@ -826,7 +834,7 @@ impl Store {
             .bind(&hash)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Ok((code, grant)))
     }
 
@@ -852,7 +860,7 @@ impl Store {
     pub async fn revoke_grant(&self, id: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         revoke_grant(&mut tx, id).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -896,7 +904,7 @@ impl Store {
         }
         if used_at.is_some() {
             revoke_grant(&mut tx, &grant_id).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             return Ok(Err(RedeemProblem::Reused));
         }
         sqlx::query("UPDATE idp_refresh_tokens SET used_at = ? WHERE hash = ?")
@@ -904,7 +912,7 @@ impl Store {
             .bind(&hash)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         match self.grant(&grant_id).await? {
             Some(g) if !g.revoked => Ok(Ok(g)),
             _ => Ok(Err(RedeemProblem::Revoked)),
@@ -964,7 +972,7 @@ impl Store {
         .await;
         match res {
             Ok(_) => {
-                tx.commit().await?;
+                self.commit(tx).await?;
                 Ok(device_code)
             }
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(
@@ -1062,7 +1070,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let grant = insert_grant(&mut tx, &device.client_id, &device.scope, auth).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Some(grant))
     }
 
@@ -1089,6 +1097,7 @@ impl Store {
     }
 
     pub async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO idp_signing_keys (kid, alg, private_pem, created_at, activates_at,
                  retires_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -1099,8 +1108,9 @@ impl Store {
         .bind(key.created_at)
         .bind(key.activates_at)
         .bind(key.retires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -1141,6 +1151,23 @@ impl Store {
         .bind(cut(&e.reason))
         .execute(&self.pool)
         .await?;
+        // The same attempt in the sign-in log, named by the app its client belongs to.
+        let app = match &e.client_id {
+            Some(c) => sqlx::query(
+                "SELECT c.client_id, c.name, a.id, a.name FROM idp_clients c
+                     LEFT JOIN apps a ON a.name = c.app_name WHERE c.client_id = ?",
+            )
+            .bind(c)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| match r.get::<Option<i64>, _>(2) {
+                Some(app_id) => (app_id.to_string(), r.get::<String, _>(3)),
+                None => (r.get(0), r.get(1)),
+            }),
+            None => None,
+        };
+        self.record_sign_in(&crate::logs::from_idp_event(e, app))
+            .await?;
         Ok(())
     }
 
@@ -1175,9 +1202,17 @@ impl Store {
             now,
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
+        let signins = self
+            .prune_signins(
+                now.saturating_sub(retention.signin_events_secs)
+                    .saturating_mul(1000),
+                retention.max_signin_events,
+            )
+            .await?;
         Ok(Pruned {
             signin_events: by_age + by_count,
+            signins,
             codes,
             device_codes,
             sessions,
@@ -1666,6 +1701,7 @@ mod tests {
             pruned,
             Pruned {
                 signin_events: 4,
+                signins: 4,
                 codes: 1,
                 device_codes: 1,
                 sessions: 2,

@@ -296,6 +296,8 @@ impl Default for Retention {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub signin_events: u64,
+    /// Records of the sign-in log (the edge's and the provider's) past the same retention.
+    pub signins: u64,
     pub codes: u64,
     pub device_codes: u64,
     pub sessions: u64,
@@ -303,6 +305,6 @@ pub struct Pruned {
 
 impl Pruned {
     pub fn total(&self) -> u64 {
-        self.signin_events + self.codes + self.device_codes + self.sessions
+        self.signin_events + self.signins + self.codes + self.device_codes + self.sessions
     }
 }

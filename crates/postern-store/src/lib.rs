@@ -12,9 +12,11 @@
 mod access;
 mod admin;
 mod apps;
+mod chain;
 mod connectors;
 mod idp;
 mod idp_model;
+mod logs;
 mod migrations;
 mod model;
 
@@ -26,12 +28,17 @@ use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 pub use admin::MAX_AUDIT_PAGE;
+pub use chain::{Broken, Log, GENESIS_HASH};
 pub use connectors::CertRefusal;
 pub use idp::{DEVICE_CODES_PER_CLIENT, DEVICE_CODES_PER_REQUESTER, SIGNIN_EVENT_FIELD_BYTES};
 pub use idp_model::{
     AuthContext, Client, ClientSecret, Code, Device, DeviceStatus, DirectoryGroup, Grant,
     IdTokenAlg, IdpSession, NewClient, NewCode, NewDevice, NewUser, Pruned, RedeemProblem,
     Retention, SigninEvent, SigningKey, StoredPasskey, Totp, TotpSecret, User,
+};
+pub use logs::{
+    Audit, NewSignin, Signin, SigninQuery, SigninResult, Verified, BROWSER, BUILT_IN_ISSUER,
+    MAX_SIGNIN_PAGE, MULTI_FACTOR, SIGNIN_TEXT_BYTES, SINGLE_FACTOR, TOKEN_CLIENT,
 };
 pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,
@@ -74,6 +81,9 @@ impl<E> From<sqlx::Error> for RegisterError<E> {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// The audit record of the change this handle is making, written by the first transaction
+    /// that commits through [`Store::commit`] (see [`Store::audited`]).
+    pending_audit: Option<std::sync::Arc<std::sync::Mutex<Vec<Audit>>>>,
 }
 
 impl Store {
@@ -96,7 +106,11 @@ impl Store {
             .await
             .map_err(open_err)?;
         migrations::run(&pool).await?;
-        Ok(Store { pool })
+        logs::chain_unchained(&pool).await?;
+        Ok(Store {
+            pool,
+            pending_audit: None,
+        })
     }
 
     /// The current config version: bumped by every change that routing or a connector must see.
@@ -137,5 +151,7 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod logs_tests;
 #[cfg(test)]
 mod tests;

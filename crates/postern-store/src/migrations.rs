@@ -261,6 +261,59 @@ const MIGRATIONS: &[&str] = &[
     // administrator vouched for the address; nobody had, so existing users start unverified.
     "ALTER TABLE apps ADD COLUMN issuer_verifies_email INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE idp_users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;",
+    // 9: tamper-evident logs. Each audit event gets a stable ID (for a SIEM to de-duplicate) and
+    // its place in a hash chain; sign-ins at the edge and at the built-in provider get one table
+    // shaped like Entra's `signIn` resource, chained the same way. `log_heads` holds each log's
+    // newest sequence number and hash and the anchor where its oldest kept record starts.
+    // `export_cursors` is how far each SIEM sink has had each log acknowledged. Existing audit
+    // events are chained when the store opens (SQL has no SHA-256).
+    "ALTER TABLE audit_events ADD COLUMN uid TEXT;
+    ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
+    ALTER TABLE audit_events ADD COLUMN hash TEXT;
+    CREATE TABLE signins (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        at_ms INTEGER NOT NULL,
+        user_id TEXT,
+        user_principal_name TEXT NOT NULL,
+        app_id TEXT,
+        app_display_name TEXT,
+        ip_address TEXT NOT NULL,
+        client_app_used TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        is_interactive INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        error_code TEXT NOT NULL,
+        failure_reason TEXT NOT NULL,
+        operating_system TEXT,
+        browser TEXT,
+        authentication_requirement TEXT NOT NULL,
+        authentication_methods TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX signins_at ON signins (at_ms);
+    CREATE INDEX signins_user ON signins (user_principal_name, at_ms);
+    CREATE INDEX signins_app ON signins (app_display_name, at_ms);
+    CREATE TABLE log_heads (
+        log TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        anchor_seq INTEGER NOT NULL,
+        anchor_hash TEXT NOT NULL
+    );
+    INSERT INTO log_heads (log, seq, hash, anchor_seq, anchor_hash) VALUES
+        ('audit', 0, '0000000000000000000000000000000000000000000000000000000000000000',
+         1, '0000000000000000000000000000000000000000000000000000000000000000'),
+        ('signins', 0, '0000000000000000000000000000000000000000000000000000000000000000',
+         1, '0000000000000000000000000000000000000000000000000000000000000000');
+    CREATE TABLE export_cursors (
+        sink TEXT NOT NULL,
+        log TEXT NOT NULL,
+        last_id INTEGER NOT NULL,
+        PRIMARY KEY (sink, log)
+    );",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

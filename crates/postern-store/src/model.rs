@@ -281,6 +281,8 @@ pub struct AuditEvent {
     /// What changed, or why it failed.
     pub detail: String,
     pub request_id: String,
+    /// Stable across exports: a SIEM de-duplicates by it.
+    pub uid: String,
 }
 
 pub(crate) fn audit_from_row(r: &SqliteRow) -> AuditEvent {
@@ -293,6 +295,7 @@ pub(crate) fn audit_from_row(r: &SqliteRow) -> AuditEvent {
         result: r.get(5),
         detail: r.get(6),
         request_id: r.get(7),
+        uid: r.get::<Option<String>, _>(8).unwrap_or_default(),
     }
 }
 
@@ -319,6 +322,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only events older than this ID (the previous page's cursor).
     pub before_id: Option<i64>,
+    /// Only events newer than this ID, oldest first (an exporter's cursor).
+    pub after_id: Option<i64>,
     pub limit: u32,
 }
 

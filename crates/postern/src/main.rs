@@ -87,6 +87,69 @@ struct EdgeArgs {
     tls_names: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    siem: SiemArgs,
+}
+
+/// Export of the audit and sign-in logs to a SIEM (at least once; each record has a stable `id`).
+#[derive(clap::Args)]
+struct SiemArgs {
+    /// Append every record as a JSON line to FILE (rotated by size).
+    #[arg(long, value_name = "FILE")]
+    siem_file: Option<PathBuf>,
+    /// Rotate --siem-file when it would grow past this many bytes.
+    #[arg(long, default_value_t = postern_edge::siem::DEFAULT_FILE_MAX_BYTES)]
+    siem_file_max_bytes: u64,
+    /// Rotated files kept (FILE.1 … FILE.N).
+    #[arg(long, default_value_t = postern_edge::siem::DEFAULT_FILE_KEEP)]
+    siem_file_keep: u32,
+    /// Send every record to syslog, RFC 5424 with octet counting: tcp://HOST:PORT or tls://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    siem_syslog: Option<String>,
+    /// CA certificate (PEM) of a tls:// syslog server (default: the system's web roots).
+    #[arg(long, value_name = "FILE")]
+    siem_syslog_ca: Option<PathBuf>,
+    /// POST records as JSON batches to this HTTPS URL, retrying with backoff.
+    #[arg(long, value_name = "URL")]
+    siem_webhook: Option<String>,
+    /// CA certificate (PEM) of the webhook (default: the system's web roots).
+    #[arg(long, value_name = "FILE")]
+    siem_webhook_ca: Option<PathBuf>,
+}
+
+impl SiemArgs {
+    fn config(self) -> anyhow::Result<postern_edge::siem::SiemConfig> {
+        let read = |flag: &str, p: Option<PathBuf>| -> anyhow::Result<Option<String>> {
+            p.map(|p| {
+                std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {flag} {}", p.display()))
+            })
+            .transpose()
+        };
+        use postern_edge::siem::{FileSink, SiemConfig, SyslogSink, WebhookSink};
+        Ok(SiemConfig {
+            file: self.siem_file.map(|path| FileSink {
+                path,
+                max_bytes: self.siem_file_max_bytes,
+                keep: self.siem_file_keep,
+            }),
+            syslog: match self.siem_syslog {
+                Some(t) => Some(SyslogSink::parse(
+                    &t,
+                    read("--siem-syslog-ca", self.siem_syslog_ca)?,
+                )?),
+                None => None,
+            },
+            webhook: match self.siem_webhook {
+                Some(url) => Some(WebhookSink {
+                    url: url::Url::parse(&url)
+                        .with_context(|| format!("--siem-webhook {url:?} is not a URL"))?,
+                    ca_pem: read("--siem-webhook-ca", self.siem_webhook_ca)?,
+                }),
+                None => None,
+            },
+        })
+    }
 }
 
 /// What one client, and everyone together, may ask of the edge.
@@ -302,6 +365,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.idp_host = args.idp_host.to_ascii_lowercase();
     config.limits = args.limits.limits();
     config.tls_names = args.tls_names;
+    config.siem = args.siem.config()?;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

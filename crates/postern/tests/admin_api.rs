@@ -68,8 +68,16 @@ async fn a_full_lifecycle_leaves_an_audit_trail() {
     edge.admin_ok(&["group", "rename", "h", "h2"]).await;
     edge.admin_ok(&["group", "delete", "h2"]).await;
 
-    let reg = format!("registration:{}", postern_connector::hostname());
     let got = trail(&edge, "limit=1000").await;
+    // The connector is named by the registration token it presented (never by the hostname it
+    // chose), the same token for the same connector.
+    let reg = got
+        .iter()
+        .find(|e| e.1 == "connector.register")
+        .unwrap()
+        .0
+        .clone();
+    assert!(reg.starts_with("registration-token:"), "{reg}");
     let want = vec![
         ev(boot, "group.create", "g", "success"),
         ev(boot, "group.create", "h", "success"),
@@ -172,6 +180,79 @@ async fn a_full_lifecycle_leaves_an_audit_trail() {
         table.contains("ACTION") && table.contains("more: --cursor"),
         "{table}"
     );
+    // `logs audit` is the same listing; the chain of every record written is intact.
+    let logs = json_of(
+        edge.admin_ok(&["logs", "audit", "--since", "1h", "--json"])
+            .await,
+    );
+    assert_eq!(logs["events"].as_array().unwrap().len(), 15);
+    assert!(logs["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["uid"].as_str().unwrap().len() == 36));
+    let verified = edge.admin_ok(&["logs", "verify"]).await;
+    assert!(
+        verified.contains("audit log: intact (15 records)"),
+        "{verified}"
+    );
+}
+
+/// Runs `logs verify`, which must fail naming `expected` (e.g. "audit log is not intact: record
+/// 2 altered"), or succeed when `expected` is `None`.
+async fn verify(edge: &Edge, expected: Option<&str>) {
+    let out = edge.admin(&["logs", "verify"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match expected {
+        None => assert!(out.status.success(), "{stderr}"),
+        Some(e) => {
+            assert!(!out.status.success());
+            assert!(stderr.contains(e), "{stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_verify_names_the_first_altered_missing_or_inserted_record() {
+    let edge = Edge::start(&[]).await;
+    for g in ["a", "b", "c", "d"] {
+        edge.group(g).await;
+    }
+    verify(&edge, None).await;
+    // Edited by hand in the edge's own database, as someone with the file would.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite:{}",
+        edge.dir.path().join("state.db").display()
+    ))
+    .await
+    .unwrap();
+    let sql = |q: &'static str| {
+        let db = db.clone();
+        async move { sqlx::query(q).execute(&db).await.unwrap() }
+    };
+    sql("UPDATE audit_events SET target = 'z' WHERE id = 2").await;
+    verify(&edge, Some("the audit log is not intact: record 2 altered")).await;
+    sql("UPDATE audit_events SET target = 'b' WHERE id = 2").await;
+    verify(&edge, None).await;
+
+    sql("CREATE TABLE saved AS SELECT * FROM audit_events WHERE id = 3").await;
+    sql("DELETE FROM audit_events WHERE id = 3").await;
+    verify(&edge, Some("the audit log is not intact: record 3 missing")).await;
+    sql("INSERT INTO audit_events SELECT * FROM saved").await;
+    verify(&edge, None).await;
+
+    sql(
+        "INSERT INTO audit_events (id, uid, at_ms, actor, action, target, result, detail,
+             request_id, prev_hash, hash)
+         SELECT 5, 'forged', at_ms, actor, action, 'e', result, detail, request_id, hash, hash
+         FROM audit_events WHERE id = 4",
+    )
+    .await;
+    verify(
+        &edge,
+        Some("the audit log is not intact: record 5 inserted"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -274,7 +355,7 @@ async fn the_openapi_document_matches_the_routes_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 41);
+    assert_eq!(checked, 43);
     // And an undocumented one is not.
     let (status, answer, _) = edge.api(Method::GET, "/v1/nothing", None).await;
     assert_eq!(

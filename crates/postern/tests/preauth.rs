@@ -667,6 +667,105 @@ async fn bearer_tokens_for_this_app_are_accepted_in_place_of_the_cookie() {
     );
 }
 
+/// The sign-in log as `logs signins --json` prints it, with `args` as filters.
+async fn signins(w: &World, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["logs", "signins", "--json"];
+    all.extend(args);
+    let page: Value = serde_json::from_str(&w.edge.admin_ok(&all).await).unwrap();
+    page["signins"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn sign_ins_are_logged_with_the_fields_of_entras_sign_in_resource() {
+    let w = World::new(&[]).await;
+    let (browser, _jar) = w.browser();
+    let resp = w
+        .sign_in(&browser, "wiki", "/", "ann@example.com", false)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let token = id_token_for(&w, "crm", "bob@example.com").await;
+    let raw = w.raw();
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    for _ in 0..2 {
+        let resp = raw
+            .get(w.url("crm", "/api"))
+            .bearer_auth(&token)
+            .header("user-agent", firefox)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = bearer_get(&raw, w.url("crm", "/api"), "not-a-jwt", true).await;
+    assert_eq!(resp.status(), 401);
+    let refused_request = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+    // Interactive, through the callback, in the browser.
+    let ann = signins(&w, &["--user", "ANN@example.com"]).await;
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    let s = &ann[0];
+    assert_eq!(s["userPrincipalName"], "ann@example.com");
+    assert_eq!(s["userId"], "ann-0001");
+    assert_eq!(s["appDisplayName"], "wiki");
+    assert!(s["appId"].as_str().is_some_and(|id| !id.is_empty()), "{s}");
+    assert_eq!(s["ipAddress"], "127.0.0.1");
+    assert_eq!(s["clientAppUsed"], "Browser");
+    assert_eq!(s["isInteractive"], true);
+    assert_eq!(s["status"]["errorCode"], "0");
+    assert_eq!(s["correlationId"].as_str().unwrap().len(), 32);
+    assert_eq!(s["authenticationRequirement"], "singleFactorAuthentication");
+    assert_eq!(s["conditionalAccessStatus"], "notApplied");
+    assert_eq!(s["location"], Value::Null);
+    assert_eq!(s["issuer"], w.issuer.url.as_str());
+    assert_eq!(s["id"].as_str().unwrap().len(), 36);
+    // By bearer token: once when verified, not on each request; the device from its agent.
+    let crm = signins(&w, &["--app", "crm"]).await;
+    let bob: Vec<_> = crm
+        .iter()
+        .filter(|s| s["userPrincipalName"] == "bob@example.com")
+        .collect();
+    assert_eq!(bob.len(), 1, "{crm:?}");
+    assert_eq!(bob[0]["isInteractive"], false);
+    assert_eq!(bob[0]["clientAppUsed"], "Mobile Apps and Desktop clients");
+    assert_eq!(bob[0]["deviceDetail"]["operatingSystem"], "Linux");
+    assert_eq!(bob[0]["deviceDetail"]["browser"], "Firefox 120");
+    // A refused token is a failed sign-in, with the request's ID and why.
+    let failed = signins(&w, &["--app", "crm", "--failed"]).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["correlationId"], refused_request.as_str());
+    assert_eq!(failed[0]["status"]["errorCode"], "bearer_token_refused");
+    assert!(!failed[0]["status"]["failureReason"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    assert!(signins(&w, &["--since", "2999-01-01T00:00:00Z"])
+        .await
+        .is_empty());
+    let verified = w.edge.admin_ok(&["logs", "verify"]).await;
+    assert!(
+        verified.contains("signins log: intact (3 records)"),
+        "{verified}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_tokens_records_a_bounded_number_of_failed_sign_ins() {
+    let w = World::new(&[]).await;
+    let raw = w.raw();
+    // Three times the per-address burst (postern_idp::REFUSAL_EVENTS_PER_ADDRESS, 10).
+    let flood = 30;
+    for i in 0..flood {
+        let resp = bearer_get(&raw, w.url("wiki", "/api"), &format!("bad-{i}"), true).await;
+        assert_eq!(resp.status(), 401);
+    }
+    let failed = signins(&w, &["--failed", "--limit", "1000"]).await;
+    assert!(
+        !failed.is_empty() && failed.len() < flood,
+        "{} of {flood} recorded",
+        failed.len()
+    );
+}
+
 #[tokio::test]
 async fn the_return_target_never_leaves_the_apps_origin() {
     let w = World::new(&[]).await;
@@ -888,6 +987,32 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("not assigned"));
+
+    // The sign-in log has both sides of Cy's sign-in, each named by the app (the provider's
+    // client belongs to it): the provider's password check and the edge's callback.
+    let log: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["logs", "signins", "--json", "--app", "intranet"])
+            .await,
+    )
+    .unwrap();
+    let rows = log["signins"].as_array().unwrap();
+    let signed_in = |at_provider: bool| {
+        rows.iter().any(|s| {
+            (s["issuer"] == "postern-idp") == at_provider
+                && s["userPrincipalName"] == "cy@example.com"
+                && s["status"]["errorCode"] == "0"
+                && s["isInteractive"] == true
+        })
+    };
+    assert!(signed_in(true) && signed_in(false), "{log}");
+    assert!(
+        rows.iter()
+            .filter(|s| s["issuer"] == "postern-idp")
+            .all(|s| s["authenticationMethodsUsed"] == json!(["password"])),
+        "{log}"
+    );
+    edge.admin_ok(&["logs", "verify"]).await;
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{unknown_group, Admin};
+use super::{finish, unknown_group, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::apps::{self, PublishApp, UpdateApp};
 use crate::state::Shared;
@@ -151,22 +151,23 @@ pub async fn publish(
     Extension(admin): Extension<Admin>,
     ApiJson(req): ApiJson<PublishApp>,
 ) -> Result<(StatusCode, Json<AppView>), ApiFailure> {
+    let audit = admin.begin(&shared, "app.publish", &req.name);
     let result = async {
         let new = checked(&shared, &req, None).await?;
-        let app = shared.store.publish_app(&new).await?;
+        let detail = format!(
+            "{} -> {} (group {}, preauth {})",
+            new.external_url,
+            new.internal_url,
+            new.group,
+            new.preauth.as_str()
+        );
+        let app = audit.store(&detail).publish_app(&new).await?;
         shared.reload().await?;
         tracing::info!(app = %app.name, external = %app.external_url, internal = %app.internal_url, group = %app.group, "app published");
         Ok(app_view(app, &tunnels_by_group(&shared)))
     }
     .await;
-    admin
-        .audit(&shared, "app.publish", &req.name, &result, |a| {
-            format!(
-                "{} -> {} (group {}, preauth {})",
-                a.external_url, a.internal_url, a.group, a.preauth
-            )
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -260,57 +261,46 @@ pub async fn update(
             "the update names no field to change; send e.g. {\"internal_url\": \"http://10.0.0.5:8080/\"} or {\"maintenance\": true}",
         ));
     }
+    let only_maintenance = patch.maintenance.is_some()
+        && UpdateApp {
+            maintenance: None,
+            ..patch.clone()
+        }
+        .is_empty();
+    let action = if only_maintenance {
+        "app.maintenance"
+    } else {
+        "app.update"
+    };
+    let audit = admin.begin(&shared, action, &name);
     let result = async {
         let current = PublishApp::from_app(&shared.store.app(&name).await?);
         let next = current.clone().patched(&patch);
         let new = checked(&shared, &next, Some(&current)).await?;
-        let app = shared.store.update_app(&name, &new).await?;
+        // Maintenance mode is its own audit action, so it can be searched for.
+        let mut records = Vec::new();
+        let maintenance = if next.maintenance { "on" } else { "off" };
+        if current.maintenance != next.maintenance {
+            records.push(("app.maintenance", maintenance.to_owned()));
+        }
+        let changed = changes(&current, &next);
+        if !changed.is_empty() || current.maintenance == next.maintenance {
+            let detail = if changed.is_empty() {
+                "no change".to_owned()
+            } else {
+                changed.join("; ")
+            };
+            records.push(("app.update", detail));
+        }
+        let records: Vec<(&str, &str)> = records.iter().map(|(a, d)| (*a, d.as_str())).collect();
+        let app = audit.store_all(&records).update_app(&name, &new).await?;
         shared.reload().await?;
         tracing::info!(app = %name, "app updated");
-        Ok((current, next, app_view(app, &tunnels_by_group(&shared))))
+        Ok(app_view(app, &tunnels_by_group(&shared)))
     }
     .await;
-    match &result {
-        Ok((before, after, _)) => {
-            // Maintenance mode is its own audit action, so it can be searched for.
-            if before.maintenance != after.maintenance {
-                let detail = if after.maintenance { "on" } else { "off" };
-                admin
-                    .audit(&shared, "app.maintenance", &name, &result, |_| {
-                        detail.to_owned()
-                    })
-                    .await;
-            }
-            let changed = changes(before, after);
-            if !changed.is_empty() || before.maintenance == after.maintenance {
-                let detail = if changed.is_empty() {
-                    "no change".to_owned()
-                } else {
-                    changed.join("; ")
-                };
-                admin
-                    .audit(&shared, "app.update", &name, &result, |_| detail)
-                    .await;
-            }
-        }
-        Err(_) => {
-            let only_maintenance = patch.maintenance.is_some()
-                && UpdateApp {
-                    maintenance: None,
-                    ..patch.clone()
-                }
-                .is_empty();
-            let action = if only_maintenance {
-                "app.maintenance"
-            } else {
-                "app.update"
-            };
-            admin
-                .audit(&shared, action, &name, &result, |_| String::new())
-                .await;
-        }
-    }
-    result.map(|(_, _, view)| Json(view))
+    finish(&audit, &result).await;
+    result.map(Json)
 }
 
 pub async fn remove(
@@ -318,16 +308,15 @@ pub async fn remove(
     Extension(admin): Extension<Admin>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
+    let audit = admin.begin(&shared, "app.delete", &name);
     let result = async {
-        shared.store.delete_app(&name).await?;
+        audit.store("").delete_app(&name).await?;
         shared.reload().await?;
         tracing::info!(app = %name, "app deleted");
         Ok(())
     }
     .await;
-    admin
-        .audit(&shared, "app.delete", &name, &result, |_| String::new())
-        .await;
+    finish(&audit, &result).await;
     result.map(|()| StatusCode::NO_CONTENT)
 }
 
@@ -385,18 +374,16 @@ pub async fn assign(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<AssignmentView>,
 ) -> Result<(StatusCode, Json<AssignmentView>), ApiFailure> {
+    let audit = admin.begin(&shared, "app.assign", &name);
     let result = async {
         let who = assignee(&req)?;
-        shared.store.assign(&name, &who).await?;
+        let detail = format!("{} {}", req.kind, req.value);
+        audit.store(&detail).assign(&name, &who).await?;
         shared.reload().await?;
         Ok(req.clone())
     }
     .await;
-    admin
-        .audit(&shared, "app.assign", &name, &result, |a| {
-            format!("{} {}", a.kind, a.value)
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -406,17 +393,15 @@ pub async fn unassign(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<AssignmentView>,
 ) -> Result<StatusCode, ApiFailure> {
+    let audit = admin.begin(&shared, "app.unassign", &name);
     let result = async {
         let who = assignee(&req)?;
-        shared.store.unassign(&name, &who).await?;
+        let detail = format!("{} {}", req.kind, req.value);
+        audit.store(&detail).unassign(&name, &who).await?;
         shared.reload().await?;
         Ok(())
     }
     .await;
-    admin
-        .audit(&shared, "app.unassign", &name, &result, |_| {
-            format!("{} {}", req.kind, req.value)
-        })
-        .await;
+    finish(&audit, &result).await;
     result.map(|()| StatusCode::NO_CONTENT)
 }

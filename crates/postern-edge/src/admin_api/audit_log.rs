@@ -1,4 +1,5 @@
-//! Reading the audit log: filters by time, actor and action; pages newest first.
+//! Reading the audit log (filters by time, actor and action) and the sign-in log (by time, user,
+//! app and result), in pages newest first; verifying both logs' hash chains.
 
 use std::sync::Arc;
 
@@ -39,6 +40,9 @@ pub struct AuditEventView {
     pub result: String,
     pub detail: String,
     pub request_id: String,
+    /// Stable across exports, for de-duplication.
+    #[serde(default)]
+    pub uid: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +68,224 @@ fn parse_time(name: &str, value: &str) -> Result<i64, ApiFailure> {
                 format!("{name}={value:?} is not a time; use RFC 3339 (2026-01-31T12:00:00Z) or Unix seconds"),
             )
         })
+}
+
+fn cursor(c: Option<&str>) -> Result<Option<i64>, ApiFailure> {
+    c.map(|c| {
+        c.parse::<i64>().map_err(|_| {
+            ApiFailure::bad_request(
+                "invalid_cursor",
+                format!("cursor {c:?} is not one this API gave out; pass next_cursor from the previous page"),
+            )
+        })
+    })
+    .transpose()
+}
+
+fn rfc3339_ms(at_ms: i64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigninParams {
+    /// RFC 3339 time or Unix seconds; sign-ins at or after it.
+    since: Option<String>,
+    /// RFC 3339 time or Unix seconds; sign-ins before it.
+    until: Option<String>,
+    /// The user's principal name (email), without case.
+    user: Option<String>,
+    /// The app's name.
+    app: Option<String>,
+    /// `success` or `failure`.
+    result: Option<String>,
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A sign-in as Entra's `signIn` resource names its fields.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct SigninView {
+    /// Stable across exports, for de-duplication.
+    pub id: String,
+    /// The record's place in the sign-in log's chain.
+    pub sequence: i64,
+    pub created_date_time: String,
+    pub user_id: Option<String>,
+    pub user_principal_name: String,
+    pub app_id: Option<String>,
+    pub app_display_name: Option<String>,
+    pub ip_address: String,
+    pub client_app_used: String,
+    pub correlation_id: String,
+    pub is_interactive: bool,
+    pub status: SigninStatus,
+    pub device_detail: DeviceDetail,
+    /// Always null: no location database is configured (not supported yet).
+    pub location: Option<serde_json::Value>,
+    pub authentication_requirement: String,
+    pub authentication_methods_used: Vec<String>,
+    /// Postern has no conditional access: always `notApplied`.
+    pub conditional_access_status: String,
+    /// Who checked the credentials: the issuer's URL or `postern-idp`.
+    pub issuer: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct SigninStatus {
+    /// `0` on success, otherwise Postern's stable reason code.
+    pub error_code: String,
+    pub failure_reason: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceDetail {
+    pub operating_system: Option<String>,
+    pub browser: Option<String>,
+}
+
+impl SigninView {
+    pub fn from_stored(s: postern_store::Signin) -> SigninView {
+        let r = s.record;
+        let success = r.result == postern_store::SigninResult::Success;
+        SigninView {
+            id: s.uid,
+            sequence: s.id,
+            created_date_time: rfc3339_ms(r.at_ms),
+            user_id: r.user_id,
+            user_principal_name: r.user_principal_name,
+            app_id: r.app_id,
+            app_display_name: r.app_display_name,
+            ip_address: r.ip_address,
+            client_app_used: r.client_app_used,
+            correlation_id: r.correlation_id,
+            is_interactive: r.is_interactive,
+            status: SigninStatus {
+                error_code: if success {
+                    "0".to_owned()
+                } else {
+                    r.error_code
+                },
+                failure_reason: r.failure_reason,
+            },
+            device_detail: DeviceDetail {
+                operating_system: r.operating_system,
+                browser: r.browser,
+            },
+            location: None,
+            authentication_requirement: r.authentication_requirement,
+            authentication_methods_used: r.authentication_methods,
+            conditional_access_status: "notApplied".to_owned(),
+            issuer: r.issuer,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct SigninPage {
+    pub signins: Vec<SigninView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+pub async fn signins(
+    State(shared): State<Arc<Shared>>,
+    Query(p): Query<SigninParams>,
+) -> Result<Json<SigninPage>, ApiFailure> {
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > postern_store::MAX_SIGNIN_PAGE {
+        return Err(ApiFailure::bad_request(
+            "invalid_limit",
+            format!(
+                "limit {limit} is out of range; use 1 to {}",
+                postern_store::MAX_SIGNIN_PAGE
+            ),
+        ));
+    }
+    let result = match p.result.as_deref() {
+        None => None,
+        Some("success") => Some(postern_store::SigninResult::Success),
+        Some("failure") => Some(postern_store::SigninResult::Failure),
+        Some(other) => {
+            return Err(ApiFailure::bad_request(
+                "invalid_result",
+                format!("result={other:?} is not one; use success or failure"),
+            ))
+        }
+    };
+    let q = postern_store::SigninQuery {
+        since_ms: p
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?,
+        until_ms: p
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v))
+            .transpose()?,
+        user: p.user,
+        app: p.app,
+        result,
+        before_id: cursor(p.cursor.as_deref())?,
+        after_id: None,
+        limit,
+    };
+    let found = shared.store.signins(&q).await?;
+    let next_cursor = (found.len() == limit as usize)
+        .then(|| found.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(Json(SigninPage {
+        signins: found.into_iter().map(SigninView::from_stored).collect(),
+        next_cursor,
+    }))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct LogVerification {
+    /// `audit` or `signins`.
+    pub log: String,
+    pub records: u64,
+    pub intact: bool,
+    /// The first bad record: `altered`, `missing` or `inserted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Its sequence number (the audit event's `id`, the sign-in's `sequence`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Verification {
+    pub intact: bool,
+    pub logs: Vec<LogVerification>,
+}
+
+/// `GET /v1/logs/verify`: walks each log's hash chain from its anchor to its head.
+pub async fn verify(State(shared): State<Arc<Shared>>) -> Result<Json<Verification>, ApiFailure> {
+    let mut logs = Vec::new();
+    for log in postern_store::Log::ALL {
+        let v = shared.store.verify_log(log).await?;
+        logs.push(LogVerification {
+            log: log.as_str().to_owned(),
+            records: v.records,
+            intact: v.broken.is_none(),
+            problem: v.broken.as_ref().map(|b| b.kind().to_owned()),
+            record: v.broken.as_ref().map(|b| b.id()),
+        });
+    }
+    Ok(Json(Verification {
+        intact: logs.iter().all(|l| l.intact),
+        logs,
+    }))
 }
 
 pub async fn query(
@@ -106,6 +328,7 @@ pub async fn query(
         actor: p.actor,
         action: p.action,
         before_id,
+        after_id: None,
         limit,
     };
     let events = shared.store.audit(&q).await?;
@@ -127,6 +350,7 @@ pub async fn query(
                 result: e.result,
                 detail: e.detail,
                 request_id: e.request_id,
+                uid: e.uid,
             })
             .collect(),
         next_cursor,

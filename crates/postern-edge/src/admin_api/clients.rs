@@ -10,7 +10,7 @@ use postern_idp::directory::{self, ClientRequest};
 use serde::{Deserialize, Serialize};
 
 use super::users::directory_failure;
-use super::Admin;
+use super::{finish, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::state::Shared;
 
@@ -74,8 +74,18 @@ pub async fn create(
         public: req.public,
         id_token_alg: req.id_token_alg,
     };
+    let audit = admin.begin(&shared, "client.create", &name);
+    let detail = format!(
+        "{}, redirect URIs {}",
+        if request.public {
+            "public"
+        } else {
+            "confidential"
+        },
+        request.redirect_uris.join(" ")
+    );
     let result = async {
-        let (client, secret) = directory::create_client(&shared.store, request)
+        let (client, secret) = directory::create_client(&audit.store(&detail), request)
             .await
             .map_err(directory_failure)?;
         // A client that wants RS256 needs an RSA key in the ring.
@@ -87,16 +97,7 @@ pub async fn create(
         Ok(view(client, secret))
     }
     .await;
-    admin
-        .audit(&shared, "client.create", &name, &result, |c| {
-            format!(
-                "{} ({}), redirect URIs {}",
-                c.client_id,
-                if c.public { "public" } else { "confidential" },
-                c.redirect_uris.join(" ")
-            )
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -105,16 +106,13 @@ pub async fn remove(
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
-    let result = shared
-        .store
+    let audit = admin.begin(&shared, "client.delete", &id);
+    let result = audit
+        .store("deleted with its codes and grants")
         .delete_client(&id)
         .await
         .map_err(ApiFailure::from);
-    admin
-        .audit(&shared, "client.delete", &id, &result, |_| {
-            "deleted with its codes and grants".to_owned()
-        })
-        .await;
+    finish(&audit, &result).await;
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -155,15 +153,13 @@ pub async fn rotate_keys(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
 ) -> Result<Json<Vec<SigningKeyView>>, ApiFailure> {
-    let result = match shared.idp.maintain_keys(true).await {
+    let audit = admin.begin(&shared, "idp.rotate_keys", "signing-keys");
+    let store = audit.store("a successor key published");
+    let result = match shared.idp.maintain_keys_in(&store, true).await {
         Ok(()) => keys(&shared).await,
         Err(e) => Err(ApiFailure::internal(e)),
     };
-    admin
-        .audit(&shared, "idp.rotate_keys", "signing-keys", &result, |k| {
-            format!("{} keys published", k.len())
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 

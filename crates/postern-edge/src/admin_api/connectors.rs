@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{unknown_group, Admin};
+use super::{finish, unknown_group, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::state::Shared;
 
@@ -105,6 +105,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateConnector>,
 ) -> Result<Json<ConnectorView>, ApiFailure> {
+    let audit = admin.begin(&shared, "connector.move", &id);
     let result = async {
         let before = shared.store.connector(&id).await?;
         shared
@@ -112,18 +113,15 @@ pub async fn update(
             .group(&req.group)
             .await
             .map_err(|e| unknown_group(e, &req.group))?;
-        let moved = shared.store.move_connector(&id, &req.group).await?;
+        let detail = format!("group {} -> {}", before.group, req.group);
+        let moved = audit.store(&detail).move_connector(&id, &req.group).await?;
         shared.reload().await?;
         tracing::info!(connector = %id, from = %before.group, to = %moved.group, "connector moved");
-        Ok((before.group, view(moved, &open_tunnels(&shared))))
+        Ok(view(moved, &open_tunnels(&shared)))
     }
     .await;
-    admin
-        .audit(&shared, "connector.move", &id, &result, |(from, c)| {
-            format!("group {from} -> {}", c.group)
-        })
-        .await;
-    result.map(|(_, v)| Json(v))
+    finish(&audit, &result).await;
+    result.map(Json)
 }
 
 pub async fn revoke(
@@ -131,18 +129,19 @@ pub async fn revoke(
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectorView>, ApiFailure> {
+    let audit = admin.begin(&shared, "connector.revoke", &id);
     let result = async {
-        let revoked = shared.store.revoke_connector(&id).await?;
+        let group = shared.store.connector(&id).await?.group;
+        let revoked = audit
+            .store(&format!("group {group}"))
+            .revoke_connector(&id)
+            .await?;
         // The reload closes its tunnels and ends its config long-poll with a refusal.
         shared.reload().await?;
         tracing::info!(connector = %id, "connector revoked");
         Ok(view(revoked, &open_tunnels(&shared)))
     }
     .await;
-    admin
-        .audit(&shared, "connector.revoke", &id, &result, |c| {
-            format!("group {}", c.group)
-        })
-        .await;
+    finish(&audit, &result).await;
     result.map(Json)
 }

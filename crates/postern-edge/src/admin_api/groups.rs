@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::Admin;
+use super::{finish, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::apps::check_name;
 use crate::config::DEFAULT_TOKEN_TTL;
@@ -71,19 +71,16 @@ pub async fn create(
     Extension(admin): Extension<Admin>,
     ApiJson(req): ApiJson<CreateGroup>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiFailure> {
+    let audit = admin.begin(&shared, "group.create", &req.name);
     let result = async {
         check_name(&req.name).map_err(|e| ApiFailure::bad_request("invalid_name", e.0))?;
-        let group = shared.store.create_group(&req.name).await?;
+        let group = audit.store("").create_group(&req.name).await?;
         shared.reload().await?;
         tracing::info!(group = %group.name, "connector group created");
         view(&shared, &group.name).await
     }
     .await;
-    admin
-        .audit(&shared, "group.create", &req.name, &result, |_| {
-            String::new()
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -93,19 +90,19 @@ pub async fn rename(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<RenameGroup>,
 ) -> Result<Json<GroupView>, ApiFailure> {
+    let audit = admin.begin(&shared, "group.rename", &name);
     let result = async {
         check_name(&req.name).map_err(|e| ApiFailure::bad_request("invalid_name", e.0))?;
-        let group = shared.store.rename_group(&name, &req.name).await?;
+        let group = audit
+            .store(&format!("renamed to {}", req.name))
+            .rename_group(&name, &req.name)
+            .await?;
         shared.reload().await?;
         tracing::info!(from = %name, to = %group.name, "connector group renamed");
         view(&shared, &group.name).await
     }
     .await;
-    admin
-        .audit(&shared, "group.rename", &name, &result, |g| {
-            format!("renamed to {}", g.name)
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -114,16 +111,15 @@ pub async fn remove(
     Extension(admin): Extension<Admin>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiFailure> {
+    let audit = admin.begin(&shared, "group.delete", &name);
     let result = async {
-        shared.store.delete_group(&name).await?;
+        audit.store("").delete_group(&name).await?;
         shared.reload().await?;
         tracing::info!(group = %name, "connector group deleted");
         Ok(())
     }
     .await;
-    admin
-        .audit(&shared, "group.delete", &name, &result, |_| String::new())
-        .await;
+    finish(&audit, &result).await;
     result.map(|()| StatusCode::NO_CONTENT)
 }
 
@@ -146,6 +142,7 @@ pub async fn create_registration_token(
     Path(group): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<TokenView>), ApiFailure> {
+    let audit = admin.begin(&shared, "registration_token.create", &group);
     let result = async {
         // The body is optional: an empty one asks for the default lifetime.
         let req: CreateToken = if body.iter().all(u8::is_ascii_whitespace) {
@@ -167,7 +164,10 @@ pub async fn create_registration_token(
                 ))
             }
         };
-        let token = shared.store.create_registration_token(&group, ttl).await?;
+        let token = audit
+            .store(&format!("expires in {}s", ttl.as_secs()))
+            .create_registration_token(&group, ttl)
+            .await?;
         tracing::info!(%group, ttl_secs = ttl.as_secs(), "registration token created");
         Ok(TokenView {
             token,
@@ -177,10 +177,6 @@ pub async fn create_registration_token(
     }
     .await;
     // The token itself never reaches the audit log.
-    admin
-        .audit(&shared, "registration_token.create", &group, &result, |t| {
-            format!("expires in {}s", t.expires_in_secs)
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }

@@ -26,11 +26,13 @@ use axum::Router;
 use sha2::{Digest, Sha256};
 
 use crate::api::ApiFailure;
-use crate::audit::{self, Actor};
+use crate::audit::{Actor, Audited};
 use crate::state::Shared;
 
 pub use apps::{AppView, AssignmentView, SignInView};
-pub use audit_log::{AuditEventView, AuditPage};
+pub use audit_log::{
+    AuditEventView, AuditPage, LogVerification, SigninPage, SigninView, Verification,
+};
 pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
@@ -108,6 +110,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             delete(tokens::revoke),
         ),
         (Method::GET, "/v1/audit", get(audit_log::query)),
+        (Method::GET, "/v1/signins", get(audit_log::signins)),
+        (Method::GET, "/v1/logs/verify", get(audit_log::verify)),
         (Method::GET, "/v1/users", get(users::list)),
         (Method::POST, "/v1/users", post(users::create)),
         (Method::GET, "/v1/users/{email}", get(users::show)),
@@ -238,28 +242,18 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Records the outcome of an action in the audit log.
-    pub async fn audit<T>(
-        &self,
-        shared: &Shared,
-        action: &str,
-        target: &str,
-        result: &Result<T, ApiFailure>,
-        detail: impl FnOnce(&T) -> String,
-    ) {
-        let detail = match result {
-            Ok(v) => Ok(detail(v)),
-            Err(f) => Err(f.detail()),
-        };
-        audit::record(
-            &shared.store,
-            &self.actor,
-            action,
-            target,
-            detail.as_ref().map(String::as_str).map_err(String::as_str),
-            &self.request_id,
-        )
-        .await;
+    /// Starts an audited change: take the store handle from it for the change, then call
+    /// [`Admin::finish`] with the result.
+    pub fn begin(&self, shared: &Shared, action: &str, target: &str) -> Audited {
+        Audited::new(&shared.store, &self.actor, action, target, &self.request_id)
+    }
+}
+
+/// Records how an audited change ended (see [`Audited::finish`]).
+pub async fn finish<T>(audit: &Audited, result: &Result<T, ApiFailure>) {
+    match result {
+        Ok(v) => audit.finish(Ok(v)).await,
+        Err(f) => audit.finish::<T>(Err(&f.detail())).await,
     }
 }
 

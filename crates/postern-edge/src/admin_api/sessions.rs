@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::Admin;
+use super::{finish, Admin};
 use crate::api::ApiFailure;
 use crate::state::Shared;
 
@@ -24,6 +24,7 @@ pub async fn revoke(
     Extension(admin): Extension<Admin>,
     Path(user): Path<String>,
 ) -> Result<Json<RevokedView>, ApiFailure> {
+    let audit = admin.begin(&shared, "user.revoke_sessions", &user);
     let result = async {
         // Emails compare without case, as the edge looks them up; subjects are exact.
         let user = match user.trim() {
@@ -36,7 +37,7 @@ pub async fn revoke(
                 "name the user by email or subject, 1 to 320 characters",
             ));
         }
-        let revoked_at = shared.store.revoke_sessions(&user).await?;
+        let revoked_at = audit.store("").revoke_sessions(&user).await?;
         // The reload carries the revocation into the routing snapshot, and to other edges
         // through the config version.
         shared.reload().await?;
@@ -44,11 +45,7 @@ pub async fn revoke(
         Ok(RevokedView { user, revoked_at })
     }
     .await;
-    admin
-        .audit(&shared, "user.revoke_sessions", &user, &result, |_| {
-            String::new()
-        })
-        .await;
+    finish(&audit, &result).await;
     result.map(Json)
 }
 
@@ -64,20 +61,13 @@ pub async fn rotate_cookie_key(
     State(shared): State<Arc<Shared>>,
     Extension(admin): Extension<Admin>,
 ) -> Result<Json<RotatedView>, ApiFailure> {
+    let audit = admin.begin(&shared, "session_keys.rotate", "session-cookie");
     let result = shared
         .auth
-        .rotate_cookie_key(&shared.store)
+        .rotate_cookie_key(&audit.store(""))
         .await
         .map(|()| RotatedView { rotated: true })
         .map_err(ApiFailure::from);
-    admin
-        .audit(
-            &shared,
-            "session_keys.rotate",
-            "session-cookie",
-            &result,
-            |_| String::new(),
-        )
-        .await;
+    finish(&audit, &result).await;
     result.map(Json)
 }

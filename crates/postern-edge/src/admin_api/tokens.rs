@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::Admin;
+use super::{finish, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::state::Shared;
 
@@ -65,6 +65,8 @@ pub async fn create(
     Extension(admin): Extension<Admin>,
     ApiJson(req): ApiJson<CreateAdminToken>,
 ) -> Result<(StatusCode, Json<NewAdminTokenView>), ApiFailure> {
+    // The target becomes the new token's ID once the store made it.
+    let audit = admin.begin(&shared, "admin_token.create", &req.name);
     let result = async {
         crate::apps::check_name(&req.name)
             .map_err(|e| ApiFailure::bad_request("invalid_name", e.0))?;
@@ -83,7 +85,10 @@ pub async fn create(
                 ))
             }
         };
-        let (info, token) = shared.store.create_admin_token(&req.name, ttl).await?;
+        let (info, token) = audit
+            .store(&format!("name {}", req.name))
+            .create_admin_token(&req.name, ttl)
+            .await?;
         tracing::info!(token = %info.id, name = %info.name, "admin token created");
         Ok(NewAdminTokenView {
             info: view(info),
@@ -91,15 +96,7 @@ pub async fn create(
         })
     }
     .await;
-    let target = result
-        .as_ref()
-        .map(|t| t.info.id.clone())
-        .unwrap_or_else(|_| req.name.clone());
-    admin
-        .audit(&shared, "admin_token.create", &target, &result, |t| {
-            format!("name {}", t.info.name)
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -108,16 +105,17 @@ pub async fn revoke(
     Extension(admin): Extension<Admin>,
     Path(id): Path<String>,
 ) -> Result<Json<AdminTokenView>, ApiFailure> {
+    let audit = admin.begin(&shared, "admin_token.revoke", &id);
     let result = async {
-        let t = shared.store.revoke_admin_token(&id).await?;
+        let name = shared.store.admin_token(&id).await?.name;
+        let t = audit
+            .store(&format!("name {name}"))
+            .revoke_admin_token(&id)
+            .await?;
         tracing::info!(token = %id, "admin token revoked");
         Ok(view(t))
     }
     .await;
-    admin
-        .audit(&shared, "admin_token.revoke", &id, &result, |t| {
-            format!("name {}", t.name)
-        })
-        .await;
+    finish(&audit, &result).await;
     result.map(Json)
 }

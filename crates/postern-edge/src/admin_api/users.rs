@@ -14,7 +14,7 @@ use axum::{Extension, Json};
 use postern_idp::directory::{self, DirectoryError, UserRequest};
 use serde::{Deserialize, Serialize};
 
-use super::Admin;
+use super::{finish, Admin};
 use crate::api::{ApiFailure, ApiJson};
 use crate::state::Shared;
 
@@ -126,6 +126,14 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiFailure> {
     let target = req.email.trim().to_ascii_lowercase();
+    let audit = admin.begin(&shared, "user.create", &target);
+    let detail = format!(
+        "admin {}, require_mfa {}, email_verified {}, groups [{}]",
+        req.admin,
+        req.require_mfa,
+        req.email_verified,
+        req.groups.join(", ")
+    );
     let request = UserRequest {
         email: req.email,
         display_name: req.display_name,
@@ -135,22 +143,11 @@ pub async fn create(
         groups: req.groups,
         email_verified: req.email_verified,
     };
-    let created = directory::create_user(&shared.store, request)
+    let created = directory::create_user(&audit.store(&detail), request)
         .await
         .map_err(directory_failure);
     let result = viewed(&shared, created).await;
-    admin
-        .audit(&shared, "user.create", &target, &result, |u| {
-            format!(
-                "id {}, admin {}, require_mfa {}, email_verified {}, groups [{}]",
-                u.id,
-                u.admin,
-                u.require_mfa,
-                u.email_verified,
-                u.groups.join(", ")
-            )
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
@@ -171,8 +168,19 @@ async fn set_enabled(
     email: String,
     enabled: bool,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = shared
-        .store
+    let action = if enabled {
+        "user.enable"
+    } else {
+        "user.disable"
+    };
+    let audit = admin.begin(&shared, action, &email);
+    let detail = if enabled {
+        "enabled"
+    } else {
+        "disabled; sessions (also at apps) ended and tokens revoked"
+    };
+    let changed = audit
+        .store(detail)
         .set_user_enabled(&email, enabled)
         .await
         .map_err(ApiFailure::from);
@@ -182,20 +190,7 @@ async fn set_enabled(
     } else {
         end_app_sessions(&shared, result).await
     };
-    let action = if enabled {
-        "user.enable"
-    } else {
-        "user.disable"
-    };
-    admin
-        .audit(&shared, action, &email, &result, |_| {
-            if enabled {
-                "enabled".to_owned()
-            } else {
-                "disabled; sessions (also at apps) ended and tokens revoked".to_owned()
-            }
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -227,16 +222,14 @@ pub async fn reset_password(
     Path(email): Path<String>,
     ApiJson(req): ApiJson<ResetPassword>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = directory::reset_password(&shared.store, &email, req.password)
+    let audit = admin.begin(&shared, "user.reset_password", &email);
+    let store = audit.store("password replaced; sessions (also at apps) ended and tokens revoked");
+    let changed = directory::reset_password(&store, &email, req.password)
         .await
         .map_err(directory_failure);
     let result = viewed(&shared, changed).await;
     let result = end_app_sessions(&shared, result).await;
-    admin
-        .audit(&shared, "user.reset_password", &email, &result, |_| {
-            "password replaced; sessions (also at apps) ended and tokens revoked".to_owned()
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -245,19 +238,15 @@ pub async fn mfa_reset(
     Extension(admin): Extension<Admin>,
     Path(email): Path<String>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = shared
-        .store
+    let audit = admin.begin(&shared, "user.mfa_reset", &email);
+    let changed = audit
+        .store("authenticator, recovery codes and passkeys removed; sessions (also at apps) ended")
         .reset_mfa(&email)
         .await
         .map_err(ApiFailure::from);
     let result = viewed(&shared, changed).await;
     let result = end_app_sessions(&shared, result).await;
-    admin
-        .audit(&shared, "user.mfa_reset", &email, &result, |_| {
-            "authenticator, recovery codes and passkeys removed; sessions (also at apps) ended"
-                .to_owned()
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -275,21 +264,19 @@ pub async fn set_email_verified(
     Path(email): Path<String>,
     ApiJson(req): ApiJson<EmailVerified>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = shared
-        .store
+    let audit = admin.begin(&shared, "user.email_verified", &email);
+    let detail = if req.verified {
+        "email marked verified"
+    } else {
+        "email marked unverified"
+    };
+    let changed = audit
+        .store(detail)
         .set_email_verified(&email, req.verified)
         .await
         .map_err(ApiFailure::from);
     let result = viewed(&shared, changed).await;
-    admin
-        .audit(&shared, "user.email_verified", &email, &result, |u| {
-            if u.email_verified {
-                "email marked verified".to_owned()
-            } else {
-                "email marked unverified".to_owned()
-            }
-        })
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -320,19 +307,13 @@ pub async fn add_member(
     Path(group): Path<String>,
     ApiJson(req): ApiJson<AddMember>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = directory::add_group_member(&shared.store, &group, &req.email)
+    let audit = admin.begin(&shared, "directory_group.add_member", &group);
+    let store = audit.store(&format!("added {}", req.email.trim().to_ascii_lowercase()));
+    let changed = directory::add_group_member(&store, &group, &req.email)
         .await
         .map_err(directory_failure);
     let result = viewed(&shared, changed).await;
-    admin
-        .audit(
-            &shared,
-            "directory_group.add_member",
-            &group,
-            &result,
-            |u| format!("added {}", u.email),
-        )
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }
 
@@ -341,20 +322,13 @@ pub async fn remove_member(
     Extension(admin): Extension<Admin>,
     Path((group, email)): Path<(String, String)>,
 ) -> Result<Json<UserView>, ApiFailure> {
-    let changed = shared
-        .store
+    let audit = admin.begin(&shared, "directory_group.remove_member", &group);
+    let changed = audit
+        .store(&format!("removed {}", email.trim().to_ascii_lowercase()))
         .remove_group_member(&group, &email)
         .await
         .map_err(ApiFailure::from);
     let result = viewed(&shared, changed).await;
-    admin
-        .audit(
-            &shared,
-            "directory_group.remove_member",
-            &group,
-            &result,
-            |u| format!("removed {}", u.email),
-        )
-        .await;
+    finish(&audit, &result).await;
     Ok(Json(result?))
 }

@@ -185,6 +185,8 @@ pub struct Auth {
     /// byte is another key, opened (and refused) afresh; expiry, revocation and the app's rules
     /// are still checked on every request.
     opened: Mutex<HashMap<Box<str>, Arc<Opened>>>,
+    /// Records sign-ins, failures within a budget.
+    pub signins: crate::signins::Recorder,
 }
 
 /// Store key-ring purposes.
@@ -211,6 +213,7 @@ impl Auth {
             signer,
             issuers: Issuers::new(http),
             opened: Mutex::new(HashMap::new()),
+            signins: crate::signins::Recorder::default(),
         })
     }
 
@@ -374,6 +377,7 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub json: bool,
     pub request_id: &'a str,
+    pub client_ip: std::net::IpAddr,
 }
 
 /// Decides what happens to a request for an app that requires sign-in.
@@ -386,7 +390,23 @@ pub async fn guard(
     let auth = &shared.auth;
     let now = UnixTime::now();
     match req.uri.path() {
-        CALLBACK_PATH => return callback(auth, routes, sign_in, req, now).await,
+        CALLBACK_PATH => {
+            let mut who = None;
+            let result = callback(auth, routes, sign_in, req, now, &mut who).await;
+            // A callback that sent the browser back for a second factor has not ended yet.
+            if who.is_some() || result.is_err() {
+                record_signin(
+                    shared,
+                    sign_in,
+                    req,
+                    true,
+                    who.as_ref(),
+                    result.as_ref().err(),
+                )
+                .await;
+            }
+            return result;
+        }
         SIGNOUT_PATH => return signout::signout(shared, sign_in, req, now).await,
         SIGNED_OUT_PATH => return Ok(Guarded::Answer(signed_out_page(sign_in))),
         _ => {}
@@ -417,7 +437,21 @@ pub async fn guard(
         }
     }
     if let Some(token) = bearer(req.headers) {
-        return bearer_identity(auth, sign_in, token, routes, now).await;
+        let mut fresh = None;
+        let result = bearer_identity(auth, sign_in, token, routes, now, &mut fresh).await;
+        // A token is a sign-in when it is verified, not on each request it is used for.
+        if fresh.is_some() || result.is_err() {
+            record_signin(
+                shared,
+                sign_in,
+                req,
+                false,
+                fresh.as_ref(),
+                result.as_ref().err(),
+            )
+            .await;
+        }
+        return result;
     }
     if req.json {
         return Err(Refusal::SignInRequired {
@@ -475,12 +509,33 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Records a sign-in at the callback (`interactive`) or by a bearer token.
+async fn record_signin(
+    shared: &Shared,
+    sign_in: &SignIn,
+    req: &Request<'_>,
+    interactive: bool,
+    who: Option<&Session>,
+    refusal: Option<&Refusal>,
+) {
+    let attempt = crate::signins::Attempt {
+        sign_in,
+        headers: req.headers,
+        client_ip: req.client_ip,
+        request_id: req.request_id,
+        interactive,
+    };
+    crate::signins::record(&shared.store, &shared.auth.signins, &attempt, who, refusal).await;
+}
+
+/// `fresh` is set to the token's session when it was verified in this call (not from the cache).
 async fn bearer_identity(
     auth: &Auth,
     sign_in: &SignIn,
     token: &str,
     routes: &Routes,
     now: UnixTime,
+    fresh: &mut Option<Session>,
 ) -> Result<Guarded, Refusal> {
     // A token verified earlier for this app is reused until it expires; expiry, revocation and
     // the app's rules are still checked on every request.
@@ -508,6 +563,7 @@ async fn bearer_identity(
             let mut session = sign_in.session(&claims, now, claims.expires_at);
             // A bearer token's "session" began when the token was issued.
             session.issued_at = claims.issued_at.unwrap_or(now);
+            *fresh = Some(session.clone());
             auth.remember(&key, Opened::new(session))
         }
     };
@@ -544,12 +600,14 @@ async fn start(auth: &Auth, sign_in: &SignIn, pending: StateCookie) -> Result<Gu
     Ok(Guarded::Answer(resp))
 }
 
+/// `who` is set once the issuer has vouched for the user and no second factor is still asked.
 async fn callback(
     auth: &Auth,
     routes: &Routes,
     sign_in: &SignIn,
     req: &Request<'_>,
     now: UnixTime,
+    who: &mut Option<Session>,
 ) -> Result<Guarded, Refusal> {
     let app = || sign_in.app_name.clone();
     let query: HashMap<String, String> =
@@ -642,6 +700,7 @@ async fn callback(
     let email = claims.verified_email(sign_in.issuer_verifies_email);
     let issued = issue_time(routes, &claims.subject, email, now);
     let session = sign_in.session(&claims, issued, expires_at);
+    *who = Some(session.clone());
     sign_in.admit(&session)?;
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());

@@ -4,6 +4,7 @@
 mod apply;
 mod client;
 mod directory;
+mod logs;
 mod output;
 
 use std::path::PathBuf;
@@ -54,8 +55,11 @@ enum AdminCommand {
     Token(TokenCommand),
     /// Add a new session-cookie key; sessions issued before keep working.
     RotateSessionKey,
-    /// Read the audit log, newest first.
+    /// Read the audit log, newest first (the same as `logs audit`).
     Audit(AuditArgs),
+    /// The sign-in and audit logs, and verifying them.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
     /// Create or update groups and apps to match a TOML or YAML file.
     Apply(apply::ApplyArgs),
     /// Users of the built-in identity provider.
@@ -297,7 +301,7 @@ enum TokenCommand {
 }
 
 #[derive(Args)]
-struct AuditArgs {
+pub(crate) struct AuditArgs {
     /// Events at or after this time: RFC 3339, Unix seconds, or an age such as 1h or 7d.
     #[arg(long)]
     since: Option<String>,
@@ -340,6 +344,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Audit(a) => audit(&client, json, a).await,
+        AdminCommand::Logs(cmd) => logs::run(&client, json, cmd).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
         AdminCommand::User(cmd) => directory::user(&client, json, cmd).await,
         AdminCommand::DirectoryGroup(cmd) => directory::directory_group(&client, json, cmd).await,
@@ -767,7 +772,7 @@ async fn admin_token(client: &AdminClient, json: bool, cmd: TokenCommand) -> any
 }
 
 /// A `--since`/`--until` value as the API takes it: Unix seconds.
-fn time_filter(flag: &str, value: &str) -> anyhow::Result<String> {
+pub(crate) fn time_filter(flag: &str, value: &str) -> anyhow::Result<String> {
     if value.parse::<i64>().is_ok() {
         return Ok(value.to_owned());
     }
@@ -786,7 +791,7 @@ fn time_filter(flag: &str, value: &str) -> anyhow::Result<String> {
     Ok(secs.to_string())
 }
 
-async fn audit(client: &AdminClient, json: bool, a: AuditArgs) -> anyhow::Result<()> {
+pub(crate) async fn audit(client: &AdminClient, json: bool, a: AuditArgs) -> anyhow::Result<()> {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if let Some(v) = &a.since {
         query.append_pair("since", &time_filter("--since", v)?);
