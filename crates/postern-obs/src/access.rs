@@ -1,0 +1,148 @@
+//! The access log: one JSON line per request, produced once at the request's end (the same record
+//! feeds the metrics) and written by its own task. The request path only hands the record to a
+//! bounded channel; when the writer falls behind, records are dropped and counted
+//! (`postern_access_log_dropped_total`) rather than slowing requests.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+
+/// Records waiting for the writer at most; past it they are dropped and counted.
+pub const QUEUE_RECORDS: usize = 8192;
+
+/// Where the access log goes: a file (appended to) or standard output (`-`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Destination {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Destination, Self::Err> {
+        Ok(match s {
+            "-" => Destination::Stdout,
+            path => Destination::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// One request as the access log shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub request_id: String,
+    /// The `traceparent` the edge sent on (the incoming trace with the edge's span, or a new one).
+    pub traceparent: String,
+    pub trace_id: String,
+    /// The app's published name, or `-` when the host matched none.
+    pub app: String,
+    pub host: String,
+    pub method: String,
+    /// The path, and the query only when the edge runs with `--access-log-query`.
+    pub path: String,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: f64,
+    /// Time from sending the request down a tunnel to its response head.
+    pub upstream_ms: Option<f64>,
+    pub client_ip: IpAddr,
+    pub user_sub: Option<String>,
+    pub user_email: Option<String>,
+    pub connector_id: Option<String>,
+    /// The refusal code when the edge answered with an error page of its own.
+    pub refusal: Option<&'static str>,
+    /// A WebSocket: the record is written when it closes, with the bytes it carried.
+    pub websocket: bool,
+}
+
+/// Milliseconds with microsecond precision.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+fn rfc3339<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let t = time::OffsetDateTime::from(*t);
+    let text = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(serde::ser::Error::custom)?;
+    s.serialize_str(&text)
+}
+
+/// The sending half of the access log. Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    tx: mpsc::Sender<Record>,
+}
+
+/// The access log file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the access log {path}: {source}; check --access-log")]
+pub struct OpenError {
+    path: String,
+    source: std::io::Error,
+}
+
+impl AccessLog {
+    /// Opens the destination now (so a bad path fails at start) and spawns the writer.
+    pub async fn open(dest: &Destination) -> Result<AccessLog, OpenError> {
+        let out: Box<dyn AsyncWrite + Send + Unpin> = match dest {
+            Destination::Stdout => Box::new(tokio::io::stdout()),
+            Destination::File(path) => {
+                Box::new(open_append(path).await.map_err(|source| OpenError {
+                    path: path.display().to_string(),
+                    source,
+                })?)
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
+        tokio::spawn(write_records(rx, BufWriter::new(out)));
+        Ok(AccessLog { tx })
+    }
+
+    /// Hands a record to the writer without waiting; drops and counts it if the queue is full.
+    pub fn log(&self, record: Record) {
+        if self.tx.try_send(record).is_err() {
+            crate::metrics::access_log_dropped();
+        }
+    }
+}
+
+async fn open_append(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+}
+
+/// Writes records as they come, flushing whenever the queue is empty: a burst is written in
+/// one go, a quiet log is on disk at once.
+async fn write_records(
+    mut rx: mpsc::Receiver<Record>,
+    mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
+) {
+    let mut line = Vec::with_capacity(512);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(record) = next {
+            line.clear();
+            if serde_json::to_writer(&mut line, &record).is_ok() {
+                line.push(b'\n');
+                if let Err(e) = out.write_all(&line).await {
+                    tracing::warn!(error = %e, "cannot write the access log");
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush().await {
+            tracing::warn!(error = %e, "cannot write the access log");
+        }
+    }
+}
