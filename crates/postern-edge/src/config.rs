@@ -129,6 +129,12 @@ pub struct EdgeConfig {
     /// Extra names the local CA's certificates cover besides published apps' hosts and the
     /// identity provider's: the names connectors and admins dial the edge by (lower-case).
     pub tls_names: Vec<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP); `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the access log goes (JSON lines); `None` writes none.
+    pub access_log: Option<postern_obs::access::Destination>,
+    /// Whether the access log shows query strings (they may carry secrets).
+    pub access_log_query: bool,
 }
 
 impl EdgeConfig {
@@ -154,6 +160,9 @@ impl EdgeConfig {
             idp_host: DEFAULT_IDP_HOST.to_owned(),
             limits: Limits::default(),
             tls_names: Vec::new(),
+            metrics_listen: None,
+            access_log: None,
+            access_log_query: false,
         }
     }
 }

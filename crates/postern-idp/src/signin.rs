@@ -33,6 +33,7 @@ impl Idp {
         reason: &str,
     ) {
         let success = reason.starts_with("ok");
+        postern_obs::metrics::sign_in_step_failed(client_id, success);
         // Recorded, not acted on: an overlong value is cut (the store cuts every field too).
         let email = truncate(email, MAX_EMAIL_BYTES);
         let e = SigninEvent {

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Unit};
+use metrics::{counter, gauge, histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// The app label of requests for a host no app is published on (and of requests answered before
@@ -136,38 +136,100 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// One user request finished: counts, durations and bytes.
-pub fn request_done(
-    app: &str,
-    status: u16,
-    duration: Duration,
-    upstream: Option<Duration>,
-    bytes_in: u64,
-    bytes_out: u64,
-) {
-    let app = app.to_owned();
-    counter!(REQUESTS, "app" => app.clone(), "status_class" => status_class(status)).increment(1);
-    histogram!(REQUEST_DURATION, "app" => app.clone()).record(duration.as_secs_f64());
-    if let Some(upstream) = upstream {
-        histogram!(UPSTREAM_DURATION, "app" => app.clone()).record(upstream.as_secs_f64());
+/// One app's request metrics, registered once (when the routing snapshot is built) so a request
+/// only adds to atomics: no label is built or looked up on the request path.
+pub struct AppMetrics {
+    /// Requests by status class, `1xx` to `5xx`.
+    by_class: [Counter; 5],
+    duration: Histogram,
+    upstream: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    queue_wait: Histogram,
+    queue_timeouts: Counter,
+    /// Pre-authentication decisions: allow, redirect, deny.
+    preauth: [Counter; 3],
+}
+
+impl AppMetrics {
+    /// Registers the metrics of `app` (its published name, or [`UNKNOWN_APP`]).
+    pub fn new(app: &str) -> AppMetrics {
+        let app = app.to_owned();
+        let class = |c: &'static str| counter!(REQUESTS, "app" => app.clone(), "status_class" => c);
+        AppMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: histogram!(REQUEST_DURATION, "app" => app.clone()),
+            upstream: histogram!(UPSTREAM_DURATION, "app" => app.clone()),
+            bytes_in: counter!(BYTES_IN, "app" => app.clone()),
+            bytes_out: counter!(BYTES_OUT, "app" => app.clone()),
+            queue_wait: histogram!(QUEUE_WAIT, "app" => app.clone()),
+            queue_timeouts: counter!(QUEUE_TIMEOUTS, "app" => app.clone()),
+            preauth: ["allow", "redirect", "deny"]
+                .map(|d| counter!(PREAUTH, "app" => app.clone(), "decision" => d)),
+        }
     }
-    counter!(BYTES_IN, "app" => app.clone()).increment(bytes_in);
-    counter!(BYTES_OUT, "app" => app).increment(bytes_out);
+
+    /// The metrics of requests for hosts no app is published on.
+    pub fn unknown() -> &'static AppMetrics {
+        static UNKNOWN: OnceLock<AppMetrics> = OnceLock::new();
+        UNKNOWN.get_or_init(|| AppMetrics::new(UNKNOWN_APP))
+    }
+
+    /// One user request finished: counts, durations and bytes.
+    pub fn request_done(
+        &self,
+        status: u16,
+        duration: Duration,
+        upstream: Option<Duration>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        self.by_class[class].increment(1);
+        self.duration.record(duration.as_secs_f64());
+        if let Some(upstream) = upstream {
+            self.upstream.record(upstream.as_secs_f64());
+        }
+        self.bytes_in.increment(bytes_in);
+        self.bytes_out.increment(bytes_out);
+    }
+
+    /// A request waited this long for a tunnel of its app's group.
+    pub fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.record(waited.as_secs_f64());
+    }
+
+    /// A request found no tunnel in time, or the queue full.
+    pub fn queue_timeout(&self) {
+        self.queue_timeouts.increment(1);
+    }
+
+    /// Pre-authentication decided for a request of this app.
+    pub fn preauth(&self, decision: Preauth) {
+        let i = match decision {
+            Preauth::Allow => 0,
+            Preauth::Redirect => 1,
+            Preauth::Deny => 2,
+        };
+        self.preauth[i].increment(1);
+    }
+}
+
+impl std::fmt::Debug for AppMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppMetrics")
+    }
 }
 
 /// The edge refused a request; `code` is a `Refusal::code()`.
 pub fn refusal(code: &'static str) {
     counter!(REFUSALS, "code" => code).increment(1);
-}
-
-/// A request waited this long for a tunnel of its app's group.
-pub fn queue_wait(app: &str, waited: Duration) {
-    histogram!(QUEUE_WAIT, "app" => app.to_owned()).record(waited.as_secs_f64());
-}
-
-/// A request found no tunnel in time, or the queue full.
-pub fn queue_timeout(app: &str) {
-    counter!(QUEUE_TIMEOUTS, "app" => app.to_owned()).increment(1);
 }
 
 /// How a sign-in ended.
@@ -187,22 +249,20 @@ pub fn sign_in(app: &str, result: SignIn) {
     counter!(SIGN_INS, "app" => app.to_owned(), "result" => result).increment(1);
 }
 
+/// A sign-in step at the built-in provider ended; a failure counts as a failed sign-in (its
+/// successes are counted when the code is issued, as a sign-in may take several steps).
+pub fn sign_in_step_failed(client: Option<&str>, success: bool) {
+    if !success {
+        sign_in(client.unwrap_or(UNKNOWN_APP), SignIn::Failure);
+    }
+}
+
 /// What pre-authentication decided for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preauth {
     Allow,
     Redirect,
     Deny,
-}
-
-/// Pre-authentication decided for a request of `app`.
-pub fn preauth(app: &str, decision: Preauth) {
-    let decision = match decision {
-        Preauth::Allow => "allow",
-        Preauth::Redirect => "redirect",
-        Preauth::Deny => "deny",
-    };
-    counter!(PREAUTH, "app" => app.to_owned(), "decision" => decision).increment(1);
 }
 
 /// Live tunnels of a connector group.

@@ -366,6 +366,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The user's subject at their issuer.
+    pub fn subject(&self) -> &str {
+        &self.opened.session.subject
+    }
+
+    /// The user's email, when their issuer vouched for it.
+    pub fn email(&self) -> Option<&str> {
+        self.opened.session.email.as_deref()
+    }
+
     /// Removes the edge's cookies and the bearer token, and sets the identity headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         cookies::strip(headers);
@@ -400,7 +410,16 @@ pub async fn guard(
     let auth = &shared.auth;
     let now = UnixTime::now();
     match req.uri.path() {
-        CALLBACK_PATH => return callback(auth, routes, sign_in, req, now).await,
+        CALLBACK_PATH => {
+            return callback(auth, routes, sign_in, req, now)
+                .await
+                .inspect_err(|_| {
+                    postern_obs::metrics::sign_in(
+                        &sign_in.app_name,
+                        postern_obs::metrics::SignIn::Failure,
+                    )
+                })
+        }
         SIGNOUT_PATH => return signout::signout(shared, sign_in, req, now).await,
         SIGNED_OUT_PATH => return Ok(Guarded::Answer(signed_out_page(sign_in))),
         _ => {}
@@ -658,6 +677,7 @@ async fn callback(
     let session = sign_in.session(&claims, issued, expires_at);
     sign_in.admit(&session)?;
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
+    postern_obs::metrics::sign_in(&sign_in.app_name, postern_obs::metrics::SignIn::Success);
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());
     let h = resp.headers_mut();
     h.append(
