@@ -330,9 +330,7 @@ impl postern_obs::listener::Probe for EdgeProbe {
             if shared.shutting_down.load(Ordering::Relaxed) {
                 return Err("shutting down".into());
             }
-            shared
-                .store
-                .config_version()
+            postern_obs::metrics::timed_store("config_version", shared.store.config_version())
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("the store is not reachable: {e}"))

@@ -215,7 +215,7 @@ impl Idp {
             auth,
             expires_at: now() + CODE_LIFETIME.as_secs() as i64,
         };
-        match self.store.create_code(&new).await {
+        match postern_obs::metrics::timed_store("create_code", self.store.create_code(&new)).await {
             Ok(code) => {
                 postern_obs::metrics::sign_in(client_id, postern_obs::metrics::SignIn::Success);
                 redirect_with(

@@ -48,7 +48,9 @@ impl Idp {
             outcome: if success { "success" } else { "failure" }.to_owned(),
             reason: reason.to_owned(),
         };
-        if let Err(err) = self.store.record_signin(&e).await {
+        if let Err(err) =
+            postern_obs::metrics::timed_store("record_signin", self.store.record_signin(&e)).await
+        {
             tracing::error!(error = %err, "cannot record a sign-in event");
         }
         if success {

@@ -291,7 +291,13 @@ fn request_id(resp: &reqwest::Response) -> String {
 async fn the_access_log_records_signed_in_refused_and_websocket_requests() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("access.log");
-    let edge = Edge::start(&["--access-log", log_path.to_str().unwrap()]).await;
+    let edge = Edge::start(&[
+        "--access-log",
+        log_path.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
     let port = edge.public.port();
     let app = backends::app().await;
     let ws = backends::websocket_echo().await;
@@ -473,4 +479,54 @@ async fn the_access_log_records_signed_in_refused_and_websocket_requests() {
         assert!(r["bytes_in"].as_u64().unwrap() >= 1000, "{r}");
         assert!(r["bytes_out"].as_u64().unwrap() >= 1000, "{r}");
     }
+
+    // The same requests, counted: the sign-in at the provider and at the edge's callback, the
+    // pre-authentication decisions, the refusal, the store calls they made.
+    let exposition = plain_get(edge.metrics.unwrap(), "/metrics").await.1;
+    promtool(&exposition, "edge");
+    for (series, at_least) in [
+        (
+            "postern_sign_ins_total{app=\"wiki\",result=\"success\"}",
+            1.0,
+        ),
+        (
+            "postern_preauth_decisions_total{app=\"wiki\",decision=\"allow\"}",
+            3.0,
+        ),
+        (
+            "postern_preauth_decisions_total{app=\"wiki\",decision=\"redirect\"}",
+            2.0,
+        ),
+        (
+            "postern_preauth_decisions_total{app=\"wiki\",decision=\"deny\"}",
+            1.0,
+        ),
+        ("postern_refusals_total{code=\"sign_in_required\"}", 1.0),
+        (
+            "postern_requests_total{app=\"ws\",status_class=\"1xx\"}",
+            1.0,
+        ),
+        (
+            "postern_store_operation_duration_seconds_count{operation=\"create_code\"}",
+            1.0,
+        ),
+        (
+            "postern_store_operation_duration_seconds_count{operation=\"authenticate_connector\"}",
+            1.0,
+        ),
+    ] {
+        assert!(
+            sample(&exposition, series) >= Some(at_least),
+            "{series} below {at_least}: {exposition}"
+        );
+    }
+    // The provider counts its own sign-in under its client's ID.
+    assert!(
+        exposition
+            .lines()
+            .any(|l| l.starts_with("postern_sign_ins_total{app=\"")
+                && l.contains("result=\"success\"")
+                && !l.contains("wiki")),
+        "{exposition}"
+    );
 }
