@@ -181,17 +181,13 @@ async fn route_and_forward(
         request_id,
     };
     if is_websocket_upgrade(&req) {
-        return websocket(
-            shared,
-            &route,
-            req,
-            &authority,
-            &fwd,
-            &meta,
-            identity.as_ref(),
-            ex,
-        )
-        .await;
+        let stream = Stream {
+            authority: &authority,
+            fwd: &fwd,
+            meta: &meta,
+            identity: identity.as_ref(),
+        };
+        return websocket(shared, &route, req, &stream, ex).await;
     }
     let (mut parts, body) = req.into_parts();
     hygiene::prepare_request(&mut parts.headers, &fwd);
@@ -380,6 +376,16 @@ fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refu
     })
 }
 
+/// What a tunnel stream is sent with: the user's authority, the forwarding headers, the stream
+/// metadata and the signed-in user.
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    authority: &'a Authority,
+    fwd: &'a Forwarded<'a>,
+    meta: &'a StreamMeta,
+    identity: Option<&'a preauth::Identity>,
+}
+
 /// Carries an HTTP/1.1 WebSocket upgrade as an RFC 8441 extended CONNECT stream. The connector
 /// performs the real upgrade with the app, so the app's own `Sec-WebSocket-Accept`, protocol and
 /// extensions come back to the user unchanged.
@@ -387,12 +393,15 @@ async fn websocket(
     shared: &Shared,
     route: &Route,
     mut req: Request<Incoming>,
-    authority: &Authority,
-    fwd: &Forwarded<'_>,
-    meta: &StreamMeta,
-    identity: Option<&preauth::Identity>,
+    stream: &Stream<'_>,
     ex: &mut Option<Exchange>,
 ) -> Result<Response<EdgeBody>, Refusal> {
+    let Stream {
+        authority,
+        fwd,
+        meta,
+        identity,
+    } = *stream;
     let user_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let mut headers = parts.headers;

@@ -81,7 +81,11 @@ impl Exchange {
             time: SystemTime::now(),
             request_id: format!("{request_id:032x}"),
             traceparent: trace.header(),
-            trace_id: trace.trace_id_hex(),
+            trace_id: if log.is_some() {
+                trace.trace_id_hex()
+            } else {
+                String::new()
+            },
             continued_trace: incoming.is_some(),
             route: None,
             host: String::new(),

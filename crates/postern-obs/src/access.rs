@@ -146,3 +146,53 @@ async fn write_records(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        for (input, expected) in [
+            ("-", Destination::Stdout),
+            ("access.log", Destination::File("access.log".into())),
+            (
+                "/var/log/postern/a.log",
+                Destination::File("/var/log/postern/a.log".into()),
+            ),
+        ] {
+            assert_eq!(input.parse::<Destination>().unwrap(), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_one_json_object_with_an_rfc3339_time() {
+        let record = Record {
+            time: std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            request_id: "r".into(),
+            traceparent: "t".into(),
+            trace_id: "id".into(),
+            app: "wiki".into(),
+            host: "wiki.example".into(),
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            bytes_in: 1,
+            bytes_out: 2,
+            duration_ms: millis(Duration::from_micros(1500)),
+            upstream_ms: None,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            user_sub: None,
+            user_email: None,
+            connector_id: Some("c_1".into()),
+            refusal: Some("sign_in_required"),
+            websocket: false,
+        };
+        let v: serde_json::Value = serde_json::to_value(&record).unwrap();
+        assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["upstream_ms"], serde_json::Value::Null);
+        assert_eq!(v["client_ip"], "192.0.2.1");
+        assert_eq!(v["refusal"], "sign_in_required");
+    }
+}

@@ -241,6 +241,13 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     .await;
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["data"]["result"][0]["value"][1], "3", "{answer}");
+
+    // Without its edge, the connector is alive but not ready, and says why.
+    let mut edge = edge;
+    edge.child.kill().await.unwrap();
+    let not_ready = wait_body(connector_metrics, "/readyz", |s, _| s == 503).await;
+    assert_eq!(not_ready, "not ready: no tunnel to the edge is up\n");
+    assert_eq!(plain_get(connector_metrics, "/healthz").await.0, 200);
 }
 
 /// Requests `url` until it answers `status` (a config change reaching the edge); returns it.
