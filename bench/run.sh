@@ -603,7 +603,8 @@ setup_postern() {
   start_counted "$edge" "$POSTERN_BIN" edge --data "$edge_dir" \
     --listen "127.0.0.1:$p_public" \
     --connector-listen "127.0.0.1:$p_connector" \
-    --admin-listen "127.0.0.1:$p_admin" "${extra[@]}"
+    --admin-listen "127.0.0.1:$p_admin" "${extra[@]}" \
+    --requests-per-ip 0   # every request of the load comes from one address
   wait_file "$edge" "$edge_dir/admin-token" || return 1
   wait_file "$edge" "$edge_dir/ca.pem" || return 1
   wait_tcp "$edge" "$p_admin" || return 1

@@ -11,8 +11,15 @@ use serde::{Serialize, Serializer};
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-/// Records waiting for the writer at most; past it they are dropped and counted.
-pub const QUEUE_RECORDS: usize = 8192;
+/// Records waiting for the writer at most; past it they are dropped and counted. With the writer
+/// taking them every [`BATCH_INTERVAL`], it keeps up with 800,000 requests a second.
+pub const QUEUE_RECORDS: usize = 16_384;
+/// How long the writer lets records gather after the first of a batch before writing them all
+/// and flushing: under load, one wake-up and one write per interval instead of one per request; a
+/// record is on disk at most this long after its request ended.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+/// The writer's buffer: a batch is written in a few system calls.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Where the access log goes: a file (appended to) or standard output (`-`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +109,10 @@ impl AccessLog {
             }
         };
         let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
-        tokio::spawn(write_records(rx, BufWriter::new(out)));
+        tokio::spawn(write_records(
+            rx,
+            BufWriter::with_capacity(WRITE_BUFFER_BYTES, out),
+        ));
         Ok(AccessLog { tx })
     }
 
@@ -122,14 +132,16 @@ async fn open_append(path: &Path) -> std::io::Result<tokio::fs::File> {
         .await
 }
 
-/// Writes records as they come, flushing whenever the queue is empty: a burst is written in
-/// one go, a quiet log is on disk at once.
+/// Writes records in batches of what gathered over [`BATCH_INTERVAL`], then flushes.
 async fn write_records(
     mut rx: mpsc::Receiver<Record>,
     mut out: BufWriter<Box<dyn AsyncWrite + Send + Unpin>>,
 ) {
     let mut line = Vec::with_capacity(512);
+    // Each batch starts with a record waited for without a timer (an idle log costs nothing),
+    // then lets more gather while senders wake nobody.
     while let Some(first) = rx.recv().await {
+        tokio::time::sleep(BATCH_INTERVAL).await;
         let mut next = Some(first);
         while let Some(record) = next {
             line.clear();
