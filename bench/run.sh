@@ -8,6 +8,9 @@
 #   postern-sso  as postern (same edge and connector), to a second app published with
 #                pre-authentication (OpenID Connect against the test suite's oidc-provider),
 #                every request carrying a signed-in session cookie
+#   postern-observed  as postern, through a second edge and connector that write the access
+#                log (to a file) and serve /metrics (scraped once a second during the run), to
+#                compare the cost of observability in the same run
 #
 # For each path: req/s and p50/p99 latency for a 64-byte response (keep-alive),
 # MB/s for a 1 MiB response, CPU time per request of the proxy/tunnel processes,
@@ -30,7 +33,7 @@ BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 M
 BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}                    # rounds of both tests, paths interleaved in each; the
                                                    # figures are then each path's median round
-BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso"}
+BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso postern-observed"}
 BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
 BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}     # seconds to wait for a component to come up
@@ -52,7 +55,7 @@ LARGE_PATH=/1m
 SMALL_SIZE=64
 LARGE_SIZE=1048576
 
-ALL_PATHS=(direct nginx rathole postern postern-sso)
+ALL_PATHS=(direct nginx rathole postern postern-sso postern-observed)
 
 # postern-sso: the OpenID provider the test suite runs against (npm oidc-provider).
 SSO_JS_DIR=$REPO_ROOT/crates/postern/tests/js
@@ -411,7 +414,7 @@ run_wrk() {
 
   local cpu0 bcpu0 cpu1 bcpu1 rc=0 counted=""
   W_INSTR=0
-  [[ " ${PROXY_PROCS[$path]} " == *" edge "* ]] && counted="edge connector"
+  [[ ${PROXY_PROCS[$path]} == edge* ]] && counted=${PROXY_PROCS[$path]}
   # shellcheck disable=SC2086  # process names
   count_instructions zero $counted
   cpu0=$(cpu_ticks ${PROXY_PROCS[$path]}); bcpu0=$(cpu_ticks backend)
@@ -574,29 +577,43 @@ ensure_postern_binary() {
 }
 
 # postern_admin ARGS...: run an admin subcommand against the bench edge; stdout is the command's
+P_ADMIN_NOW="" ADMIN_DIR_NOW=""
 postern_admin() {
   timeout 60 "$POSTERN_BIN" admin \
-    --admin-url "https://127.0.0.1:$P_EDGE_ADMIN" \
-    --token-file "$WORK/edge/admin-token" \
-    --ca-file "$WORK/edge/ca.pem" \
+    --admin-url "https://127.0.0.1:${P_ADMIN_NOW:-$P_EDGE_ADMIN}" \
+    --token-file "${ADMIN_DIR_NOW:-$WORK/edge}/admin-token" \
+    --ca-file "${ADMIN_DIR_NOW:-$WORK/edge}/ca.pem" \
     "$@" 2>>"$WORK/logs/postern-admin.log"
 }
 
+# setup_postern [observed]: the edge and connector of the postern path, or (with `observed`) a
+# second pair, edge-observed and connector-observed, with the access log and /metrics on.
 setup_postern() {
-  local edge_dir="$WORK/edge" state_dir="$WORK/connector"
+  local variant=${1:-} path=postern suffix="" extra=()
+  local p_public=$P_EDGE_PUBLIC p_connector=$P_EDGE_CONNECTOR p_admin=$P_EDGE_ADMIN
+  if [[ $variant == observed ]]; then
+    path=postern-observed suffix=-observed
+    p_public=$P_OBS_PUBLIC p_connector=$P_OBS_CONNECTOR p_admin=$P_OBS_ADMIN
+    extra=(--access-log "$WORK/access.log" --metrics-listen "127.0.0.1:$P_OBS_METRICS")
+  fi
+  local edge=edge$suffix connector=connector$suffix
+  local edge_dir="$WORK/$edge" state_dir="$WORK/$connector"
   mkdir -p "$edge_dir" "$state_dir"
 
-  start_counted edge "$POSTERN_BIN" edge --data "$edge_dir" \
-    --listen "127.0.0.1:$P_EDGE_PUBLIC" \
-    --connector-listen "127.0.0.1:$P_EDGE_CONNECTOR" \
-    --admin-listen "127.0.0.1:$P_EDGE_ADMIN"
-  wait_file edge "$edge_dir/admin-token" || return 1
-  wait_file edge "$edge_dir/ca.pem" || return 1
-  wait_tcp edge "$P_EDGE_ADMIN" || return 1
-  wait_tcp edge "$P_EDGE_CONNECTOR" || return 1
-  wait_tcp edge "$P_EDGE_PUBLIC" || return 1
+  start_counted "$edge" "$POSTERN_BIN" edge --data "$edge_dir" \
+    --listen "127.0.0.1:$p_public" \
+    --connector-listen "127.0.0.1:$p_connector" \
+    --admin-listen "127.0.0.1:$p_admin" "${extra[@]}" \
+    --requests-per-ip 0   # every request of the load comes from one address
+  wait_file "$edge" "$edge_dir/admin-token" || return 1
+  wait_file "$edge" "$edge_dir/ca.pem" || return 1
+  wait_tcp "$edge" "$p_admin" || return 1
+  wait_tcp "$edge" "$p_connector" || return 1
+  wait_tcp "$edge" "$p_public" || return 1
+  # postern_admin talks to this edge.
+  P_ADMIN_NOW=$p_admin ADMIN_DIR_NOW=$edge_dir
 
-  local external="https://$POSTERN_HOST:$P_EDGE_PUBLIC"
+  local external="https://$POSTERN_HOST:$p_public"
   if ! postern_admin group create bench >>"$WORK/logs/postern-admin.log"; then
     show_log postern-admin; log "postern admin group create failed"; return 1
   fi
@@ -611,22 +628,31 @@ setup_postern() {
   fi
   token=$(tr -d '[:space:]' <<< "$token")
 
-  if ! timeout 60 "$POSTERN_BIN" connector register --edge "https://127.0.0.1:$P_EDGE_CONNECTOR" \
+  if ! timeout 60 "$POSTERN_BIN" connector register --edge "https://127.0.0.1:$p_connector" \
        --token "$token" --state "$state_dir" --ca-file "$edge_dir/ca.pem" \
-       >"$WORK/logs/connector-register.log" 2>&1; then
-    show_log connector-register; log "postern connector register failed"; return 1
+       >"$WORK/logs/$connector-register.log" 2>&1; then
+    show_log "$connector-register"; log "postern connector register failed"; return 1
   fi
-  start_counted connector "$POSTERN_BIN" connector run --state "$state_dir"
+  start_counted "$connector" "$POSTERN_BIN" connector run --state "$state_dir"
 
   # Ready once a request goes all the way through: edge -> tunnel -> connector -> backend.
-  local resolve=(--insecure --resolve "$POSTERN_HOST:$P_EDGE_PUBLIC:127.0.0.1")
-  wait_http "edge connector" "$external$SMALL_PATH" "$SMALL_SIZE" "${resolve[@]}" || return 1
-  wait_http "edge connector" "$external$LARGE_PATH" "$LARGE_SIZE" "${resolve[@]}" || return 1
-  URL_SMALL[postern]="$external$SMALL_PATH"
-  URL_LARGE[postern]="$external$LARGE_PATH"
+  local resolve=(--insecure --resolve "$POSTERN_HOST:$p_public:127.0.0.1")
+  wait_http "$edge $connector" "$external$SMALL_PATH" "$SMALL_SIZE" "${resolve[@]}" || return 1
+  wait_http "$edge $connector" "$external$LARGE_PATH" "$LARGE_SIZE" "${resolve[@]}" || return 1
+  URL_SMALL[$path]="$external$SMALL_PATH"
+  URL_LARGE[$path]="$external$LARGE_PATH"
   # wrk connects to 127.0.0.1 but keeps the URL host for SNI and Host (see wrk-report.lua).
-  WRK_ENV[postern]="WRK_CONNECT_HOST=127.0.0.1"
-  PROXY_PROCS[postern]="edge connector"
+  WRK_ENV[$path]="WRK_CONNECT_HOST=127.0.0.1"
+  PROXY_PROCS[$path]="$edge $connector"
+  P_ADMIN_NOW=$P_EDGE_ADMIN ADMIN_DIR_NOW=$WORK/edge
+}
+
+# scrape_metrics: what a Prometheus server does to the observed edge, once a second, so that
+# rendering is part of the cost measured.
+scrape_metrics() {
+  while sleep 1; do
+    curl -s -o /dev/null "http://127.0.0.1:$P_OBS_METRICS/metrics" || true
+  done
 }
 
 # setup_postern_sso: on the edge and connector of setup_postern, a second app `bench-sso` (same
@@ -768,14 +794,14 @@ print_report() {
        "${BENCH_SECONDS}s per measurement (after ${BENCH_WARMUP_SECONDS}s warm-up)"
   echo
   echo "Small response: GET $SMALL_PATH ($SMALL_SIZE bytes), $BENCH_CONNECTIONS keep-alive connections"
-  printf '%-11s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' \
+  printf '%-16s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' \
     path req/s "vs dir" "p50 ms" "vs dir" "p99 ms" "vs dir" "proxy us/req" "backend us/req" errors
   for p in "${ALL_PATHS[@]}"; do
     want "$p" || continue
     if [[ ${STATUS[$p]:-} != ok && -z ${RPS[$p]:-} ]]; then
-      printf '%-11s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+      printf '%-16s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
     fi
-    printf '%-11s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' "$p" \
+    printf '%-16s %10s %8s %9s %8s %9s %8s %13s %15s %7s\n' "$p" \
       "$(fmt %.0f "${RPS[$p]:-}")" "$(ratio "${RPS[$p]:-}" "${RPS[$base]:-}")" \
       "$(fmt %.3f "${P50[$p]:-}")" "$(ratio "${P50[$p]:-}" "${P50[$base]:-}")" \
       "$(fmt %.3f "${P99[$p]:-}")" "$(ratio "${P99[$p]:-}" "${P99[$base]:-}")" \
@@ -783,21 +809,32 @@ print_report() {
   done
   echo
   echo "Large response: GET $LARGE_PATH (1 MiB), $BENCH_LARGE_CONNECTIONS keep-alive connections (MB = 10^6 bytes)"
-  printf '%-11s %10s %8s %14s %14s %7s\n' path MB/s "vs dir" "proxy ms/MiB" "backend ms/MiB" errors
+  printf '%-16s %10s %8s %14s %14s %7s\n' path MB/s "vs dir" "proxy ms/MiB" "backend ms/MiB" errors
   for p in "${ALL_PATHS[@]}"; do
     want "$p" || continue
     if [[ -z ${MBPS[$p]:-} ]]; then
-      printf '%-11s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
+      printf '%-16s %s\n' "$p" "${STATUS[$p]:-not run}"; continue
     fi
-    printf '%-11s %10s %8s %14s %14s %7s\n' "$p" \
+    printf '%-16s %10s %8s %14s %14s %7s\n' "$p" \
       "$(fmt %.1f "${MBPS[$p]:-}")" "$(ratio "${MBPS[$p]:-}" "${MBPS[$base]:-}")" \
       "$(fmt %.2f "${CPU_MIB[$p]:-}")" "$(fmt %.2f "${BCPU_MIB[$p]:-}")" "${ERR_LARGE[$p]:-0}"
   done
   echo
   echo "CPU = user+sys from /proc/PID/stat over the measured run, all threads and child processes."
   echo "  proxy = what sits between wrk and the backend: nginx = proxy nginx; rathole = server+client;"
-  echo "          postern, postern-sso = edge+connector. backend = the backend nginx (same work on every path)."
+  echo "          postern, postern-sso, postern-observed = edge+connector. backend = the backend nginx (same work on every path)."
   echo "  vs dir: ratio to the direct path (for req/s and MB/s higher is better; for latency lower is better)."
+  if want postern-observed && [[ -n ${RPS[postern-observed]:-} && -n ${RPS[postern]:-} ]]; then
+    echo
+    echo "Access log and metrics on (postern-observed) vs off (postern), each its own edge and connector:"
+    printf '  req/s %s   p50 %s   p99 %s   proxy us/req %s   MB/s (1 MiB) %s\n' \
+      "$(ratio "${RPS[postern-observed]}" "${RPS[postern]}")" \
+      "$(ratio "${P50[postern-observed]:-}" "${P50[postern]:-}")" \
+      "$(ratio "${P99[postern-observed]:-}" "${P99[postern]:-}")" \
+      "$(ratio "${CPU_REQ[postern-observed]:-}" "${CPU_REQ[postern]:-}")" \
+      "$(ratio "${MBPS[postern-observed]:-}" "${MBPS[postern]:-}")"
+    echo "  access log records written: $(wc -l < "$WORK/access.log" 2>/dev/null || echo 0)"
+  fi
   if want postern-sso && [[ -n ${RPS[postern-sso]:-} && -n ${RPS[postern]:-} ]]; then
     echo
     echo "Signed-in session (postern-sso) vs passthrough (postern), same edge and connector:"
@@ -853,7 +890,7 @@ write_tsv() {
     local p client
     for p in "${ALL_PATHS[@]}"; do
       want "$p" || continue
-      case $p in postern|postern-sso) client=connector ;; rathole) client=rathole-client ;; *) client="" ;; esac
+      case $p in postern|postern-sso) client=connector ;; postern-observed) client=connector-observed ;; rathole) client=rathole-client ;; *) client="" ;; esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "${STATUS[$p]:-not run}" \
         "${RPS[$p]:-}" "${P50[$p]:-}" "${P99[$p]:-}" "${MBPS[$p]:-}" "${CPU_REQ[$p]:-}" "${BCPU_REQ[$p]:-}" \
         "${CPU_MIB[$p]:-}" "${BCPU_MIB[$p]:-}" "${ERR_SMALL[$p]:-}" "${ERR_LARGE[$p]:-}" \
@@ -891,7 +928,8 @@ chmod 755 "$WORK"   # nginx workers run as an unprivileged user and must read $W
 log "work dir: $WORK"
 
 read -r P_BACKEND P_PROXY P_RATHOLE_CONTROL P_RATHOLE_PUBLIC \
-        P_EDGE_PUBLIC P_EDGE_CONNECTOR P_EDGE_ADMIN <<< "$(free_ports 7)"
+        P_EDGE_PUBLIC P_EDGE_CONNECTOR P_EDGE_ADMIN \
+        P_OBS_PUBLIC P_OBS_CONNECTOR P_OBS_ADMIN P_OBS_METRICS <<< "$(free_ports 11)"
 
 declare -A RSS_IDLE=() RSS_AFTER=() RSS_PEAK=()
 
@@ -930,8 +968,18 @@ if want postern || { want postern-sso && [[ -z $SSO_SKIP ]]; }; then
   fi
 fi
 
+if want postern-observed; then
+  if ! ensure_postern_binary; then STATUS[postern-observed]=$POSTERN_SKIP
+  elif setup_postern observed; then
+    STATUS[postern-observed]=ready
+    scrape_metrics &
+    PIDS+=($!)
+  else STATUS[postern-observed]="failed: the observed postern did not come up (see log above)"; fi
+  [[ ${STATUS[postern-observed]} == ready ]] || log "postern-observed: ${STATUS[postern-observed]}"
+fi
+
 # Idle memory: everything is up and each tunnel has carried one or two requests, no load yet.
-for name in connector edge rathole-client rathole-server; do
+for name in connector edge connector-observed edge-observed rathole-client rathole-server; do
   alive "$name" || continue
   RSS_IDLE[$name]=$(status_kib "$name" VmRSS)
 done
@@ -956,7 +1004,7 @@ for p in "${ALL_PATHS[@]}"; do
 done
 median_rounds
 
-for name in connector edge rathole-client rathole-server; do
+for name in connector edge connector-observed edge-observed rathole-client rathole-server; do
   alive "$name" || continue
   RSS_AFTER[$name]=$(status_kib "$name" VmRSS)
   RSS_PEAK[$name]=$(status_kib "$name" VmHWM)

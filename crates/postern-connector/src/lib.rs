@@ -15,6 +15,7 @@ pub mod control;
 mod credentials;
 pub mod destination;
 pub mod device;
+mod probe;
 pub mod register;
 mod renew;
 pub mod state;
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub renew_after: Duration,
     /// Where the connector may connect for apps (`--allow-destination`).
     pub destinations: DestinationPolicy,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` listens on nothing.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
@@ -82,6 +85,24 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
     let client = credentials.load().control.clone();
     let apps = Arc::new(ArcSwap::from_pointee(Apps::default()));
     let (applied_tx, applied_rx) = watch::channel(0u64);
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if let Some(addr) = opts.metrics_listen {
+        let handle = postern_obs::metrics::install()?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (metrics listener, --metrics-listen)")
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+        postern_obs::listener::spawn(
+            listener,
+            handle,
+            Arc::new(probe::ConnectorProbe {
+                connector_id: reg.connector_id.clone(),
+                applied: applied_rx.clone(),
+                live: live.clone(),
+                credentials: credentials.clone(),
+            }),
+        );
+    }
 
     // The first config before the first tunnel: a stream must never arrive to an empty allow-list
     // just because the connector started.
@@ -126,6 +147,7 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         port,
         server_name,
         credentials: credentials.clone(),
+        live,
     });
     let backends = Arc::new(backend::Backends::new(
         apps.clone(),

@@ -32,6 +32,24 @@ pub struct Dialer {
     pub server_name: ServerName<'static>,
     /// Read at each dial: a renewed certificate is used from the next tunnel on.
     pub credentials: Arc<ArcSwap<Credentials>>,
+    /// Tunnels connected now (for `/readyz` and the metrics).
+    pub live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a tunnel as live while it is held.
+struct Live<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Live<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Live<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Live(n)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Dialer {
@@ -97,6 +115,7 @@ pub async fn keep_open(
             Ok(tls) => {
                 tracing::info!(slot, edge = %dialer.host, "tunnel connected");
                 renewed.borrow_and_update();
+                let live = Live::new(&dialer.live);
                 let ended = serve(
                     tls,
                     &backends,
@@ -106,6 +125,7 @@ pub async fn keep_open(
                     drain_timeout,
                 )
                 .await;
+                drop(live);
                 match ended {
                     Ended::Replaced(tls) => {
                         tracing::info!(slot, "tunnel replaced by one with the renewed certificate");

@@ -139,6 +139,12 @@ pub struct EdgeConfig {
     pub tls_names: Vec<String>,
     /// Where the audit and sign-in logs are exported (none by default).
     pub siem: crate::siem::SiemConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (plain HTTP); `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the access log goes (JSON lines); `None` writes none.
+    pub access_log: Option<postern_obs::access::Destination>,
+    /// Whether the access log shows query strings (they may carry secrets).
+    pub access_log_query: bool,
 }
 
 impl EdgeConfig {
@@ -165,6 +171,9 @@ impl EdgeConfig {
             limits: Limits::default(),
             tls_names: Vec::new(),
             siem: Default::default(),
+            metrics_listen: None,
+            access_log: None,
+            access_log_query: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! first used), except `POST /v1/connector/register`, which needs a one-time registration token
 //! instead.
 
+use postern_obs::metrics::timed_store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,10 +103,13 @@ async fn run_tunnel(
         return;
     };
     let id = identity.connector_id.clone();
-    let connector = match shared
-        .store
-        .authenticate_connector(&id, &identity.serial_hex)
-        .await
+    let connector = match timed_store(
+        "authenticate_connector",
+        shared
+            .store
+            .authenticate_connector(&id, &identity.serial_hex),
+    )
+    .await
     {
         Ok(c) => c,
         Err(e) => {
@@ -184,11 +188,14 @@ async fn calling_connector(
             "this call needs the connector's client certificate; register the connector first",
         )
     })?;
-    shared
-        .store
-        .authenticate_connector(&identity.connector_id, &identity.serial_hex)
-        .await
-        .map_err(|e| {
+    timed_store(
+        "authenticate_connector",
+        shared
+            .store
+            .authenticate_connector(&identity.connector_id, &identity.serial_hex),
+    )
+    .await
+    .map_err(|e| {
             let code = match &e {
                 CertRefusal::Unknown(_) => "unknown_connector",
                 CertRefusal::Revoked(_) => "connector_revoked",

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -18,6 +18,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use postern_obs::metrics::Preauth as Decision;
+use postern_obs::trace::{TRACEPARENT, TRACESTATE};
 use postern_proto::body::{BodySent, Watched};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
@@ -25,6 +27,7 @@ use postern_store::Preauth;
 
 use crate::body::{EdgeBody, UserBody};
 use crate::hygiene::{self, Forwarded};
+use crate::observe::{CountedBody, CountingIo, Exchange, ObservedBody};
 use crate::preauth;
 use crate::rescue::Refusal;
 use crate::state::{Route, Shared};
@@ -38,21 +41,32 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
 const ROBOTS_TXT: &str = "User-agent: *\nDisallow: /\n";
 
-/// Serves one user request. Never fails: every problem becomes an error page.
+/// Serves one user request. Never fails: every problem becomes an error page. The request's
+/// [`Exchange`] rides on the response body and is finished when it ends (or, for a WebSocket,
+/// by the task that carries it).
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<EdgeBody>, Infallible> {
-    let request_id = new_request_id();
+) -> Result<Response<ObservedBody>, Infallible> {
+    let id = rand::random::<u128>();
+    let request_id = format!("{id:032x}");
     // Cheap clones (shared bytes), kept for the log line and the error page.
     let method = req.method().clone();
     let uri = req.uri().clone();
     let json = crate::rescue::wants_json(req.headers());
-    match route_and_forward(&shared, peer, req, &request_id, json).await {
+    let mut ex = Some(Exchange::open(
+        &shared,
+        id,
+        peer.ip(),
+        &method,
+        &uri,
+        req.headers(),
+    ));
+    let resp = match route_and_forward(&shared, peer, req, &request_id, json, &mut ex).await {
         Ok(resp) => {
             tracing::debug!(%request_id, %method, path = uri.path(), status = resp.status().as_u16(), "forwarded");
-            Ok(resp)
+            resp
         }
         Err(refusal) => {
             if let Some(left_out) = shared.refusal_log.admit() {
@@ -61,9 +75,16 @@ pub async fn handle(
                     left_out, "request refused: {}", refusal.message()
                 );
             }
-            Ok(refusal.into_response(json, &request_id).map(EdgeBody::Page))
+            if let Some(ex) = ex.as_mut() {
+                ex.set_refusal(refusal.code());
+            }
+            refusal.into_response(json, &request_id).map(EdgeBody::Page)
         }
+    };
+    if let Some(ex) = ex.as_mut() {
+        ex.set_status(resp.status().as_u16());
     }
+    Ok(resp.map(|body| ObservedBody::new(body, ex)))
 }
 
 async fn route_and_forward(
@@ -72,10 +93,14 @@ async fn route_and_forward(
     req: Request<Incoming>,
     request_id: &str,
     json: bool,
+    ex: &mut Option<Exchange>,
 ) -> Result<Response<EdgeBody>, Refusal> {
     shared.rates.check_ip(peer.ip())?;
     crate::guard::check_request_head(&req)?;
     let (host, authority) = request_host(&req).ok_or(Refusal::MissingHost)?;
+    if let Some(ex) = ex.as_mut() {
+        ex.set_host(&host);
+    }
     if req.method() == Method::CONNECT {
         return Err(Refusal::ConnectNotAllowed);
     }
@@ -90,6 +115,9 @@ async fn route_and_forward(
         .get(&host)
         .ok_or_else(|| Refusal::UnknownApp { host: host.clone() })?
         .clone();
+    if let Some(ex) = ex.as_mut() {
+        ex.set_route(&route);
+    }
     let version = routes.version;
     shared.rates.check_app(route.app_id, &route.name)?;
     if route.maintenance {
@@ -120,8 +148,19 @@ async fn route_and_forward(
                 request_id,
                 client_ip: peer.ip(),
             };
-            match preauth::guard(shared, &routes, sign_in, &guard_req).await? {
-                preauth::Guarded::Forward(identity) => Some(identity),
+            let guarded = preauth::guard(shared, &routes, sign_in, &guard_req).await;
+            route.metrics.preauth(match &guarded {
+                Ok(preauth::Guarded::Forward(_)) => Decision::Allow,
+                Ok(preauth::Guarded::Answer(_)) => Decision::Redirect,
+                Err(_) => Decision::Deny,
+            });
+            match guarded? {
+                preauth::Guarded::Forward(identity) => {
+                    if let Some(ex) = ex.as_mut() {
+                        ex.set_user(identity.subject(), identity.email());
+                    }
+                    Some(identity)
+                }
                 preauth::Guarded::Answer(resp) => {
                     let mut resp = resp.map(EdgeBody::Page);
                     hygiene::prepare_response(resp.headers_mut(), request_id);
@@ -145,19 +184,17 @@ async fn route_and_forward(
         request_id,
     };
     if is_websocket_upgrade(&req) {
-        return websocket(
-            shared,
-            &route,
-            req,
-            &authority,
-            &fwd,
-            &meta,
-            identity.as_ref(),
-        )
-        .await;
+        let stream = Stream {
+            authority: &authority,
+            fwd: &fwd,
+            meta: &meta,
+            identity: identity.as_ref(),
+        };
+        return websocket(shared, &route, req, &stream, ex).await;
     }
     let (mut parts, body) = req.into_parts();
     hygiene::prepare_request(&mut parts.headers, &fwd);
+    set_trace(&mut parts.headers, ex.as_ref());
     if let Some(identity) = &identity {
         identity.apply(&mut parts.headers);
     }
@@ -169,14 +206,25 @@ async fn route_and_forward(
     let replay = http_body::Body::is_end_stream(&body).then(|| Replay::of(&parts));
     let stall_timeout = shared.config.limits.stall_timeout;
     let (body, outcome) = UserBody::new(body, stall_timeout);
-    let (body, sent) = Watched::new(body, hygiene::clean_request_trailers);
+    let counted = ex
+        .as_ref()
+        .map_or_else(Default::default, Exchange::bytes_in);
+    let (body, sent) = Watched::new(
+        CountedBody::new(body, counted),
+        hygiene::clean_request_trailers,
+    );
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
     let permit = shared.in_flight.acquire(peer.ip())?;
+    let sending = Instant::now();
     let (resp, mut in_flight) = send(shared, &route, tunnel_req, sent, replay)
         .await
         // A stream that failed because of what the client sent is the client's error.
         .map_err(|e| outcome.refusal(stall_timeout).unwrap_or(e))?;
     in_flight.hold(permit);
+    if let Some(ex) = ex.as_mut() {
+        ex.set_upstream(sending.elapsed());
+        ex.set_connector(&in_flight.tunnel().connector_id);
+    }
     let (mut parts, body) = resp.into_parts();
     refusal_from_connector(&parts.headers, &route)?;
     hygiene::prepare_response(&mut parts.headers, request_id);
@@ -246,19 +294,24 @@ async fn send(
     let mut exclude = None;
     for _ in 0..MAX_ATTEMPTS {
         let Some(req) = next.take() else { break };
+        let queued = Instant::now();
         let picked = shared
             .tunnels
             .acquire(&route.group, exclude, deadline, shared.config.max_queued)
             .await
-            .map_err(|e| match e {
-                NoTunnel::TimedOut => Refusal::NoConnectorOnline {
-                    app: route.name.clone(),
-                    group: route.group.clone(),
-                },
-                NoTunnel::QueueFull => Refusal::QueueFull {
-                    app: route.name.clone(),
-                },
+            .map_err(|e| {
+                route.metrics.queue_timeout();
+                match e {
+                    NoTunnel::TimedOut => Refusal::NoConnectorOnline {
+                        app: route.name.clone(),
+                        group: route.group.clone(),
+                    },
+                    NoTunnel::QueueFull => Refusal::QueueFull {
+                        app: route.name.clone(),
+                    },
+                }
             })?;
+        route.metrics.queue_wait(queued.elapsed());
         let tunnel = picked.tunnel().id;
         let mut sender = picked.tunnel().sender();
         // The app's time counts from when the request body has been sent in full: a slow upload
@@ -328,6 +381,16 @@ fn refusal_from_connector(headers: &HeaderMap, route: &Route) -> Result<(), Refu
     })
 }
 
+/// What a tunnel stream is sent with: the user's authority, the forwarding headers, the stream
+/// metadata and the signed-in user.
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    authority: &'a Authority,
+    fwd: &'a Forwarded<'a>,
+    meta: &'a StreamMeta,
+    identity: Option<&'a preauth::Identity>,
+}
+
 /// Carries an HTTP/1.1 WebSocket upgrade as an RFC 8441 extended CONNECT stream. The connector
 /// performs the real upgrade with the app, so the app's own `Sec-WebSocket-Accept`, protocol and
 /// extensions come back to the user unchanged.
@@ -335,16 +398,21 @@ async fn websocket(
     shared: &Shared,
     route: &Route,
     mut req: Request<Incoming>,
-    authority: &Authority,
-    fwd: &Forwarded<'_>,
-    meta: &StreamMeta,
-    identity: Option<&preauth::Identity>,
+    stream: &Stream<'_>,
+    ex: &mut Option<Exchange>,
 ) -> Result<Response<EdgeBody>, Refusal> {
+    let Stream {
+        authority,
+        fwd,
+        meta,
+        identity,
+    } = *stream;
     let user_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     let mut headers = parts.headers;
     let key = headers.remove(header::SEC_WEBSOCKET_KEY);
     hygiene::prepare_request(&mut headers, fwd);
+    set_trace(&mut headers, ex.as_ref());
     if let Some(identity) = identity {
         identity.apply(&mut headers);
     }
@@ -367,8 +435,13 @@ async fn websocket(
     }
 
     let permit = shared.in_flight.acquire(fwd.client_ip)?;
+    let sending = Instant::now();
     let (resp, mut in_flight) = send(shared, route, tunnel_req, BodySent::already(), None).await?;
     in_flight.hold(permit);
+    if let Some(ex) = ex.as_mut() {
+        ex.set_upstream(sending.elapsed());
+        ex.set_connector(&in_flight.tunnel().connector_id);
+    }
     refusal_from_connector(resp.headers(), route)?;
     if resp.status() != StatusCode::OK {
         // The app refused the upgrade; its answer goes to the user as is.
@@ -407,17 +480,27 @@ async fn websocket(
     }
     let tunnel_upgrade = hyper::upgrade::on(resp);
     let request_id = meta.request_id.clone();
+    // The WebSocket's record is written when it closes, with the bytes it carried.
+    let mut ex = ex.take();
+    if let Some(ex) = ex.as_mut() {
+        ex.set_status(StatusCode::SWITCHING_PROTOCOLS.as_u16());
+    }
     tokio::spawn(async move {
         let _in_flight = in_flight;
+        let (mut sent, mut received) = (0, 0);
         match tokio::try_join!(user_upgrade, tunnel_upgrade) {
             Ok((user, tunnel)) => {
-                let mut user = TokioIo::new(user);
+                let mut user = CountingIo::new(TokioIo::new(user));
                 let mut tunnel = TokioIo::new(tunnel);
                 if let Err(e) = tokio::io::copy_bidirectional(&mut user, &mut tunnel).await {
                     tracing::debug!(%request_id, error = %e, "websocket ended");
                 }
+                (received, sent) = user.counts();
             }
             Err(e) => tracing::warn!(%request_id, error = %e, "websocket upgrade failed"),
+        }
+        if let Some(ex) = ex {
+            ex.websocket_closed(received, sent);
         }
     });
     Ok(switching)
@@ -493,6 +576,18 @@ fn robots(request_id: &str) -> Response<EdgeBody> {
 /// A random request ID: 128 bits, hex.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// Sets the `traceparent` the connector passes on to the app: the user's trace with the edge's
+/// span, or a new trace. A `tracestate` goes with it only when the user's trace was kept.
+fn set_trace(headers: &mut HeaderMap, ex: Option<&Exchange>) {
+    let Some(ex) = ex else { return };
+    if let Ok(v) = HeaderValue::from_str(&ex.traceparent) {
+        headers.insert(TRACEPARENT, v);
+    }
+    if !ex.continued_trace {
+        headers.remove(TRACESTATE);
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod guard;
 pub mod hygiene;
 mod idp;
 mod log_budget;
+mod observe;
 pub mod preauth;
 pub mod rescue;
 mod serve;
@@ -63,6 +64,8 @@ pub struct RunningEdge {
     pub public_addr: SocketAddr,
     pub connector_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where `/metrics` is served, with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// The server CA certificate file.
     pub ca_path: PathBuf,
     /// Where the admin token was written (`None` when it came from the environment).
@@ -110,6 +113,11 @@ impl RunningEdge {
 /// Starts the edge: opens the store, loads or creates the CAs and the admin token, binds the
 /// three listeners and serves until [`RunningEdge::shutdown`].
 pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    // Before anything registers a metric: handles taken earlier would record nowhere.
+    let metrics = match config.metrics_listen {
+        Some(_) => Some(postern_obs::metrics::install()?),
+        None => None,
+    };
     let dir = &config.data_dir;
     create_private_dir(dir)?;
     let server_ca = Arc::new(
@@ -144,6 +152,18 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let public_addr = public.local_addr()?;
     let connector_addr = connector.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr, "metrics listener, --metrics-listen").await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let access_log = match &config.access_log {
+        Some(dest) => Some(postern_obs::access::AccessLog::open(dest).await?),
+        None => None,
+    };
 
     anyhow::ensure!(
         config.tls_names.len() <= config::MAX_TLS_NAMES,
@@ -223,6 +243,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         in_flight: guard::InFlightPerAddress::new(config_limits.requests_in_flight_per_ip),
         refusal_log: log_budget::LogBudget::per_second(log_budget::REFUSAL_LINES_PER_SECOND),
         stalls: body::StallWatch::start(config_limits.stall_timeout),
+        access_log,
     });
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
@@ -320,11 +341,20 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         ));
     }
 
-    tracing::info!(%public_addr, %connector_addr, %admin_addr, data = %shared.config.data_dir.display(), "edge started");
+    // Served last: ready means bound and loaded.
+    if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
+        postern_obs::listener::spawn(
+            listener,
+            handle,
+            Arc::new(observe::EdgeProbe::new(shared.clone())),
+        );
+    }
+    tracing::info!(%public_addr, %connector_addr, %admin_addr, metrics_addr = ?metrics_addr, data = %shared.config.data_dir.display(), "edge started");
     Ok(RunningEdge {
         public_addr,
         connector_addr,
         admin_addr,
+        metrics_addr,
         ca_path: shared.config.data_dir.join(files::CA_CERT),
         admin_token_path,
         shared,

@@ -26,6 +26,8 @@ pub struct Route {
     pub maintenance: bool,
     /// With `preauth: oidc`: how users sign in, and who may.
     pub sign_in: Option<Arc<crate::preauth::SignIn>>,
+    /// The app's request metrics, registered once per snapshot.
+    pub metrics: postern_obs::metrics::AppMetrics,
 }
 
 /// An immutable routing table, swapped whole on every config change.
@@ -77,6 +79,8 @@ pub struct Shared {
     pub refusal_log: crate::log_budget::LogBudget,
     /// Responses whose users may stop reading them.
     pub stalls: Arc<crate::body::StallWatch>,
+    /// The access log (`--access-log`), if on.
+    pub access_log: Option<postern_obs::access::AccessLog>,
 }
 
 impl Shared {
@@ -118,6 +122,7 @@ impl Shared {
                 };
                 let route = Route {
                     app_id: AppId(a.id as u64),
+                    metrics: postern_obs::metrics::AppMetrics::new(&a.name),
                     name: a.name,
                     group: a.group,
                     preauth: a.preauth,

@@ -19,7 +19,10 @@ use tokio::sync::Notify;
 
 /// The request body type sent down a tunnel: the user's streamed body, or nothing (WebSocket
 /// CONNECT streams carry their bytes after the upgrade).
-pub type TunnelBody = Either<postern_proto::body::Watched<crate::body::UserBody>, Empty<Bytes>>;
+pub type TunnelBody = Either<
+    postern_proto::body::Watched<crate::observe::CountedBody<crate::body::UserBody>>,
+    Empty<Bytes>,
+>;
 
 /// One live tunnel connection from a connector.
 pub struct Tunnel {
@@ -93,6 +96,13 @@ pub enum NoTunnel {
     QueueFull,
 }
 
+/// Live tunnels per group and per connector.
+#[derive(Debug, Default)]
+pub struct Census {
+    pub per_group: HashMap<String, usize>,
+    pub per_connector: HashMap<String, usize>,
+}
+
 #[derive(Default)]
 pub struct TunnelPool {
     groups: ArcSwap<HashMap<String, Arc<Group>>>,
@@ -116,6 +126,22 @@ impl TunnelPool {
         map.insert(name.to_owned(), g.clone());
         self.groups.store(Arc::new(map));
         g
+    }
+
+    /// How many tunnels are live, per group and per connector (for the metrics).
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for (name, g) in self.groups.load().iter() {
+            let live = g.live.load();
+            census.per_group.insert(name.clone(), live.len());
+            for t in live.iter() {
+                *census
+                    .per_connector
+                    .entry(t.connector_id.clone())
+                    .or_default() += 1;
+            }
+        }
+        census
     }
 
     /// Adds a live tunnel to `group` and wakes requests waiting for one.

@@ -216,15 +216,18 @@ impl Idp {
             auth,
             expires_at: now() + CODE_LIFETIME.as_secs() as i64,
         };
-        match self.store.create_code(&new).await {
-            Ok(code) => redirect_with(
-                &r.redirect_uri,
-                &[
-                    ("code", Some(code.as_str())),
-                    ("state", r.state.as_deref()),
-                    ("iss", Some(self.issuer.as_str())),
-                ],
-            ),
+        match postern_obs::metrics::timed_store("create_code", self.store.create_code(&new)).await {
+            Ok(code) => {
+                postern_obs::metrics::sign_in(client_id, postern_obs::metrics::SignIn::Success);
+                redirect_with(
+                    &r.redirect_uri,
+                    &[
+                        ("code", Some(code.as_str())),
+                        ("state", r.state.as_deref()),
+                        ("iss", Some(self.issuer.as_str())),
+                    ],
+                )
+            }
             Err(e) => internal(e),
         }
     }

@@ -33,6 +33,7 @@ impl Idp {
         reason: &str,
     ) {
         let success = reason.starts_with("ok");
+        postern_obs::metrics::sign_in_step_failed(client_id, success);
         // Recorded, not acted on: an overlong value is cut (the store cuts every field too).
         let email = truncate(email, MAX_EMAIL_BYTES);
         let e = SigninEvent {
@@ -47,7 +48,9 @@ impl Idp {
             outcome: if success { "success" } else { "failure" }.to_owned(),
             reason: reason.to_owned(),
         };
-        if let Err(err) = self.store.record_signin(&e).await {
+        if let Err(err) =
+            postern_obs::metrics::timed_store("record_signin", self.store.record_signin(&e)).await
+        {
             tracing::error!(error = %err, "cannot record a sign-in event");
         }
         if success {

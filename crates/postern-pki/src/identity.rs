@@ -59,6 +59,13 @@ pub fn connector_identity_from_cert(der: &[u8]) -> Option<CertIdentity> {
     })
 }
 
+/// When a certificate (DER) expires; `None` if it cannot be read.
+pub fn der_not_after(der: &rustls::pki_types::CertificateDer<'_>) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let secs = cert.validity().not_after.timestamp().max(0) as u64;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// When a connector certificate (PEM) was issued, and when it expires: its validity period, with
 /// the backdating undone. The connector renews by the first, and shows the second.
 pub fn cert_issued_at(

@@ -14,8 +14,8 @@ mod tls;
 pub use ca::{Ca, CsrError, IssuedCert, CONNECTOR_CERT_BACKDATE};
 pub use files::{write_private, write_public};
 pub use identity::{
-    cert_issued_at, connector_id_from_cert, connector_identity_from_cert, generate_key_and_csr,
-    CertIdentity, GeneratedKey,
+    cert_issued_at, connector_id_from_cert, connector_identity_from_cert, der_not_after,
+    generate_key_and_csr, CertIdentity, GeneratedKey,
 };
 pub use resolver::ServerCerts;
 pub use tls::{

@@ -101,6 +101,15 @@ impl ServerCerts {
         })
     }
 
+    /// When the certificate shown to clients that send no SNI (or the configured one) expires.
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        let certified = match &self.mode {
+            Mode::Fixed(c) => c,
+            Mode::Local { default, .. } => default,
+        };
+        crate::der_not_after(certified.cert.first()?)
+    }
+
     /// Replaces the names (besides the default names) that get a certificate on demand; the
     /// certificates of names no longer served are dropped. A fixed certificate ignores this.
     pub fn serve_names(&self, names: impl IntoIterator<Item = String>) {

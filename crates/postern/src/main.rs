@@ -25,12 +25,22 @@ use tokio::sync::watch;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log line format on standard error: `text` (coloured only on a terminal) or `json` (one
+    /// object a line).
+    #[arg(long, global = true, value_enum, env = "POSTERN_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the public edge: user HTTPS, the connector listener and the admin API.
-    Edge(EdgeArgs),
+    Edge(Box<EdgeArgs>),
     /// Register or run a connector next to the internal apps.
     #[command(subcommand)]
     Connector(ConnectorCommand),
@@ -85,6 +95,16 @@ struct EdgeArgs {
     /// certificate, and any other name's handshake fails.
     #[arg(long = "tls-name", value_name = "NAME", value_parser = postern_edge::config::parse_tls_name)]
     tls_names: Vec<String>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this address (keep it
+    /// on loopback or a management network); without it, none are served.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Write one JSON line per request to this file (appended), or to standard output with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    access_log: Option<postern_obs::access::Destination>,
+    /// Show query strings in the access log (they may carry secrets; off by default).
+    #[arg(long, requires = "access_log")]
+    access_log_query: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -298,6 +318,10 @@ struct RunArgs {
         value_delimiter = ','
     )]
     allow_destination: Vec<postern_connector::DestinationRule>,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this address, e.g.
+    /// 127.0.0.1:9464; without it the connector listens on nothing.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// jemalloc, with its background thread (started in `main`) handing pages back to the system about
@@ -311,7 +335,7 @@ fn main() -> ExitCode {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: memory is returned to the system only while allocating: {e}");
     }
-    init_logging(matches!(cli.command, Command::Admin(_)));
+    init_logging(matches!(cli.command, Command::Admin(_)), cli.log_format);
     // On one core a single-threaded runtime does the same work without cross-thread wake-ups and
     // work-stealing queues; with more cores, one worker per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -342,7 +366,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Edge(args) => edge(args).await,
+        Command::Edge(args) => edge(*args).await,
         Command::Connector(ConnectorCommand::Register(args)) => register(args).await,
         Command::Connector(ConnectorCommand::Run(args)) => connector_run(args).await,
         Command::Admin(args) => admin::run(args).await,
@@ -366,6 +390,9 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.limits = args.limits.limits();
     config.tls_names = args.tls_names;
     config.siem = args.siem.config()?;
+    config.metrics_listen = args.metrics_listen;
+    config.access_log = args.access_log;
+    config.access_log_query = args.access_log_query;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
@@ -377,6 +404,9 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     println!("  admin:     https://{}", edge.admin_addr);
     println!("  sign-in:   {}", edge.idp_issuer());
     println!("  CA:        {}", edge.ca_path.display());
+    if let Some(addr) = edge.metrics_addr {
+        println!("  metrics:   http://{addr}/metrics");
+    }
     if let Some(p) = &edge.admin_token_path {
         println!("  admin token: {}", p.display());
     }
@@ -437,6 +467,7 @@ async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
             drain_timeout: args.drain_timeout,
             renew_after: args.renew_after,
             destinations: postern_connector::DestinationPolicy::new(args.allow_destination),
+            metrics_listen: args.metrics_listen,
         },
         rx,
     );
@@ -474,12 +505,18 @@ pub async fn terminated() {
     }
 }
 
-fn init_logging(quiet: bool) {
+/// Logs to standard error, as text or JSON lines; colours only when it is a terminal, so a log
+/// file or journal never holds escape codes.
+fn init_logging(quiet: bool, format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
 }

@@ -111,6 +111,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
             renew_after: postern_connector::DEFAULT_RENEW_AFTER,
             // The demo app is on loopback, which the default policy allows.
             destinations: postern_connector::DestinationPolicy::default(),
+            metrics_listen: None,
         },
         stop_rx,
     ));

@@ -355,6 +355,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The user's subject at their issuer.
+    pub fn subject(&self) -> &str {
+        &self.opened.session.subject
+    }
+
+    /// The user's email, when their issuer vouched for it.
+    pub fn email(&self) -> Option<&str> {
+        self.opened.session.email.as_deref()
+    }
+
     /// Removes the edge's cookies and the bearer token, and sets the identity headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         cookies::strip(headers);
@@ -393,6 +403,12 @@ pub async fn guard(
         CALLBACK_PATH => {
             let mut who = None;
             let result = callback(auth, routes, sign_in, req, now, &mut who).await;
+            if result.is_err() {
+                postern_obs::metrics::sign_in(
+                    &sign_in.app_name,
+                    postern_obs::metrics::SignIn::Failure,
+                );
+            }
             // A callback that sent the browser back for a second factor has not ended yet.
             if who.is_some() || result.is_err() {
                 record_signin(
@@ -703,6 +719,7 @@ async fn callback(
     *who = Some(session.clone());
     sign_in.admit(&session)?;
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
+    postern_obs::metrics::sign_in(&sign_in.app_name, postern_obs::metrics::SignIn::Success);
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());
     let h = resp.headers_mut();
     h.append(

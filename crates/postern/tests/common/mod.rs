@@ -27,6 +27,8 @@ pub struct Edge {
     pub public: SocketAddr,
     pub connector: SocketAddr,
     pub admin: SocketAddr,
+    /// The metrics listener, with `--metrics-listen`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Edge {
@@ -60,7 +62,8 @@ impl Edge {
             .expect("spawn edge");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut public, mut connector, mut admin) = (None, None, None);
+        let (mut public, mut connector, mut admin, mut metrics) = (None, None, None, None);
+        let wants_metrics = extra.contains(&"--metrics-listen");
         let read = async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let addr = |l: &str| {
@@ -78,8 +81,19 @@ impl Edge {
                     connector = addr(t);
                 } else if t.starts_with("admin:") {
                     admin = addr(t);
+                } else if let Some(url) = t.strip_prefix("metrics:") {
+                    metrics = url
+                        .trim()
+                        .trim_start_matches("http://")
+                        .trim_end_matches("/metrics")
+                        .parse::<SocketAddr>()
+                        .ok();
                 }
-                if public.is_some() && connector.is_some() && admin.is_some() {
+                if public.is_some()
+                    && connector.is_some()
+                    && admin.is_some()
+                    && (metrics.is_some() || !wants_metrics)
+                {
                     break;
                 }
             }
@@ -95,6 +109,7 @@ impl Edge {
             public: public.expect("the edge exited before printing its addresses"),
             connector: connector.expect("the edge exited before printing its addresses"),
             admin: admin.expect("the edge exited before printing its addresses"),
+            metrics,
         }
     }
 
