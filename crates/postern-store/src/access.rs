@@ -10,7 +10,7 @@ impl Store {
     /// Assigns `who` to the app; assigning twice is not an error. Returns whether it was new.
     pub async fn assign(&self, app: &str, who: &Assignee) -> Result<bool, StoreError> {
         let app_id = self.app(app).await?.id;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query(
             "INSERT OR IGNORE INTO app_assignments (app_id, kind, value, created_at)
              VALUES (?, ?, ?, ?)",
@@ -31,7 +31,7 @@ impl Store {
 
     pub async fn unassign(&self, app: &str, who: &Assignee) -> Result<(), StoreError> {
         let app_id = self.app(app).await?.id;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res =
             sqlx::query("DELETE FROM app_assignments WHERE app_id = ? AND kind = ? AND value = ?")
                 .bind(app_id)
@@ -72,7 +72,7 @@ impl Store {
     /// Ends every session of `principal` (a subject or an email) issued until now.
     pub async fn revoke_sessions(&self, principal: &str) -> Result<i64, StoreError> {
         let at = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         record_revocation(&mut tx, principal, at).await?;
         self.commit(tx).await?;
         Ok(at)
@@ -87,7 +87,7 @@ impl Store {
         max_session_secs: i64,
     ) -> Result<i64, StoreError> {
         let at = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "DELETE FROM session_revocations WHERE principal LIKE 'session:%' AND revoked_at < ?",
         )
@@ -133,7 +133,7 @@ impl Store {
 
     /// Replaces the key ring for `purpose` (after a rotation).
     pub async fn save_key_ring(&self, purpose: &str, material: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO edge_keys (purpose, id, material, created_at) VALUES (?, 'ring', ?, ?)
              ON CONFLICT (purpose, id) DO UPDATE SET material = excluded.material",

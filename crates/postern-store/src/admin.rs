@@ -19,7 +19,7 @@ impl Store {
         name: &str,
         ttl: Option<Duration>,
     ) -> Result<(AdminToken, String), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id = format!("tok_{}", hex(&rand::random::<[u8; 6]>()));
         let token = format!(
             "{ADMIN_TOKEN_PREFIX}{}",
@@ -85,7 +85,7 @@ impl Store {
     }
 
     pub async fn revoke_admin_token(&self, id: &str) -> Result<AdminToken, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query(
             "UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         )

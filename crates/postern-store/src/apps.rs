@@ -9,7 +9,7 @@ impl Store {
     // Groups ---------------------------------------------------------------------------------
 
     pub async fn create_group(&self, name: &str) -> Result<Group, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query("INSERT INTO groups (name, created_at) VALUES (?, ?)")
             .bind(name)
             .bind(now())
@@ -55,7 +55,7 @@ impl Store {
 
     /// Renames a group; its apps and connectors follow (they refer to it by ID).
     pub async fn rename_group(&self, name: &str, new_name: &str) -> Result<Group, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query("UPDATE groups SET name = ? WHERE name = ?")
             .bind(new_name)
             .bind(name)
@@ -75,7 +75,7 @@ impl Store {
     /// Deletes a group that no app and no live connector uses. Its revoked connectors (and their
     /// certificates) and its registration tokens go with it; the audit log keeps their history.
     pub async fn delete_group(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM groups WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -122,7 +122,7 @@ impl Store {
 
     pub async fn publish_app(&self, app: &NewApp) -> Result<App, StoreError> {
         let group = self.group(&app.group).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let insert = sqlx::query(
             "INSERT INTO apps (name, external_url, external_host, internal_url, group_id, preauth,
                                preserve_host, insecure_skip_backend_tls_verify, backend_timeout_ms,
@@ -150,7 +150,7 @@ impl Store {
     /// audit log keep referring to the same app). `app.name` may differ to rename it.
     pub async fn update_app(&self, name: &str, app: &NewApp) -> Result<App, StoreError> {
         let group = self.group(&app.group).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let update = sqlx::query(
             "UPDATE apps SET name = ?, external_url = ?, external_host = ?, internal_url = ?,
                  group_id = ?, preauth = ?, preserve_host = ?,
@@ -194,7 +194,7 @@ impl Store {
     }
 
     pub async fn delete_app(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query("DELETE FROM apps WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)

@@ -18,7 +18,7 @@ impl Store {
         group: &str,
         ttl: Duration,
     ) -> Result<String, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let group = self.group(group).await?;
         let bytes: [u8; 32] = rand::random();
         let token = format!(
@@ -51,7 +51,7 @@ impl Store {
     ) -> Result<(Connector, CertRecord), RegisterError<E>> {
         let hash = token_hash(token);
         let now = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(
             "SELECT t.group_id, t.expires_at, t.used_at, g.name
              FROM registration_tokens t JOIN groups g ON g.id = t.group_id WHERE t.hash = ?",
@@ -144,7 +144,7 @@ impl Store {
     /// Revokes a connector: from now on its certificate opens no tunnel and makes no call.
     /// Returns the connector as it is now; revoking twice is refused.
     pub async fn revoke_connector(&self, id: &str) -> Result<Connector, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res =
             sqlx::query("UPDATE connectors SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(now())
@@ -171,7 +171,7 @@ impl Store {
         if current.group == group.name {
             return Ok(current);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE connectors SET group_id = ? WHERE id = ?")
             .bind(group.id)
             .bind(id)
@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<(Connector, CertRecord), RegisterError<E>> {
         let connector = self.live_connector(id).await?;
         let cert = sign(&connector.id).map_err(RegisterError::Sign)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         // Checked again inside the transaction: a revocation or another renewal that raced the
         // signing wins.
         let row = sqlx::query(

@@ -131,7 +131,7 @@ impl Store {
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
         let id = format!("u_{}", hex(&rand::random::<[u8; 12]>()));
         let now = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let res = sqlx::query(
             "INSERT INTO idp_users (id, email, display_name, password_hash, admin, require_mfa,
                  email_verified, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +234,7 @@ impl Store {
         email: &str,
         verified: bool,
     ) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done =
             sqlx::query("UPDATE idp_users SET email_verified = ?, updated_at = ? WHERE email = ?")
                 .bind(verified)
@@ -252,7 +252,7 @@ impl Store {
     /// Enables or disables a user. Disabling ends their sessions and revokes their grants at once.
     pub async fn set_user_enabled(&self, email: &str, enabled: bool) -> Result<User, StoreError> {
         let user = self.user(email).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE idp_users SET enabled = ?, updated_at = ? WHERE id = ?")
             .bind(enabled)
             .bind(now())
@@ -269,7 +269,7 @@ impl Store {
     /// Replaces a user's password hash and ends their sessions and grants.
     pub async fn set_password(&self, email: &str, password_hash: &str) -> Result<User, StoreError> {
         let user = self.user(email).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query("UPDATE idp_users SET password_hash = ?, updated_at = ? WHERE id = ?")
             .bind(password_hash)
             .bind(now())
@@ -285,7 +285,7 @@ impl Store {
     /// enrol again at their next sign-in.
     pub async fn reset_mfa(&self, email: &str) -> Result<User, StoreError> {
         let user = self.user(email).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE idp_users SET totp_secret = NULL, totp_confirmed_at = NULL,
                  totp_last_step = NULL, updated_at = ? WHERE id = ?",
@@ -349,7 +349,7 @@ impl Store {
         user_id: &str,
         recovery_code_hashes: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query(
             "UPDATE idp_users SET totp_confirmed_at = ?, updated_at = ?
              WHERE id = ? AND totp_secret IS NOT NULL AND totp_confirmed_at IS NULL",
@@ -492,14 +492,14 @@ impl Store {
     /// Adds a user to a directory group, creating the group if needed.
     pub async fn add_group_member(&self, group: &str, email: &str) -> Result<User, StoreError> {
         let user = self.user(email).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         add_member(&mut tx, group, &user.id).await?;
         self.commit(tx).await?;
         self.user(email).await
     }
 
     pub async fn remove_group_member(&self, group: &str, email: &str) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let user = self.user(email).await?;
         let done = sqlx::query(
             "DELETE FROM idp_group_members WHERE user_id = ?
@@ -556,7 +556,7 @@ impl Store {
         new: &NewClient,
         app_name: Option<&str>,
     ) -> Result<(Client, Option<ClientSecret>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let client_id = format!("c_{}", hex(&rand::random::<[u8; 12]>()));
         let secret = (!new.public).then(|| ClientSecret(format!("cs_{}", random_secret())));
         let res = sqlx::query(
@@ -652,7 +652,7 @@ impl Store {
     }
 
     pub async fn delete_client(&self, client_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM idp_clients WHERE client_id = ?")
             .bind(client_id)
             .execute(&mut *tx)
@@ -791,7 +791,7 @@ impl Store {
         now: i64,
     ) -> Result<Result<(Code, Grant), RedeemProblem>, StoreError> {
         let hash = token_hash(code);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(
             "SELECT client_id, user_id, redirect_uri, code_challenge, nonce, scope, auth_time, amr,
                  acr, expires_at, used_at, grant_id FROM idp_codes WHERE hash = ?",
@@ -858,7 +858,7 @@ impl Store {
     }
 
     pub async fn revoke_grant(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         revoke_grant(&mut tx, id).await?;
         self.commit(tx).await?;
         Ok(())
@@ -885,7 +885,7 @@ impl Store {
         client_id: &str,
     ) -> Result<Result<Grant, RedeemProblem>, StoreError> {
         let hash = token_hash(token);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(
             "SELECT r.grant_id, r.used_at, g.client_id FROM idp_refresh_tokens r
              JOIN idp_grants g ON g.id = r.grant_id WHERE r.hash = ?",
@@ -927,7 +927,7 @@ impl Store {
     /// pending ones are deleted first, in the same transaction, so a new start always succeeds.
     pub async fn create_device(&self, new: &NewDevice, now: i64) -> Result<String, StoreError> {
         let device_code = random_secret();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "DELETE FROM idp_device_codes WHERE expires_at <= ? AND (client_id = ? OR requester = ?)",
         )
@@ -1052,7 +1052,7 @@ impl Store {
     /// Consumes an approved device authorization and opens its grant; `None` if it was not
     /// approved or was consumed already.
     pub async fn consume_device(&self, hash: &str) -> Result<Option<Grant>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(&format!(
             "{DEVICE_SELECT} WHERE hash = ? AND status = 'approved'"
         ))
@@ -1097,7 +1097,7 @@ impl Store {
     }
 
     pub async fn add_signing_key(&self, key: &SigningKey) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO idp_signing_keys (kid, alg, private_pem, created_at, activates_at,
                  retires_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -1175,7 +1175,7 @@ impl Store {
     /// codes and sessions that have expired (and sessions that were ended), and sign-in events
     /// past `retention`, by age and by count.
     pub async fn prune_idp(&self, now: i64, retention: &Retention) -> Result<Pruned, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut run = async |sql: &str, value: i64| -> Result<u64, sqlx::Error> {
             Ok(sqlx::query(sql)
                 .bind(value)

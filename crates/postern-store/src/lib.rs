@@ -87,6 +87,14 @@ pub struct Store {
 }
 
 impl Store {
+    /// A transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`), waiting for it up
+    /// to the busy timeout. A deferred transaction that reads and then writes fails at once with
+    /// "database is locked" when another writer committed in between, which no wait can fix:
+    /// under a flood of sign-in records, a user's code redemption would fail that way.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {

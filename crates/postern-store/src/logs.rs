@@ -99,7 +99,7 @@ impl Store {
 
     /// Records an audit event on its own (a refused change, which made nothing to join).
     pub async fn record_audit(&self, audit: &Audit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         insert_audit(&mut tx, audit, now_ms()).await?;
         tx.commit().await?;
         Ok(())
@@ -486,7 +486,7 @@ impl Store {
     /// Records a sign-in in the sign-in log; returns its ID.
     pub async fn record_sign_in(&self, s: &NewSignin) -> Result<i64, StoreError> {
         let s = bounded(s);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let (id, prev) = chain::next(&mut tx, Log::Signins).await?;
         let uid = new_uid();
         let hash = signin_hash(&prev, id, &uid, &s);
@@ -572,7 +572,7 @@ impl Store {
     /// Deletes sign-ins recorded before `before_ms`, and all but the newest `keep`, from the
     /// oldest end; moves the chain's anchor in the same transaction. Returns how many went.
     pub async fn prune_signins(&self, before_ms: i64, keep: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let by_age = sqlx::query("DELETE FROM signins WHERE at_ms < ?")
             .bind(before_ms)
             .execute(&mut *tx)
@@ -596,7 +596,7 @@ impl Store {
     /// Walks `log`'s chain from its anchor to its head and returns the first break, if any.
     pub async fn verify_log(&self, log: Log) -> Result<Verified, StoreError> {
         // One read transaction: the walk sees one state of the log, whatever is written meanwhile.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let h =
             sqlx::query("SELECT seq, hash, anchor_seq, anchor_hash FROM log_heads WHERE log = ?")
                 .bind(log.as_str())

@@ -537,3 +537,43 @@ async fn migrations_apply_every_missing_version() {
     assert_eq!(passkeys, 0);
     assert_eq!(versions().await, (1..=9).collect::<Vec<i64>>());
 }
+
+/// Transactions that read, then write, from many tasks at once: each waits for the write lock
+/// instead of failing with "database is locked" (as a deferred transaction does when another
+/// writer commits between its read and its write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_then_write_transactions_wait_for_each_other() {
+    async fn bump(store: Store) -> Result<(), sqlx::Error> {
+        let mut tx = store.write().await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT n FROM counter")
+            .fetch_one(&mut *tx)
+            .await?;
+        tokio::task::yield_now().await;
+        sqlx::query("UPDATE counter SET n = ?")
+            .bind(n + 1)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    let (_dir, store) = store().await;
+    sqlx::query("CREATE TABLE counter (n INTEGER NOT NULL)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counter VALUES (0)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        tasks.spawn(bump(store.clone()));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().expect("a transaction failed instead of waiting");
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT n FROM counter")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 64, "no update was lost");
+}
