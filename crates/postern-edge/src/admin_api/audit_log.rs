@@ -200,16 +200,7 @@ pub async fn signins(
     State(shared): State<Arc<Shared>>,
     Query(p): Query<SigninParams>,
 ) -> Result<Json<SigninPage>, ApiFailure> {
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > postern_store::MAX_SIGNIN_PAGE {
-        return Err(ApiFailure::bad_request(
-            "invalid_limit",
-            format!(
-                "limit {limit} is out of range; use 1 to {}",
-                postern_store::MAX_SIGNIN_PAGE
-            ),
-        ));
-    }
+    let limit = page_limit(p.limit, postern_store::MAX_SIGNIN_PAGE)?;
     let result = match p.result.as_deref() {
         None => None,
         Some("success") => Some(postern_store::SigninResult::Success),
@@ -292,16 +283,7 @@ pub async fn query(
     State(shared): State<Arc<Shared>>,
     Query(p): Query<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiFailure> {
-    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > postern_store::MAX_AUDIT_PAGE {
-        return Err(ApiFailure::bad_request(
-            "invalid_limit",
-            format!(
-                "limit {limit} is out of range; use 1 to {}",
-                postern_store::MAX_AUDIT_PAGE
-            ),
-        ));
-    }
+    let limit = page_limit(p.limit, postern_store::MAX_AUDIT_PAGE)?;
     let before_id = p
         .cursor
         .as_deref()
@@ -355,4 +337,16 @@ pub async fn query(
             .collect(),
         next_cursor,
     }))
+}
+
+/// The page size asked for (or the default), refused outside 1 to `max`.
+fn page_limit(asked: Option<u32>, max: u32) -> Result<u32, ApiFailure> {
+    let limit = asked.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > max {
+        return Err(ApiFailure::bad_request(
+            "invalid_limit",
+            format!("limit {limit} is out of range; use 1 to {max}"),
+        ));
+    }
+    Ok(limit)
 }
