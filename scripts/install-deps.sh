@@ -17,6 +17,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # The SIEM export test receives syslog with Debian's rsyslog, run unprivileged with its own config.
 [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+# ...and over TLS, with its GnuTLS driver.
+dpkg-query -W -f='${Status}' rsyslog-gnutls 2>/dev/null | grep -q "ok installed" || need_apt+=(rsyslog-gnutls)
 # The outbound-only test builds network namespaces, veth pairs and a firewall (ip, ss, nft,
 # sysctl).
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)

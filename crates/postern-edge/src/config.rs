@@ -145,6 +145,8 @@ pub struct EdgeConfig {
     pub access_log: Option<postern_obs::access::Destination>,
     /// Whether the access log shows query strings (they may carry secrets).
     pub access_log_query: bool,
+    /// Location databases (MaxMind format), searched in order; none locates nothing.
+    pub geoip_db: Vec<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -174,6 +176,7 @@ impl EdgeConfig {
             metrics_listen: None,
             access_log: None,
             access_log_query: false,
+            geoip_db: Vec::new(),
         }
     }
 }

@@ -432,6 +432,16 @@ async fn renew(
     match result {
         Ok(cert) => {
             tracing::info!(connector = %target, not_after = cert.not_after, "connector certificate renewed");
+            // Only a live connector's: a revocation that committed after this renewal has
+            // already removed it.
+            if let Some(not_after) = shared
+                .connector_certs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(&target)
+            {
+                *not_after = cert.not_after;
+            }
             audit.finish(Ok(&cert)).await;
             Ok(Json(RenewResponse {
                 certificate_pem: cert.pem,

@@ -108,7 +108,7 @@ async fn route_and_forward(
         return Ok(robots(request_id));
     }
     if host == shared.config.idp_host {
-        return Ok(crate::idp::serve(shared, peer, req).await);
+        return Ok(crate::idp::serve(shared, peer, req, request_id).await);
     }
     let routes = shared.routes.load_full();
     let route = routes

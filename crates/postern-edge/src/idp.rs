@@ -27,9 +27,20 @@ pub async fn serve(
     shared: &Shared,
     peer: SocketAddr,
     mut req: Request<Incoming>,
+    request_id: &str,
 ) -> Response<EdgeBody> {
-    req.extensions_mut()
-        .insert(postern_idp::ClientIp(peer.ip()));
+    let device = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .map(|ua| postern_policy::device_detail(&String::from_utf8_lossy(ua.as_bytes())))
+        .unwrap_or_default();
+    let caller = postern_idp::Caller {
+        ip: peer.ip(),
+        request_id: request_id.to_owned(),
+        device,
+        location: shared.geoip.sign_in_location(peer.ip()),
+    };
+    req.extensions_mut().insert(caller);
     let router = shared.idp_router.clone();
     let resp = match router.oneshot(req).await {
         Ok(r) => r,

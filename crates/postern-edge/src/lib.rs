@@ -15,6 +15,7 @@ mod body;
 pub mod config;
 mod control;
 mod forward;
+pub mod geoip;
 mod guard;
 pub mod hygiene;
 mod idp;
@@ -160,6 +161,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
+    let geoip = geoip::GeoIp::open(&config.geoip_db).map_err(anyhow::Error::msg)?;
     let access_log = match &config.access_log {
         Some(dest) => Some(postern_obs::access::AccessLog::open(dest).await?),
         None => None,
@@ -244,6 +246,8 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         refusal_log: log_budget::LogBudget::per_second(log_budget::REFUSAL_LINES_PER_SECOND),
         stalls: body::StallWatch::start(config_limits.stall_timeout),
         access_log,
+        geoip,
+        connector_certs: Default::default(),
     });
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));

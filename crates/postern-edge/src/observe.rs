@@ -316,6 +316,8 @@ pub struct EdgeProbe {
     shared: Arc<Shared>,
     /// Connectors seen with tunnels at an earlier scrape: shown 0 once their tunnels are gone.
     seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Connectors whose certificate expiry an earlier scrape showed: NaN once revoked.
+    certs_seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl EdgeProbe {
@@ -323,6 +325,7 @@ impl EdgeProbe {
         EdgeProbe {
             shared,
             seen: Default::default(),
+            certs_seen: Default::default(),
         }
     }
 }
@@ -368,6 +371,27 @@ impl postern_obs::listener::Probe for EdgeProbe {
         }
         if let Some(at) = postern_pki::der_not_after(shared.server_ca.cert_der()) {
             postern_obs::metrics::certificate_expiry("edge-ca", left(at));
+        }
+        let now_secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let certs = shared
+            .connector_certs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut certs_seen = self.certs_seen.lock().unwrap_or_else(|p| p.into_inner());
+        // A revoked connector's certificate no longer matters: NaN, which no threshold alerts on.
+        for gone in certs_seen.iter().filter(|c| !certs.contains_key(*c)) {
+            postern_obs::metrics::certificate_expiry_unknown(&format!("connector:{gone}"));
+        }
+        certs_seen.retain(|c| certs.contains_key(c));
+        for (connector, not_after) in certs {
+            postern_obs::metrics::certificate_expiry(
+                &format!("connector:{connector}"),
+                not_after.saturating_sub(now_secs),
+            );
+            certs_seen.insert(connector);
         }
     }
 }

@@ -81,6 +81,11 @@ pub struct Shared {
     pub stalls: Arc<crate::body::StallWatch>,
     /// The access log (`--access-log`), if on.
     pub access_log: Option<postern_obs::access::AccessLog>,
+    /// Where client addresses are (`--geoip-db`); empty locates nothing.
+    pub geoip: crate::geoip::GeoIp,
+    /// When each live connector's newest certificate expires (Unix seconds), for the
+    /// `postern_certificate_expiry_seconds{certificate="connector:ID"}` gauges.
+    pub connector_certs: std::sync::Mutex<HashMap<String, i64>>,
 }
 
 impl Shared {
@@ -100,14 +105,22 @@ impl Shared {
             .await?
             .into_iter()
             .collect();
-        let connectors: HashMap<String, String> = self
+        let live: Vec<_> = self
             .store
             .connectors()
             .await?
             .into_iter()
             .filter(|c| c.revoked_at.is_none())
-            .map(|c| (c.id, c.group))
             .collect();
+        *self
+            .connector_certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = live
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.cert_not_after?)))
+            .collect();
+        let connectors: HashMap<String, String> =
+            live.into_iter().map(|c| (c.id, c.group)).collect();
         let by_host: HashMap<String, Arc<Route>> = apps
             .into_iter()
             .map(|a| {

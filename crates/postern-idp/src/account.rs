@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::authorize::{internal, Purpose};
 use crate::html::{escape, page_with_script};
 use crate::signin::csrf_refused;
-use crate::{cookies, now, ClientIp, Idp, Pending};
+use crate::{cookies, now, Caller, Idp, Pending};
 
 /// How recent a sign-in the account page asks for.
 pub const RECENT_SIGNIN: Duration = Duration::from_secs(15 * 60);
@@ -28,7 +28,7 @@ impl Idp {
     }
 
     /// Sends the user through a fresh sign-in that ends at the account page.
-    fn sign_in_for_account(&self, ip: &ClientIp) -> Response {
+    fn sign_in_for_account(&self, ip: &Caller) -> Response {
         let req = self.add_pending(
             Pending {
                 client_id: String::new(),
@@ -72,7 +72,7 @@ fn passkey_item(p: &StoredPasskey, csrf: &str) -> String {
 /// `GET /account`.
 pub async fn show(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
     let Some((_, user)) = idp.recent_session(&headers).await else {
@@ -131,7 +131,7 @@ pub struct DeleteForm {
 /// `POST /account/passkeys/delete`.
 pub async fn delete(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Form(f): Form<DeleteForm>,
 ) -> Response {

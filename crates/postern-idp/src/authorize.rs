@@ -27,7 +27,7 @@ use crate::limits::{
     MAX_KEYWORD_PARAM_BYTES, MAX_NONCE_BYTES, MAX_REDIRECT_URI_BYTES, MAX_SCOPE_BYTES,
     MAX_STATE_BYTES,
 };
-use crate::{now, pkce, ClientIp, Idp, CODE_LIFETIME};
+use crate::{now, pkce, Caller, Idp, CODE_LIFETIME};
 
 /// What the client asked for, once checked.
 #[derive(Clone, Debug)]
@@ -130,13 +130,13 @@ pub fn acr(amr: &[String]) -> String {
 impl Idp {
     /// Keeps a sign-in in progress for the caller at `ip`; returns its ID. Always taken: when
     /// a cap is reached, the oldest of that address (or client, or of all) goes.
-    pub(crate) fn add_pending(&self, p: Pending, ip: &ClientIp) -> String {
+    pub(crate) fn add_pending(&self, p: Pending, ip: &Caller) -> String {
         let id = base64_id();
         let (client, bytes) = (p.client_id.clone(), p.bytes());
         let evicted =
             crate::lock(&self.pending).insert(id.clone(), p, ip.key(), &client, bytes, now());
         if evicted > 0 {
-            tracing::debug!(client = %ip.0, evicted, "pending sign-ins evicted at their cap");
+            tracing::debug!(client = %ip.ip, evicted, "pending sign-ins evicted at their cap");
         }
         id
     }
@@ -411,7 +411,7 @@ fn parse_authorize_query(raw: Option<&str>) -> Result<AuthorizeQuery, TooLarge> 
 /// `GET /authorize`.
 pub async fn authorize(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {

@@ -53,7 +53,7 @@ pub fn normalise_user_code(input: &str) -> String {
 /// `POST /device_authorization`.
 pub async fn start(
     State(idp): State<Arc<Idp>>,
-    axum::Extension(ip): axum::Extension<crate::ClientIp>,
+    axum::Extension(ip): axum::Extension<crate::Caller>,
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -168,7 +168,7 @@ pub struct EntryForm {
 /// `POST /device`: the user entered a code; sign them in, then ask for approval.
 pub async fn submit(
     State(idp): State<Arc<Idp>>,
-    axum::Extension(ip): axum::Extension<crate::ClientIp>,
+    axum::Extension(ip): axum::Extension<crate::Caller>,
     headers: HeaderMap,
     Form(f): Form<EntryForm>,
 ) -> Response {

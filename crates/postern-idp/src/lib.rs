@@ -107,15 +107,34 @@ pub(crate) fn authorize_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
 }
 
-/// The address the request came from, set by the edge before calling the router.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp(pub IpAddr);
+/// Who is calling, set by the edge before calling the router: the address the request came
+/// from, and what the sign-in log records of the request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub ip: IpAddr,
+    /// The edge's request ID (the sign-in log's `correlationId`).
+    pub request_id: String,
+    /// The operating system and browser its `User-Agent` names.
+    pub device: (Option<String>, Option<String>),
+    /// Where the address is, when the edge has a location database.
+    pub location: Option<postern_store::Location>,
+}
 
-impl ClientIp {
+impl Caller {
+    /// A caller known only by its address.
+    pub fn at(ip: IpAddr) -> Caller {
+        Caller {
+            ip,
+            request_id: String::new(),
+            device: (None, None),
+            location: None,
+        }
+    }
+
     /// The address as the provider's limits count it: an IPv6 client by its /64 (one
     /// subscriber's network, where it can pick any address), an IPv4-mapped one as IPv4.
     pub fn key(&self) -> IpAddr {
-        match self.0 {
+        match self.ip {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
                 None => {
@@ -211,7 +230,7 @@ impl Idp {
     pub(crate) fn reserve_attempt(
         &self,
         account: Option<&str>,
-        ip: &ClientIp,
+        ip: &Caller,
     ) -> Result<(), throttle::Refused> {
         let t = Instant::now();
         let (key, ip) = (account.map(str::to_owned), ip.key());
@@ -229,7 +248,7 @@ impl Idp {
 
     /// The reserved attempt succeeded: the account's failures are cleared, and the address
     /// (which many people may share) gets its attempt back.
-    pub(crate) fn attempt_succeeded(&self, account: Option<&str>, ip: &ClientIp) {
+    pub(crate) fn attempt_succeeded(&self, account: Option<&str>, ip: &Caller) {
         if let Some(a) = account {
             lock(&self.account_throttle).success(&a.to_owned());
         }
@@ -238,7 +257,7 @@ impl Idp {
 
     /// The reserved attempt's work never happened (the hashing queue was full): both throttles
     /// get it back.
-    pub(crate) fn attempt_not_made(&self, account: Option<&str>, ip: &ClientIp) {
+    pub(crate) fn attempt_not_made(&self, account: Option<&str>, ip: &Caller) {
         if let Some(a) = account {
             lock(&self.account_throttle).release(&a.to_owned());
         }
@@ -246,13 +265,13 @@ impl Idp {
     }
 
     /// Whether an address may start one more device authorization now.
-    pub(crate) fn device_start_allowed(&self, ip: &ClientIp) -> Result<(), Duration> {
+    pub(crate) fn device_start_allowed(&self, ip: &Caller) -> Result<(), Duration> {
         lock(&self.device_starts).take(&ip.key(), Instant::now())
     }
 
     /// Whether a refusal from `ip` may still be recorded as a sign-in event (see
     /// [`REFUSAL_EVENTS_PER_ADDRESS`]).
-    pub(crate) fn refusal_recordable(&self, ip: &ClientIp) -> bool {
+    pub(crate) fn refusal_recordable(&self, ip: &Caller) -> bool {
         let t = Instant::now();
         let mut budgets = lock(&self.refusal_events);
         budgets.0.take(&ip.key(), t).is_ok() && budgets.1.take(&(), t).is_ok()

@@ -31,7 +31,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::bounded::{Caps, Table};
-use crate::{cookies, now, ClientIp, Idp};
+use crate::{cookies, now, Caller, Idp};
 
 /// How long a started ceremony (a challenge shown to the authenticator) may be finished.
 pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(5 * 60);
@@ -200,7 +200,7 @@ pub struct SigninStart {
 /// `POST /signin/passkey/start`: a challenge for any passkey of this site.
 pub async fn signin_start(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Json(f): Json<SigninStart>,
 ) -> Response {
@@ -254,7 +254,7 @@ const NOT_ACCEPTED: &str = "This passkey was not accepted. It may have been remo
 /// `POST /signin/passkey/finish`: verifies the authenticator's answer and signs the user in.
 pub async fn signin_finish(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Json(f): Json<SigninFinish>,
 ) -> Response {
@@ -291,6 +291,7 @@ pub async fn signin_finish(
     let fail = |email: String, user_id: Option<String>, reason: &'static str| {
         let idp = idp.clone();
         let client_id = client_id.map(str::to_owned);
+        let ip = ip.clone();
         async move {
             // The reservation stands as the failure.
             idp.event(
@@ -378,7 +379,7 @@ pub struct EnrolStart {
 /// `POST /account/passkeys/start`: a registration challenge for the signed-in user.
 pub async fn enrol_start(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Json(f): Json<EnrolStart>,
 ) -> Response {
@@ -446,7 +447,7 @@ pub struct EnrolFinish {
 /// `POST /account/passkeys/finish`: verifies the new credential and stores it.
 pub async fn enrol_finish(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Json(f): Json<EnrolFinish>,
 ) -> Response {

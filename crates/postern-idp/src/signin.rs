@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::authorize::{expired_request, internal, ReqQuery};
 use crate::html::{alert, escape, hidden, page, page_with_script, with_retry_after};
 use crate::limits::{truncate, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
-use crate::{cookies, mfa, now, ClientIp, Idp, Pending, SESSION_LIFETIME};
+use crate::{cookies, mfa, now, Caller, Idp, Pending, SESSION_LIFETIME};
 
 /// The one answer to a wrong password, an unknown email and a disabled account alike.
 const BAD_CREDENTIALS: &str = "The email or password is not right. Check them and try again.";
@@ -28,7 +28,7 @@ impl Idp {
         &self,
         email: &str,
         user_id: Option<&str>,
-        ip: &ClientIp,
+        ip: &Caller,
         client_id: Option<&str>,
         reason: &str,
     ) {
@@ -43,10 +43,14 @@ impl Idp {
                 .unwrap_or(0),
             email: email.to_owned(),
             user_id: user_id.map(str::to_owned),
-            ip: ip.0.to_string(),
+            ip: ip.ip.to_string(),
             client_id: client_id.map(str::to_owned),
             outcome: if success { "success" } else { "failure" }.to_owned(),
             reason: reason.to_owned(),
+            request_id: ip.request_id.clone(),
+            operating_system: ip.device.0.clone(),
+            browser: ip.device.1.clone(),
+            location: ip.location.clone(),
         };
         if let Err(err) =
             postern_obs::metrics::timed_store("record_signin", self.store.record_signin(&e)).await
@@ -54,9 +58,9 @@ impl Idp {
             tracing::error!(error = %err, "cannot record a sign-in event");
         }
         if success {
-            tracing::info!(email, reason, client = %ip.0, "sign-in step succeeded");
+            tracing::info!(email, reason, client = %ip.ip, "sign-in step succeeded");
         } else {
-            tracing::warn!(email, reason, client = %ip.0, "sign-in step failed");
+            tracing::warn!(email, reason, client = %ip.ip, "sign-in step failed");
         }
     }
 
@@ -66,7 +70,7 @@ impl Idp {
         &self,
         email: &str,
         user_id: Option<&str>,
-        ip: &ClientIp,
+        ip: &Caller,
         client_id: Option<&str>,
         reason: &str,
     ) {
@@ -218,7 +222,7 @@ fn busy_message(b: &crate::hashing::Busy) -> String {
 /// `POST /signin`.
 pub async fn submit(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Form(f): Form<PasswordForm>,
 ) -> Response {
@@ -439,7 +443,7 @@ fn unix_secs() -> u64 {
 /// `POST /signin/mfa`.
 pub async fn mfa_submit(
     State(idp): State<Arc<Idp>>,
-    Extension(ip): Extension<ClientIp>,
+    Extension(ip): Extension<Caller>,
     headers: HeaderMap,
     Form(f): Form<CodeForm>,
 ) -> Response {

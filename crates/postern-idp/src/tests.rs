@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use postern_store::{IdTokenAlg, NewClient, Store};
 use tower::ServiceExt;
 
-use crate::{now, router, ClientIp, Idp};
+use crate::{now, router, Caller, Idp};
 
 async fn call(idp: &std::sync::Arc<Idp>, req: Request<Body>) -> (StatusCode, serde_json::Value) {
     let (status, body, _) = call_from(idp, IpAddr::V4(Ipv4Addr::LOCALHOST), req).await;
@@ -22,7 +22,7 @@ async fn call_from(
     ip: IpAddr,
     mut req: Request<Body>,
 ) -> (StatusCode, serde_json::Value, http::HeaderMap) {
-    req.extensions_mut().insert(ClientIp(ip));
+    req.extensions_mut().insert(Caller::at(ip));
     let resp = router(idp.clone()).oneshot(req).await.unwrap();
     let (status, headers) = (resp.status(), resp.headers().clone());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -260,7 +260,7 @@ async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
         let req = get(query).unwrap();
         let mut req = req;
         req.extensions_mut()
-            .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            .insert(Caller::at(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let resp = router(idp.clone()).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{field}");
         assert!(resp.headers().get(http::header::LOCATION).is_none());
@@ -274,7 +274,7 @@ async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
     // Within the limits, the confirmation page.
     let mut req = get("state=ok".into()).unwrap();
     req.extensions_mut()
-        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        .insert(Caller::at(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let resp = router(idp.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -286,6 +286,11 @@ pub fn certificate_expiry(certificate: &str, seconds: i64) {
     gauge!(CERT_EXPIRY, "certificate" => certificate.to_owned()).set(seconds as f64);
 }
 
+/// A certificate no longer in use (a revoked connector's): its series shows NaN.
+pub fn certificate_expiry_unknown(certificate: &str) {
+    gauge!(CERT_EXPIRY, "certificate" => certificate.to_owned()).set(f64::NAN);
+}
+
 /// A store operation took this long.
 pub fn store_operation(operation: &'static str, took: Duration) {
     histogram!(STORE_DURATION, "operation" => operation).record(took.as_secs_f64());

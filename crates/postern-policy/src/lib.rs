@@ -9,6 +9,7 @@
 
 mod compile;
 mod country;
+mod device;
 mod model;
 mod strength;
 
@@ -16,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use compile::{Known, Policies, PolicyError};
+pub use device::{device_detail, USER_AGENT_BYTES};
 pub use model::{
     AppTarget, Conditions, Control, Grant, LocationTarget, NamedLocation, Platform, Policy,
     PolicyState, RiskLevel, SessionControls, Targets, TimeWindow, UserTarget, Weekday,

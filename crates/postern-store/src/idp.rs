@@ -1244,6 +1244,7 @@ impl Store {
                 client_id: r.get(4),
                 outcome: r.get(5),
                 reason: r.get(6),
+                ..SigninEvent::default()
             })
             .collect())
     }
@@ -1629,6 +1630,7 @@ mod tests {
                 client_id: Some("c".repeat(15 * 1024)),
                 outcome: "failure".into(),
                 reason: "unknown_user".into(),
+                ..SigninEvent::default()
             })
             .await
             .unwrap();
@@ -1661,6 +1663,7 @@ mod tests {
                     client_id: None,
                     outcome: "failure".into(),
                     reason: "unknown_user".into(),
+                    ..SigninEvent::default()
                 })
                 .await
                 .unwrap();

@@ -257,7 +257,7 @@ impl std::fmt::Debug for SigningKey {
 }
 
 /// One sign-in attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SigninEvent {
     pub at_ms: i64,
     pub email: String,
@@ -269,6 +269,12 @@ pub struct SigninEvent {
     /// A stable reason code: `ok_password`, `bad_password`, `unknown_user`, `disabled`,
     /// `throttled`, `busy`, `oversized_input`, `bad_otp`, …
     pub reason: String,
+    /// The request ID of the step (the sign-in log's `correlationId`).
+    pub request_id: String,
+    /// The system and browser the `User-Agent` names.
+    pub operating_system: Option<String>,
+    pub browser: Option<String>,
+    pub location: Option<crate::Location>,
 }
 
 /// How long what the provider records is kept; [`crate::Store::prune_idp`] deletes the rest.

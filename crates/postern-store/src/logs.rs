@@ -278,6 +278,20 @@ pub struct NewSignin {
     pub authentication_methods: Vec<String>,
     /// Who checked the credentials: the issuer's URL, or `postern-idp`.
     pub issuer: String,
+    /// Where the address is, when a location database is configured and knows it.
+    pub location: Option<Location>,
+}
+
+/// Where a client address is, as a location database (`--geoip-db`) tells: Entra's
+/// `signIn.location`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Location {
+    pub city: Option<String>,
+    pub state: Option<String>,
+    /// ISO 3166-1 alpha-2 code.
+    pub country_or_region: Option<String>,
+    /// Latitude and longitude in degrees.
+    pub coordinates: Option<(f64, f64)>,
 }
 
 /// A stored sign-in.
@@ -359,7 +373,27 @@ fn signin_hash(prev: &str, id: i64, uid: &str, s: &NewSignin) -> String {
             &s.issuer,
         ],
     );
-    chain::record_hash(prev, &[&encoding])
+    match &s.location {
+        None => chain::record_hash(prev, &[&encoding]),
+        // A located record hashes its location too; one without hashes as before it existed.
+        Some(l) => {
+            let (lat, lon) = match l.coordinates {
+                Some((lat, lon)) => (format!("s{lat}"), format!("s{lon}")),
+                None => ("n".to_owned(), "n".to_owned()),
+            };
+            let place = chain::record_hash(
+                "",
+                &[
+                    &opt(&l.city),
+                    &opt(&l.state),
+                    &opt(&l.country_or_region),
+                    &lat,
+                    &lon,
+                ],
+            );
+            chain::record_hash(prev, &[&encoding, &place])
+        }
+    }
 }
 
 /// The built-in provider's record of a sign-in step as a sign-in: `app` is the app its client
@@ -383,7 +417,7 @@ pub(crate) fn from_idp_event(e: &crate::SigninEvent, app: Option<(String, String
         app_display_name: app_name,
         ip_address: e.ip.clone(),
         client_app_used: BROWSER.to_owned(),
-        correlation_id: String::new(),
+        correlation_id: e.request_id.clone(),
         is_interactive: true,
         result: if success {
             SigninResult::Success
@@ -396,11 +430,12 @@ pub(crate) fn from_idp_event(e: &crate::SigninEvent, app: Option<(String, String
         } else {
             e.reason.replace('_', " ")
         },
-        operating_system: None,
-        browser: None,
+        operating_system: e.operating_system.clone(),
+        browser: e.browser.clone(),
         authentication_requirement: requirement.to_owned(),
         authentication_methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         issuer: BUILT_IN_ISSUER.to_owned(),
+        location: e.location.clone(),
     }
 }
 
@@ -439,13 +474,22 @@ fn bounded(s: &NewSignin) -> NewSignin {
             .map(str::to_owned)
             .collect(),
         issuer: c(&s.issuer),
+        location: s.location.as_ref().map(|l| Location {
+            city: co(&l.city),
+            state: co(&l.state),
+            country_or_region: co(&l.country_or_region),
+            coordinates: l
+                .coordinates
+                .filter(|(lat, lon)| lat.is_finite() && lon.is_finite()),
+        }),
     }
 }
 
 const SIGNIN_COLUMNS: &str = "id, uid, at_ms, user_id, user_principal_name, app_id, \
     app_display_name, ip_address, client_app_used, correlation_id, is_interactive, result, \
     error_code, failure_reason, operating_system, browser, authentication_requirement, \
-    authentication_methods, issuer, prev_hash, hash";
+    authentication_methods, issuer, prev_hash, hash, location_city, location_state, \
+    location_country, location_latitude, location_longitude, located";
 
 fn signin_from_row(r: &SqliteRow) -> Signin {
     let methods: String = r.get(17);
@@ -478,6 +522,12 @@ fn signin_from_row(r: &SqliteRow) -> Signin {
                 .map(str::to_owned)
                 .collect(),
             issuer: r.get(18),
+            location: (r.get::<i64, _>(26) != 0).then(|| Location {
+                city: r.get(21),
+                state: r.get(22),
+                country_or_region: r.get(23),
+                coordinates: r.get::<Option<f64>, _>(24).zip(r.get::<Option<f64>, _>(25)),
+            }),
         },
     }
 }
@@ -492,7 +542,8 @@ impl Store {
         let hash = signin_hash(&prev, id, &uid, &s);
         sqlx::query(&format!(
             "INSERT INTO signins ({SIGNIN_COLUMNS})
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                     ?, ?, ?, ?, ?, ?)"
         ))
         .bind(id)
         .bind(&uid)
@@ -515,6 +566,16 @@ impl Store {
         .bind(&s.issuer)
         .bind(&prev)
         .bind(&hash)
+        .bind(s.location.as_ref().and_then(|l| l.city.as_deref()))
+        .bind(s.location.as_ref().and_then(|l| l.state.as_deref()))
+        .bind(
+            s.location
+                .as_ref()
+                .and_then(|l| l.country_or_region.as_deref()),
+        )
+        .bind(s.location.as_ref().and_then(|l| l.coordinates).map(|c| c.0))
+        .bind(s.location.as_ref().and_then(|l| l.coordinates).map(|c| c.1))
+        .bind(s.location.is_some())
         .execute(&mut *tx)
         .await?;
         chain::advance(&mut tx, Log::Signins, &hash).await?;

@@ -41,6 +41,7 @@ fn signin(user: &str, app: &str, at_ms: i64, result: SigninResult) -> NewSignin 
         authentication_requirement: SINGLE_FACTOR.into(),
         authentication_methods: vec!["password".into()],
         issuer: "https://issuer.example".into(),
+        location: None,
     }
 }
 
@@ -371,4 +372,65 @@ async fn export_cursors_only_move_forward() {
         .unwrap();
     assert_eq!(store.export_cursor("file", Log::Audit).await.unwrap(), 5);
     assert_eq!(store.export_cursor("file", Log::Signins).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_located_sign_in_keeps_its_place_and_the_chain_covers_it() {
+    let (_dir, store) = store().await;
+    let mut located = signin("a@example.com", "wiki", 1000, SigninResult::Success);
+    located.location = Some(Location {
+        city: Some("Bracknell".into()),
+        state: Some("England".into()),
+        country_or_region: Some("GB".into()),
+        coordinates: Some((51.4035987854, -0.7617999911)),
+    });
+    store.record_sign_in(&located).await.unwrap();
+    // Known to the database but not placed anywhere: stored as located, every part empty.
+    let mut nowhere = signin("a@example.com", "wiki", 1001, SigninResult::Success);
+    nowhere.location = Some(Location::default());
+    store.record_sign_in(&nowhere).await.unwrap();
+    store
+        .record_sign_in(&signin(
+            "a@example.com",
+            "wiki",
+            1002,
+            SigninResult::Success,
+        ))
+        .await
+        .unwrap();
+    let page = store
+        .signins(&SigninQuery {
+            limit: 10,
+            ..SigninQuery::default()
+        })
+        .await
+        .unwrap();
+    let places: Vec<_> = page
+        .iter()
+        .rev()
+        .map(|s| s.record.location.clone())
+        .collect();
+    assert_eq!(
+        places,
+        [located.location.clone(), Some(Location::default()), None]
+    );
+    let v = store.verify_log(Log::Signins).await.unwrap();
+    assert_eq!((v.records, v.broken), (3, None));
+
+    sql(
+        &store,
+        "UPDATE signins SET location_country = 'FR' WHERE id = 1",
+    )
+    .await;
+    assert_eq!(
+        broken(&store, Log::Signins).await,
+        Some(Broken::Altered { id: 1 })
+    );
+    let (_dir, store) = self::store().await;
+    store.record_sign_in(&located).await.unwrap();
+    sql(&store, "UPDATE signins SET located = 0 WHERE id = 1").await;
+    assert_eq!(
+        broken(&store, Log::Signins).await,
+        Some(Broken::Altered { id: 1 })
+    );
 }

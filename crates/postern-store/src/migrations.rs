@@ -314,6 +314,14 @@ const MIGRATIONS: &[&str] = &[
         last_id INTEGER NOT NULL,
         PRIMARY KEY (sink, log)
     );",
+    // 10: where each sign-in came from, when a location database is configured (`located` tells
+    // a record with an unknown place from one made without a database).
+    "ALTER TABLE signins ADD COLUMN location_city TEXT;
+    ALTER TABLE signins ADD COLUMN location_state TEXT;
+    ALTER TABLE signins ADD COLUMN location_country TEXT;
+    ALTER TABLE signins ADD COLUMN location_latitude REAL;
+    ALTER TABLE signins ADD COLUMN location_longitude REAL;
+    ALTER TABLE signins ADD COLUMN located INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

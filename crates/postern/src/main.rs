@@ -105,6 +105,11 @@ struct EdgeArgs {
     /// Show query strings in the access log (they may carry secrets; off by default).
     #[arg(long, requires = "access_log")]
     access_log_query: bool,
+    /// A MaxMind-format location database (.mmdb: GeoLite2/GeoIP2 City or Country, or the flat
+    /// ip-location-db builds); repeat for several (e.g. IPv4 and IPv6), searched in order. Sign-ins
+    /// then record where they came from. A database without countries is refused at start.
+    #[arg(long, value_name = "FILE")]
+    geoip_db: Vec<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -393,6 +398,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.metrics_listen = args.metrics_listen;
     config.access_log = args.access_log;
     config.access_log_query = args.access_log_query;
+    config.geoip_db = args.geoip_db;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

@@ -165,6 +165,19 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
             "postern_certificate_expiry_seconds{certificate=\"edge\"}"
         ) > Some(0.0)
     );
+    // Each connector's certificate on the edge too (the connector's own listener is opt-in):
+    // issued for a year by default.
+    let connector_cert = sample(
+        &exposition,
+        &format!(
+            "postern_certificate_expiry_seconds{{certificate=\"connector:{}\"}}",
+            connector.id
+        ),
+    );
+    assert!(
+        connector_cert.is_some_and(|s| s > 300.0 * 86400.0 && s <= 366.0 * 86400.0),
+        "{connector_cert:?} {exposition}"
+    );
     assert_eq!(
         sample(
             &exposition,

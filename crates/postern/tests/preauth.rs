@@ -885,7 +885,20 @@ async fn a_user_signs_in_and_out_in_headless_chromium() {
 
 #[tokio::test]
 async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
-    let edge = Edge::start(&[]).await;
+    // Loopback placed in Reykjavík, ahead of the real GeoLite2 database (which places nothing
+    // private): every sign-in below records where it came from.
+    let geo = tempfile::tempdir().unwrap();
+    let loopback = common::geoip::loopback_in_reykjavik(geo.path());
+    let [v4, v6] = common::geoip::geolite2();
+    let edge = Edge::start(&[
+        "--geoip-db",
+        loopback.to_str().unwrap(),
+        "--geoip-db",
+        v4.to_str().unwrap(),
+        "--geoip-db",
+        v6.to_str().unwrap(),
+    ])
+    .await;
     let app = backends::app().await;
     edge.group("g").await;
     let pw = edge.dir.path().join("pw");
@@ -1012,6 +1025,30 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
             .all(|s| s["authenticationMethodsUsed"] == json!(["password"])),
         "{log}"
     );
+    // Each record names its request and where it came from, at either side; Cy's, made in
+    // Chromium, name the browser too.
+    for s in rows {
+        assert_eq!(s["correlationId"].as_str().unwrap().len(), 32, "{s}");
+        if s["userPrincipalName"] == "cy@example.com" {
+            assert_eq!(s["deviceDetail"]["operatingSystem"], "Linux", "{s}");
+            assert!(
+                s["deviceDetail"]["browser"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("Chrome ")),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            s["location"],
+            json!({
+                "city": "Reykjavik",
+                "state": "Capital Region",
+                "countryOrRegion": "IS",
+                "geoCoordinates": {"latitude": 64.1466, "longitude": -21.9426},
+            }),
+            "{s}"
+        );
+    }
     edge.admin_ok(&["logs", "verify"]).await;
 }
 

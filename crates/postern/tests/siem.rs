@@ -1,5 +1,6 @@
 //! Export to a SIEM with the real binary: Debian's rsyslog receives every audit record over TCP
-//! (RFC 5424, octet-counted), and the JSON-lines file rotates by size and holds them too.
+//! and over TLS (RFC 5424, octet-counted), and the JSON-lines file rotates by size and holds them
+//! too.
 
 mod common;
 
@@ -13,17 +14,19 @@ const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 /// How long a wait for something that must happen may last before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// An unprivileged rsyslogd with its own config: `imtcp` on a loopback port, every message's
-/// MSGID and MSG written to `out`.
+/// An unprivileged rsyslogd with its own config: `imtcp` on a loopback port (plain, or TLS with
+/// GnuTLS and a certificate from its own CA), every message's MSGID and MSG written to `out`.
 struct Rsyslog {
     child: tokio::process::Child,
     port: u16,
     out: PathBuf,
+    /// With TLS: the CA that issued the server's certificate (PEM).
+    ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl Rsyslog {
-    async fn start() -> Rsyslog {
+    async fn start(tls: bool) -> Rsyslog {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "rsyslog is not installed; run scripts/install-deps.sh"
@@ -38,11 +41,44 @@ impl Rsyslog {
                 .port();
             let out = dir.path().join("out.log");
             let conf = dir.path().join("rsyslog.conf");
+            let (global, module, ca) = if tls {
+                let d = dir.path();
+                let ca = postern_pki::Ca::load_or_create(
+                    &d.join("ca.pem"),
+                    &d.join("ca-key.pem"),
+                    "syslog test CA",
+                )
+                .unwrap();
+                let (chain, key) = ca.issue_server(&["127.0.0.1".to_owned()]).unwrap();
+                let certs: String = chain
+                    .iter()
+                    .map(|c| common::to_pem("CERTIFICATE", c))
+                    .collect();
+                std::fs::write(d.join("cert.pem"), certs).unwrap();
+                std::fs::write(
+                    d.join("key.pem"),
+                    common::to_pem("PRIVATE KEY", key.secret_der()),
+                )
+                .unwrap();
+                (
+                    format!(
+                        r#" DefaultNetstreamDriver="gtls"
+    DefaultNetstreamDriverCAFile="{d}/ca.pem"
+    DefaultNetstreamDriverCertFile="{d}/cert.pem"
+    DefaultNetstreamDriverKeyFile="{d}/key.pem""#,
+                        d = d.display()
+                    ),
+                    r#" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon""#,
+                    Some(d.join("ca.pem")),
+                )
+            } else {
+                (String::new(), "", None)
+            };
             std::fs::write(
                 &conf,
                 format!(
-                    r#"global(workDirectory="{dir}")
-module(load="imtcp")
+                    r#"global(workDirectory="{dir}"{global})
+module(load="imtcp"{module})
 input(type="imtcp" address="127.0.0.1" port="{port}")
 template(name="record" type="string" string="%msgid% %msg%\n")
 action(type="omfile" file="{out}" template="record")
@@ -83,6 +119,7 @@ action(type="omfile" file="{out}" template="record")
                     child,
                     port,
                     out,
+                    ca,
                     _dir: dir,
                 };
             }
@@ -112,9 +149,67 @@ async fn wait_for_all(what: &str, ids: &[String], read: impl Fn() -> String) {
     assert!(all.is_ok(), "{what} lacks records: {}", read());
 }
 
+/// Waits until rsyslog's file holds every one of `ids`, then checks each line: the record's ID
+/// (hex digits) as the MSGID, the record as JSON.
+async fn rsyslog_received(syslog: &Rsyslog, ids: &[String], action: &str) {
+    let out = syslog.out.clone();
+    wait_for_all("rsyslog's file", ids, || {
+        std::fs::read_to_string(&out).unwrap_or_default()
+    })
+    .await;
+    let received = std::fs::read_to_string(&out).unwrap();
+    for line in received.lines() {
+        let (msgid, msg) = line.split_once(' ').unwrap();
+        let record: Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(
+            record["id"].as_str().unwrap().replace('-', ""),
+            msgid,
+            "{line}"
+        );
+        assert_eq!(record["log"], "audit");
+        assert_eq!(record["action"], action);
+    }
+}
+
+/// The IDs of the audit log's newest records.
+async fn audit_ids(edge: &Edge) -> Vec<String> {
+    let page: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["logs", "audit", "--json", "--limit", "100"])
+            .await,
+    )
+    .unwrap();
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["uid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_records_reach_rsyslog_over_tls_checked_against_its_ca() {
+    let syslog = Rsyslog::start(true).await;
+    let ca = syslog.ca.clone().unwrap();
+    let target = format!("tls://127.0.0.1:{}", syslog.port);
+    let edge = Edge::start(&[
+        "--siem-syslog",
+        &target,
+        "--siem-syslog-ca",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    for i in 0..3 {
+        edge.group(&format!("g{i}")).await;
+    }
+    let ids = audit_ids(&edge).await;
+    assert_eq!(ids.len(), 3);
+    rsyslog_received(&syslog, &ids, "group.create").await;
+}
+
 #[tokio::test]
 async fn audit_records_reach_rsyslog_over_tcp_and_a_rotating_file() {
-    let syslog = Rsyslog::start().await;
+    let syslog = Rsyslog::start(false).await;
     let files = tempfile::tempdir().unwrap();
     let file = files.path().join("siem.jsonl");
     let target = format!("tcp://127.0.0.1:{}", syslog.port);
@@ -132,38 +227,9 @@ async fn audit_records_reach_rsyslog_over_tcp_and_a_rotating_file() {
     for i in 0..12 {
         edge.group(&format!("g{i}")).await;
     }
-    let page: Value = serde_json::from_str(
-        &edge
-            .admin_ok(&["logs", "audit", "--json", "--limit", "100"])
-            .await,
-    )
-    .unwrap();
-    let ids: Vec<String> = page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["uid"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = audit_ids(&edge).await;
     assert_eq!(ids.len(), 12);
-
-    // rsyslog has each record, its ID's hex digits as the MSGID and the record as JSON.
-    let out = syslog.out.clone();
-    wait_for_all("rsyslog's file", &ids, || {
-        std::fs::read_to_string(&out).unwrap_or_default()
-    })
-    .await;
-    let received = std::fs::read_to_string(&out).unwrap();
-    for line in received.lines() {
-        let (msgid, msg) = line.split_once(' ').unwrap();
-        let record: Value = serde_json::from_str(msg).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert_eq!(
-            record["id"].as_str().unwrap().replace('-', ""),
-            msgid,
-            "{line}"
-        );
-        assert_eq!(record["log"], "audit");
-        assert_eq!(record["action"], "group.create");
-    }
+    rsyslog_received(&syslog, &ids, "group.create").await;
 
     // The file has them all across its rotations, each line a whole record.
     let rotated = |n: u32| PathBuf::from(format!("{}.{n}", file.display()));

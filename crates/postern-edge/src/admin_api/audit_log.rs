@@ -126,8 +126,9 @@ pub struct SigninView {
     pub is_interactive: bool,
     pub status: SigninStatus,
     pub device_detail: DeviceDetail,
-    /// Always null: no location database is configured (not supported yet).
-    pub location: Option<serde_json::Value>,
+    /// Where the client was, when the edge has a location database (`--geoip-db`); its parts
+    /// are null where the database does not know them.
+    pub location: Option<SigninLocation>,
     pub authentication_requirement: String,
     pub authentication_methods_used: Vec<String>,
     /// Postern has no conditional access: always `notApplied`.
@@ -142,6 +143,22 @@ pub struct SigninStatus {
     /// `0` on success, otherwise Postern's stable reason code.
     pub error_code: String,
     pub failure_reason: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigninLocation {
+    pub city: Option<String>,
+    pub state: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country_or_region: Option<String>,
+    pub geo_coordinates: Option<GeoCoordinates>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct GeoCoordinates {
+    pub latitude: f64,
+    pub longitude: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -179,7 +196,15 @@ impl SigninView {
                 operating_system: r.operating_system,
                 browser: r.browser,
             },
-            location: None,
+            location: r.location.map(|l| SigninLocation {
+                city: l.city,
+                state: l.state,
+                country_or_region: l.country_or_region,
+                geo_coordinates: l.coordinates.map(|(latitude, longitude)| GeoCoordinates {
+                    latitude,
+                    longitude,
+                }),
+            }),
             authentication_requirement: r.authentication_requirement,
             authentication_methods_used: r.authentication_methods,
             conditional_access_status: "notApplied".to_owned(),

@@ -540,6 +540,7 @@ async fn record_signin(
         client_ip: req.client_ip,
         request_id: req.request_id,
         interactive,
+        location: shared.geoip.sign_in_location(req.client_ip),
     };
     crate::signins::record(&shared.store, &shared.auth.signins, &attempt, who, refusal).await;
 }

@@ -5,6 +5,7 @@
 
 pub mod backends;
 pub mod browser;
+pub mod geoip;
 pub mod issuer;
 pub mod load;
 
