@@ -28,10 +28,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Either the app's streamed response, which keeps its tunnel counted as busy until it ends, or a
 /// page the edge wrote itself.
 pub enum EdgeBody {
-    App {
-        body: AppStream,
-        in_flight: Option<InFlight>,
-    },
+    App(AppStream),
     Page(Full<Bytes>),
 }
 
@@ -42,13 +39,18 @@ impl EdgeBody {
 
     /// An app's response streamed from a tunnel, watched for a user who stops reading it.
     pub fn app(body: Incoming, in_flight: InFlight, stalls: &Arc<StallWatch>) -> EdgeBody {
-        EdgeBody::App {
-            body: AppStream::Direct {
+        let stream = Arc::new(WatchedStream {
+            streaming: Mutex::new(Some(Streaming {
                 body,
-                watch: stalls.clone(),
-            },
-            in_flight: Some(in_flight),
-        }
+                _in_flight: in_flight,
+            })),
+            // Waiting for the user from the start: a client that never takes the first frame
+            // (an HTTP/2 stream with no window) holds tunnel window as surely as one that
+            // stops later.
+            waiting_for_user_since: AtomicU64::new(coarse_now()),
+        });
+        stalls.add(&stream);
+        EdgeBody::App(AppStream(stream))
     }
 }
 
@@ -61,14 +63,7 @@ impl Body for EdgeBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            EdgeBody::App { body, in_flight } => {
-                let polled = body.poll(cx);
-                if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-                    // The stream is over: the tunnel is no longer busy with it.
-                    in_flight.take();
-                }
-                polled
-            }
+            EdgeBody::App(stream) => stream.poll(cx),
             EdgeBody::Page(full) => match Pin::new(full).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -80,111 +75,81 @@ impl Body for EdgeBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            EdgeBody::App { body, .. } => body.is_end_stream(),
+            EdgeBody::App(stream) => stream.is_end_stream(),
             EdgeBody::Page(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            EdgeBody::App { body, .. } => body.size_hint(),
+            EdgeBody::App(stream) => stream.size_hint(),
             EdgeBody::Page(full) => full.size_hint(),
         }
     }
 }
 
-/// An app's response body. Responses that fit in one frame (most of them) stay `Direct` and cost
-/// nothing more; a longer one is handed to the [`StallWatch`] once its first frame is out, so the
-/// watch can drop it if the user stops reading.
-pub enum AppStream {
-    Direct {
-        body: Incoming,
-        watch: Arc<StallWatch>,
-    },
-    Watched(Arc<WatchedStream>),
-    /// Momentarily, while moving from `Direct` to `Watched`.
-    Moving,
-}
+/// An app's response body, shared with the [`StallWatch`] so the watch can take it away (reset
+/// its tunnel stream, free the tunnel) when the user stops reading.
+pub struct AppStream(Arc<WatchedStream>);
 
 /// A response stream the stall watch can take away from its body.
 pub struct WatchedStream {
-    body: Mutex<Option<Incoming>>,
-    /// Milliseconds (on [`coarse_now`]'s clock) since which the stream's last frame has been
-    /// waiting for the user to take it; `u64::MAX` while the stream waits for the app instead.
+    /// `None` once the stream ended, failed or was reset by the watch.
+    streaming: Mutex<Option<Streaming>>,
+    /// Milliseconds (on [`coarse_now`]'s clock) since which the stream has been waiting for the
+    /// user to take a frame; `u64::MAX` while it waits for the app instead, or once it is over.
     waiting_for_user_since: AtomicU64,
+}
+
+struct Streaming {
+    body: Incoming,
+    /// The tunnel counts as busy with this stream until it is dropped.
+    _in_flight: InFlight,
 }
 
 impl AppStream {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self {
-            AppStream::Direct { body, .. } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(_))) = &polled {
-                    if !body.is_end_stream() {
-                        self.watch();
-                    }
-                }
-                polled.map(|f| f.map(|r| r.map_err(Into::into)))
+        let w = &self.0;
+        let mut slot = w.streaming.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(streaming) = slot.as_mut() else {
+            return Poll::Ready(Some(Err(StreamStalled.into())));
+        };
+        let polled = Pin::new(&mut streaming.body).poll_frame(cx);
+        let since = match &polled {
+            Poll::Ready(Some(Ok(_))) => coarse_now(),
+            Poll::Pending => u64::MAX,
+            // The stream is over: the tunnel is no longer busy with it.
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                *slot = None;
+                u64::MAX
             }
-            AppStream::Watched(w) => {
-                let mut slot = w.body.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(body) = slot.as_mut() else {
-                    return Poll::Ready(Some(Err(StreamStalled.into())));
-                };
-                let polled = Pin::new(body).poll_frame(cx);
-                let since = match &polled {
-                    Poll::Ready(Some(Ok(_))) => coarse_now(),
-                    _ => u64::MAX,
-                };
-                w.waiting_for_user_since.store(since, Ordering::Relaxed);
-                polled.map(|f| f.map(|r| r.map_err(Into::into)))
-            }
-            AppStream::Moving => Poll::Ready(None),
-        }
-    }
-
-    /// Hands the stream to the stall watch: its first frame is out and more are coming.
-    fn watch(&mut self) {
-        if let AppStream::Direct { body, watch } = std::mem::replace(self, AppStream::Moving) {
-            let watched = Arc::new(WatchedStream {
-                body: Mutex::new(Some(body)),
-                waiting_for_user_since: AtomicU64::new(coarse_now()),
-            });
-            watch.add(&watched);
-            *self = AppStream::Watched(watched);
-        }
+        };
+        w.waiting_for_user_since.store(since, Ordering::Relaxed);
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            AppStream::Direct { body, .. } => body.is_end_stream(),
-            AppStream::Watched(w) => w
-                .body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_none_or(Body::is_end_stream),
-            AppStream::Moving => true,
-        }
+        self.0
+            .streaming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|s| s.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            AppStream::Direct { body, .. } => body.size_hint(),
-            AppStream::Watched(w) => w
-                .body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map_or_else(SizeHint::default, Body::size_hint),
-            AppStream::Moving => SizeHint::with_exact(0),
-        }
+        self.0
+            .streaming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |s| s.body.size_hint())
     }
 }
 
 /// The user stopped reading a response; the edge reset its stream.
 #[derive(Debug, thiserror::Error)]
-#[error("the client read nothing of the response within the stall timeout; its stream was reset")]
+#[error("the client read nothing of the response within the stall timeout, or while too many others did not either; its stream was reset")]
 pub struct StreamStalled;
 
 /// Milliseconds since the process's first call: a clock the watched streams and the watch share.
@@ -193,31 +158,60 @@ fn coarse_now() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
-/// The responses in flight that span more than one frame, checked now and then for a user who
-/// stopped reading.
+/// How long a response may wait for its user before it counts against the stalled-stream
+/// budget: far longer than a reading client takes to drain one frame from its socket buffer.
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
+/// How often the watch looks, at most (or a quarter of the stall timeout when shorter).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The responses in flight, checked now and then for users who stopped reading: a stream that
+/// waited for its user for the stall timeout is reset, and when more than `budget` streams have
+/// waited past [`STALL_GRACE`], the longest-waiting are reset down to it.
+///
+/// **Invariant:** with the budget at most the tunnel's connection window over the stream
+/// window, stalled clients together never hold more than that share of any tunnel's window,
+/// however many addresses they come from.
 pub struct StallWatch {
     timeout: Duration,
+    /// Streams allowed to wait past the grace at once; 0: no budget.
+    budget: usize,
     streams: Mutex<Vec<Weak<WatchedStream>>>,
 }
 
+/// What one sweep reset.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Streams that waited for their user for the stall timeout.
+    pub timed_out: usize,
+    /// Streams reset, longest-waiting first, to bring the stalled ones within the budget.
+    pub over_budget: usize,
+}
+
 impl StallWatch {
-    /// A watch that resets streams stalled for `timeout`, checking every quarter of it.
-    pub fn start(timeout: Duration) -> Arc<StallWatch> {
+    /// A watch that resets streams stalled for `timeout`, and the longest-stalled beyond
+    /// `budget`, checking every second (or every quarter of a shorter timeout).
+    pub fn start(timeout: Duration, budget: usize) -> Arc<StallWatch> {
         let watch = Arc::new(StallWatch {
             timeout,
+            budget,
             streams: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&watch);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval((timeout / 4).max(Duration::from_millis(100)));
+            let every = (timeout / 4).clamp(Duration::from_millis(100), SWEEP_EVERY);
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let Some(watch) = weak.upgrade() else { return };
-                let reset = watch.sweep(coarse_now());
-                if reset > 0 {
+                let swept = watch.sweep(coarse_now());
+                if swept != Swept::default() {
+                    postern_obs::metrics::streams_reset("stall_timeout", swept.timed_out);
+                    postern_obs::metrics::streams_reset("stall_budget", swept.over_budget);
                     tracing::info!(
-                        streams = reset,
+                        timed_out = swept.timed_out,
+                        over_budget = swept.over_budget,
                         timeout_secs = watch.timeout.as_secs(),
+                        budget = watch.budget,
                         "reset response streams whose clients stopped reading"
                     );
                 }
@@ -233,11 +227,14 @@ impl StallWatch {
             .push(Arc::downgrade(stream));
     }
 
-    /// Forgets finished streams and drops the bodies of those that waited for their user past
-    /// the timeout (at `now`, on [`coarse_now`]'s clock). Returns how many it reset.
-    fn sweep(&self, now: u64) -> usize {
+    /// Forgets finished streams, resets those that waited for their user past the timeout, and
+    /// then the longest-waiting of those past the grace beyond the budget (at `now`, on
+    /// [`coarse_now`]'s clock).
+    fn sweep(&self, now: u64) -> Swept {
         let timeout = self.timeout.as_millis() as u64;
-        let mut stalled = Vec::new();
+        let grace = STALL_GRACE.as_millis() as u64;
+        let mut timed_out = Vec::new();
+        let mut waiting = Vec::new();
         self.streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -246,20 +243,43 @@ impl StallWatch {
                     return false;
                 };
                 let since = stream.waiting_for_user_since.load(Ordering::Relaxed);
-                if since != u64::MAX && now.saturating_sub(since) >= timeout {
-                    stalled.push(stream);
+                if since == u64::MAX {
+                    return true;
+                }
+                let waited = now.saturating_sub(since);
+                if waited >= timeout {
+                    timed_out.push(stream);
                     return false;
+                }
+                if waited >= grace {
+                    waiting.push((since, stream));
                 }
                 true
             });
-        let reset = stalled.len();
-        for stream in stalled {
+        let mut over_budget = Vec::new();
+        if self.budget > 0 && waiting.len() > self.budget {
+            waiting.sort_unstable_by_key(|(since, _)| *since);
+            let excess = waiting.len() - self.budget;
+            over_budget.extend(waiting.into_iter().take(excess).map(|(_, s)| s));
+        }
+        let swept = Swept {
+            timed_out: timed_out.len(),
+            over_budget: over_budget.len(),
+        };
+        for stream in timed_out.into_iter().chain(over_budget) {
             // Dropping the tunnel body resets its stream and returns the data it held to the
             // tunnel's window; the user's side sees an error when (if ever) it reads again.
-            let body = stream.body.lock().unwrap_or_else(|p| p.into_inner()).take();
-            drop(body);
+            let streaming = stream
+                .streaming
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            stream
+                .waiting_for_user_since
+                .store(u64::MAX, Ordering::Relaxed);
+            drop(streaming);
         }
-        reset
+        swept
     }
 
     #[cfg(test)]
@@ -379,34 +399,80 @@ impl Body for UserBody {
 mod tests {
     use super::*;
 
+    fn stream(since: u64) -> Arc<WatchedStream> {
+        Arc::new(WatchedStream {
+            streaming: Mutex::new(None),
+            waiting_for_user_since: AtomicU64::new(since),
+        })
+    }
+
+    fn watch(budget: usize) -> StallWatch {
+        StallWatch {
+            timeout: Duration::from_secs(30),
+            budget,
+            streams: Mutex::new(Vec::new()),
+        }
+    }
+
     #[test]
     fn the_watch_forgets_finished_streams_and_resets_stalled_ones() {
-        let watch = StallWatch {
-            timeout: Duration::from_secs(30),
-            streams: Mutex::new(Vec::new()),
-        };
-        let waiting_for_app = Arc::new(WatchedStream {
-            body: Mutex::new(None),
-            waiting_for_user_since: AtomicU64::new(u64::MAX),
-        });
-        let stalled = Arc::new(WatchedStream {
-            body: Mutex::new(None),
-            waiting_for_user_since: AtomicU64::new(1_000),
-        });
-        let finished = Arc::new(WatchedStream {
-            body: Mutex::new(None),
-            waiting_for_user_since: AtomicU64::new(1_000),
-        });
+        let watch = watch(0);
+        let waiting_for_app = stream(u64::MAX);
+        let stalled = stream(1_000);
+        let finished = stream(1_000);
         watch.add(&waiting_for_app);
         watch.add(&stalled);
         watch.add(&finished);
         drop(finished);
         // 29 s later: nothing has waited long enough; the finished stream is forgotten.
-        assert_eq!(watch.sweep(30_000 - 1), 0);
+        assert_eq!(watch.sweep(30_000 - 1), Swept::default());
         assert_eq!(watch.watched(), 2);
         // 30 s: the stalled one is reset; the one waiting for its app is not the user's fault.
-        assert_eq!(watch.sweep(31_000), 1);
+        assert_eq!(
+            watch.sweep(31_000),
+            Swept {
+                timed_out: 1,
+                over_budget: 0
+            }
+        );
         assert_eq!(watch.watched(), 1);
-        assert!(stalled.body.lock().unwrap().is_none());
+        assert_eq!(
+            stalled.waiting_for_user_since.load(Ordering::Relaxed),
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn past_the_budget_the_longest_stalled_are_reset_first() {
+        let watch = watch(3);
+        // Five streams stalled for 10 s down to 2 s, one just stalled, one reading.
+        let now = 100_000;
+        let stalled: Vec<_> = (0..5).map(|i| stream(now - 10_000 + i * 2_000)).collect();
+        let just_now = stream(now - 500);
+        let reading = stream(u64::MAX);
+        for s in stalled.iter().chain([&just_now, &reading]) {
+            watch.add(s);
+        }
+        assert_eq!(
+            watch.sweep(now),
+            Swept {
+                timed_out: 0,
+                over_budget: 2
+            }
+        );
+        let reset: Vec<bool> = stalled
+            .iter()
+            .map(|s| s.waiting_for_user_since.load(Ordering::Relaxed) == u64::MAX)
+            .collect();
+        assert_eq!(reset, [true, true, false, false, false]);
+        // Within the budget now: the next sweep resets nothing more.
+        assert_eq!(watch.sweep(now), Swept::default());
+        // Without a budget, only the timeout resets.
+        let unlimited = self::watch(0);
+        let many: Vec<_> = (0..100).map(|_| stream(now - 10_000)).collect();
+        for s in &many {
+            unlimited.add(s);
+        }
+        assert_eq!(unlimited.sweep(now), Swept::default());
     }
 }

@@ -68,6 +68,13 @@ pub const DEFAULT_REQUESTS_PER_IP: u32 = 500;
 /// tunnel's 512 MiB connection window, so one address can never block a tunnel, and keep that
 /// address's share of the app's connections bounded. 0 turns the limit off.
 pub const DEFAULT_REQUESTS_IN_FLIGHT_PER_IP: usize = 128;
+/// Responses whose clients have read nothing for [`crate::body::STALL_GRACE`] that may hold
+/// tunnel window at once, across the edge; past it the longest-stalled are reset. Each holds up
+/// to a stream window (2 MiB), so 128 hold at most half of one tunnel's 512 MiB connection window
+/// however many addresses they come from. 0 leaves only `stall_timeout`.
+pub const DEFAULT_STALLED_STREAMS: usize = (postern_proto::limits::TUNNEL_CONNECTION_WINDOW_BYTES
+    / postern_proto::limits::TUNNEL_STREAM_WINDOW_BYTES
+    / 2) as usize;
 /// Requests per second one app accepts from everyone together (burst twice as many); 0, the
 /// default, leaves apps unlimited.
 pub const DEFAULT_REQUESTS_PER_APP: u32 = 0;
@@ -89,6 +96,8 @@ pub struct Limits {
     pub requests_per_app: u32,
     /// 0 turns the limit off.
     pub requests_in_flight_per_ip: usize,
+    /// 0 turns the budget off.
+    pub stalled_streams: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +113,7 @@ impl Default for Limits {
             requests_per_ip: DEFAULT_REQUESTS_PER_IP,
             requests_per_app: DEFAULT_REQUESTS_PER_APP,
             requests_in_flight_per_ip: DEFAULT_REQUESTS_IN_FLIGHT_PER_IP,
+            stalled_streams: DEFAULT_STALLED_STREAMS,
         }
     }
 }

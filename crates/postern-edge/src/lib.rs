@@ -244,7 +244,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         rates: guard::Rates::new(&config_limits),
         in_flight: guard::InFlightPerAddress::new(config_limits.requests_in_flight_per_ip),
         refusal_log: log_budget::LogBudget::per_second(log_budget::REFUSAL_LINES_PER_SECOND),
-        stalls: body::StallWatch::start(config_limits.stall_timeout),
+        stalls: body::StallWatch::start(config_limits.stall_timeout, config_limits.stalled_streams),
         access_log,
         geoip,
         connector_certs: Default::default(),

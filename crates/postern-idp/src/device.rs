@@ -57,8 +57,9 @@ pub async fn start(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return oauth_error("invalid_request", "the body must be form-encoded").into_response();
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return crate::token::form_refusal(&e).into_response(),
     };
     let scope = form
         .get("scope")

@@ -75,11 +75,14 @@ pub fn page_with_script(status: StatusCode, title: &str, body: &str, passkey: bo
 
 /// A page that explains a problem and what to do; never a redirect.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let request = crate::request_id()
+        .map(|id| format!("<p>Request ID: <code>{}</code></p>", escape(&id)))
+        .unwrap_or_default();
     page(
         status,
         title,
         &format!(
-            "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>",
+            "<h1>{}</h1><p class=\"error\" role=\"alert\">{}</p>{request}",
             escape(title),
             escape(message)
         ),

@@ -330,7 +330,91 @@ pub fn router(idp: Arc<Idp>) -> Router {
         .route("/logout", get(logout::logout).post(logout::confirm))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(framing))
         .with_state(idp)
+}
+
+tokio::task_local! {
+    /// The edge's ID of the request being served, for the pages that name it.
+    static REQUEST_ID: String;
+}
+
+/// The edge's ID of the request being served (see [`Caller::request_id`]), if any.
+pub(crate) fn request_id() -> Option<String> {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|id| !id.is_empty())
+}
+
+/// The endpoints programs call, which answer RFC 6749 JSON errors rather than pages.
+fn answers_json(path: &str) -> bool {
+    matches!(path, "/token" | "/device_authorization" | "/userinfo")
+}
+
+/// Why the body of a request was refused before its handler ran, from the extractor's status.
+pub(crate) fn body_refusal(status: http::StatusCode) -> String {
+    match status {
+        http::StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "The request body is larger than {} KiB, the most the sign-in service reads.",
+            MAX_BODY_BYTES / 1024
+        ),
+        http::StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "The request body must be a form (application/x-www-form-urlencoded).".to_owned()
+        }
+        http::StatusCode::METHOD_NOT_ALLOWED => "This page does not answer that method.".to_owned(),
+        _ => "The form could not be read: a field is missing, repeated or malformed.".to_owned(),
+    }
+}
+
+/// Names the request in every answer (`X-Request-Id`, and on error pages), and turns the
+/// extractors' bare refusals (a body over [`MAX_BODY_BYTES`], a body that is not a form, a
+/// malformed form, a wrong method) into the provider's page or JSON error naming the cause.
+async fn framing(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let id = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.request_id.clone())
+        .unwrap_or_default();
+    let json = answers_json(req.uri().path());
+    let resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let status = resp.status();
+    let bare = status.is_client_error()
+        && resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    let mut resp = if !bare {
+        resp
+    } else if json {
+        let mut e = token::oauth_error("invalid_request", body_refusal(status));
+        e.status = status;
+        e.into_response()
+    } else {
+        let title = match status {
+            http::StatusCode::PAYLOAD_TOO_LARGE => "Request too large",
+            http::StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            _ => "Bad request",
+        };
+        let allow = resp.headers().get(http::header::ALLOW).cloned();
+        let mut page = REQUEST_ID.sync_scope(id.clone(), || {
+            html::error_page(status, title, &body_refusal(status))
+        });
+        if let Some(allow) = allow {
+            page.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        page
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        if !id.is_empty() {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+    }
+    resp
 }
 
 async fn not_found() -> axum::response::Response {

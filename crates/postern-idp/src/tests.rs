@@ -278,3 +278,76 @@ async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
     let resp = router(idp.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn bodies_refused_before_their_handler_name_the_cause_and_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into()).await.unwrap();
+    let send = |method: &str, path: &str, content_type: &str, body: String| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .unwrap();
+        let mut caller = Caller::at(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        caller.request_id = "0123456789abcdef0123456789abcdef".into();
+        req.extensions_mut().insert(caller);
+        let idp = idp.clone();
+        async move {
+            let resp = router(idp).oneshot(req).await.unwrap();
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, headers, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let form = "application/x-www-form-urlencoded";
+    let big = format!("email={}", "a".repeat(40_000));
+    for path in [
+        "/signin",
+        "/signin/mfa",
+        "/device",
+        "/device/decide",
+        "/logout",
+    ] {
+        let (status, headers, body) = send("POST", path, form, big.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(headers["x-request-id"], "0123456789abcdef0123456789abcdef");
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(body.contains("larger than 16 KiB"), "{path}: {body}");
+        assert!(
+            body.contains("0123456789abcdef0123456789abcdef"),
+            "{path}: {body}"
+        );
+    }
+    // The endpoints programs call answer JSON, with the cause.
+    for path in ["/token", "/device_authorization"] {
+        let (status, headers, body) = send("POST", path, form, big.clone()).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(headers["x-request-id"], "0123456789abcdef0123456789abcdef");
+        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"], "invalid_request");
+        assert!(
+            error["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("larger than 16 KiB"),
+            "{body}"
+        );
+        // Not a form: 400, as RFC 6749 answers a malformed request, saying so.
+        let (status, _, body) = send("POST", path, "text/plain", "x".into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(body.contains("must be a form"), "{body}");
+    }
+    let (status, _, body) = send("POST", "/signin", "text/plain", "x".into()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(body.contains("must be a form"), "{body}");
+    let (status, headers, body) = send("PUT", "/signin", form, String::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(headers.contains_key("allow"));
+    assert!(body.contains("does not answer that method"), "{body}");
+}

@@ -22,11 +22,21 @@ pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// An OAuth error answer.
 pub struct OAuthError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     error: &'static str,
     description: String,
     /// Set when the client tried HTTP Basic authentication (RFC 6749 section 5.2).
     basic_challenge: bool,
+}
+
+/// The error for a body the form extractor refused: 413 when too large, otherwise 400 (as RFC
+/// 6749 answers every malformed request), naming the cause.
+pub(crate) fn form_refusal(e: &axum::extract::rejection::FormRejection) -> OAuthError {
+    let mut refused = oauth_error("invalid_request", crate::body_refusal(e.status()));
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        refused.status = StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    refused
 }
 
 pub fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthError {
@@ -138,12 +148,9 @@ pub async fn token(
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        )
-        .into_response();
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return form_refusal(&e).into_response(),
     };
     match token_inner(&idp, &headers, &form).await {
         Ok(r) => r,

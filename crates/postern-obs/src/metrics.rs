@@ -31,6 +31,7 @@ const CONNECTORS_ONLINE: &str = "postern_connectors_online";
 const QUEUE_WAIT: &str = "postern_queue_wait_seconds";
 const QUEUE_TIMEOUTS: &str = "postern_queue_timeouts_total";
 const REFUSALS: &str = "postern_refusals_total";
+const STREAMS_RESET: &str = "postern_stalled_streams_reset_total";
 const SIGN_INS: &str = "postern_sign_ins_total";
 const PREAUTH: &str = "postern_preauth_decisions_total";
 const CERT_EXPIRY: &str = "postern_certificate_expiry_seconds";
@@ -103,6 +104,10 @@ fn describe() {
         "Requests that found no tunnel in time or a full queue, by app."
     );
     describe_counter!(REFUSALS, "Requests the edge refused, by refusal code.");
+    describe_counter!(
+        STREAMS_RESET,
+        "Response streams reset because their clients stopped reading, by cause."
+    );
     describe_counter!(SIGN_INS, "Sign-ins by app and result (success, failure).");
     describe_counter!(
         PREAUTH,
@@ -224,6 +229,14 @@ impl AppMetrics {
 impl std::fmt::Debug for AppMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AppMetrics")
+    }
+}
+
+/// `n` response streams were reset because their clients stopped reading: `stall_timeout`, or
+/// `stall_budget` (too many stalled at once).
+pub fn streams_reset(cause: &'static str, n: usize) {
+    if n > 0 {
+        counter!(STREAMS_RESET, "cause" => cause).increment(n as u64);
     }
 }
 

@@ -217,6 +217,11 @@ struct LimitArgs {
     /// counts while open); 0 turns the limit off.
     #[arg(long, default_value_t = limits::DEFAULT_REQUESTS_IN_FLIGHT_PER_IP)]
     requests_in_flight_per_ip: usize,
+    /// Responses whose clients have read nothing for 2 s that may hold tunnel window at once
+    /// (each up to 2 MiB), from all addresses together; past it the longest-stalled are reset.
+    /// 0 leaves only --stall-timeout.
+    #[arg(long, default_value_t = limits::DEFAULT_STALLED_STREAMS)]
+    stalled_streams: usize,
 }
 
 impl LimitArgs {
@@ -232,6 +237,7 @@ impl LimitArgs {
             requests_per_ip: self.requests_per_ip,
             requests_per_app: self.requests_per_app,
             requests_in_flight_per_ip: self.requests_in_flight_per_ip,
+            stalled_streams: self.stalled_streams,
         }
     }
 }

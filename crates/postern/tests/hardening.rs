@@ -491,3 +491,109 @@ async fn one_address_holds_only_so_many_requests_in_flight() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TLS connection to the edge's public listener from `from` (any 127.0.0.0/8 address).
+async fn tls_from(
+    edge: &Edge,
+    from: IpAddr,
+    host: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let tcp = socket.connect(edge.public).await.unwrap();
+    let config = postern_pki::client_config(&edge.ca_pem(), vec![alpn.to_vec()]).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stalled_clients_from_many_addresses_share_one_budget() {
+    // A stall timeout far beyond the test: only the budget of 8 stalled streams can act.
+    let (edge, app, _c) = published(
+        "budget.localhost",
+        &[
+            "--stall-timeout",
+            "10m",
+            "--stalled-streams",
+            "8",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .await;
+    let path = format!("/download?bytes={}", 64 * MIB);
+    // Four addresses, ten downloads each over HTTP/2 with a window of zero: the edge can never
+    // send them a byte, so it never takes a frame from the tunnel for them.
+    let mut stalled = Vec::new();
+    let mut conns = Vec::new();
+    for host in 2..6u8 {
+        let tls = tls_from(
+            &edge,
+            IpAddr::from([127, 0, 0, host]),
+            "budget.localhost",
+            b"h2",
+        )
+        .await;
+        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(backends::executor())
+            .initial_stream_window_size(0)
+            .adaptive_window(false)
+            .handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        conns.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..10 {
+            let req = http::Request::get(edge.url("budget.localhost", &path))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            stalled.push(sender.send_request(req).await.unwrap());
+        }
+        conns.push(tokio::spawn(async move {
+            // Keeps the connection (and its streams) open.
+            let _sender = sender;
+            std::future::pending::<()>().await;
+        }));
+    }
+    // Past the grace, all but the 8 most recent stalled streams are reset at the tunnel: the
+    // connector sees its downloads dropped, long before the stall timeout.
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = app.downloads.load(std::sync::atomic::Ordering::Relaxed);
+        if live <= 8 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{live} stalled downloads still hold the tunnel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everyone else is served, small and large alike.
+    let client = edge.client("budget.localhost");
+    let full = client
+        .get(edge.url("budget.localhost", &format!("/download?bytes={}", 8 * MIB)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(drain(full).await, (8 * MIB, true));
+    // The resets are counted by cause.
+    let (_, exposition) = common::plain_get(edge.metrics.unwrap(), "/metrics").await;
+    let reset: f64 = exposition
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("postern_stalled_streams_reset_total{cause=\"stall_budget\"} ")
+        })
+        .unwrap_or_else(|| panic!("no budget resets counted: {exposition}"))
+        .parse()
+        .unwrap();
+    assert!(reset >= 32.0, "{reset} resets counted");
+    drop(stalled);
+    for c in conns {
+        c.abort();
+    }
+}

@@ -21,16 +21,6 @@ fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// GETs `http://addr/path` (the metrics listener is plain HTTP): status and body.
-async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let resp = http()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
 /// Waits until `check` holds for the body of `http://addr/path`; returns it.
 async fn wait_body(addr: SocketAddr, path: &str, check: impl Fn(u16, &str) -> bool) -> String {
     let wait = async {
@@ -108,9 +98,12 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
         .await;
 
     // Health: alive, and ready once bound and loaded with the store answering.
-    assert_eq!(plain_get(metrics, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(plain_get(metrics, "/readyz").await.0, 200);
-    assert_eq!(plain_get(metrics, "/elsewhere").await.0, 404);
+    assert_eq!(
+        common::plain_get(metrics, "/healthz").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(common::plain_get(metrics, "/readyz").await.0, 200);
+    assert_eq!(common::plain_get(metrics, "/elsewhere").await.0, 404);
 
     let client = edge.client("echo.localhost");
     for _ in 0..3 {
@@ -127,7 +120,7 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let refused = wait_status(&client, &edge.url("echo.localhost", "/x"), 503).await;
     assert_eq!(refused, 503);
 
-    let exposition = plain_get(metrics, "/metrics").await.1;
+    let exposition = common::plain_get(metrics, "/metrics").await.1;
     promtool(&exposition, "edge");
     assert_eq!(
         sample(
@@ -210,7 +203,7 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     let connector_metrics: SocketAddr = line["fields"]["addr"].as_str().unwrap().parse().unwrap();
     let ready = wait_body(connector_metrics, "/readyz", |s, _| s == 200).await;
     assert_eq!(ready, "ready\n");
-    let exposition = plain_get(connector_metrics, "/metrics").await.1;
+    let exposition = common::plain_get(connector_metrics, "/metrics").await.1;
     promtool(&exposition, "connector");
     assert!(
         sample(
@@ -260,7 +253,10 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     edge.child.kill().await.unwrap();
     let not_ready = wait_body(connector_metrics, "/readyz", |s, _| s == 503).await;
     assert_eq!(not_ready, "not ready: no tunnel to the edge is up\n");
-    assert_eq!(plain_get(connector_metrics, "/healthz").await.0, 200);
+    assert_eq!(
+        common::plain_get(connector_metrics, "/healthz").await.0,
+        200
+    );
 }
 
 /// Requests `url` until it answers `status` (a config change reaching the edge); returns it.
@@ -502,7 +498,7 @@ async fn the_access_log_records_signed_in_refused_and_websocket_requests() {
 
     // The same requests, counted: the sign-in at the provider and at the edge's callback, the
     // pre-authentication decisions, the refusal, the store calls they made.
-    let exposition = plain_get(edge.metrics.unwrap(), "/metrics").await.1;
+    let exposition = common::plain_get(edge.metrics.unwrap(), "/metrics").await.1;
     promtool(&exposition, "edge");
     for (series, at_least) in [
         (
