@@ -157,6 +157,8 @@ pub struct EdgeConfig {
     pub access_log_query: bool,
     /// Location databases (MaxMind format), searched in order; none locates nothing.
     pub geoip_db: Vec<PathBuf>,
+    /// Proxies in front of the public listener whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl EdgeConfig {
@@ -187,6 +189,7 @@ impl EdgeConfig {
             access_log: None,
             access_log_query: false,
             geoip_db: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -237,6 +240,16 @@ impl std::fmt::Display for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("********")
     }
+}
+
+/// Parses a `--trusted-proxy`: a CIDR, or one address (as its /32 or /128).
+pub fn parse_trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is neither a CIDR (10.0.0.0/8) nor an IP address"))
 }
 
 #[cfg(test)]

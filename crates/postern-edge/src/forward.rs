@@ -51,6 +51,13 @@ pub async fn handle(
 ) -> Result<Response<ObservedBody>, Infallible> {
     let id = rand::random::<u128>();
     let request_id = format!("{id:032x}");
+    // From here on the client is who the request is from: the peer, or the client a trusted
+    // proxy names (`--trusted-proxy`); only `X-Forwarded-For` still names the peer.
+    let via = peer.ip();
+    let peer = SocketAddr::new(
+        hygiene::client_ip(via, req.headers(), &shared.config.trusted_proxies),
+        peer.port(),
+    );
     // Cheap clones (shared bytes), kept for the log line and the error page.
     let method = req.method().clone();
     let uri = req.uri().clone();
@@ -63,7 +70,7 @@ pub async fn handle(
         &uri,
         req.headers(),
     ));
-    let resp = match route_and_forward(&shared, peer, req, &request_id, json, &mut ex).await {
+    let resp = match route_and_forward(&shared, peer, via, req, &request_id, json, &mut ex).await {
         Ok(resp) => {
             tracing::debug!(%request_id, %method, path = uri.path(), status = resp.status().as_u16(), "forwarded");
             resp
@@ -87,9 +94,11 @@ pub async fn handle(
     Ok(resp.map(|body| ObservedBody::new(body, ex)))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route_and_forward(
     shared: &Shared,
     peer: SocketAddr,
+    via: std::net::IpAddr,
     req: Request<Incoming>,
     request_id: &str,
     json: bool,
@@ -180,6 +189,7 @@ async fn route_and_forward(
     };
     let fwd = Forwarded {
         client_ip: peer.ip(),
+        peer_ip: via,
         external_host: authority.as_str(),
         request_id,
     };

@@ -46,9 +46,64 @@ fn is_request_id_variant(name: &str) -> bool {
             .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
+/// The most `X-Forwarded-For` entries read from the right when looking for the client.
+pub const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The client's address: the peer's, unless the peer is a trusted proxy (`--trusted-proxy`);
+/// then the rightmost `X-Forwarded-For` address that is not a trusted proxy. Never a value an
+/// untrusted peer chose: an entry that does not parse, or more than [`MAX_FORWARDED_HOPS`] of
+/// trusted ones, stops the walk at the last trusted hop.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    let mut client = peer.to_canonical();
+    if trusted.is_empty() || !is_trusted(&client) {
+        return client;
+    }
+    // Every X-Forwarded-For line, as one list, read from the right.
+    let lines: Vec<&[u8]> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let entries = lines
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|b| *b == b','))
+        .take(MAX_FORWARDED_HOPS);
+    for entry in entries {
+        let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse_forwarded_ip) else {
+            return client;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(&client) {
+            return client;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<std::net::SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse().ok())
+}
+
 /// What the edge knows about the user's request that the app should learn.
 pub struct Forwarded<'a> {
+    /// The client's address (see [`client_ip`]).
     pub client_ip: IpAddr,
+    /// The address of the connection's other end, which `X-Forwarded-For` gets appended: the
+    /// client itself, or the trusted proxy in front of the edge.
+    pub peer_ip: IpAddr,
     pub external_host: &'a str,
     pub request_id: &'a str,
 }
@@ -66,7 +121,7 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     }
     headers.remove(header::HOST);
 
-    let ip = fwd.client_ip.to_canonical().to_string();
+    let ip = fwd.peer_ip.to_canonical().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         // Several X-Forwarded-For lines are folded into one, then ours is appended.
         Some(_) => {
@@ -141,6 +196,7 @@ mod tests {
             &mut h,
             &Forwarded {
                 client_ip: "192.0.2.7".parse().unwrap(),
+                peer_ip: "192.0.2.7".parse().unwrap(),
                 external_host: "app.example",
                 request_id: "rid",
             },
@@ -246,5 +302,56 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h["content-type"], "text/plain");
         assert_eq!(h["x-request-id"], "rid");
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_no_trusted_proxy_added() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let with = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("10.0.0.5");
+        let client = |peer: IpAddr, lines: &[&str]| client_ip(peer, &with(lines), &trusted);
+        // An untrusted peer is the client, whatever it says.
+        assert_eq!(
+            client(ip("203.0.113.9"), &["198.51.100.1"]),
+            ip("203.0.113.9")
+        );
+        // No trusted proxies configured: the peer, always.
+        assert_eq!(client_ip(proxy, &with(&["198.51.100.1"]), &[]), proxy);
+        // Behind trusted proxies: the rightmost untrusted entry; a client's own forged entries
+        // to its left are not believed.
+        assert_eq!(
+            client(proxy, &["6.6.6.6, 198.51.100.1, 10.0.0.2"]),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client(proxy, &["6.6.6.6", "198.51.100.1", "10.1.1.1"]),
+            ip("198.51.100.1")
+        );
+        // Ports and brackets, IPv4-mapped IPv6.
+        assert_eq!(client(proxy, &["198.51.100.1:4711"]), ip("198.51.100.1"));
+        assert_eq!(client(proxy, &["[2001:db8::7]:443"]), ip("2001:db8::7"));
+        assert_eq!(
+            client(ip("::ffff:10.0.0.5"), &["198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        // Garbage stops the walk at the last trusted hop; so does a missing header.
+        assert_eq!(client(proxy, &["198.51.100.1, junk"]), proxy);
+        assert_eq!(client(proxy, &["198.51.100.1, 10.0.0.3, "]), proxy);
+        assert_eq!(client(proxy, &[]), proxy);
+        // All trusted: the leftmost read. Too many hops: the last one read.
+        assert_eq!(client(proxy, &["10.0.0.9"]), ip("10.0.0.9"));
+        let long = vec!["10.0.0.1"; 40].join(",");
+        assert_eq!(
+            client(proxy, &[&format!("198.51.100.1,{long}")]),
+            ip("10.0.0.1")
+        );
     }
 }

@@ -110,6 +110,11 @@ struct EdgeArgs {
     /// then record where they came from. A database without countries is refused at start.
     #[arg(long, value_name = "FILE")]
     geoip_db: Vec<PathBuf>,
+    /// A proxy or load balancer in front of the public listener (CIDR or address; repeatable):
+    /// for requests from it, the client is the rightmost X-Forwarded-For address that is not a
+    /// trusted proxy (for rate limits, logs, locations). Without it, the peer is the client.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = postern_edge::config::parse_trusted_proxy)]
+    trusted_proxies: Vec<ipnet::IpNet>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -405,6 +410,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.access_log = args.access_log;
     config.access_log_query = args.access_log_query;
     config.geoip_db = args.geoip_db;
+    config.trusted_proxies = args.trusted_proxies;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

@@ -60,3 +60,68 @@ async fn the_edge_refuses_to_start_with_a_database_it_cannot_use() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_the_client() {
+    let [v4, v6] = common::geoip::geolite2();
+    let edge = common::Edge::start(&[
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--geoip-db",
+        v4.to_str().unwrap(),
+        "--geoip-db",
+        v6.to_str().unwrap(),
+    ])
+    .await;
+    let app = common::backends::app().await;
+    edge.group("g").await;
+    edge.publish("open", "open.localhost", &app.url(), "g", &[])
+        .await;
+    edge.publish(
+        "signed",
+        "signed.localhost",
+        &app.url(),
+        "g",
+        &["--preauth", "oidc"],
+    )
+    .await;
+    let _connector = edge.connector("g").await;
+
+    // The proxy (loopback, trusted) forwards a client in Bracknell, who forged an entry of its
+    // own to the left: the app learns the chain with the proxy appended.
+    let resp = edge
+        .client("open.localhost")
+        .get(edge.url("open.localhost", "/"))
+        .header("x-forwarded-for", "6.6.6.6, 81.2.69.142")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        common::backends::seen(&seen, "x-forwarded-for"),
+        ["6.6.6.6, 81.2.69.142, 127.0.0.1"]
+    );
+
+    // A failed sign-in (a bad bearer token) is the client's, located by the real database.
+    let resp = edge
+        .client("signed.localhost")
+        .get(edge.url("signed.localhost", "/"))
+        .header("x-forwarded-for", "81.2.69.142")
+        .header("accept", "application/json")
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let page: serde_json::Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["logs", "signins", "--json", "--failed"])
+            .await,
+    )
+    .unwrap();
+    let s = &page["signins"][0];
+    assert_eq!(s["ipAddress"], "81.2.69.142", "{page}");
+    assert_eq!(s["location"]["countryOrRegion"], "GB", "{s}");
+    assert_eq!(s["location"]["city"], "Bracknell", "{s}");
+}

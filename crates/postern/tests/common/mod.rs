@@ -188,9 +188,10 @@ impl Edge {
             internal,
             "--group",
             group,
-            "--preauth",
-            "passthrough",
         ];
+        if !extra.contains(&"--preauth") {
+            args.extend(["--preauth", "passthrough"]);
+        }
         args.extend_from_slice(extra);
         self.admin_ok(&args).await;
     }
