@@ -73,6 +73,17 @@ pub enum Refusal {
     NotAssigned { app: String, user: String },
     /// The app needs a second factor the sign-in did not use, even after asking for it.
     MfaRequired { app: String },
+    /// A conditional-access policy blocks this user, app, place, device or time.
+    PolicyBlocked { app: String, policy: String },
+    /// A conditional-access policy demands what the sign-in did not prove, even after asking
+    /// for it (`what`: "a second factor", "a passkey", "a fresh sign-in").
+    PolicyUnmet {
+        app: String,
+        policy: String,
+        what: &'static str,
+    },
+    /// The stored policies cannot be evaluated (they failed to load): nothing is let through.
+    PoliciesUnusable { reason: String },
     /// A sign-out form was submitted from another site, or without this session's token.
     SignOutRefused { app: String, reason: String },
     /// The app's sign-in is not set up in a way the edge can use.
@@ -143,7 +154,10 @@ impl Refusal {
             Refusal::IssuerRefused { .. }
             | Refusal::SignOutRefused { .. }
             | Refusal::NotAssigned { .. }
-            | Refusal::MfaRequired { .. } => StatusCode::FORBIDDEN,
+            | Refusal::MfaRequired { .. }
+            | Refusal::PolicyBlocked { .. }
+            | Refusal::PolicyUnmet { .. } => StatusCode::FORBIDDEN,
+            Refusal::PoliciesUnusable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::TokenInvalid { .. } => StatusCode::UNAUTHORIZED,
             Refusal::SignInStateInvalid { .. } | Refusal::SessionCookieInvalid { .. } => {
                 StatusCode::BAD_REQUEST
@@ -183,6 +197,9 @@ impl Refusal {
             Refusal::SessionCookieInvalid { .. } => "session_cookie_invalid",
             Refusal::NotAssigned { .. } => "not_assigned",
             Refusal::MfaRequired { .. } => "mfa_required",
+            Refusal::PolicyBlocked { .. } => "blocked_by_policy",
+            Refusal::PolicyUnmet { .. } => "policy_not_satisfied",
+            Refusal::PoliciesUnusable { .. } => "policies_unusable",
             Refusal::SignInMisconfigured { .. } => "sign_in_misconfigured",
             Refusal::RateLimited { .. } => "rate_limited",
             Refusal::HeadTooLarge => "request_head_too_large",
@@ -217,7 +234,11 @@ impl Refusal {
             | Refusal::IssuerUnreachable { .. }
             | Refusal::IssuerRefused { .. }
             | Refusal::TokenInvalid { .. } => Source::IdentityProvider,
-            Refusal::NotAssigned { .. } | Refusal::MfaRequired { .. } => Source::Policy,
+            Refusal::NotAssigned { .. }
+            | Refusal::MfaRequired { .. }
+            | Refusal::PolicyBlocked { .. }
+            | Refusal::PolicyUnmet { .. } => Source::Policy,
+            Refusal::PoliciesUnusable { .. } => Source::Edge,
             Refusal::SignInMisconfigured { .. } => Source::Edge,
             Refusal::RateLimited { .. }
             | Refusal::HeadTooLarge
@@ -237,6 +258,7 @@ impl Refusal {
                 | Refusal::PathOutsideApp { .. }
                 | Refusal::NotAssigned { .. }
                 | Refusal::MfaRequired { .. }
+                | Refusal::PolicyUnmet { .. }
                 | Refusal::TokenInvalid { .. }
                 | Refusal::BearerRefused { .. }
                 | Refusal::HeadTooLarge
@@ -275,6 +297,9 @@ impl Refusal {
             Refusal::SessionCookieInvalid { .. } => "Your session is not valid",
             Refusal::NotAssigned { .. } => "You are not assigned to this app",
             Refusal::MfaRequired { .. } => "A second factor is required",
+            Refusal::PolicyBlocked { .. } => "Access is blocked by a policy",
+            Refusal::PolicyUnmet { .. } => "A policy requires more of this sign-in",
+            Refusal::PoliciesUnusable { .. } => "Access policies cannot be evaluated",
             Refusal::SignInMisconfigured { .. } => "Sign-in is not set up for this app",
             Refusal::RateLimited { .. } => "Too many requests",
             Refusal::HeadTooLarge => "Request headers too large",
@@ -352,6 +377,15 @@ impl Refusal {
             ),
             Refusal::MfaRequired { app } => format!(
                 "{app:?} requires that you sign in with a second factor (such as an authenticator app), and the sign-in did not use one."
+            ),
+            Refusal::PolicyBlocked { app, policy } => format!(
+                "The access policy {policy:?} blocks this access to {app:?} (who you are, where you are, your device or the time). Ask an administrator if you need access."
+            ),
+            Refusal::PolicyUnmet { app, policy, what } => format!(
+                "The access policy {policy:?} requires {what} to use {app:?}, and the sign-in did not provide it. Sign in again with it, or ask an administrator."
+            ),
+            Refusal::PoliciesUnusable { reason } => format!(
+                "The access policies cannot be evaluated ({reason}), so nothing is let through. An administrator must fix them."
             ),
             Refusal::SignOutRefused { app, reason } => format!(
                 "The request to sign out of {app:?} was refused, and you are still signed in: {reason}. To sign out, open {SIGNOUT} in {app:?} and use its button.",

@@ -38,6 +38,8 @@ pub struct Routes {
     /// Sessions of these principals (subject, email, or `session:ID`) issued at or before the
     /// time given (Unix seconds) no longer work.
     pub revoked: HashMap<String, i64>,
+    /// Conditional access: the policies every signed-in request is decided by.
+    pub access: crate::preauth::access::Access,
 }
 
 impl Routes {
@@ -99,6 +101,7 @@ impl Shared {
         for (app, who) in self.store.assignments().await? {
             assigned.entry(app).or_default().push(who);
         }
+        let access = crate::preauth::access::Access::load(&self.store, &self.idp.issuer).await?;
         let revoked = self
             .store
             .session_revocations()
@@ -156,6 +159,7 @@ impl Shared {
             version,
             by_host,
             revoked,
+            access,
         }));
         let closed = self.tunnels.reconcile(|id| connectors.get(id).cloned());
         if closed > 0 {

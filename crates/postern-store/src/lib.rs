@@ -10,6 +10,7 @@
 //! token usable and a crash never leaves a half-registered connector.
 
 mod access;
+mod access_policies;
 mod admin;
 mod apps;
 mod chain;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use access_policies::AccessDoc;
 pub use admin::MAX_AUDIT_PAGE;
 pub use chain::{Broken, Log, GENESIS_HASH};
 pub use connectors::CertRefusal;

@@ -322,6 +322,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE signins ADD COLUMN location_latitude REAL;
     ALTER TABLE signins ADD COLUMN location_longitude REAL;
     ALTER TABLE signins ADD COLUMN located INTEGER NOT NULL DEFAULT 0;",
+    // 11: conditional access: policies and named locations, as the JSON documents the admin API
+    // checked.
+    "CREATE TABLE access_docs (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+    );",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

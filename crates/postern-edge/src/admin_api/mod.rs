@@ -6,6 +6,7 @@
 //! **Invariant:** the routes served are exactly [`routes`] plus [`PUBLIC_ROUTES`], and
 //! `docs/openapi.yaml` documents exactly those (a test compares them).
 
+mod access;
 mod apps;
 mod audit_log;
 mod clients;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +30,7 @@ use crate::api::ApiFailure;
 use crate::audit::{Actor, Audited};
 use crate::state::Shared;
 
+pub use access::{WhatIf, WhatIfPolicy, WhatIfView};
 pub use apps::{AppView, AssignmentView, SignInView};
 pub use audit_log::{
     AuditEventView, AuditPage, LogVerification, SigninPage, SigninView, Verification,
@@ -108,6 +110,25 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             Method::DELETE,
             "/v1/admin-tokens/{id}",
             delete(tokens::revoke),
+        ),
+        (Method::GET, "/v1/policies", get(access::list_policies)),
+        (Method::POST, "/v1/policies/what-if", post(access::what_if)),
+        (Method::PUT, "/v1/policies/{name}", put(access::put_policy)),
+        (
+            Method::DELETE,
+            "/v1/policies/{name}",
+            delete(access::delete_policy),
+        ),
+        (Method::GET, "/v1/locations", get(access::list_locations)),
+        (
+            Method::PUT,
+            "/v1/locations/{name}",
+            put(access::put_location),
+        ),
+        (
+            Method::DELETE,
+            "/v1/locations/{name}",
+            delete(access::delete_location),
         ),
         (Method::GET, "/v1/audit", get(audit_log::query)),
         (Method::GET, "/v1/signins", get(audit_log::signins)),

@@ -12,6 +12,7 @@
 //! **Invariant:** `/.postern/*` on an app that requires sign-in is answered by the edge, never
 //! forwarded.
 
+pub mod access;
 pub mod cookies;
 mod issuer;
 mod signout;
@@ -29,6 +30,7 @@ use postern_auth::{
     AppId, AppOrigin, AssertionSigner, CookieError, Expectations, IssuerUrl, KeyRing, ReturnTo,
     Session, StateCookie, UnixTime, VerifyError,
 };
+use postern_policy::Verdict;
 use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
 
 use crate::state::Shared;
@@ -402,7 +404,7 @@ pub async fn guard(
     match req.uri.path() {
         CALLBACK_PATH => {
             let mut who = None;
-            let result = callback(auth, routes, sign_in, req, now, &mut who).await;
+            let result = callback(shared, routes, sign_in, req, now, &mut who).await;
             if result.is_err() {
                 postern_obs::metrics::sign_in(
                     &sign_in.app_name,
@@ -431,6 +433,31 @@ pub async fn guard(
         match auth.open(value, &sign_in.app_id, now) {
             Ok(opened) if !revoked(routes, &opened) => {
                 sign_in.admit(&opened.session)?;
+                let decision = decide(shared, routes, sign_in, req, &opened.session, now)?;
+                match &decision.verdict {
+                    Verdict::Allow => {}
+                    Verdict::Block { policy } => {
+                        return Err(Refusal::PolicyBlocked {
+                            app: sign_in.app_name.clone(),
+                            policy: policy.to_string(),
+                        })
+                    }
+                    unmet => {
+                        let (policy, what) = access::unmet(unmet).unwrap_or(("", "more"));
+                        if req.json {
+                            return Err(Refusal::PolicyUnmet {
+                                app: sign_in.app_name.clone(),
+                                policy: policy.to_owned(),
+                                what,
+                            });
+                        }
+                        let return_to = ReturnTo::from_request(
+                            &sign_in.origin,
+                            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                        );
+                        return step_up(auth, sign_in, return_to, now, None).await;
+                    }
+                }
                 let assertion = auth.assertion(sign_in, &opened, now);
                 return Ok(Guarded::Forward(Identity {
                     opened,
@@ -454,7 +481,30 @@ pub async fn guard(
     }
     if let Some(token) = bearer(req.headers) {
         let mut fresh = None;
-        let result = bearer_identity(auth, sign_in, token, routes, now, &mut fresh).await;
+        let result = bearer_identity(auth, sign_in, token, routes, now, &mut fresh)
+            .await
+            .and_then(|guarded| match &guarded {
+                // A program cannot be sent to sign in again: what a policy demands is refused.
+                Guarded::Forward(identity) => {
+                    let session = &identity.opened.session;
+                    match decide(shared, routes, sign_in, req, session, now)?.verdict {
+                        Verdict::Allow => Ok(guarded),
+                        Verdict::Block { policy } => Err(Refusal::PolicyBlocked {
+                            app: sign_in.app_name.clone(),
+                            policy: policy.to_string(),
+                        }),
+                        unmet => {
+                            let (policy, what) = access::unmet(&unmet).unwrap_or(("", "more"));
+                            Err(Refusal::PolicyUnmet {
+                                app: sign_in.app_name.clone(),
+                                policy: policy.to_owned(),
+                                what,
+                            })
+                        }
+                    }
+                }
+                Guarded::Answer(_) => Ok(guarded),
+            });
         // A token is a sign-in when it is verified, not on each request it is used for.
         if fresh.is_some() || result.is_err() {
             record_signin(
@@ -484,6 +534,52 @@ pub async fn guard(
         StateCookie::start(sign_in.app_id.clone(), return_to, now),
     )
     .await
+}
+
+/// Conditional access for `session` on this request: where it comes from, on what device, now.
+fn decide(
+    shared: &Shared,
+    routes: &Routes,
+    sign_in: &SignIn,
+    req: &Request<'_>,
+    session: &Session,
+    now: UnixTime,
+) -> Result<postern_policy::Decision, Refusal> {
+    let country = shared
+        .geoip
+        .locate(req.client_ip)
+        .and_then(|l| l.country_or_region);
+    let user_agent = req
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    routes.access.decide(
+        session,
+        &sign_in.app_name,
+        req.client_ip,
+        country.as_deref(),
+        user_agent,
+        now,
+    )
+}
+
+/// Sends the browser back to the issuer, asking for a fresh sign-in with a second factor
+/// (`acr_values`, `prompt=login`, `max_age=0`), once: the callback refuses what still falls short.
+async fn step_up(
+    auth: &Auth,
+    sign_in: &SignIn,
+    return_to: ReturnTo,
+    now: UnixTime,
+    clear_state: Option<HeaderValue>,
+) -> Result<Guarded, Refusal> {
+    let retry = StateCookie::start(sign_in.app_id.clone(), return_to, now).stepping_up();
+    let Guarded::Answer(mut resp) = start(auth, sign_in, retry).await? else {
+        unreachable!("start always answers");
+    };
+    if let Some(clear) = clear_state {
+        resp.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    Ok(Guarded::Answer(resp))
 }
 
 /// Whether the session was revoked: it was signed out, or its user's sessions were revoked at or
@@ -619,13 +715,14 @@ async fn start(auth: &Auth, sign_in: &SignIn, pending: StateCookie) -> Result<Gu
 
 /// `who` is set once the issuer has vouched for the user and no second factor is still asked.
 async fn callback(
-    auth: &Auth,
+    shared: &Shared,
     routes: &Routes,
     sign_in: &SignIn,
     req: &Request<'_>,
     now: UnixTime,
     who: &mut Option<Session>,
 ) -> Result<Guarded, Refusal> {
+    let auth = &shared.auth;
     let app = || sign_in.app_name.clone();
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
@@ -702,13 +799,14 @@ async fn callback(
             return Err(Refusal::MfaRequired { app: app() });
         }
         // Back to the issuer once, asking for a second factor.
-        let retry = StateCookie::start(sign_in.app_id.clone(), pending.return_to.clone(), now)
-            .stepping_up();
-        let Guarded::Answer(mut resp) = start(auth, sign_in, retry).await? else {
-            unreachable!("start always answers");
-        };
-        resp.headers_mut().append(header::SET_COOKIE, clear_state);
-        return Ok(Guarded::Answer(resp));
+        return step_up(
+            auth,
+            sign_in,
+            pending.return_to.clone(),
+            now,
+            Some(clear_state),
+        )
+        .await;
     }
     let expires_at = claims
         .expires_at
@@ -719,6 +817,35 @@ async fn callback(
     let session = sign_in.session(&claims, issued, expires_at);
     *who = Some(session.clone());
     sign_in.admit(&session)?;
+    let decision = decide(shared, routes, sign_in, req, &session, now)?;
+    match &decision.verdict {
+        Verdict::Allow => {}
+        Verdict::Block { policy } => {
+            return Err(Refusal::PolicyBlocked {
+                app: app(),
+                policy: policy.to_string(),
+            })
+        }
+        unmet => {
+            let (policy, what) = access::unmet(unmet).unwrap_or(("", "more"));
+            if pending.step_up {
+                return Err(Refusal::PolicyUnmet {
+                    app: app(),
+                    policy: policy.to_owned(),
+                    what,
+                });
+            }
+            // Back to the issuer once, asking for a fresh sign-in with a second factor.
+            return step_up(
+                auth,
+                sign_in,
+                pending.return_to.clone(),
+                now,
+                Some(clear_state),
+            )
+            .await;
+        }
+    }
     tracing::info!(app = %sign_in.app_name, user = %session.subject, email = session.email.as_deref().unwrap_or(""), "signed in");
     postern_obs::metrics::sign_in(&sign_in.app_name, postern_obs::metrics::SignIn::Success);
     let mut resp = redirect(pending.return_to.location(&sign_in.origin).as_str());

@@ -48,6 +48,14 @@ impl AdminClient {
         self.call(self.http.post(self.url(path)).json(body)).await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.call(self.http.put(self.url(path)).json(body)).await
+    }
+
     pub async fn patch<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -1,6 +1,7 @@
 //! `postern admin`: the admin API from the command line. Tables for people, `--json` for scripts;
 //! any error exits non-zero with a one-line reason.
 
+mod access;
 mod apply;
 mod client;
 mod directory;
@@ -74,6 +75,12 @@ enum AdminCommand {
     /// The built-in identity provider's signing keys and sign-in events.
     #[command(subcommand)]
     Idp(directory::IdpCommand),
+    /// Named locations (address ranges, countries) for conditional access.
+    #[command(subcommand)]
+    Location(access::LocationCommand),
+    /// Conditional-access policies, and what-if.
+    #[command(subcommand)]
+    Policy(access::PolicyCommand),
 }
 
 #[derive(Subcommand)]
@@ -350,6 +357,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::DirectoryGroup(cmd) => directory::directory_group(&client, json, cmd).await,
         AdminCommand::Client(cmd) => directory::oidc_client(&client, json, cmd).await,
         AdminCommand::Idp(cmd) => directory::idp(&client, json, cmd).await,
+        AdminCommand::Location(cmd) => access::location(&client, json, cmd).await,
+        AdminCommand::Policy(cmd) => access::policy(&client, json, cmd).await,
     }
 }
 

@@ -1,0 +1,339 @@
+//! Conditional access: named locations and policies, and what-if.
+//!
+//! A change is checked with every other policy and location as they would be after it
+//! (`Policies::compile`, against the apps and groups the store knows): a refused one names the
+//! field and changes nothing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use postern_auth::session::Session;
+use postern_auth::UnixTime;
+use postern_policy::{NamedLocation, Platform, Policies, Policy, RiskLevel, Verdict};
+use postern_store::AccessDoc;
+use serde::{Deserialize, Serialize};
+
+use super::{finish, Admin};
+use crate::api::{ApiFailure, ApiJson};
+use crate::preauth::access::{stored, StoreNames};
+use crate::state::Shared;
+
+/// Checks the policies and locations as they would be, naming the field of the first problem.
+async fn check(
+    shared: &Shared,
+    policies: &[Policy],
+    locations: &[NamedLocation],
+) -> Result<Policies, ApiFailure> {
+    let names = StoreNames::load(&shared.store).await?;
+    Policies::compile(policies, locations, &names)
+        .map_err(|e| ApiFailure::bad_request("invalid_policy", e.to_string()))
+}
+
+async fn current(shared: &Shared) -> Result<(Vec<Policy>, Vec<NamedLocation>), ApiFailure> {
+    stored(&shared.store)
+        .await
+        .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "policies_unusable", e))
+}
+
+fn path_matches(path: &str, body: &str) -> Result<(), ApiFailure> {
+    if path != body {
+        return Err(ApiFailure::bad_request(
+            "name_mismatch",
+            format!("the URL names {path:?} but the body names {body:?}; make them the same"),
+        ));
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(v: &T) -> Result<String, ApiFailure> {
+    serde_json::to_string(v).map_err(ApiFailure::internal)
+}
+
+pub async fn list_policies(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<Policy>>, ApiFailure> {
+    Ok(Json(current(&shared).await?.0))
+}
+
+pub async fn list_locations(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<NamedLocation>>, ApiFailure> {
+    Ok(Json(current(&shared).await?.1))
+}
+
+/// `PUT /v1/policies/{name}`: creates or replaces a policy.
+pub async fn put_policy(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<(StatusCode, Json<Policy>), ApiFailure> {
+    let audit = admin.begin(&shared, "policy.put", &name);
+    let result = async {
+        path_matches(&name, &policy.name)?;
+        let (mut policies, locations) = current(&shared).await?;
+        match policies.iter_mut().find(|p| p.name == name) {
+            Some(p) => *p = policy.clone(),
+            None => policies.push(policy.clone()),
+        }
+        check(&shared, &policies, &locations).await?;
+        let doc = json(&policy)?;
+        let existed = audit
+            .store(&doc)
+            .put_access_doc(AccessDoc::Policy, &name, &doc)
+            .await?;
+        shared.reload().await?;
+        tracing::info!(policy = %name, state = ?policy.state, "access policy saved");
+        Ok(existed)
+    }
+    .await;
+    finish(&audit, &result).await;
+    let status = if result? {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(policy)))
+}
+
+pub async fn delete_policy(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    let audit = admin.begin(&shared, "policy.delete", &name);
+    let result = async {
+        audit
+            .store("")
+            .delete_access_doc(AccessDoc::Policy, &name)
+            .await?;
+        shared.reload().await?;
+        tracing::info!(policy = %name, "access policy deleted");
+        Ok(())
+    }
+    .await;
+    finish(&audit, &result).await;
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/locations/{name}`: creates or replaces a named location.
+pub async fn put_location(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    ApiJson(location): ApiJson<NamedLocation>,
+) -> Result<(StatusCode, Json<NamedLocation>), ApiFailure> {
+    let audit = admin.begin(&shared, "location.put", &name);
+    let result = async {
+        path_matches(&name, &location.name)?;
+        let (policies, mut locations) = current(&shared).await?;
+        match locations.iter_mut().find(|l| l.name == name) {
+            Some(l) => *l = location.clone(),
+            None => locations.push(location.clone()),
+        }
+        check(&shared, &policies, &locations).await?;
+        let doc = json(&location)?;
+        let existed = audit
+            .store(&doc)
+            .put_access_doc(AccessDoc::Location, &name, &doc)
+            .await?;
+        shared.reload().await?;
+        tracing::info!(location = %name, "named location saved");
+        Ok(existed)
+    }
+    .await;
+    finish(&audit, &result).await;
+    let status = if result? {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(location)))
+}
+
+/// Deletes a named location no policy refers to.
+pub async fn delete_location(
+    State(shared): State<Arc<Shared>>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiFailure> {
+    let audit = admin.begin(&shared, "location.delete", &name);
+    let result = async {
+        let (policies, mut locations) = current(&shared).await?;
+        let before = locations.len();
+        locations.retain(|l| l.name != name);
+        if locations.len() < before {
+            check(&shared, &policies, &locations).await.map_err(|e| {
+                ApiFailure::new(
+                    StatusCode::CONFLICT,
+                    "in_use",
+                    format!(
+                        "{name:?} is still used by a policy ({}); change that policy first",
+                        e.message
+                    ),
+                )
+            })?;
+        }
+        audit
+            .store("")
+            .delete_access_doc(AccessDoc::Location, &name)
+            .await?;
+        shared.reload().await?;
+        tracing::info!(location = %name, "named location deleted");
+        Ok(())
+    }
+    .await;
+    finish(&audit, &result).await;
+    result.map(|()| StatusCode::NO_CONTENT)
+}
+
+/// A sign-in to explain without making it.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIf {
+    /// A directory user's email, or any user's subject or email (with `groups`).
+    pub user: String,
+    pub app: String,
+    pub ip: IpAddr,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+    /// Groups, for a user the directory does not know (an external issuer's).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The sign-in used a second factor; a passkey.
+    #[serde(default)]
+    pub mfa: bool,
+    #[serde(default)]
+    pub passkey: bool,
+    #[serde(default)]
+    pub sign_in_risk: Option<RiskLevel>,
+    #[serde(default)]
+    pub user_risk: Option<RiskLevel>,
+    /// Unix seconds; now by default.
+    #[serde(default)]
+    pub at: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct WhatIfView {
+    /// `allow`, `block`, `require_mfa`, `require_passkey`, `require_sign_in`.
+    pub result: String,
+    /// The enforced policy that decided it, if one did.
+    pub policy: Option<String>,
+    /// Where the address is, when the edge has a location database.
+    pub country: Option<String>,
+    /// Every policy that applied, in order: name, state, outcome.
+    pub policies: Vec<WhatIfPolicy>,
+}
+
+#[derive(Deserialize, Serialize)]
+pub struct WhatIfPolicy {
+    pub name: String,
+    pub state: postern_policy::PolicyState,
+    /// `satisfied`, `blocked`, `needs_mfa`, `needs_passkey`, `needs_sign_in`.
+    pub outcome: String,
+}
+
+/// `POST /v1/policies/what-if`: which policies apply to a sign-in and what they decide, with the
+/// same code every request is decided by.
+pub async fn what_if(
+    State(shared): State<Arc<Shared>>,
+    ApiJson(q): ApiJson<WhatIf>,
+) -> Result<Json<WhatIfView>, ApiFailure> {
+    let routes = shared.routes.load_full();
+    if !shared.store.apps().await?.iter().any(|a| a.name == q.app) {
+        return Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("app {:?} does not exist", q.app),
+        ));
+    }
+    let now = UnixTime::from_secs(q.at.unwrap_or_else(|| UnixTime::now().secs()));
+    let directory = shared.store.user(&q.user).await.ok();
+    let (subject, email, groups) = match &directory {
+        Some(u) => (u.id.clone(), Some(u.email.clone()), u.groups.clone()),
+        None => (
+            q.user.clone(),
+            q.user.contains('@').then(|| q.user.clone()),
+            q.groups.clone(),
+        ),
+    };
+    let mut amr = vec!["pwd".to_owned()];
+    if q.mfa {
+        amr.push("otp".to_owned());
+    }
+    if q.passkey {
+        amr = vec!["hwk".to_owned(), "user".to_owned()];
+    }
+    let session = Session {
+        id: postern_auth::session::SessionId::generate(),
+        app: postern_auth::AppId::new("what-if").map_err(ApiFailure::internal)?,
+        issuer: if directory.is_some() {
+            shared.idp.issuer.clone()
+        } else {
+            String::new()
+        },
+        subject,
+        email,
+        name: None,
+        groups,
+        amr,
+        acr: None,
+        auth_time: Some(now),
+        issued_at: now,
+        expires_at: now,
+    };
+    let country = shared.geoip.locate(q.ip).and_then(|l| l.country_or_region);
+    let decision = routes
+        .access
+        .decide_with(
+            &session,
+            &q.app,
+            q.ip,
+            country.as_deref(),
+            q.platform.unwrap_or(Platform::Other),
+            (
+                q.sign_in_risk.unwrap_or(RiskLevel::None),
+                q.user_risk.unwrap_or(RiskLevel::None),
+            ),
+            now,
+        )
+        .map_err(|r| {
+            ApiFailure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "policies_unusable",
+                r.message(),
+            )
+        })?;
+    let (result, policy) = match &decision.verdict {
+        Verdict::Allow => ("allow", None),
+        Verdict::Block { policy } => ("block", Some(policy)),
+        Verdict::RequireMfa { policy } => ("require_mfa", Some(policy)),
+        Verdict::RequirePasskey { policy } => ("require_passkey", Some(policy)),
+        Verdict::RequireSignIn { policy } => ("require_sign_in", Some(policy)),
+    };
+    Ok(Json(WhatIfView {
+        result: result.to_owned(),
+        policy: policy.map(|p| p.to_string()),
+        country,
+        policies: decision
+            .results
+            .iter()
+            .map(|r| WhatIfPolicy {
+                name: r.policy.to_string(),
+                state: r.state,
+                outcome: match r.outcome {
+                    postern_policy::Outcome::Satisfied => "satisfied",
+                    postern_policy::Outcome::Blocked => "blocked",
+                    postern_policy::Outcome::NeedsMfa => "needs_mfa",
+                    postern_policy::Outcome::NeedsPasskey => "needs_passkey",
+                    postern_policy::Outcome::NeedsSignIn => "needs_sign_in",
+                }
+                .to_owned(),
+            })
+            .collect(),
+    }))
+}

@@ -1,0 +1,235 @@
+//! Conditional access at the edge: the stored policies and named locations, compiled at each
+//! reload, decided with `postern_policy` for every signed-in request (cookie or bearer token) and
+//! at the sign-in callback, for every issuer.
+//!
+//! **Invariant:** policies that cannot be compiled let nothing through (503 naming why), and a
+//! report-only policy never changes what happens (it is logged).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use postern_auth::session::Session;
+use postern_auth::UnixTime;
+use postern_policy::{
+    Decision, Facts, Known, NamedLocation, Platform, Policies, Policy, PolicyState, RiskLevel,
+    Strength, UserFacts, Verdict,
+};
+use postern_store::{AccessDoc, Store, StoreError};
+
+use crate::rescue::Refusal;
+
+/// The policies as the routing snapshot holds them.
+#[derive(Debug)]
+pub struct Access {
+    /// `Err` when the stored documents do not compile (hand-edited): nothing is let through.
+    policies: Result<Policies, String>,
+    /// Subjects of the built-in directory's enabled administrators (the `admins` target).
+    admins: HashSet<String>,
+    /// The built-in provider's issuer: only its subjects are directory users.
+    built_in_issuer: String,
+}
+
+impl Default for Access {
+    fn default() -> Access {
+        Access {
+            policies: Ok(Policies::default()),
+            admins: HashSet::new(),
+            built_in_issuer: String::new(),
+        }
+    }
+}
+
+/// The stored policies and locations, parsed.
+pub async fn stored(store: &Store) -> Result<(Vec<Policy>, Vec<NamedLocation>), String> {
+    let parse = |kind: &str, name: &str, doc: &str| {
+        format!("the stored {kind} {name:?} cannot be read: {doc}")
+    };
+    let mut policies = Vec::new();
+    for (name, doc) in store
+        .access_docs(AccessDoc::Policy)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        policies
+            .push(serde_json::from_str(&doc).map_err(|e| parse("policy", &name, &e.to_string()))?);
+    }
+    let mut locations = Vec::new();
+    for (name, doc) in store
+        .access_docs(AccessDoc::Location)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        locations.push(
+            serde_json::from_str(&doc).map_err(|e| parse("location", &name, &e.to_string()))?,
+        );
+    }
+    Ok((policies, locations))
+}
+
+/// Names as the store knows them, for checking a policy before it is stored: apps, and groups
+/// of the built-in directory or named in an app's assignments (an issuer's groups are known
+/// only once an assignment names them).
+pub struct StoreNames {
+    apps: HashSet<String>,
+    groups: HashSet<String>,
+}
+
+impl StoreNames {
+    pub async fn load(store: &Store) -> Result<StoreNames, StoreError> {
+        let apps = store.apps().await?.into_iter().map(|a| a.name).collect();
+        let mut groups: HashSet<String> = store
+            .directory_groups()
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        for (_, who) in store.assignments().await? {
+            if let postern_store::Assignee::Group(g) = who {
+                groups.insert(g);
+            }
+        }
+        Ok(StoreNames { apps, groups })
+    }
+}
+
+impl Known for StoreNames {
+    fn group(&self, name: &str) -> bool {
+        self.groups.contains(name)
+    }
+    fn app(&self, name: &str) -> bool {
+        self.apps.contains(name)
+    }
+}
+
+/// At reload, names were checked when each policy was stored; one that names what has since
+/// gone simply never matches.
+struct AnyName;
+
+impl Known for AnyName {
+    fn group(&self, _: &str) -> bool {
+        true
+    }
+    fn app(&self, _: &str) -> bool {
+        true
+    }
+}
+
+impl Access {
+    /// The snapshot's policies, from the store.
+    pub async fn load(store: &Store, built_in_issuer: &str) -> Result<Access, StoreError> {
+        let policies = match stored(store).await {
+            Ok((policies, locations)) => {
+                Policies::compile(&policies, &locations, &AnyName).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &policies {
+            tracing::error!(error = %e, "the access policies cannot be used; signed-in requests are refused until they are fixed");
+        }
+        let admins = store
+            .users()
+            .await?
+            .into_iter()
+            .filter(|u| u.admin && u.enabled)
+            .map(|u| u.id)
+            .collect();
+        Ok(Access {
+            policies,
+            admins,
+            built_in_issuer: built_in_issuer.to_owned(),
+        })
+    }
+
+    /// Decides `session`'s access to `app` from `ip` with `user_agent`, at `now`.
+    pub fn decide(
+        &self,
+        session: &Session,
+        app: &str,
+        ip: IpAddr,
+        country: Option<&str>,
+        user_agent: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Decision, Refusal> {
+        let platform = user_agent.map_or(Platform::Other, platform_of);
+        let risk = (RiskLevel::None, RiskLevel::None);
+        self.decide_with(session, app, ip, country, platform, risk, now)
+    }
+
+    /// [`Access::decide`] with the platform and the (sign-in, user) risk given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_with(
+        &self,
+        session: &Session,
+        app: &str,
+        ip: IpAddr,
+        country: Option<&str>,
+        platform: Platform,
+        (sign_in_risk, user_risk): (RiskLevel, RiskLevel),
+        now: UnixTime,
+    ) -> Result<Decision, Refusal> {
+        let policies = self
+            .policies
+            .as_ref()
+            .map_err(|reason| Refusal::PoliciesUnusable {
+                reason: reason.clone(),
+            })?;
+        let admin =
+            session.issuer == self.built_in_issuer && self.admins.contains(&session.subject);
+        let facts = Facts {
+            user: UserFacts {
+                subject: &session.subject,
+                email: session.email.as_deref(),
+                groups: &session.groups,
+                admin,
+            },
+            app,
+            ip,
+            country,
+            platform,
+            sign_in_risk,
+            user_risk,
+            strength: Strength::of(&session.amr, session.acr.as_deref()),
+            signed_in_at: session.auth_time.unwrap_or(session.issued_at).secs() as i64,
+            now: now.secs() as i64,
+        };
+        let decision = policies.decide(&facts);
+        for r in &decision.results {
+            if r.state == PolicyState::ReportOnly {
+                tracing::info!(policy = %r.policy, outcome = ?r.outcome, app, user = %session.subject, "report-only policy evaluated");
+            }
+        }
+        Ok(decision)
+    }
+}
+
+/// The policy platform of a `User-Agent`.
+pub fn platform_of(user_agent: &str) -> Platform {
+    match postern_policy::device_detail(user_agent).0.as_deref() {
+        Some("Android") => Platform::Android,
+        Some("iOS") => Platform::Ios,
+        Some("Windows") => Platform::Windows,
+        Some("macOS") => Platform::Macos,
+        Some("Linux") | Some("ChromeOS") => Platform::Linux,
+        _ => Platform::Other,
+    }
+}
+
+/// What a verdict asks of the sign-in, when it asks something a new sign-in could give.
+pub fn unmet(verdict: &Verdict) -> Option<(&str, &'static str)> {
+    match verdict {
+        Verdict::RequireMfa { policy } => Some((policy, "a second factor")),
+        Verdict::RequirePasskey { policy } => Some((policy, "a passkey")),
+        Verdict::RequireSignIn { policy } => Some((policy, "a fresh sign-in")),
+        Verdict::Allow | Verdict::Block { .. } => None,
+    }
+}
+
+/// The `conditionalAccessStatus` of a sign-in decided as `decision` (Entra's values).
+pub fn status(decision: &Decision) -> &'static str {
+    let enforced = decision.results.iter().any(|r| r.state == PolicyState::On);
+    match (&decision.verdict, enforced) {
+        (_, false) => "notApplied",
+        (Verdict::Allow, true) => "success",
+        (_, true) => "failure",
+    }
+}
