@@ -119,6 +119,9 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         Some(_) => Some(postern_obs::metrics::install()?),
         None => None,
     };
+    // Files the operator named are checked before anything is written to the data directory.
+    let geoip = geoip::GeoIp::open(&config.geoip_db).map_err(anyhow::Error::msg)?;
+    siem::check(&config.siem)?;
     let dir = &config.data_dir;
     create_private_dir(dir)?;
     let server_ca = Arc::new(
@@ -161,7 +164,6 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let geoip = geoip::GeoIp::open(&config.geoip_db).map_err(anyhow::Error::msg)?;
     let access_log = match &config.access_log {
         Some(dest) => Some(postern_obs::access::AccessLog::open(dest).await?),
         None => None,

@@ -81,6 +81,24 @@ pub enum SiemError {
     Ca(String),
     #[error("--siem-webhook {0:?} must be an https:// URL")]
     WebhookUrl(String),
+    #[error("--siem-file {path}: cannot be opened for appending ({reason}); give a file in an existing, writable directory")]
+    File { path: String, reason: String },
+}
+
+/// Checks at start what can be checked of the sinks without sending: the file can be opened
+/// for appending (a missing directory would otherwise only show as retries in the log).
+pub fn check(config: &SiemConfig) -> Result<(), SiemError> {
+    if let Some(f) = &config.file {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&f.path)
+            .map_err(|e| SiemError::File {
+                path: f.path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
 }
 
 impl SyslogSink {

@@ -108,6 +108,7 @@ impl AccessLog {
                 })?)
             }
         };
+        crate::metrics::access_log_opened();
         let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
         tokio::spawn(write_records(
             rx,

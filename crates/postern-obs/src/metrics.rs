@@ -317,6 +317,12 @@ pub async fn timed_store<F: std::future::Future>(operation: &'static str, f: F) 
     out
 }
 
+/// The access log is open: its drop counter is shown (at 0) from now on, so an alert on its
+/// increase sees the first drop.
+pub fn access_log_opened() {
+    counter!(ACCESS_LOG_DROPPED).absolute(0);
+}
+
 /// An access log record was dropped: the writer could not keep up.
 pub fn access_log_dropped() {
     counter!(ACCESS_LOG_DROPPED).increment(1);

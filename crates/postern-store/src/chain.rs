@@ -42,13 +42,6 @@ impl Log {
     pub fn parse(s: &str) -> Option<Log> {
         Log::ALL.into_iter().find(|l| l.as_str() == s)
     }
-
-    pub(crate) fn table(self) -> &'static str {
-        match self {
-            Log::Audit => "audit_events",
-            Log::Signins => "signins",
-        }
-    }
 }
 
 /// The canonical encoding of a record: a tag, the previous hash, then every field as its
@@ -92,23 +85,20 @@ pub(crate) async fn advance(
     Ok(())
 }
 
-/// Moves `log`'s anchor to its oldest remaining record (after retention deleted older ones), or
-/// past the head when none remains.
-pub(crate) async fn reanchor(
+/// Moves `log`'s anchor past record `seq` (whose hash is `hash`), which retention deleted with
+/// everything before it: the chain now starts at `seq + 1`, linked to `hash`.
+pub(crate) async fn anchor_after(
     tx: &mut Transaction<'_, Sqlite>,
     log: Log,
+    seq: i64,
+    hash: &str,
 ) -> Result<(), sqlx::Error> {
-    let table = log.table();
-    sqlx::query(&format!(
-        "UPDATE log_heads SET
-             anchor_seq = COALESCE((SELECT MIN(id) FROM {table}), seq + 1),
-             anchor_hash = COALESCE(
-                 (SELECT prev_hash FROM {table} ORDER BY id LIMIT 1), hash)
-         WHERE log = ?"
-    ))
-    .bind(log.as_str())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query("UPDATE log_heads SET anchor_seq = ?, anchor_hash = ? WHERE log = ?")
+        .bind(seq + 1)
+        .bind(hash)
+        .bind(log.as_str())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

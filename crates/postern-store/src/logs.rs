@@ -400,12 +400,13 @@ fn signin_hash(prev: &str, id: i64, uid: &str, s: &NewSignin) -> String {
 /// belongs to (ID and name), or the client itself when it belongs to none.
 pub(crate) fn from_idp_event(e: &crate::SigninEvent, app: Option<(String, String)>) -> NewSignin {
     let success = e.outcome == "success";
+    // The methods as the provider's tokens name them (RFC 8176 `amr`), like the edge's records
+    // of any issuer's sign-ins.
     let (methods, requirement): (&[&str], &str) = match e.reason.as_str() {
         _ if !success => (&[], SINGLE_FACTOR),
-        "ok_password" => (&["password"], SINGLE_FACTOR),
-        r if r.starts_with("ok_passkey") => (&["passkey"], MULTI_FACTOR),
-        r if r.contains("recovery") => (&["password", "recoveryCode"], MULTI_FACTOR),
-        r if r.contains("totp") || r.contains("otp") => (&["password", "totp"], MULTI_FACTOR),
+        "ok_password" => (&["pwd"], SINGLE_FACTOR),
+        r if r.starts_with("ok_passkey") => (&["hwk", "mfa"], MULTI_FACTOR),
+        r if r.contains("recovery") || r.contains("otp") => (&["pwd", "otp", "mfa"], MULTI_FACTOR),
         _ => (&[], SINGLE_FACTOR),
     };
     let (app_id, app_name) = app.unzip();
@@ -631,27 +632,39 @@ impl Store {
     }
 
     /// Deletes sign-ins recorded before `before_ms`, and all but the newest `keep`, from the
-    /// oldest end; moves the chain's anchor in the same transaction. Returns how many went.
+    /// oldest end; moves the chain's anchor past them in the same transaction. Returns how many
+    /// went.
+    ///
+    /// What goes is always a prefix of the chain up to the newest record retention removes
+    /// (records' times can be out of order by milliseconds: they are read before the write
+    /// lock), and the anchor moves only past what this call deleted: records deleted by hand
+    /// stay missing to `logs verify`.
     pub async fn prune_signins(&self, before_ms: i64, keep: i64) -> Result<u64, StoreError> {
         let mut tx = self.write().await?;
-        let by_age = sqlx::query("DELETE FROM signins WHERE at_ms < ?")
+        let by_age: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM signins WHERE at_ms < ?")
             .bind(before_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+        let by_count: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM signins ORDER BY id DESC LIMIT 1 OFFSET ?")
+                .bind(keep)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(cut) = by_age.max(by_count) else {
+            return Ok(0);
+        };
+        let cut_hash: String = sqlx::query_scalar("SELECT hash FROM signins WHERE id = ?")
+            .bind(cut)
+            .fetch_one(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM signins WHERE id <= ?")
+            .bind(cut)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let by_count = sqlx::query(
-            "DELETE FROM signins WHERE id <= (
-                 SELECT id FROM signins ORDER BY id DESC LIMIT 1 OFFSET ?)",
-        )
-        .bind(keep)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // Records are deleted oldest first only: at_ms grows with id (both are taken in the
-        // inserting transaction, under the write lock), so no hole opens inside the chain.
-        chain::reanchor(&mut tx, Log::Signins).await?;
+        chain::anchor_after(&mut tx, Log::Signins, cut, &cut_hash).await?;
         tx.commit().await?;
-        Ok(by_age + by_count)
+        Ok(gone)
     }
 
     /// Walks `log`'s chain from its anchor to its head and returns the first break, if any.

@@ -434,3 +434,41 @@ async fn a_located_sign_in_keeps_its_place_and_the_chain_covers_it() {
         Some(Broken::Altered { id: 1 })
     );
 }
+
+#[tokio::test]
+async fn retention_never_hides_records_deleted_by_hand_nor_opens_a_hole() {
+    let (_dir, store) = store().await;
+    for i in 0..6 {
+        store
+            .record_sign_in(&signin(
+                "u@example.com",
+                "wiki",
+                10_000 + i,
+                SigninResult::Success,
+            ))
+            .await
+            .unwrap();
+    }
+    // The oldest deleted by hand; a retention pass that has nothing to remove must not move the
+    // anchor past them.
+    sql(&store, "DELETE FROM signins WHERE id <= 2").await;
+    assert_eq!(store.prune_signins(0, 1000).await.unwrap(), 0);
+    assert_eq!(
+        broken(&store, Log::Signins).await,
+        Some(Broken::Missing { id: 1 })
+    );
+
+    // Times out of order by a few milliseconds (taken before the write lock): retention by age
+    // removes a prefix, never a record in the middle.
+    let (_dir, store) = self::store().await;
+    for at in [1000, 1005, 999, 1010, 5000] {
+        store
+            .record_sign_in(&signin("u@example.com", "wiki", at, SigninResult::Success))
+            .await
+            .unwrap();
+    }
+    // Older than 1001: records 1 and 3; record 2 (1005) goes with them.
+    assert_eq!(store.prune_signins(1001, 1000).await.unwrap(), 3);
+    let v = store.verify_log(Log::Signins).await.unwrap();
+    assert_eq!((v.records, v.broken), (2, None));
+}

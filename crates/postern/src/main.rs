@@ -415,18 +415,31 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|t| !t.is_empty())
         .map(postern_edge::Secret::new);
+    // With the access log on standard output, it holds JSON lines only: the banner goes to
+    // standard error.
+    let banner_to_stderr = matches!(
+        config.access_log,
+        Some(postern_obs::access::Destination::Stdout)
+    );
     let edge = postern_edge::start(config).await?;
-    println!("postern edge ready");
-    println!("  public:    https://{}", edge.public_addr);
-    println!("  connector: https://{}", edge.connector_addr);
-    println!("  admin:     https://{}", edge.admin_addr);
-    println!("  sign-in:   {}", edge.idp_issuer());
-    println!("  CA:        {}", edge.ca_path.display());
+    let mut banner = format!(
+        "postern edge ready\n  public:    https://{}\n  connector: https://{}\n  admin:     https://{}\n  sign-in:   {}\n  CA:        {}\n",
+        edge.public_addr,
+        edge.connector_addr,
+        edge.admin_addr,
+        edge.idp_issuer(),
+        edge.ca_path.display()
+    );
     if let Some(addr) = edge.metrics_addr {
-        println!("  metrics:   http://{addr}/metrics");
+        banner.push_str(&format!("  metrics:   http://{addr}/metrics\n"));
     }
     if let Some(p) = &edge.admin_token_path {
-        println!("  admin token: {}", p.display());
+        banner.push_str(&format!("  admin token: {}\n", p.display()));
+    }
+    if banner_to_stderr {
+        eprint!("{banner}");
+    } else {
+        print!("{banner}");
     }
     terminated().await;
     tracing::info!("shutting down: draining in-flight requests");

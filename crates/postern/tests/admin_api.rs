@@ -400,6 +400,48 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let big = "x".repeat(100 * 1024);
     let cases: Vec<BadCall> = vec![
         (
+            Method::GET,
+            "/v1/signins?limit=x".into(),
+            None,
+            400,
+            "invalid_request",
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/v1/audit?bogus=1".into(),
+            None,
+            400,
+            "invalid_request",
+            "bogus",
+        ),
+        (
+            Method::PUT,
+            "/v1/policies/p".into(),
+            Some(
+                json!({"name": "other", "state": "on", "users": {"include": ["all"]}, "apps": {"include": ["all"]}, "grant": {"block": true}}),
+            ),
+            400,
+            "name_mismatch",
+            "make them the same",
+        ),
+        (
+            Method::PUT,
+            "/v1/locations/l".into(),
+            Some(json!({"name": "l", "cidrs": ["10.0.0.0/33"]})),
+            422,
+            "bad_json",
+            "cidrs",
+        ),
+        (
+            Method::PUT,
+            "/v1/locations/l".into(),
+            Some(json!({"name": "l", "countries": ["ZZ"]})),
+            400,
+            "invalid_policy",
+            "ZZ",
+        ),
+        (
             Method::POST,
             "/v1/apps".into(),
             Some(publish("b", "http://b.localhost", &app.url(), "g")),

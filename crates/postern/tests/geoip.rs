@@ -32,7 +32,7 @@ fn the_geolite2_database_places_known_addresses() {
 }
 
 #[tokio::test]
-async fn the_edge_refuses_to_start_with_a_database_it_cannot_use() {
+async fn the_edge_refuses_to_start_with_files_it_cannot_use() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("countries.mmdb");
     std::fs::write(&junk, b"not a location database").unwrap();
@@ -59,6 +59,34 @@ async fn the_edge_refuses_to_start_with_a_database_it_cannot_use() {
         err.contains("--geoip-db") && err.contains("countries.mmdb") && err.contains("mmdb"),
         "{err}"
     );
+    // Refused before anything was written.
+    assert!(!dir.path().join("data").exists());
+
+    // So is a SIEM file in a directory that does not exist.
+    let out = tokio::process::Command::new(common::BIN)
+        .args(["edge", "--data"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--connector-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0", "--siem-file"])
+        .arg(dir.path().join("missing/siem.jsonl"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(common::READY_TIMEOUT, out)
+        .await
+        .expect("the edge neither started nor stopped")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--siem-file") && err.contains("missing/siem.jsonl"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists());
 }
 
 #[tokio::test]

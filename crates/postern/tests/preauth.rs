@@ -1026,7 +1026,7 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
     assert!(
         rows.iter()
             .filter(|s| s["issuer"] == "postern-idp")
-            .all(|s| s["authenticationMethodsUsed"] == json!(["password"])),
+            .all(|s| s["authenticationMethodsUsed"] == json!(["pwd"])),
         "{log}"
     );
     // Each record names its request and where it came from, at either side; Cy's, made in

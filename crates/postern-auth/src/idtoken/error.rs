@@ -65,7 +65,7 @@ pub enum TokenError {
         allowed: String,
     },
     /// The signature does not verify with the key.
-    #[error("token signature does not verify with key {kid:?}")]
+    #[error("token signature does not verify with {}", match kid { Some(k) => format!("key {k:?}"), None => "the issuer's key (the token names none)".to_owned() })]
     BadSignature {
         /// The key tried (`None` when the token names none).
         kid: Option<String>,

@@ -248,11 +248,35 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         failure.request_id = Some(id.clone());
         resp = failure.into_response();
         resp.extensions_mut().remove::<ApiFailure>();
+    } else if is_bare_rejection(&resp) {
+        // An extractor's plain-text refusal (a query string that does not parse): the same
+        // JSON error as every other, with its reason.
+        let status = resp.status();
+        let reason = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            std::mem::take(resp.body_mut()),
+            4096,
+        ))
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+        let mut failure = ApiFailure::new(status, "invalid_request", reason);
+        failure.request_id = Some(id.clone());
+        resp = failure.into_response();
+        resp.extensions_mut().remove::<ApiFailure>();
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// A 4xx answer in plain text: what axum's extractors send when they refuse a request.
+fn is_bare_rejection(resp: &Response) -> bool {
+    resp.status().is_client_error()
+        && resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/plain"))
 }
 
 /// The authenticated caller of an admin call.
