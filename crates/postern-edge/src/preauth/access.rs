@@ -233,3 +233,69 @@ pub fn status(decision: &Decision) -> &'static str {
         (_, true) => "failure",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let now = UnixTime::from_secs(1_000_000);
+        Session {
+            id: postern_auth::session::SessionId::generate(),
+            app: postern_auth::AppId::new("a1").unwrap(),
+            issuer: "https://issuer.example".into(),
+            subject: "u1".into(),
+            email: None,
+            name: None,
+            groups: vec![],
+            amr: vec!["pwd".into()],
+            acr: None,
+            auth_time: Some(now),
+            issued_at: now,
+            expires_at: now,
+        }
+    }
+
+    #[test]
+    fn policies_that_do_not_compile_let_nothing_through() {
+        let broken = Access {
+            policies: Err("the stored policy \"x\" cannot be read".into()),
+            ..Access::default()
+        };
+        let decided = broken.decide(
+            &session(),
+            "wiki",
+            "192.0.2.1".parse().unwrap(),
+            None,
+            None,
+            UnixTime::from_secs(1_000_000),
+        );
+        assert!(matches!(decided, Err(Refusal::PoliciesUnusable { .. })));
+        // No policies at all: everyone signed in is let through.
+        let none = Access::default()
+            .decide(
+                &session(),
+                "wiki",
+                "192.0.2.1".parse().unwrap(),
+                None,
+                None,
+                UnixTime::from_secs(1_000_000),
+            )
+            .unwrap();
+        assert_eq!(none.verdict, Verdict::Allow);
+        assert_eq!(status(&none), "notApplied");
+    }
+
+    #[test]
+    fn user_agents_map_to_policy_platforms() {
+        assert_eq!(
+            platform_of("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) Safari/604.1"),
+            Platform::Ios
+        );
+        assert_eq!(
+            platform_of("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0"),
+            Platform::Windows
+        );
+        assert_eq!(platform_of("curl/8.5.0"), Platform::Other);
+    }
+}
