@@ -355,7 +355,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             Arc::new(observe::EdgeProbe::new(shared.clone())),
         );
     }
-    tracing::info!(%public_addr, %connector_addr, %admin_addr, metrics_addr = ?metrics_addr, data = %shared.config.data_dir.display(), "edge started");
+    tracing::info!(%public_addr, %connector_addr, %admin_addr, metrics_addr = metrics_addr.map(|a| a.to_string()).as_deref().unwrap_or("none"), data = %shared.config.data_dir.display(), "edge started");
     Ok(RunningEdge {
         public_addr,
         connector_addr,
