@@ -171,7 +171,10 @@ async fn serve(
             // cancel at once (a "rapid reset" against the edge is answered there). hyper's
             // default would end the whole tunnel after 20 such resets waiting to be accepted.
             .max_pending_accept_reset_streams(MAX_CONCURRENT_STREAMS as usize)
-            .max_local_error_reset_streams(MAX_CONCURRENT_STREAMS as usize)
+            // h2 counts these over the connection's whole life and ends it at the limit: any
+            // limit is reached by a long-lived tunnel whose users cancel downloads. The peer is
+            // the edge, authenticated by its certificate.
+            .max_local_error_reset_streams(None)
             .initial_stream_window_size(postern_proto::limits::TUNNEL_STREAM_WINDOW_BYTES)
             .initial_connection_window_size(postern_proto::limits::TUNNEL_CONNECTION_WINDOW_BYTES)
             .max_frame_size(postern_proto::limits::TUNNEL_MAX_FRAME_BYTES)

@@ -7,7 +7,9 @@
 //! to everyone else. Without it, a few clients that start large downloads and never read would
 //! fill the tunnel's connection window and stall every other request of the connector group.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -38,8 +40,14 @@ impl EdgeBody {
     }
 
     /// An app's response streamed from a tunnel, watched for a user who stops reading it.
-    pub fn app(body: Incoming, in_flight: InFlight, stalls: &Arc<StallWatch>) -> EdgeBody {
+    pub fn app(
+        body: Incoming,
+        in_flight: InFlight,
+        stalls: &Arc<StallWatch>,
+        client: IpAddr,
+    ) -> EdgeBody {
         let stream = Arc::new(WatchedStream {
+            client,
             streaming: Mutex::new(Some(Streaming {
                 body,
                 _in_flight: in_flight,
@@ -94,6 +102,9 @@ pub struct AppStream(Arc<WatchedStream>);
 
 /// A response stream the stall watch can take away from its body.
 pub struct WatchedStream {
+    /// Whose response it is: past the budget, the addresses with the most stalled streams lose
+    /// theirs first.
+    client: IpAddr,
     /// `None` once the stream ended, failed or was reset by the watch.
     streaming: Mutex<Option<Streaming>>,
     /// Milliseconds (on [`coarse_now`]'s clock) since which the stream has been waiting for the
@@ -166,7 +177,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The responses in flight, checked now and then for users who stopped reading: a stream that
 /// waited for its user for the stall timeout is reset, and when more than `budget` streams have
-/// waited past [`STALL_GRACE`], the longest-waiting are reset down to it.
+/// waited past [`STALL_GRACE`], streams are reset down to it: those of the addresses with the
+/// most stalled streams first, the longest-waiting of each first, so one paused reader is not
+/// made to pay for someone else's many.
 ///
 /// **Invariant:** with the budget at most the tunnel's connection window over the stream
 /// window, stalled clients together never hold more than that share of any tunnel's window,
@@ -258,7 +271,13 @@ impl StallWatch {
             });
         let mut over_budget = Vec::new();
         if self.budget > 0 && waiting.len() > self.budget {
-            waiting.sort_unstable_by_key(|(since, _)| *since);
+            let mut per_client: HashMap<IpAddr, usize> = HashMap::new();
+            for (_, s) in &waiting {
+                *per_client.entry(s.client).or_default() += 1;
+            }
+            waiting.sort_unstable_by_key(|(since, s)| {
+                (std::cmp::Reverse(per_client[&s.client]), *since)
+            });
             let excess = waiting.len() - self.budget;
             over_budget.extend(waiting.into_iter().take(excess).map(|(_, s)| s));
         }
@@ -400,7 +419,12 @@ mod tests {
     use super::*;
 
     fn stream(since: u64) -> Arc<WatchedStream> {
+        stream_of([192, 0, 2, 1], since)
+    }
+
+    fn stream_of(client: [u8; 4], since: u64) -> Arc<WatchedStream> {
         Arc::new(WatchedStream {
+            client: IpAddr::from(client),
             streaming: Mutex::new(None),
             waiting_for_user_since: AtomicU64::new(since),
         })
@@ -474,5 +498,35 @@ mod tests {
             unlimited.add(s);
         }
         assert_eq!(unlimited.sweep(now), Swept::default());
+    }
+
+    #[test]
+    fn past_the_budget_the_address_with_the_most_stalled_streams_pays_first() {
+        let watch = watch(3);
+        let now = 100_000;
+        // One reader paused for 20 s; an address with four fresher stalled streams.
+        let paused = stream_of([198, 51, 100, 1], now - 20_000);
+        let many: Vec<_> = (0..4)
+            .map(|i| stream_of([203, 0, 113, 9], now - 5_000 + i * 100))
+            .collect();
+        watch.add(&paused);
+        for s in &many {
+            watch.add(s);
+        }
+        assert_eq!(
+            watch.sweep(now),
+            Swept {
+                timed_out: 0,
+                over_budget: 2
+            }
+        );
+        let gone =
+            |s: &Arc<WatchedStream>| s.waiting_for_user_since.load(Ordering::Relaxed) == u64::MAX;
+        assert!(!gone(&paused));
+        assert_eq!(many.iter().filter(|s| gone(s)).count(), 2);
+        assert!(
+            gone(&many[0]) && gone(&many[1]),
+            "the longest-waiting of them first"
+        );
     }
 }

@@ -36,6 +36,10 @@ use crate::audit::{Actor, Audited};
 use crate::config::CONFIG_POLL_TIMEOUT;
 use crate::state::Shared;
 
+/// Reset streams a tunnel remembers (for h2's reset-stream duration), so data still in flight for
+/// them is dropped quietly rather than answered as an error: more than one tunnel carries at once.
+const TUNNEL_RESET_STREAMS_REMEMBERED: usize = 8192;
+
 /// The connector (and which of its certificates) a client certificate names, if the peer
 /// presented one.
 #[derive(Clone, Debug)]
@@ -127,6 +131,14 @@ async fn run_tunnel(
         .keep_alive_interval(TUNNEL_PING_INTERVAL)
         .keep_alive_timeout(TUNNEL_PING_TIMEOUT)
         .keep_alive_while_idle(true)
+        // Every response a user cancels or stops reading is reset here while the connector may
+        // still be sending it. h2 remembers only 50 reset streams for a second by default, and
+        // answers data for a forgotten one with a local error that it counts over the
+        // connection's whole life, ending the tunnel (and every request on it) at 1024: a few
+        // clients that start downloads and leave could tear tunnels down. The peer is a
+        // connector, authenticated by its certificate.
+        .max_concurrent_reset_streams(TUNNEL_RESET_STREAMS_REMEMBERED)
+        .max_local_error_reset_streams(None)
         .handshake(TokioIo::new(tls))
         .await;
     let (sender, conn) = match handshake {

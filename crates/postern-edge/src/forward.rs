@@ -240,7 +240,7 @@ async fn route_and_forward(
     hygiene::prepare_response(&mut parts.headers, request_id);
     Ok(Response::from_parts(
         parts,
-        EdgeBody::app(body, in_flight, &shared.stalls),
+        EdgeBody::app(body, in_flight, &shared.stalls, peer.ip()),
     ))
 }
 
@@ -459,7 +459,7 @@ async fn websocket(
         hygiene::prepare_response(&mut parts.headers, &meta.request_id);
         return Ok(Response::from_parts(
             parts,
-            EdgeBody::app(body, in_flight, &shared.stalls),
+            EdgeBody::app(body, in_flight, &shared.stalls, fwd.client_ip),
         ));
     }
     if !resp.headers().contains_key(&HEADER_WS_ACCEPT) {
@@ -549,6 +549,10 @@ fn tunnel_uri(authority: &Authority, path: Option<&PathAndQuery>) -> Result<Uri,
 /// The request's host (lower-case, without port or trailing dot: what routing matches) and its
 /// authority as the user sent it, lower-cased (host and port: what the app may be shown).
 pub fn request_host<B>(req: &Request<B>) -> Option<(String, Authority)> {
+    // Two `Host` headers name no one host (RFC 9112, 3.2: answered 400).
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return None;
+    }
     let authority = match req.uri().authority() {
         Some(a) => a.clone(),
         None => {

@@ -143,9 +143,11 @@ fn round_up(d: Duration) -> Duration {
 pub fn check_request_head<B>(req: &http::Request<B>) -> Result<(), Refusal> {
     let target = req.uri().path_and_query().map_or("", |p| p.as_str());
     let headers = req.headers();
-    if headers.len() > MAX_HEADER_FIELDS
-        || request_head_bytes(target, headers) > MAX_REQUEST_HEAD_BYTES
-    {
+    // An HTTP/2 client may send each cookie as its own field (RFC 9113, 8.2.3): together they
+    // are one header, as the edge forwards them.
+    let cookie_crumbs = headers.get_all(http::header::COOKIE).iter().count();
+    let fields = headers.len() - cookie_crumbs.saturating_sub(1);
+    if fields > MAX_HEADER_FIELDS || request_head_bytes(target, headers) > MAX_REQUEST_HEAD_BYTES {
         return Err(Refusal::HeadTooLarge);
     }
     Ok(())

@@ -120,6 +120,7 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
         headers.remove(name);
     }
     headers.remove(header::HOST);
+    fold_cookies(headers);
 
     let ip = fwd.peer_ip.to_canonical().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -145,6 +146,22 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
         // Unique to this request: kept out of the tunnel's HPACK table (see HPACK_TABLE_BYTES).
         v.set_sensitive(true);
         headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+/// Joins cookies an HTTP/2 client sent as separate fields into one `Cookie` header, as RFC 9113
+/// (8.2.3) asks of anything that passes them on: an HTTP/1.1 app expects one.
+fn fold_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
     }
 }
 

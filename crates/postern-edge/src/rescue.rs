@@ -316,7 +316,7 @@ impl Refusal {
                 "No application is published at {host}. Check the address, or ask an administrator to publish it."
             ),
             Refusal::MissingHost => {
-                "The request names no valid host (a Host header or :authority without user information).".to_owned()
+                "The request names no valid host (one Host header or :authority, without user information).".to_owned()
             }
             Refusal::ConnectNotAllowed => {
                 "CONNECT is not allowed: Postern publishes apps and is not a forward proxy.".to_owned()

@@ -350,6 +350,8 @@ pub(crate) fn request_id() -> Option<String> {
 /// The endpoints programs call, which answer RFC 6749 JSON errors rather than pages.
 fn answers_json(path: &str) -> bool {
     matches!(path, "/token" | "/device_authorization" | "/userinfo")
+        || path.starts_with("/signin/passkey/")
+        || path.starts_with("/account/passkeys/")
 }
 
 /// Why the body of a request was refused before its handler ran, from the extractor's status.
@@ -360,7 +362,8 @@ pub(crate) fn body_refusal(status: http::StatusCode) -> String {
             MAX_BODY_BYTES / 1024
         ),
         http::StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            "The request body must be a form (application/x-www-form-urlencoded).".to_owned()
+            "The request body is not of the type this address reads (a form, or JSON for passkeys)."
+                .to_owned()
         }
         http::StatusCode::METHOD_NOT_ALLOWED => "This page does not answer that method.".to_owned(),
         _ => "The form could not be read: a field is missing, repeated or malformed.".to_owned(),
@@ -383,11 +386,12 @@ async fn framing(
     let json = answers_json(req.uri().path());
     let resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
     let status = resp.status();
-    let bare = status.is_client_error()
-        && resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    // axum's extractors answer in plain text, and its method check with an empty 405; the
+    // provider's own answers (pages, JSON, a bare 401 with its challenge) are left alone.
+    let bare = match resp.headers().get(http::header::CONTENT_TYPE) {
+        Some(t) => status.is_client_error() && t.as_bytes().starts_with(b"text/plain"),
+        None => status == http::StatusCode::METHOD_NOT_ALLOWED,
+    };
     let mut resp = if !bare {
         resp
     } else if json {

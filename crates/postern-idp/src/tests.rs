@@ -341,11 +341,28 @@ async fn bodies_refused_before_their_handler_name_the_cause_and_the_request() {
         // Not a form: 400, as RFC 6749 answers a malformed request, saying so.
         let (status, _, body) = send("POST", path, "text/plain", "x".into()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
-        assert!(body.contains("must be a form"), "{body}");
+        assert!(body.contains("not of the type"), "{body}");
     }
     let (status, _, body) = send("POST", "/signin", "text/plain", "x".into()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(body.contains("must be a form"), "{body}");
+    assert!(body.contains("not of the type"), "{body}");
+    // The passkey endpoints read JSON, and answer JSON.
+    let (status, _, body) = send("POST", "/signin/passkey/start", "text/plain", "x".into()).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+        "{body}"
+    );
+    // The provider's own answers are left alone: userinfo's 401 keeps its Bearer challenge.
+    let (status, headers, _) = send("GET", "/userinfo", form, String::new()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"),
+        "{headers:?}"
+    );
     let (status, headers, body) = send("PUT", "/signin", form, String::new()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(headers.contains_key("allow"));
