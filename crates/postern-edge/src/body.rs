@@ -338,7 +338,16 @@ pub struct UserBody {
     stall: Option<Pin<Box<Sleep>>>,
     armed: bool,
     outcome: UserBodyOutcome,
+    /// Frames read ahead by [`UserBody::prefetch`], given out first.
+    ready: std::collections::VecDeque<Frame<Bytes>>,
+    /// The client's body ended while it was read ahead.
+    finished: bool,
 }
+
+/// How much of a request body the edge reads before it sends the request down a tunnel: a
+/// client that sends its body slowly then ties up only the edge, not one of the app's workers
+/// (most request bodies, forms and API calls, fit whole).
+pub const PREFETCH_BYTES: usize = 64 * 1024;
 
 impl UserBody {
     pub fn new(inner: Incoming, stall_timeout: Duration) -> (UserBody, UserBodyOutcome) {
@@ -350,26 +359,52 @@ impl UserBody {
                 stall: None,
                 armed: false,
                 outcome: outcome.clone(),
+                ready: std::collections::VecDeque::new(),
+                finished: false,
             },
             outcome,
         )
     }
-}
 
-/// A request body that stopped arriving.
-#[derive(Debug, thiserror::Error)]
-#[error("the client sent no request body for the stall timeout")]
-pub struct BodyStalled;
+    /// Reads the body ahead, up to its end or `limit` bytes, within `deadline` in all (and the
+    /// stall timeout between pieces): past it the client's body is stalled (408).
+    pub async fn prefetch(&mut self, limit: usize, deadline: Duration) -> Result<(), BoxError> {
+        if self.inner.is_end_stream() {
+            return Ok(());
+        }
+        let outcome = self.outcome.clone();
+        let fetch = async {
+            let mut buffered = 0;
+            while buffered < limit {
+                match std::future::poll_fn(|cx| self.poll_client(cx)).await {
+                    Some(Ok(frame)) => {
+                        buffered += frame.data_ref().map_or(0, Bytes::len);
+                        self.ready.push_back(frame);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        self.finished = true;
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, fetch).await {
+            Ok(done) => done,
+            Err(_) => {
+                outcome.0.store(BODY_STALLED, Ordering::Relaxed);
+                Err(BodyStalled.into())
+            }
+        }
+    }
 
-impl Body for UserBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+    /// The next frame from the client, with the stall clock running while it sends nothing.
+    fn poll_client(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+        let this = self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
                 // Waiting for the client (the tunnel asked for more): start the stall clock.
@@ -404,13 +439,52 @@ impl Body for UserBody {
             }
         }
     }
+}
+
+/// A request body that stopped arriving.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body for the stall timeout")]
+pub struct BodyStalled;
+
+impl Body for UserBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        this.poll_client(cx)
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ready.is_empty() && (self.finished || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let ahead: u64 = self
+            .ready
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        if self.finished {
+            return SizeHint::with_exact(ahead);
+        }
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + ahead);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + ahead);
+        }
+        hint
     }
 }
 

@@ -215,7 +215,19 @@ async fn route_and_forward(
     // A request without a body can be sent again if a tunnel refuses it unprocessed.
     let replay = http_body::Body::is_end_stream(&body).then(|| Replay::of(&parts));
     let stall_timeout = shared.config.limits.stall_timeout;
-    let (body, outcome) = UserBody::new(body, stall_timeout);
+    let permit = shared.in_flight.acquire(peer.ip())?;
+    let (mut body, outcome) = UserBody::new(body, stall_timeout);
+    // The body's first 64 KiB (most bodies whole) arrive before the app hears of the request,
+    // within the stall timeout in all: a client that sends slowly holds no app worker.
+    if let Err(e) = body
+        .prefetch(crate::body::PREFETCH_BYTES, stall_timeout)
+        .await
+    {
+        tracing::debug!(error = %e, "request body refused before forwarding");
+        return Err(outcome
+            .refusal(stall_timeout)
+            .unwrap_or(Refusal::BadRequestBody));
+    }
     let counted = ex
         .as_ref()
         .map_or_else(Default::default, Exchange::bytes_in);
@@ -224,7 +236,6 @@ async fn route_and_forward(
         hygiene::clean_request_trailers,
     );
     let tunnel_req = Request::from_parts(parts, Either::Left(body));
-    let permit = shared.in_flight.acquire(peer.ip())?;
     let sending = Instant::now();
     let (resp, mut in_flight) = send(shared, &route, tunnel_req, sent, replay)
         .await

@@ -421,8 +421,8 @@ impl Refusal {
                 "The request body was malformed (its chunked framing is invalid) or ended before its declared length.".to_owned()
             }
             Refusal::RequestBodyStalled { timeout } => format!(
-                "The request body sent nothing for {} seconds, so the edge stopped waiting for it.",
-                timeout.as_secs()
+                "The request body sent nothing for {secs} seconds, or not its first 64 KiB (or all of it) within {secs} seconds, so the edge stopped waiting for it.",
+                secs = timeout.as_secs()
             ),
             Refusal::ResponseHeadTooLarge { app } => format!(
                 "{app:?} answered with headers larger than {} KiB, which the edge does not pass on. The app's administrator must make them smaller (large cookies are the usual cause).",

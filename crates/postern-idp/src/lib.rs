@@ -366,7 +366,8 @@ pub(crate) fn body_refusal(status: http::StatusCode) -> String {
                 .to_owned()
         }
         http::StatusCode::METHOD_NOT_ALLOWED => "This page does not answer that method.".to_owned(),
-        _ => "The form could not be read: a field is missing, repeated or malformed.".to_owned(),
+        _ => "The request body could not be read: a field is missing, repeated or malformed."
+            .to_owned(),
     }
 }
 

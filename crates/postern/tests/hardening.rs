@@ -597,3 +597,56 @@ async fn stalled_clients_from_many_addresses_share_one_budget() {
         c.abort();
     }
 }
+
+#[tokio::test]
+async fn a_slow_request_body_reaches_the_app_only_once_it_has_arrived() {
+    let (edge, app, _c) = published("slowbody.localhost", &["--stall-timeout", "3s"]).await;
+    let hits = || app.hits.load(std::sync::atomic::Ordering::Relaxed);
+    let before = hits();
+    // Half a form, then a pause: the app has not heard of the request.
+    let mut tls = edge.tls_to_public("slowbody.localhost", b"http/1.1").await;
+    let body = "x".repeat(1000);
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: slowbody.localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body.as_bytes()[..500]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        hits(),
+        before,
+        "the app was sent a request whose body had not arrived"
+    );
+    // The rest: the request goes through whole.
+    tls.write_all(&body.as_bytes()[500..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, tls.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(hits(), before + 1);
+
+    // A body that keeps trickling past the stall timeout in all is refused, 408, and the app
+    // never hears of it.
+    let mut tls = edge.tls_to_public("slowbody.localhost", b"http/1.1").await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let trickle = async {
+        for _ in 0..10 {
+            if tls.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        answer
+    };
+    let answer = tokio::time::timeout(READY_TIMEOUT, trickle).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_body_stalled"), "{text}");
+    assert_eq!(hits(), before + 1);
+}
