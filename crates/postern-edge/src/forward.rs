@@ -371,7 +371,11 @@ async fn send(
                         next = replay.as_ref().map(Replay::request);
                     }
                     None => {
-                        tracing::warn!(tunnel, error = %err.error(), "tunnel stream failed");
+                        // A torn-down tunnel fails all its streams at once: within the same
+                        // budget as refusal warnings.
+                        if let Some(left_out) = shared.refusal_log.admit() {
+                            tracing::warn!(tunnel, error = %err.error(), left_out, "tunnel stream failed");
+                        }
                         return Err(lost());
                     }
                 }
