@@ -475,8 +475,15 @@ impl Body for UserBody {
             .filter_map(|f| f.data_ref())
             .map(|d| d.len() as u64)
             .sum();
-        if self.finished {
+        // A whole body read ahead has an exact length, unless it carries trailers: a length
+        // would send it to an HTTP/1.1 app with Content-Length, where trailers cannot follow.
+        if self.finished && !self.ready.iter().any(Frame::is_trailers) {
             return SizeHint::with_exact(ahead);
+        }
+        if self.finished {
+            let mut hint = SizeHint::new();
+            hint.set_lower(ahead);
+            return hint;
         }
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
