@@ -214,13 +214,35 @@ pub fn platform_of(user_agent: &str) -> Platform {
     }
 }
 
-/// What a verdict asks of the sign-in, when it asks something a new sign-in could give.
-pub fn unmet(verdict: &Verdict) -> Option<(&str, &'static str)> {
+/// What a verdict asks of a request.
+pub enum Demand {
+    /// Let it through.
+    Nothing,
+    /// Refuse it: a policy blocks it.
+    Refuse(Refusal),
+    /// A new sign-in could meet it (a second factor, a passkey, a fresh sign-in); where the
+    /// browser cannot be sent back to the issuer, refuse it with this.
+    SignInAgain(Refusal),
+}
+
+/// The demand of `verdict` on a request to `app`.
+pub fn demand(app: &str, verdict: &Verdict) -> Demand {
+    let unmet = |policy: &str, what| {
+        Demand::SignInAgain(Refusal::PolicyUnmet {
+            app: app.to_owned(),
+            policy: policy.to_owned(),
+            what,
+        })
+    };
     match verdict {
-        Verdict::RequireMfa { policy } => Some((policy, "a second factor")),
-        Verdict::RequirePasskey { policy } => Some((policy, "a passkey")),
-        Verdict::RequireSignIn { policy } => Some((policy, "a fresh sign-in")),
-        Verdict::Allow | Verdict::Block { .. } => None,
+        Verdict::Allow => Demand::Nothing,
+        Verdict::Block { policy } => Demand::Refuse(Refusal::PolicyBlocked {
+            app: app.to_owned(),
+            policy: policy.to_string(),
+        }),
+        Verdict::RequireMfa { policy } => unmet(policy, "a second factor"),
+        Verdict::RequirePasskey { policy } => unmet(policy, "a passkey"),
+        Verdict::RequireSignIn { policy } => unmet(policy, "a fresh sign-in"),
     }
 }
 

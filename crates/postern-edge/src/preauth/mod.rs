@@ -13,6 +13,7 @@
 //! forwarded.
 
 pub mod access;
+use access::Demand;
 pub mod cookies;
 mod issuer;
 mod signout;
@@ -30,7 +31,6 @@ use postern_auth::{
     AppId, AppOrigin, AssertionSigner, CookieError, Expectations, IssuerUrl, KeyRing, ReturnTo,
     Session, StateCookie, UnixTime, VerifyError,
 };
-use postern_policy::Verdict;
 use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
 
 use crate::state::Shared;
@@ -434,23 +434,11 @@ pub async fn guard(
             Ok(opened) if !revoked(routes, &opened) => {
                 sign_in.admit(&opened.session)?;
                 let decision = decide(shared, routes, sign_in, req, &opened.session, now)?;
-                match &decision.verdict {
-                    Verdict::Allow => {}
-                    Verdict::Block { policy } => {
-                        return Err(Refusal::PolicyBlocked {
-                            app: sign_in.app_name.clone(),
-                            policy: policy.to_string(),
-                        })
-                    }
-                    unmet => {
-                        let (policy, what) = access::unmet(unmet).unwrap_or(("", "more"));
-                        if req.json {
-                            return Err(Refusal::PolicyUnmet {
-                                app: sign_in.app_name.clone(),
-                                policy: policy.to_owned(),
-                                what,
-                            });
-                        }
+                match access::demand(&sign_in.app_name, &decision.verdict) {
+                    Demand::Nothing => {}
+                    Demand::Refuse(refusal) => return Err(refusal),
+                    Demand::SignInAgain(refusal) if req.json => return Err(refusal),
+                    Demand::SignInAgain(_) => {
                         let return_to = ReturnTo::from_request(
                             &sign_in.origin,
                             req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
@@ -487,20 +475,10 @@ pub async fn guard(
                 // A program cannot be sent to sign in again: what a policy demands is refused.
                 Guarded::Forward(identity) => {
                     let session = &identity.opened.session;
-                    match decide(shared, routes, sign_in, req, session, now)?.verdict {
-                        Verdict::Allow => Ok(guarded),
-                        Verdict::Block { policy } => Err(Refusal::PolicyBlocked {
-                            app: sign_in.app_name.clone(),
-                            policy: policy.to_string(),
-                        }),
-                        unmet => {
-                            let (policy, what) = access::unmet(&unmet).unwrap_or(("", "more"));
-                            Err(Refusal::PolicyUnmet {
-                                app: sign_in.app_name.clone(),
-                                policy: policy.to_owned(),
-                                what,
-                            })
-                        }
+                    let decision = decide(shared, routes, sign_in, req, session, now)?;
+                    match access::demand(&sign_in.app_name, &decision.verdict) {
+                        Demand::Nothing => Ok(guarded),
+                        Demand::Refuse(refusal) | Demand::SignInAgain(refusal) => Err(refusal),
                     }
                 }
                 Guarded::Answer(_) => Ok(guarded),
@@ -818,23 +796,11 @@ async fn callback(
     *who = Some(session.clone());
     sign_in.admit(&session)?;
     let decision = decide(shared, routes, sign_in, req, &session, now)?;
-    match &decision.verdict {
-        Verdict::Allow => {}
-        Verdict::Block { policy } => {
-            return Err(Refusal::PolicyBlocked {
-                app: app(),
-                policy: policy.to_string(),
-            })
-        }
-        unmet => {
-            let (policy, what) = access::unmet(unmet).unwrap_or(("", "more"));
-            if pending.step_up {
-                return Err(Refusal::PolicyUnmet {
-                    app: app(),
-                    policy: policy.to_owned(),
-                    what,
-                });
-            }
+    match access::demand(&sign_in.app_name, &decision.verdict) {
+        Demand::Nothing => {}
+        Demand::Refuse(refusal) => return Err(refusal),
+        Demand::SignInAgain(refusal) if pending.step_up => return Err(refusal),
+        Demand::SignInAgain(_) => {
             // Back to the issuer once, asking for a fresh sign-in with a second factor.
             return step_up(
                 auth,
