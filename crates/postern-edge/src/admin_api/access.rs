@@ -71,32 +71,62 @@ pub async fn put_policy(
     Path(name): Path<String>,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<(StatusCode, Json<Policy>), ApiFailure> {
-    let audit = admin.begin(&shared, "policy.put", &name);
+    let status = save(
+        &shared,
+        &admin,
+        AccessDoc::Policy,
+        &name,
+        &policy.name,
+        &policy,
+        |all| replace(&mut all.0, &name, |p| &p.name, &policy),
+    )
+    .await?;
+    Ok((status, Json(policy)))
+}
+
+/// `items` with the one named `name` replaced by `item`, or `item` added at the end.
+fn replace<T: Clone>(items: &mut Vec<T>, name: &str, name_of: fn(&T) -> &String, item: &T) {
+    match items.iter_mut().find(|i| name_of(i) == name) {
+        Some(i) => *i = item.clone(),
+        None => items.push(item.clone()),
+    }
+}
+
+/// Stores a policy or location named `name` (the body names `body_name`) once the whole set,
+/// changed by `change`, compiles; audited, then reloaded. Answers 200 when it replaced one,
+/// 201 when it is new.
+async fn save<T: Serialize>(
+    shared: &Shared,
+    admin: &Admin,
+    kind: AccessDoc,
+    name: &str,
+    body_name: &str,
+    item: &T,
+    change: impl FnOnce(&mut (Vec<Policy>, Vec<NamedLocation>)),
+) -> Result<StatusCode, ApiFailure> {
+    let action = match kind {
+        AccessDoc::Policy => "policy.put",
+        AccessDoc::Location => "location.put",
+    };
+    let audit = admin.begin(shared, action, name);
     let result = async {
-        path_matches(&name, &policy.name)?;
-        let (mut policies, locations) = current(&shared).await?;
-        match policies.iter_mut().find(|p| p.name == name) {
-            Some(p) => *p = policy.clone(),
-            None => policies.push(policy.clone()),
-        }
-        check(&shared, &policies, &locations).await?;
-        let doc = json(&policy)?;
-        let existed = audit
-            .store(&doc)
-            .put_access_doc(AccessDoc::Policy, &name, &doc)
-            .await?;
+        path_matches(name, body_name)?;
+        let mut all = current(shared).await?;
+        change(&mut all);
+        check(shared, &all.0, &all.1).await?;
+        let doc = json(item)?;
+        let existed = audit.store(&doc).put_access_doc(kind, name, &doc).await?;
         shared.reload().await?;
-        tracing::info!(policy = %name, state = ?policy.state, "access policy saved");
+        tracing::info!(kind = action, name, "access policy or location saved");
         Ok(existed)
     }
     .await;
     finish(&audit, &result).await;
-    let status = if result? {
+    Ok(if result? {
         StatusCode::OK
     } else {
         StatusCode::CREATED
-    };
-    Ok((status, Json(policy)))
+    })
 }
 
 pub async fn delete_policy(
@@ -126,31 +156,16 @@ pub async fn put_location(
     Path(name): Path<String>,
     ApiJson(location): ApiJson<NamedLocation>,
 ) -> Result<(StatusCode, Json<NamedLocation>), ApiFailure> {
-    let audit = admin.begin(&shared, "location.put", &name);
-    let result = async {
-        path_matches(&name, &location.name)?;
-        let (policies, mut locations) = current(&shared).await?;
-        match locations.iter_mut().find(|l| l.name == name) {
-            Some(l) => *l = location.clone(),
-            None => locations.push(location.clone()),
-        }
-        check(&shared, &policies, &locations).await?;
-        let doc = json(&location)?;
-        let existed = audit
-            .store(&doc)
-            .put_access_doc(AccessDoc::Location, &name, &doc)
-            .await?;
-        shared.reload().await?;
-        tracing::info!(location = %name, "named location saved");
-        Ok(existed)
-    }
-    .await;
-    finish(&audit, &result).await;
-    let status = if result? {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = save(
+        &shared,
+        &admin,
+        AccessDoc::Location,
+        &name,
+        &location.name,
+        &location,
+        |all| replace(&mut all.1, &name, |l| &l.name, &location),
+    )
+    .await?;
     Ok((status, Json(location)))
 }
 
