@@ -31,22 +31,19 @@ fn the_geolite2_database_places_known_addresses() {
     }
 }
 
-#[tokio::test]
-async fn the_edge_refuses_to_start_with_files_it_cannot_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let junk = dir.path().join("countries.mmdb");
-    std::fs::write(&junk, b"not a location database").unwrap();
+/// Starts an edge on `dir/data` with `extra` flags; it must refuse to start. Its standard error.
+async fn refused_start(dir: &std::path::Path, extra: &[&std::ffi::OsStr]) -> String {
     let out = tokio::process::Command::new(common::BIN)
         .args(["edge", "--data"])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .args([
             "--listen",
             "127.0.0.1:0",
             "--connector-listen",
             "127.0.0.1:0",
         ])
-        .args(["--admin-listen", "127.0.0.1:0", "--geoip-db"])
-        .arg(&junk)
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(extra)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(common::READY_TIMEOUT, out)
@@ -54,7 +51,15 @@ async fn the_edge_refuses_to_start_with_files_it_cannot_use() {
         .expect("the edge neither started nor stopped")
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn the_edge_refuses_to_start_with_files_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("countries.mmdb");
+    std::fs::write(&junk, b"not a location database").unwrap();
+    let err = refused_start(dir.path(), &["--geoip-db".as_ref(), junk.as_os_str()]).await;
     assert!(
         err.contains("--geoip-db") && err.contains("countries.mmdb") && err.contains("mmdb"),
         "{err}"
@@ -63,25 +68,8 @@ async fn the_edge_refuses_to_start_with_files_it_cannot_use() {
     assert!(!dir.path().join("data").exists());
 
     // So is a SIEM file in a directory that does not exist.
-    let out = tokio::process::Command::new(common::BIN)
-        .args(["edge", "--data"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--connector-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "127.0.0.1:0", "--siem-file"])
-        .arg(dir.path().join("missing/siem.jsonl"))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(common::READY_TIMEOUT, out)
-        .await
-        .expect("the edge neither started nor stopped")
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let missing = dir.path().join("missing/siem.jsonl");
+    let err = refused_start(dir.path(), &["--siem-file".as_ref(), missing.as_os_str()]).await;
     assert!(
         err.contains("--siem-file") && err.contains("missing/siem.jsonl"),
         "{err}"
