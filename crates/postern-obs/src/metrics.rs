@@ -31,6 +31,7 @@ const CONNECTORS_ONLINE: &str = "postern_connectors_online";
 const QUEUE_WAIT: &str = "postern_queue_wait_seconds";
 const QUEUE_TIMEOUTS: &str = "postern_queue_timeouts_total";
 const REFUSALS: &str = "postern_refusals_total";
+const RISK_DETECTIONS: &str = "postern_risk_detections_total";
 const STREAMS_RESET: &str = "postern_stalled_streams_reset_total";
 const SIGN_INS: &str = "postern_sign_ins_total";
 const PREAUTH: &str = "postern_preauth_decisions_total";
@@ -104,6 +105,10 @@ fn describe() {
         "Requests that found no tunnel in time or a full queue, by app."
     );
     describe_counter!(REFUSALS, "Requests the edge refused, by refusal code.");
+    describe_counter!(
+        RISK_DETECTIONS,
+        "Identity protection's detections, by detection type and risk level."
+    );
     describe_counter!(
         STREAMS_RESET,
         "Response streams reset because their clients stopped reading, by cause."
@@ -243,6 +248,11 @@ pub fn streams_reset(cause: &'static str, n: usize) {
 /// The edge refused a request; `code` is a `Refusal::code()`.
 pub fn refusal(code: &'static str) {
     counter!(REFUSALS, "code" => code).increment(1);
+}
+
+/// Identity protection found `kind` (a detection type) at `level` (`low`, `medium`, `high`).
+pub fn risk_detection(kind: &'static str, level: &'static str) {
+    counter!(RISK_DETECTIONS, "kind" => kind, "level" => level).increment(1);
 }
 
 /// How a sign-in ended.
