@@ -159,6 +159,12 @@ pub struct EdgeConfig {
     pub geoip_db: Vec<PathBuf>,
     /// Proxies in front of the public listener whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A file of anonymizing networks (Tor exits, VPNs: one address or CIDR per line), reloaded
+    /// when it changes; `None` lists none.
+    pub anonymizer_list: Option<PathBuf>,
+    /// A directory of leaked-password hash ranges (`XXXXX` files of `SUFFIX:COUNT` lines, as
+    /// Have I Been Pwned publishes them) the built-in provider checks passwords against.
+    pub leaked_passwords: Option<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -190,6 +196,8 @@ impl EdgeConfig {
             access_log_query: false,
             geoip_db: Vec::new(),
             trusted_proxies: Vec::new(),
+            anonymizer_list: None,
+            leaked_passwords: None,
         }
     }
 }

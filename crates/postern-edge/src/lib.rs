@@ -23,6 +23,7 @@ mod log_budget;
 mod observe;
 pub mod preauth;
 pub mod rescue;
+pub mod risk;
 mod serve;
 pub mod siem;
 pub mod signins;
@@ -122,6 +123,13 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     // Files the operator named are checked before anything is written to the data directory.
     let geoip = geoip::GeoIp::open(&config.geoip_db).map_err(anyhow::Error::msg)?;
     siem::check(&config.siem)?;
+    let risk = Arc::new(
+        risk::Protection::open(config.anonymizer_list.as_deref()).map_err(anyhow::Error::msg)?,
+    );
+    let leaked = match &config.leaked_passwords {
+        Some(dir) => Some(postern_idp::LeakedPasswords::open(dir).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let dir = &config.data_dir;
     create_private_dir(dir)?;
     let server_ca = Arc::new(
@@ -210,7 +218,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         443 => format!("https://{}", config.idp_host),
         port => format!("https://{}:{port}", config.idp_host),
     };
-    let idp = postern_idp::Idp::new(store.clone(), issuer)
+    let idp = postern_idp::Idp::new(store.clone(), issuer, leaked)
         .await
         .context("loading the identity provider's signing keys")?;
     let issuer_http = reqwest::Client::builder()
@@ -249,8 +257,10 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         stalls: body::StallWatch::start(config_limits.stall_timeout, config_limits.stalled_streams),
         access_log,
         geoip,
+        risk,
         connector_certs: Default::default(),
     });
+    shared.risk.watch();
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
     siem::start(&shared.store, &shared.config.siem)?;

@@ -85,6 +85,8 @@ pub struct Shared {
     pub access_log: Option<postern_obs::access::AccessLog>,
     /// Where client addresses are (`--geoip-db`); empty locates nothing.
     pub geoip: crate::geoip::GeoIp,
+    /// The anonymizer list and the sign-in judge (`--anonymizer-list`).
+    pub risk: Arc<crate::risk::Protection>,
     /// When each live connector's newest certificate expires (Unix seconds), for the
     /// `postern_certificate_expiry_seconds{certificate="connector:ID"}` gauges.
     pub connector_certs: std::sync::Mutex<HashMap<String, i64>>,

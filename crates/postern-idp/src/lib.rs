@@ -21,6 +21,8 @@
 //! **Invariant:** the answer to a sign-in with an unknown email is the same as with a wrong
 //! password, after the same amount of hashing.
 
+pub use risk::LeakedPasswords;
+
 mod account;
 mod authorize;
 pub mod bounded;
@@ -37,6 +39,7 @@ pub mod passkey;
 pub mod password;
 pub mod pkce;
 pub mod rate;
+mod risk;
 mod signin;
 pub mod throttle;
 mod token;
@@ -165,6 +168,8 @@ pub struct Idp {
     hasher: hashing::Hasher,
     refusal_events: Mutex<(rate::Budget<IpAddr>, rate::Budget<()>)>,
     device_starts: Mutex<rate::Budget<IpAddr>>,
+    /// The operator's leaked-passwords list (`--leaked-passwords`), if any.
+    leaked: Option<LeakedPasswords>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -172,8 +177,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Idp {
-    /// Loads (or makes) the signing keys. `issuer` is `https://HOST[:PORT]`, without a path.
-    pub async fn new(store: Store, issuer: String) -> Result<Arc<Idp>, keys::KeyError> {
+    /// Loads (or makes) the signing keys. `issuer` is `https://HOST[:PORT]`, without a path;
+    /// `leaked`, the list a matched password is looked up in.
+    pub async fn new(
+        store: Store,
+        issuer: String,
+        leaked: Option<LeakedPasswords>,
+    ) -> Result<Arc<Idp>, keys::KeyError> {
         let keys = KeyRing::new(DEFAULT_ROTATION);
         keys.maintain(&store, now(), false).await?;
         let issuer = issuer.trim_end_matches('/').to_owned();
@@ -191,6 +201,7 @@ impl Idp {
                 rate::Budget::new(REFUSAL_EVENTS),
             )),
             device_starts: Mutex::new(rate::Budget::new(DEVICE_STARTS_PER_ADDRESS)),
+            leaked,
         }))
     }
 

@@ -304,6 +304,7 @@ pub async fn submit(
     if let Some(reason) = failure {
         // The reservation stands as the failure.
         idp.event(&email, user_id, &ip, client_id, reason).await;
+        idp.judge_password(&email, user_id, &ip, None).await;
         return page(StatusCode::UNAUTHORIZED, &email, BAD_CREDENTIALS);
     }
     let Some((user, _)) = creds else {
@@ -311,6 +312,8 @@ pub async fn submit(
     };
     idp.attempt_succeeded(Some(&email), &ip);
     idp.event(&email, Some(&user.id), &ip, client_id, "ok_password")
+        .await;
+    idp.judge_password(&email, Some(&user.id), &ip, Some(&f.password))
         .await;
     let cookie = match idp
         .start_session(&headers, &f.req, &user.id, &["pwd".to_owned()])

@@ -47,7 +47,7 @@ async fn device_authorizations_are_limited_per_address_and_by_scope_size() {
         })
         .await
         .unwrap();
-    let idp = Idp::new(store.clone(), "https://login.test".into())
+    let idp = Idp::new(store.clone(), "https://login.test".into(), None)
         .await
         .unwrap();
     let start = |scope: &str| {
@@ -104,7 +104,7 @@ async fn an_expired_device_code_answers_expired_token() {
         })
         .await
         .unwrap();
-    let idp = Idp::new(store.clone(), "https://login.test".into())
+    let idp = Idp::new(store.clone(), "https://login.test".into(), None)
         .await
         .unwrap();
     let device_code = store
@@ -186,7 +186,7 @@ async fn an_expired_code_is_invalid_grant() {
         })
         .await
         .unwrap();
-    let idp = Idp::new(store.clone(), "https://login.test".into())
+    let idp = Idp::new(store.clone(), "https://login.test".into(), None)
         .await
         .unwrap();
     let code = store
@@ -234,7 +234,7 @@ async fn an_expired_code_is_invalid_grant() {
 async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
-    let idp = Idp::new(store, "https://login.test".into()).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into(), None).await.unwrap();
     let get = |query: String| Request::get(format!("/logout?{query}")).body(Body::empty());
     let cases = [
         (
@@ -283,7 +283,7 @@ async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
 async fn bodies_refused_before_their_handler_name_the_cause_and_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
-    let idp = Idp::new(store, "https://login.test".into()).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into(), None).await.unwrap();
     let send = |method: &str, path: &str, content_type: &str, body: String| {
         let mut req = Request::builder()
             .method(method)

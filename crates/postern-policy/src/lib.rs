@@ -11,6 +11,7 @@ mod compile;
 mod country;
 mod device;
 mod model;
+pub mod risk;
 mod strength;
 
 use std::net::IpAddr;

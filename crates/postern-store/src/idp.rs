@@ -1343,7 +1343,7 @@ async fn revoke_grant(
 
 /// Ends a user's sessions at the provider, revokes their grants, and records a revocation of
 /// their subject so the edge ends their app sessions too (see `revoke_sessions`).
-async fn revoke_everything(
+pub(crate) async fn revoke_everything(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     user_id: &str,
 ) -> Result<(), sqlx::Error> {

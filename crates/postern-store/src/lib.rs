@@ -20,6 +20,7 @@ mod idp_model;
 mod logs;
 mod migrations;
 mod model;
+mod risk;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -46,6 +47,10 @@ pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,
     ConnectorReport, CookieOptions, Group, NewApp, NewAuditEvent, OidcClient, Outcome, Preauth,
     TokenProblem,
+};
+pub use risk::{
+    NewDetection, RecentFailure, RiskyUser, StoredDetection, DETECTION_DEDUP_MS,
+    DETECTION_RETENTION_MS, MAX_DETECTION_PAGE,
 };
 
 /// Why a store operation failed.
@@ -163,5 +168,7 @@ pub fn now() -> i64 {
 
 #[cfg(test)]
 mod logs_tests;
+#[cfg(test)]
+mod risk_tests;
 #[cfg(test)]
 mod tests;

@@ -107,7 +107,7 @@ impl Store {
 }
 
 /// A random version-4 UUID: the record's ID for a SIEM, stable wherever it is exported.
-fn new_uid() -> String {
+pub(crate) fn new_uid() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -322,7 +322,7 @@ pub struct SigninQuery {
     pub limit: u32,
 }
 
-fn cut(s: &str) -> &str {
+pub(crate) fn cut(s: &str) -> &str {
     if s.len() <= SIGNIN_TEXT_BYTES {
         return s;
     }
@@ -486,13 +486,13 @@ fn bounded(s: &NewSignin) -> NewSignin {
     }
 }
 
-const SIGNIN_COLUMNS: &str = "id, uid, at_ms, user_id, user_principal_name, app_id, \
+pub(crate) const SIGNIN_COLUMNS: &str = "id, uid, at_ms, user_id, user_principal_name, app_id, \
     app_display_name, ip_address, client_app_used, correlation_id, is_interactive, result, \
     error_code, failure_reason, operating_system, browser, authentication_requirement, \
     authentication_methods, issuer, prev_hash, hash, location_city, location_state, \
     location_country, location_latitude, location_longitude, located";
 
-fn signin_from_row(r: &SqliteRow) -> Signin {
+pub(crate) fn signin_from_row(r: &SqliteRow) -> Signin {
     let methods: String = r.get(17);
     Signin {
         id: r.get(0),

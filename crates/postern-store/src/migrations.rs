@@ -331,6 +331,36 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (kind, name)
     );",
+    // 12: identity protection: what was detected about sign-ins and accounts, and each risky
+    // user's state (at risk, confirmed compromised, dismissed). Failures by address are looked
+    // up to tell a password spray.
+    "CREATE TABLE risk_detections (
+        id INTEGER PRIMARY KEY,
+        uid TEXT NOT NULL UNIQUE,
+        at_ms INTEGER NOT NULL,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_principal_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        level TEXT NOT NULL,
+        ip_address TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        source TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    CREATE INDEX risk_detections_user ON risk_detections (issuer, subject, kind, at_ms);
+    CREATE INDEX risk_detections_at ON risk_detections (at_ms);
+    CREATE TABLE risky_users (
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        user_principal_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (issuer, subject)
+    );
+    CREATE INDEX signins_ip ON signins (ip_address, at_ms);
+    CREATE INDEX signins_subject ON signins (user_id, at_ms);",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

@@ -115,6 +115,16 @@ struct EdgeArgs {
     /// trusted proxy (for rate limits, logs, locations). Without it, the peer is the client.
     #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = postern_edge::config::parse_trusted_proxy)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// A file of anonymizing networks (Tor exit nodes, VPN and hosting ranges): one address or
+    /// CIDR per line, `#` comments. Sign-ins from them raise the anonymizedIPAddress detection
+    /// and every request from them has medium sign-in risk. Reloaded when the file changes.
+    #[arg(long, value_name = "FILE")]
+    anonymizer_list: Option<PathBuf>,
+    /// A directory of leaked-password hash ranges as Have I Been Pwned publishes them (files
+    /// named by the first five hex digits of the SHA-1, lines `SUFFIX:COUNT`): a built-in
+    /// provider sign-in whose password is in it raises leakedCredentials (high user risk).
+    #[arg(long, value_name = "DIR")]
+    leaked_passwords: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -411,6 +421,8 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.access_log_query = args.access_log_query;
     config.geoip_db = args.geoip_db;
     config.trusted_proxies = args.trusted_proxies;
+    config.anonymizer_list = args.anonymizer_list;
+    config.leaked_passwords = args.leaked_passwords;
     config.bootstrap_token = std::env::var("POSTERN_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())

@@ -240,6 +240,9 @@ pub struct WhatIfView {
     pub policy: Option<String>,
     /// Where the address is, when the edge has a location database.
     pub country: Option<String>,
+    /// The sign-in and user risk the decision was made with (given, or as they stand now).
+    pub sign_in_risk: RiskLevel,
+    pub user_risk: RiskLevel,
     /// Every policy that applied, in order: name, state, outcome.
     pub policies: Vec<WhatIfPolicy>,
 }
@@ -302,18 +305,22 @@ pub async fn what_if(
         expires_at: now,
     };
     let country = shared.geoip.locate(q.ip).and_then(|l| l.country_or_region);
+    // As Entra's what-if: the risk given, else what the address and the user show now.
+    let sign_in_risk = q
+        .sign_in_risk
+        .unwrap_or_else(|| shared.risk.request_risk(q.ip));
+    let user_risk = q
+        .user_risk
+        .unwrap_or_else(|| routes.access.user_risk(&session));
     let decision = routes
         .access
-        .decide_with(
+        .decide(
             &session,
             &q.app,
             q.ip,
             country.as_deref(),
             q.platform.unwrap_or(Platform::Other),
-            (
-                q.sign_in_risk.unwrap_or(RiskLevel::None),
-                q.user_risk.unwrap_or(RiskLevel::None),
-            ),
+            (sign_in_risk, user_risk),
             now,
         )
         .map_err(|r| {
@@ -334,6 +341,8 @@ pub async fn what_if(
         result: result.to_owned(),
         policy: policy.map(|p| p.to_string()),
         country,
+        sign_in_risk,
+        user_risk,
         policies: decision
             .results
             .iter()

@@ -54,7 +54,7 @@ pub struct AuditPage {
 }
 
 /// Parses a time filter into Unix milliseconds.
-fn parse_time(name: &str, value: &str) -> Result<i64, ApiFailure> {
+pub(super) fn parse_time(name: &str, value: &str) -> Result<i64, ApiFailure> {
     if let Ok(secs) = value.parse::<i64>() {
         return Ok(secs.saturating_mul(1000));
     }
@@ -82,7 +82,7 @@ fn cursor(c: Option<&str>) -> Result<Option<i64>, ApiFailure> {
     .transpose()
 }
 
-fn rfc3339_ms(at_ms: i64) -> String {
+pub(super) fn rfc3339_ms(at_ms: i64) -> String {
     humantime::format_rfc3339_millis(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms.max(0) as u64),
     )

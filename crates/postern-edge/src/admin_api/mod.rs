@@ -12,6 +12,7 @@ mod audit_log;
 mod clients;
 mod connectors;
 mod groups;
+mod risk;
 mod sessions;
 mod tokens;
 mod users;
@@ -38,6 +39,7 @@ pub use audit_log::{
 pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
+pub use risk::{RiskDetectionView, RiskyUserView};
 pub use tokens::{AdminTokenView, NewAdminTokenView};
 pub use users::{DirectoryGroupView, UserView};
 
@@ -129,6 +131,18 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             Method::DELETE,
             "/v1/locations/{name}",
             delete(access::delete_location),
+        ),
+        (Method::GET, "/v1/risk/users", get(risk::users)),
+        (Method::GET, "/v1/risk/detections", get(risk::detections)),
+        (
+            Method::POST,
+            "/v1/risk/users/{email}/confirm-compromised",
+            post(risk::confirm_compromised),
+        ),
+        (
+            Method::POST,
+            "/v1/risk/users/{email}/dismiss",
+            post(risk::dismiss),
         ),
         (Method::GET, "/v1/audit", get(audit_log::query)),
         (Method::GET, "/v1/signins", get(audit_log::signins)),

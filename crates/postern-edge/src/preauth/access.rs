@@ -5,7 +5,7 @@
 //! **Invariant:** policies that cannot be compiled let nothing through (503 naming why), and a
 //! report-only policy never changes what happens (it is logged).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use postern_auth::session::Session;
@@ -27,6 +27,8 @@ pub struct Access {
     admins: HashSet<String>,
     /// The built-in provider's issuer: only its subjects are directory users.
     built_in_issuer: String,
+    /// Users at risk, by issuer then subject: their user risk (identity protection).
+    user_risk: HashMap<String, HashMap<String, RiskLevel>>,
 }
 
 impl Default for Access {
@@ -35,6 +37,7 @@ impl Default for Access {
             policies: Ok(Policies::default()),
             admins: HashSet::new(),
             built_in_issuer: String::new(),
+            user_risk: HashMap::new(),
         }
     }
 }
@@ -133,31 +136,49 @@ impl Access {
             .filter(|u| u.admin && u.enabled)
             .map(|u| u.id)
             .collect();
+        let mut user_risk: HashMap<String, HashMap<String, RiskLevel>> = HashMap::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for u in store.risky_users(now_ms).await? {
+            let level = crate::risk::user_level(&u);
+            if level == RiskLevel::None {
+                continue;
+            }
+            // The built-in provider's own detections name it by its store name.
+            let issuer = if u.issuer == postern_store::BUILT_IN_ISSUER {
+                built_in_issuer.to_owned()
+            } else {
+                u.issuer
+            };
+            let entry = user_risk
+                .entry(issuer)
+                .or_default()
+                .entry(u.subject)
+                .or_insert(RiskLevel::None);
+            *entry = (*entry).max(level);
+        }
         Ok(Access {
             policies,
             admins,
             built_in_issuer: built_in_issuer.to_owned(),
+            user_risk,
         })
     }
 
-    /// Decides `session`'s access to `app` from `ip` with `user_agent`, at `now`.
-    pub fn decide(
-        &self,
-        session: &Session,
-        app: &str,
-        ip: IpAddr,
-        country: Option<&str>,
-        user_agent: Option<&str>,
-        now: UnixTime,
-    ) -> Result<Decision, Refusal> {
-        let platform = user_agent.map_or(Platform::Other, platform_of);
-        let risk = (RiskLevel::None, RiskLevel::None);
-        self.decide_with(session, app, ip, country, platform, risk, now)
+    /// `session`'s user risk as of the last reload.
+    pub fn user_risk(&self, session: &Session) -> RiskLevel {
+        self.user_risk
+            .get(&session.issuer)
+            .and_then(|users| users.get(&session.subject))
+            .copied()
+            .unwrap_or(RiskLevel::None)
     }
 
-    /// [`Access::decide`] with the platform and the (sign-in, user) risk given.
+    /// Decides `session`'s access to `app` from `ip` on `platform` with the (sign-in, user)
+    /// risk given, at `now`.
     #[allow(clippy::too_many_arguments)]
-    pub fn decide_with(
+    pub fn decide(
         &self,
         session: &Session,
         app: &str,
@@ -289,7 +310,8 @@ mod tests {
             "wiki",
             "192.0.2.1".parse().unwrap(),
             None,
-            None,
+            Platform::Other,
+            (RiskLevel::None, RiskLevel::None),
             UnixTime::from_secs(1_000_000),
         );
         assert!(matches!(decided, Err(Refusal::PoliciesUnusable { .. })));
@@ -300,7 +322,8 @@ mod tests {
                 "wiki",
                 "192.0.2.1".parse().unwrap(),
                 None,
-                None,
+                Platform::Other,
+                (RiskLevel::None, RiskLevel::None),
                 UnixTime::from_secs(1_000_000),
             )
             .unwrap();

@@ -32,6 +32,7 @@ use postern_auth::{
     Session, StateCookie, UnixTime, VerifyError,
 };
 use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
+use postern_policy::RiskLevel;
 
 use crate::state::Shared;
 
@@ -433,7 +434,7 @@ pub async fn guard(
         match auth.open(value, &sign_in.app_id, now) {
             Ok(opened) if !revoked(routes, &opened) => {
                 sign_in.admit(&opened.session)?;
-                let decision = decide(shared, routes, sign_in, req, &opened.session, now)?;
+                let decision = decide(shared, routes, sign_in, req, &opened.session, now, None)?;
                 match access::demand(&sign_in.app_name, &decision.verdict) {
                     Demand::Nothing => {}
                     Demand::Refuse(refusal) => return Err(refusal),
@@ -469,20 +470,24 @@ pub async fn guard(
     }
     if let Some(token) = bearer(req.headers) {
         let mut fresh = None;
-        let result = bearer_identity(auth, sign_in, token, routes, now, &mut fresh)
-            .await
-            .and_then(|guarded| match &guarded {
-                // A program cannot be sent to sign in again: what a policy demands is refused.
-                Guarded::Forward(identity) => {
-                    let session = &identity.opened.session;
-                    let decision = decide(shared, routes, sign_in, req, session, now)?;
-                    match access::demand(&sign_in.app_name, &decision.verdict) {
-                        Demand::Nothing => Ok(guarded),
-                        Demand::Refuse(refusal) | Demand::SignInAgain(refusal) => Err(refusal),
-                    }
+        let mut result = bearer_identity(auth, sign_in, token, routes, now, &mut fresh).await;
+        // A token verified afresh is a sign-in: identity protection judges it once.
+        let judged = match (&fresh, &result) {
+            (Some(session), Ok(_)) => Some(judge(shared, req, session, now).await),
+            _ => None,
+        };
+        result = result.and_then(|guarded| match &guarded {
+            // A program cannot be sent to sign in again: what a policy demands is refused.
+            Guarded::Forward(identity) => {
+                let session = &identity.opened.session;
+                let decision = decide(shared, routes, sign_in, req, session, now, judged)?;
+                match access::demand(&sign_in.app_name, &decision.verdict) {
+                    Demand::Nothing => Ok(guarded),
+                    Demand::Refuse(refusal) | Demand::SignInAgain(refusal) => Err(refusal),
                 }
-                Guarded::Answer(_) => Ok(guarded),
-            });
+            }
+            Guarded::Answer(_) => Ok(guarded),
+        });
         // A token is a sign-in when it is verified, not on each request it is used for.
         if fresh.is_some() || result.is_err() {
             record_signin(
@@ -514,7 +519,9 @@ pub async fn guard(
     .await
 }
 
-/// Conditional access for `session` on this request: where it comes from, on what device, now.
+/// Conditional access for `session` on this request: where it comes from, on what device, now,
+/// and with what risk. `judged` is the sign-in risk identity protection found when the sign-in
+/// was verified in this request; any other request's sign-in risk is what its address shows.
 fn decide(
     shared: &Shared,
     routes: &Routes,
@@ -522,23 +529,57 @@ fn decide(
     req: &Request<'_>,
     session: &Session,
     now: UnixTime,
+    judged: Option<RiskLevel>,
 ) -> Result<postern_policy::Decision, Refusal> {
     let country = shared
         .geoip
         .locate(req.client_ip)
         .and_then(|l| l.country_or_region);
-    let user_agent = req
+    let platform = req
         .headers
         .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map_or(postern_policy::Platform::Other, access::platform_of);
+    let sign_in_risk = judged.unwrap_or_else(|| shared.risk.request_risk(req.client_ip));
+    // What this sign-in showed counts towards the user's risk now, before the store's record of
+    // it reaches the next reload.
+    let user_risk = routes
+        .access
+        .user_risk(session)
+        .max(judged.unwrap_or(RiskLevel::None));
     routes.access.decide(
         session,
         &sign_in.app_name,
         req.client_ip,
         country.as_deref(),
-        user_agent,
+        platform,
+        (sign_in_risk, user_risk),
         now,
     )
+}
+
+/// Identity protection's judgement of a sign-in verified in this request (see [`crate::risk`]).
+async fn judge(shared: &Shared, req: &Request<'_>, session: &Session, now: UnixTime) -> RiskLevel {
+    let location = shared.geoip.sign_in_location(req.client_ip);
+    let browser = req
+        .headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .and_then(|ua| postern_policy::device_detail(&ua).1);
+    let judged = crate::risk::Judged {
+        session,
+        issuer: if session.issuer == shared.idp.issuer {
+            postern_store::BUILT_IN_ISSUER
+        } else {
+            &session.issuer
+        },
+        ip: req.client_ip,
+        location: location.as_ref(),
+        browser: browser.as_deref(),
+        request_id: req.request_id,
+        now_ms: now.secs() as i64 * 1000,
+    };
+    shared.risk.judge(&shared.store, &judged).await.0
 }
 
 /// Sends the browser back to the issuer, asking for a fresh sign-in with a second factor
@@ -795,7 +836,8 @@ async fn callback(
     let session = sign_in.session(&claims, issued, expires_at);
     *who = Some(session.clone());
     sign_in.admit(&session)?;
-    let decision = decide(shared, routes, sign_in, req, &session, now)?;
+    let judged = judge(shared, req, &session, now).await;
+    let decision = decide(shared, routes, sign_in, req, &session, now, Some(judged))?;
     match access::demand(&sign_in.app_name, &decision.verdict) {
         Demand::Nothing => {}
         Demand::Refuse(refusal) => return Err(refusal),

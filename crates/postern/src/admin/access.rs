@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use postern_edge::admin_api::{WhatIf, WhatIfView};
-use postern_policy::{NamedLocation, Platform, Policy};
+use postern_policy::{NamedLocation, Platform, Policy, RiskLevel};
+
+use super::client::segment;
 
 use super::output::{print, say, table};
 use super::AdminClient;
@@ -69,7 +71,18 @@ pub enum PolicyCommand {
         /// The sign-in used a passkey.
         #[arg(long)]
         passkey: bool,
+        /// The sign-in risk (none, low, medium, high); default: medium when the address is on
+        /// the edge's anonymizer list, else none.
+        #[arg(long, value_name = "LEVEL", value_parser = risk_level)]
+        sign_in_risk: Option<RiskLevel>,
+        /// The user risk; default: the user's current risk.
+        #[arg(long, value_name = "LEVEL", value_parser = risk_level)]
+        user_risk: Option<RiskLevel>,
     },
+}
+
+fn risk_level(s: &str) -> Result<RiskLevel, String> {
+    RiskLevel::parse(s).ok_or_else(|| format!("{s:?} is not a risk level: none, low, medium or high"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -93,10 +106,6 @@ impl From<PlatformArg> for Platform {
             PlatformArg::Other => Platform::Other,
         }
     }
-}
-
-fn segment(name: &str) -> String {
-    url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
 }
 
 pub async fn location(
@@ -236,6 +245,8 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
             groups,
             mfa,
             passkey,
+            sign_in_risk,
+            user_risk,
         } => {
             let q = WhatIf {
                 user,
@@ -245,8 +256,8 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                 groups,
                 mfa,
                 passkey,
-                sign_in_risk: None,
-                user_risk: None,
+                sign_in_risk,
+                user_risk,
                 at: None,
             };
             let view: WhatIfView = client.post("/v1/policies/what-if", &q).await?;
@@ -255,6 +266,11 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                     Some(p) => say!("{} (policy {p})", view.result),
                     None => say!("{}", view.result),
                 }
+                say!(
+                    "sign-in risk {}, user risk {}",
+                    view.sign_in_risk.as_str(),
+                    view.user_risk.as_str()
+                );
                 table(
                     &["POLICY", "STATE", "OUTCOME"],
                     view.policies

@@ -7,6 +7,7 @@ mod client;
 mod directory;
 mod logs;
 mod output;
+mod risk;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -81,6 +82,9 @@ enum AdminCommand {
     /// Conditional-access policies, and what-if.
     #[command(subcommand)]
     Policy(access::PolicyCommand),
+    /// Identity protection: users at risk, risk detections, and decisions about them.
+    #[command(subcommand)]
+    Risk(risk::RiskCommand),
 }
 
 #[derive(Subcommand)]
@@ -359,6 +363,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Idp(cmd) => directory::idp(&client, json, cmd).await,
         AdminCommand::Location(cmd) => access::location(&client, json, cmd).await,
         AdminCommand::Policy(cmd) => access::policy(&client, json, cmd).await,
+        AdminCommand::Risk(cmd) => risk::risk(&client, json, cmd).await,
     }
 }
 
