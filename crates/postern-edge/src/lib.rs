@@ -263,6 +263,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     shared.risk.watch();
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
+    tokio::spawn(shared.clone().follow_store());
     siem::start(&shared.store, &shared.config.siem)?;
 
     let mut accept_loops = JoinSet::new();

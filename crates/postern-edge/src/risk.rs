@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use postern_auth::session::Session;
-use postern_policy::risk::{self, Anonymizers, Detection, PastSignIn, SignInFacts, HISTORY_SIGN_INS};
+use postern_policy::risk::{
+    self, Anonymizers, Detection, PastSignIn, SignInFacts, HISTORY_SIGN_INS,
+};
 use postern_policy::RiskLevel;
 use postern_store::{NewDetection, Store};
 
@@ -119,7 +121,11 @@ impl Protection {
     /// answer judges from the address alone (logged): the sign-in is not refused for it.
     pub async fn judge(&self, store: &Store, s: &Judged<'_>) -> (RiskLevel, Vec<Detection>) {
         let history = match store
-            .sign_in_history(&s.session.issuer, &s.session.subject, HISTORY_SIGN_INS as i64)
+            .sign_in_history(
+                &s.session.issuer,
+                &s.session.subject,
+                HISTORY_SIGN_INS as i64,
+            )
             .await
         {
             Ok(h) => h,
@@ -183,7 +189,12 @@ pub fn user_level(u: &postern_store::RiskyUser) -> RiskLevel {
 }
 
 fn read_list(path: &Path) -> Result<(Anonymizers, SystemTime), String> {
-    let fail = |e: String| format!("the anonymizer list {}: {e}; check --anonymizer-list", path.display());
+    let fail = |e: String| {
+        format!(
+            "the anonymizer list {}: {e}; check --anonymizer-list",
+            path.display()
+        )
+    };
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let modified = file

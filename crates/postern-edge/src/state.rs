@@ -92,7 +92,33 @@ pub struct Shared {
     pub connector_certs: std::sync::Mutex<HashMap<String, i64>>,
 }
 
+/// How often the edge asks the store whether its config moved without it (a risk detection, a
+/// change by another writer): one indexed read.
+pub const STORE_RECHECK: Duration = Duration::from_secs(1);
+
 impl Shared {
+    /// Reloads whenever the store's config version is not the snapshot's, checked every
+    /// [`STORE_RECHECK`] until shutdown. Changes made through this edge reload at once anyway.
+    pub async fn follow_store(self: Arc<Self>) {
+        let mut stopping = self.stopping.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STORE_RECHECK) => {}
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            let seen = self.routes.load().version;
+            match self.store.config_version().await {
+                Ok(v) if v == seen => {}
+                Ok(_) => {
+                    if let Err(e) = self.reload().await {
+                        tracing::error!(error = %e, "cannot reload the config the store holds");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the store's config version"),
+            }
+        }
+    }
+
     /// Rebuilds the routing snapshot from the store, moves or closes tunnels whose connector
     /// changed group or was revoked, and tells waiting connectors.
     pub async fn reload(&self) -> Result<(), StoreError> {

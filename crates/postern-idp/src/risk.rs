@@ -62,9 +62,13 @@ impl LeakedPasswords {
         let digest = Sha1::digest(password.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02X}")).collect();
         let prefix = &hex[..5];
-        let text = [prefix.to_owned(), format!("{prefix}.txt"), prefix.to_lowercase()]
-            .iter()
-            .find_map(|name| read_bounded(&self.dir.join(name)))?;
+        let text = [
+            prefix.to_owned(),
+            format!("{prefix}.txt"),
+            prefix.to_lowercase(),
+        ]
+        .iter()
+        .find_map(|name| read_bounded(&self.dir.join(name)))?;
         risk::range_lookup(&text, &hex)
     }
 }

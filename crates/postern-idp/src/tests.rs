@@ -234,7 +234,9 @@ async fn an_expired_code_is_invalid_grant() {
 async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
-    let idp = Idp::new(store, "https://login.test".into(), None).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into(), None)
+        .await
+        .unwrap();
     let get = |query: String| Request::get(format!("/logout?{query}")).body(Body::empty());
     let cases = [
         (
@@ -283,7 +285,9 @@ async fn oversized_logout_parameters_are_refused_before_anything_is_done() {
 async fn bodies_refused_before_their_handler_name_the_cause_and_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
-    let idp = Idp::new(store, "https://login.test".into(), None).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into(), None)
+        .await
+        .unwrap();
     let send = |method: &str, path: &str, content_type: &str, body: String| {
         let mut req = Request::builder()
             .method(method)

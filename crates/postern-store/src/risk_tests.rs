@@ -45,7 +45,10 @@ async fn one_detection_per_kind_user_and_hour() {
         .record_detection(&detection("ann", "anonymizedIPAddress", "medium", T0))
         .await
         .unwrap());
-    assert!(store.config_version().await.unwrap() > v0, "edges must see the new risk");
+    assert!(
+        store.config_version().await.unwrap() > v0,
+        "edges must see the new risk"
+    );
     // The same kind within the hour is not stored again; another kind or user is.
     for i in 1..50 {
         let again = detection("ann", "anonymizedIPAddress", "medium", T0 + i * 60_000);
@@ -60,7 +63,12 @@ async fn one_detection_per_kind_user_and_hour() {
         .await
         .unwrap());
     assert!(store
-        .record_detection(&detection("ann", "anonymizedIPAddress", "medium", T0 + HOUR_MS + 1))
+        .record_detection(&detection(
+            "ann",
+            "anonymizedIPAddress",
+            "medium",
+            T0 + HOUR_MS + 1
+        ))
         .await
         .unwrap());
     let all = store.detections(None, 0, 1_000).await.unwrap();
@@ -124,7 +132,10 @@ async fn dismissing_clears_what_stands_until_the_next_detection() {
         .await
         .unwrap();
     let users = store.risky_users(now + 1).await.unwrap();
-    assert_eq!(levels(&users, "ann"), ("atRisk".into(), vec!["medium".into()]));
+    assert_eq!(
+        levels(&users, "ann"),
+        ("atRisk".into(), vec!["medium".into()])
+    );
     // Nobody by that name: refused, nothing changes.
     let before = store.config_version().await.unwrap();
     assert!(matches!(
@@ -223,10 +234,7 @@ async fn history_and_failures_read_only_what_they_ask_for() {
             .await
             .unwrap();
     }
-    let failures = store
-        .recent_failures("192.0.2.1", "ann", T0)
-        .await
-        .unwrap();
+    let failures = store.recent_failures("192.0.2.1", "ann", T0).await.unwrap();
     let seen: Vec<(&str, &str)> = failures
         .iter()
         .map(|f| (f.account.as_str(), f.ip_address.as_str()))
@@ -234,7 +242,11 @@ async fn history_and_failures_read_only_what_they_ask_for() {
     // The built-in provider's failures since T0, from the address or for the account.
     assert_eq!(
         seen,
-        vec![("ann", "192.0.2.9"), ("bob", "192.0.2.1"), ("ann", "192.0.2.1")]
+        vec![
+            ("ann", "192.0.2.9"),
+            ("bob", "192.0.2.1"),
+            ("ann", "192.0.2.1")
+        ]
     );
     let history = store.sign_in_history(other, "sub-ann", 50).await.unwrap();
     assert_eq!(history.len(), 1, "successes at that issuer only");

@@ -22,7 +22,11 @@ struct Rp {
 }
 
 async fn setup() -> (Edge, Rp) {
-    let edge = Edge::start(&[]).await;
+    setup_with(&[]).await
+}
+
+async fn setup_with(flags: &[&str]) -> (Edge, Rp) {
+    let edge = Edge::start(flags).await;
     let pw = edge.dir.path().join("pw");
     std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
     let pw = pw.to_str().unwrap();
@@ -1348,4 +1352,141 @@ async fn a_client_may_ask_for_rs256_id_tokens() {
         ])
         .await;
     assert!(String::from_utf8_lossy(&bad.stderr).contains("use ES256 or RS256"));
+}
+
+#[tokio::test]
+async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
+    // The leaked-password ranges, as Have I Been Pwned serves them: the SHA-1's first five hex
+    // digits name the file, each line the rest and a count.
+    let leaked = tempfile::tempdir().unwrap();
+    let hex: String = sha1::Sha1::digest(PASSWORD.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    std::fs::write(
+        leaked.path().join(&hex[..5]),
+        format!(
+            "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n{}:42\r\n",
+            &hex[5..]
+        ),
+    )
+    .unwrap();
+    let (edge, rp) = setup_with(&["--leaked-passwords", leaked.path().to_str().unwrap()]).await;
+    let policy = edge.dir.path().join("risky.yaml");
+    std::fs::write(
+        &policy,
+        "state: on\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { user_risk: [high] }\ngrant: { block: true }\n",
+    )
+    .unwrap();
+    edge.admin_ok(&[
+        "policy",
+        "create",
+        "risky-users",
+        "-f",
+        policy.to_str().unwrap(),
+    ])
+    .await;
+    edge.group("g").await;
+    edge.admin_ok(&[
+        "app",
+        "publish",
+        "wiki",
+        "--external-url",
+        "https://wiki.localhost",
+        "--internal-url",
+        "http://127.0.0.1:9",
+        "--group",
+        "g",
+    ])
+    .await;
+
+    // One address tries a password on a dozen accounts: the account that exists is sprayed.
+    let mut b = Browser::new(&edge);
+    let (_, challenge) = pkce();
+    let form = b.open(&authorize_url(&rp, &challenge, "")).await;
+    for i in 0..11 {
+        let page = b
+            .submit_password(&form, &format!("user{i}@example.com"), "Summer2026!")
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    let page = b
+        .submit_password(&form, "ada@example.com", "Summer2026!")
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    // Bob's right password is a leaked one.
+    let page = b.submit_password(&form, "bob@example.com", PASSWORD).await;
+    assert!(
+        page.status.is_success() || page.status.is_redirection(),
+        "{}",
+        page.status
+    );
+
+    let found: serde_json::Value =
+        serde_json::from_str(&edge.admin_ok(&["risk", "detections", "--json"]).await).unwrap();
+    let kinds: Vec<(&str, &str, &str)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["userPrincipalName"].as_str().unwrap(),
+                d["riskEventType"].as_str().unwrap(),
+                d["riskLevel"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("bob@example.com", "leakedCredentials", "high")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k.0 == "ada@example.com" && k.1 == "passwordSpray"),
+        "{kinds:?}"
+    );
+    assert!(found
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["source"] == "idp" && d["ipAddress"] == "127.0.0.1"));
+    // Unknown accounts have no record to put at risk.
+    assert!(!kinds.iter().any(|k| k.0.starts_with("user")), "{kinds:?}");
+
+    // Bob's user risk is high: the policy would block him, as what-if says.
+    let deadline = tokio::time::Instant::now() + common::READY_TIMEOUT;
+    let v = loop {
+        let out = edge
+            .admin_ok(&[
+                "policy",
+                "what-if",
+                "--user",
+                "bob@example.com",
+                "--app",
+                "wiki",
+                "--ip",
+                "198.51.100.7",
+                "--json",
+            ])
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if v["user_risk"] == "high" || tokio::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["user_risk"], "high", "{v}");
+    assert_eq!(
+        (&v["result"], &v["policy"]),
+        (
+            &serde_json::json!("block"),
+            &serde_json::json!("risky-users")
+        )
+    );
+    let users = edge.admin_ok(&["risk", "users"]).await;
+    assert!(
+        users.contains("bob@example.com") && users.contains("high"),
+        "{users}"
+    );
 }

@@ -1517,3 +1517,219 @@ async fn conditional_access_blocks_by_location_report_only_changes_nothing_and_w
         "{audit}"
     );
 }
+
+/// Polls `what-if` for Bob on the wiki from `ip` until `done` holds (the edge reloads on its own).
+async fn what_if_until(w: &World, ip: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + common::READY_TIMEOUT;
+    loop {
+        let out = w
+            .edge
+            .admin_ok(&[
+                "policy",
+                "what-if",
+                "--user",
+                "bob@example.com",
+                "--app",
+                "wiki",
+                "--ip",
+                ip,
+                "--json",
+            ])
+            .await;
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn identity_protection_finds_anonymizers_and_unlikely_travel_and_policies_act_on_the_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("anonymizers.txt");
+    // Tor exit ranges as a list publishes them, with a comment and a blank line.
+    std::fs::write(&list, "# exits\n185.220.101.0/24\n\n2a0b:f4c2::/40\n").unwrap();
+    let [v4, v6] = common::geoip::geolite2();
+    let w = World::with_edge(
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--anonymizer-list",
+            list.to_str().unwrap(),
+            "--geoip-db",
+            v4.to_str().unwrap(),
+            "--geoip-db",
+            v6.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let policy = |name: &str, condition: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("state: on\nusers: {{ include: [all] }}\napps: {{ include: [all] }}\nconditions: {{ {condition} }}\ngrant: {{ block: true }}\n"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let risky_sign_in = policy("risky-sign-in", "sign_in_risk: [medium, high]");
+    let risky_user = policy("risky-user", "user_risk: [high]");
+    w.edge
+        .admin_ok(&["policy", "create", "risky-sign-in", "-f", &risky_sign_in])
+        .await;
+    w.edge
+        .admin_ok(&["policy", "create", "risky-user", "-f", &risky_user])
+        .await;
+
+    // Bob's first use of a token comes from a Tor exit: anonymizedIPAddress (medium), refused by
+    // the sign-in risk policy, naming it and the request.
+    let bob = id_token_for(&w, "wiki", "bob@example.com").await;
+    let resp = bearer_from(&w, &bob, "185.220.101.7").await;
+    assert_eq!(resp.status(), 403);
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "blocked_by_policy", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("risky-sign-in"),
+        "{body}"
+    );
+    // From an ordinary address the request's sign-in risk is none; medium user risk is not
+    // blocked.
+    assert_eq!(bearer_from(&w, &bob, "81.2.69.142").await.status(), 200);
+    let found: Value = serde_json::from_str(
+        &w.edge
+            .admin_ok(&["risk", "detections", "--user", "BOB@example.com", "--json"])
+            .await,
+    )
+    .unwrap();
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let d = &found[0];
+    assert_eq!(d["riskEventType"], "anonymizedIPAddress");
+    assert_eq!(d["riskLevel"], "medium");
+    assert_eq!(d["riskState"], "atRisk");
+    assert_eq!(d["ipAddress"], "185.220.101.7");
+    assert_eq!(d["correlationId"], request_id.as_str());
+    assert_eq!(d["source"], "edge");
+    assert_eq!(d["userId"], "bob-0002");
+    // What-if sees the address's risk and the user's.
+    let v = what_if_until(&w, "185.220.101.9", |v| v["user_risk"] == "medium").await;
+    assert_eq!(v["sign_in_risk"], "medium");
+    assert_eq!(v["result"], "block");
+    assert_eq!(v["policy"], "risky-sign-in");
+
+    // Ann signs in from Bracknell, then within minutes from Japan: unlikelyTravel, high.
+    let ann_home = id_token_for(&w, "wiki", "ann@example.com").await;
+    assert_eq!(
+        bearer_from(&w, &ann_home, "81.2.69.142").await.status(),
+        200
+    );
+    let ann_away = id_token_for(&w, "wiki", "ann@example.com").await;
+    let resp = bearer_from(&w, &ann_away, "2001:200::1").await;
+    assert_eq!(resp.status(), 403);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("risky-sign-in"),
+        "{body}"
+    );
+    let found: Value = serde_json::from_str(
+        &w.edge
+            .admin_ok(&["risk", "detections", "--user", "ann@example.com", "--json"])
+            .await,
+    )
+    .unwrap();
+    let travel = &found[0];
+    assert_eq!(travel["riskEventType"], "unlikelyTravel", "{found}");
+    assert_eq!(travel["riskLevel"], "high");
+    assert!(
+        travel["additionalInfo"].as_str().unwrap().contains("GB"),
+        "{travel}"
+    );
+    // Her user risk is now high: even her earlier token from home is refused, once the edges
+    // have the new risk.
+    let deadline = tokio::time::Instant::now() + common::READY_TIMEOUT;
+    loop {
+        let resp = bearer_from(&w, &ann_home, "81.2.69.142").await;
+        if resp.status() == 403 {
+            let body: Value = resp.json().await.unwrap();
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("risky-user"));
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let users: Value =
+        serde_json::from_str(&w.edge.admin_ok(&["risk", "users", "--json"]).await).unwrap();
+    let level = |email: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["userPrincipalName"] == email)
+            .map(|u| (u["riskLevel"].clone(), u["riskState"].clone()))
+            .unwrap()
+    };
+    assert_eq!(level("ann@example.com"), (json!("high"), json!("atRisk")));
+    assert_eq!(level("bob@example.com"), (json!("medium"), json!("atRisk")));
+
+    // An administrator confirms Bob compromised: user risk high, his sessions end.
+    w.edge
+        .admin_ok(&["risk", "confirm-compromised", "bob@example.com"])
+        .await;
+    let v = what_if_until(&w, "81.2.69.142", |v| v["user_risk"] == "high").await;
+    assert_eq!(
+        (&v["result"], &v["policy"]),
+        (&json!("block"), &json!("risky-user"))
+    );
+    let resp = bearer_from(&w, &bob, "81.2.69.142").await;
+    assert_eq!(
+        resp.status(),
+        401,
+        "his token was issued before the confirmation"
+    );
+    // Dismissed: nothing stands against him any more.
+    w.edge
+        .admin_ok(&["risk", "dismiss", "bob@example.com"])
+        .await;
+    let v = what_if_until(&w, "81.2.69.142", |v| v["user_risk"] == "none").await;
+    assert_eq!(v["result"], "allow");
+    // A user nobody knows is refused, naming them, and changes nothing.
+    let out = w
+        .edge
+        .admin(&["risk", "confirm-compromised", "nobody@example.com"])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nobody@example.com"),
+        "{err}"
+    );
+    let audit = w.edge.admin_ok(&["logs", "audit", "--json"]).await;
+    assert!(
+        audit.contains("risk.confirm_compromised") && audit.contains("risk.dismiss"),
+        "{audit}"
+    );
+
+    // The list is reloaded when its file changes; one that cannot be used keeps the last.
+    std::fs::write(&list, "185.220.101.0/24\n198.51.100.0/24\n").unwrap();
+    what_if_until(&w, "198.51.100.7", |v| v["sign_in_risk"] == "medium").await;
+    std::fs::write(&list, "not an address\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let v = what_if_until(&w, "198.51.100.7", |_| true).await;
+    assert_eq!(
+        v["sign_in_risk"], "medium",
+        "a broken list keeps the last one"
+    );
+}

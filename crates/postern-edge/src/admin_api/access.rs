@@ -309,9 +309,12 @@ pub async fn what_if(
     let sign_in_risk = q
         .sign_in_risk
         .unwrap_or_else(|| shared.risk.request_risk(q.ip));
-    let user_risk = q
-        .user_risk
-        .unwrap_or_else(|| routes.access.user_risk(&session));
+    let user_risk = q.user_risk.unwrap_or_else(|| {
+        let access = &routes.access;
+        access
+            .user_risk(&session)
+            .max(access.named_user_risk(&q.user))
+    });
     let decision = routes
         .access
         .decide(

@@ -93,9 +93,7 @@ pub async fn detections(
         Some(s) => parse_time("since", s)?,
         None => now_ms() - postern_store::DETECTION_RETENTION_MS,
     };
-    let limit = p
-        .limit
-        .map_or(postern_store::MAX_DETECTION_PAGE, i64::from);
+    let limit = p.limit.map_or(postern_store::MAX_DETECTION_PAGE, i64::from);
     let found = shared
         .store
         .detections(p.user.as_deref(), since, limit)
@@ -160,10 +158,7 @@ async fn decide(
                 "name the user by email, 1 to 320 characters",
             ));
         }
-        let changed = audit
-            .store("")
-            .decide_user_risk(email, compromised)
-            .await?;
+        let changed = audit.store("").decide_user_risk(email, compromised).await?;
         shared.reload().await?;
         tracing::info!(user = %email, action, "user risk decided");
         Ok(changed.into_iter().map(view).collect::<Vec<_>>())

@@ -29,6 +29,9 @@ pub struct Access {
     built_in_issuer: String,
     /// Users at risk, by issuer then subject: their user risk (identity protection).
     user_risk: HashMap<String, HashMap<String, RiskLevel>>,
+    /// The same by principal name (lower-case), the highest of any issuer: for what-if, which
+    /// names a user by email.
+    named_risk: HashMap<String, RiskLevel>,
 }
 
 impl Default for Access {
@@ -38,6 +41,7 @@ impl Default for Access {
             admins: HashSet::new(),
             built_in_issuer: String::new(),
             user_risk: HashMap::new(),
+            named_risk: HashMap::new(),
         }
     }
 }
@@ -137,6 +141,7 @@ impl Access {
             .map(|u| u.id)
             .collect();
         let mut user_risk: HashMap<String, HashMap<String, RiskLevel>> = HashMap::new();
+        let mut named_risk: HashMap<String, RiskLevel> = HashMap::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -146,6 +151,10 @@ impl Access {
                 continue;
             }
             // The built-in provider's own detections name it by its store name.
+            let named = named_risk
+                .entry(u.user_principal_name.to_lowercase())
+                .or_insert(RiskLevel::None);
+            *named = (*named).max(level);
             let issuer = if u.issuer == postern_store::BUILT_IN_ISSUER {
                 built_in_issuer.to_owned()
             } else {
@@ -163,6 +172,7 @@ impl Access {
             admins,
             built_in_issuer: built_in_issuer.to_owned(),
             user_risk,
+            named_risk,
         })
     }
 
@@ -171,6 +181,14 @@ impl Access {
         self.user_risk
             .get(&session.issuer)
             .and_then(|users| users.get(&session.subject))
+            .copied()
+            .unwrap_or(RiskLevel::None)
+    }
+
+    /// The user risk of whoever has the principal name `name` (any case, any issuer).
+    pub fn named_user_risk(&self, name: &str) -> RiskLevel {
+        self.named_risk
+            .get(&name.to_lowercase())
             .copied()
             .unwrap_or(RiskLevel::None)
     }

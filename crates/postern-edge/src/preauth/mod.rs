@@ -31,8 +31,8 @@ use postern_auth::{
     AppId, AppOrigin, AssertionSigner, CookieError, Expectations, IssuerUrl, KeyRing, ReturnTo,
     Session, StateCookie, UnixTime, VerifyError,
 };
-use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
 use postern_policy::RiskLevel;
+use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
 
 use crate::state::Shared;
 

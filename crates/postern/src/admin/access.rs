@@ -82,7 +82,8 @@ pub enum PolicyCommand {
 }
 
 fn risk_level(s: &str) -> Result<RiskLevel, String> {
-    RiskLevel::parse(s).ok_or_else(|| format!("{s:?} is not a risk level: none, low, medium or high"))
+    RiskLevel::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a risk level: none, low, medium or high"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
