@@ -10,4 +10,4 @@ scripts/install-deps.sh
 # The fuzz targets (crates/postern-fuzz) run their corpus, then random inputs for this long each.
 export BOLERO_RANDOM_TEST_TIME_MS="${BOLERO_RANDOM_TEST_TIME_MS:-2000}"
 # A few test threads per binary on this 2-core machine: the end-to-end tests start real processes.
-cargo test --workspace --locked -- --test-threads="${POSTERN_TEST_THREADS:-4}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${POSTERN_TEST_THREADS:-4}"

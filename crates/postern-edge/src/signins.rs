@@ -58,6 +58,8 @@ pub struct Attempt<'a> {
     pub interactive: bool,
     /// Where the client is (see [`crate::geoip::GeoIp::sign_in_location`]).
     pub location: Option<postern_store::Location>,
+    /// What conditional access and identity protection made of it, when they judged it.
+    pub decided: Option<postern_store::Decided>,
 }
 
 /// Records how `attempt` ended: signed in as `who`, or refused (with `who` when the issuer had
@@ -135,5 +137,6 @@ pub fn signin_record(
         authentication_methods: amr.iter().take(MAX_METHODS).cloned().collect(),
         issuer: sign_in.issuer.as_str().to_owned(),
         location: attempt.location.clone(),
+        decided: attempt.decided.clone(),
     }
 }

@@ -40,7 +40,7 @@ pub use idp_model::{
     Retention, SigninEvent, SigningKey, StoredPasskey, Totp, TotpSecret, User,
 };
 pub use logs::{
-    Audit, Location, NewSignin, Signin, SigninQuery, SigninResult, Verified, BROWSER,
+    Audit, Decided, Location, NewSignin, Signin, SigninQuery, SigninResult, Verified, BROWSER,
     BUILT_IN_ISSUER, MAX_SIGNIN_PAGE, MULTI_FACTOR, SIGNIN_TEXT_BYTES, SINGLE_FACTOR, TOKEN_CLIENT,
 };
 pub use model::{

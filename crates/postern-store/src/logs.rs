@@ -280,7 +280,28 @@ pub struct NewSignin {
     pub issuer: String,
     /// Where the address is, when a location database is configured and knows it.
     pub location: Option<Location>,
+    /// What conditional access and identity protection made of it, when they judged it.
+    pub decided: Option<Decided>,
 }
+
+/// What conditional access and identity protection made of a sign-in: Entra's
+/// `conditionalAccessStatus`, `appliedConditionalAccessPolicies`, `riskLevelDuringSignIn` and
+/// `riskEventTypes_v2`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decided {
+    /// `success`, `failure` or `notApplied`.
+    pub conditional_access_status: String,
+    /// `name:result` of each policy that applied (`result`: `success`, `failure`,
+    /// `reportOnlySuccess`, `reportOnlyFailure`), at most [`MAX_DECIDED_ITEMS`].
+    pub applied_policies: Vec<String>,
+    /// `none`, `low`, `medium` or `high`.
+    pub risk_level: String,
+    /// The detections found in it, at most [`MAX_DECIDED_ITEMS`].
+    pub risk_event_types: Vec<String>,
+}
+
+/// The most applied policies and detections a sign-in record keeps.
+pub const MAX_DECIDED_ITEMS: usize = 32;
 
 /// Where a client address is, as a location database (`--geoip-db`) tells: Entra's
 /// `signIn.location`.
@@ -373,8 +394,8 @@ fn signin_hash(prev: &str, id: i64, uid: &str, s: &NewSignin) -> String {
             &s.issuer,
         ],
     );
-    match &s.location {
-        None => chain::record_hash(prev, &[&encoding]),
+    let located = match &s.location {
+        None => None,
         // A located record hashes its location too; one without hashes as before it existed.
         Some(l) => {
             let (lat, lon) = match l.coordinates {
@@ -391,7 +412,26 @@ fn signin_hash(prev: &str, id: i64, uid: &str, s: &NewSignin) -> String {
                     &lon,
                 ],
             );
-            chain::record_hash(prev, &[&encoding, &place])
+            Some(place)
+        }
+    };
+    // So does a decided one, after its place (empty when it has none).
+    let decided = s.decided.as_ref().map(|d| {
+        chain::record_hash(
+            "",
+            &[
+                &d.conditional_access_status,
+                &d.applied_policies.join("\n"),
+                &d.risk_level,
+                &d.risk_event_types.join(","),
+            ],
+        )
+    });
+    match (located, decided) {
+        (None, None) => chain::record_hash(prev, &[&encoding]),
+        (Some(place), None) => chain::record_hash(prev, &[&encoding, &place]),
+        (place, Some(decided)) => {
+            chain::record_hash(prev, &[&encoding, place.as_deref().unwrap_or(""), &decided])
         }
     }
 }
@@ -437,6 +477,7 @@ pub(crate) fn from_idp_event(e: &crate::SigninEvent, app: Option<(String, String
         authentication_methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         issuer: BUILT_IN_ISSUER.to_owned(),
         location: e.location.clone(),
+        decided: None,
     }
 }
 
@@ -483,6 +524,20 @@ fn bounded(s: &NewSignin) -> NewSignin {
                 .coordinates
                 .filter(|(lat, lon)| lat.is_finite() && lon.is_finite()),
         }),
+        decided: s.decided.as_ref().map(|d| {
+            let items = |v: &[String]| -> Vec<String> {
+                v.iter()
+                    .take(MAX_DECIDED_ITEMS)
+                    .map(|i| c(&i.replace(['\n', ','], " ")))
+                    .collect()
+            };
+            Decided {
+                conditional_access_status: c(&d.conditional_access_status),
+                applied_policies: items(&d.applied_policies),
+                risk_level: c(&d.risk_level),
+                risk_event_types: items(&d.risk_event_types),
+            }
+        }),
     }
 }
 
@@ -490,7 +545,8 @@ pub(crate) const SIGNIN_COLUMNS: &str = "id, uid, at_ms, user_id, user_principal
     app_display_name, ip_address, client_app_used, correlation_id, is_interactive, result, \
     error_code, failure_reason, operating_system, browser, authentication_requirement, \
     authentication_methods, issuer, prev_hash, hash, location_city, location_state, \
-    location_country, location_latitude, location_longitude, located";
+    location_country, location_latitude, location_longitude, located, ca_status, ca_policies, \
+    risk_level, risk_events, decided";
 
 pub(crate) fn signin_from_row(r: &SqliteRow) -> Signin {
     let methods: String = r.get(17);
@@ -529,6 +585,21 @@ pub(crate) fn signin_from_row(r: &SqliteRow) -> Signin {
                 country_or_region: r.get(23),
                 coordinates: r.get::<Option<f64>, _>(24).zip(r.get::<Option<f64>, _>(25)),
             }),
+            decided: (r.get::<i64, _>(31) != 0).then(|| {
+                let list = |i: usize, sep: char| -> Vec<String> {
+                    r.get::<String, _>(i)
+                        .split(sep)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                };
+                Decided {
+                    conditional_access_status: r.get(27),
+                    applied_policies: list(28, '\n'),
+                    risk_level: r.get(29),
+                    risk_event_types: list(30, ','),
+                }
+            }),
         },
     }
 }
@@ -544,7 +615,7 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO signins ({SIGNIN_COLUMNS})
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                     ?, ?, ?, ?, ?, ?)"
+                     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(id)
         .bind(&uid)
@@ -577,6 +648,25 @@ impl Store {
         .bind(s.location.as_ref().and_then(|l| l.coordinates).map(|c| c.0))
         .bind(s.location.as_ref().and_then(|l| l.coordinates).map(|c| c.1))
         .bind(s.location.is_some())
+        .bind(
+            s.decided
+                .as_ref()
+                .map_or("notApplied", |d| &d.conditional_access_status),
+        )
+        .bind(
+            s.decided
+                .as_ref()
+                .map(|d| d.applied_policies.join("\n"))
+                .unwrap_or_default(),
+        )
+        .bind(s.decided.as_ref().map_or("none", |d| &d.risk_level))
+        .bind(
+            s.decided
+                .as_ref()
+                .map(|d| d.risk_event_types.join(","))
+                .unwrap_or_default(),
+        )
+        .bind(s.decided.is_some())
         .execute(&mut *tx)
         .await?;
         chain::advance(&mut tx, Log::Signins, &hash).await?;

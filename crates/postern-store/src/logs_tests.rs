@@ -42,6 +42,7 @@ fn signin(user: &str, app: &str, at_ms: i64, result: SigninResult) -> NewSignin 
         authentication_methods: vec!["password".into()],
         issuer: "https://issuer.example".into(),
         location: None,
+        decided: None,
     }
 }
 
@@ -471,4 +472,69 @@ async fn retention_never_hides_records_deleted_by_hand_nor_opens_a_hole() {
     assert_eq!(store.prune_signins(1001, 1000).await.unwrap(), 3);
     let v = store.verify_log(Log::Signins).await.unwrap();
     assert_eq!((v.records, v.broken), (2, None));
+}
+
+#[tokio::test]
+async fn a_decided_sign_in_keeps_its_policies_and_risk_and_the_chain_covers_them() {
+    let (_dir, store) = store().await;
+    let mut decided = signin("a@example.com", "wiki", 1000, SigninResult::Failure);
+    decided.decided = Some(Decided {
+        conditional_access_status: "failure".into(),
+        applied_policies: vec![
+            "Block Tor:failure".into(),
+            "Watch, with\nnewline:reportOnlySuccess".into(),
+        ],
+        risk_level: "medium".into(),
+        risk_event_types: vec!["anonymizedIPAddress".into()],
+    });
+    store.record_sign_in(&decided).await.unwrap();
+    // Hostile names are cut and cannot split a list; a flood of policies is capped.
+    let mut many = signin("a@example.com", "wiki", 1001, SigninResult::Success);
+    many.decided = Some(Decided {
+        conditional_access_status: "success".into(),
+        applied_policies: (0..100).map(|i| format!("p{i}:success")).collect(),
+        risk_level: "none".into(),
+        risk_event_types: Vec::new(),
+    });
+    store.record_sign_in(&many).await.unwrap();
+    let page = store
+        .signins(&SigninQuery {
+            limit: 10,
+            ..SigninQuery::default()
+        })
+        .await
+        .unwrap();
+    let first = page[1].record.decided.clone().unwrap();
+    assert_eq!(first.conditional_access_status, "failure");
+    assert_eq!(
+        first.applied_policies,
+        ["Block Tor:failure", "Watch  with newline:reportOnlySuccess"]
+    );
+    assert_eq!(first.risk_level, "medium");
+    assert_eq!(first.risk_event_types, ["anonymizedIPAddress"]);
+    let second = page[0].record.decided.clone().unwrap();
+    assert_eq!(
+        second.applied_policies.len(),
+        crate::logs::MAX_DECIDED_ITEMS
+    );
+    assert!(second.risk_event_types.is_empty());
+    let v = store.verify_log(Log::Signins).await.unwrap();
+    assert_eq!((v.records, v.broken), (2, None));
+
+    sql(
+        &store,
+        "UPDATE signins SET ca_status = 'success' WHERE id = 1",
+    )
+    .await;
+    assert_eq!(
+        broken(&store, Log::Signins).await,
+        Some(Broken::Altered { id: 1 })
+    );
+    let (_dir, store) = self::store().await;
+    store.record_sign_in(&decided).await.unwrap();
+    sql(&store, "UPDATE signins SET risk_events = '' WHERE id = 1").await;
+    assert_eq!(
+        broken(&store, Log::Signins).await,
+        Some(Broken::Altered { id: 1 })
+    );
 }

@@ -361,6 +361,12 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX signins_ip ON signins (ip_address, at_ms);
     CREATE INDEX signins_subject ON signins (user_id, at_ms);",
+    // 13: what conditional access and identity protection made of each sign-in.
+    "ALTER TABLE signins ADD COLUMN ca_status TEXT NOT NULL DEFAULT 'notApplied';
+    ALTER TABLE signins ADD COLUMN ca_policies TEXT NOT NULL DEFAULT '';
+    ALTER TABLE signins ADD COLUMN risk_level TEXT NOT NULL DEFAULT 'none';
+    ALTER TABLE signins ADD COLUMN risk_events TEXT NOT NULL DEFAULT '';
+    ALTER TABLE signins ADD COLUMN decided INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {

@@ -217,6 +217,7 @@ async fn history_and_failures_read_only_what_they_ask_for() {
         authentication_methods: vec![],
         issuer: issuer.into(),
         location: None,
+        decided: None,
     };
     let idp = BUILT_IN_ISSUER;
     let other = "https://issuer.example";

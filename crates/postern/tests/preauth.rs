@@ -1599,6 +1599,20 @@ async fn identity_protection_finds_anonymizers_and_unlikely_travel_and_policies_
             .contains("risky-sign-in"),
         "{body}"
     );
+    // The sign-in log says which policy failed it, and the risk it was judged at.
+    let logged = signins(&w, &["--user", "bob@example.com"]).await;
+    let refused = logged
+        .iter()
+        .find(|s| s["correlationId"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("{logged:?}"));
+    assert_eq!(refused["conditionalAccessStatus"], "failure", "{refused}");
+    assert_eq!(
+        refused["appliedConditionalAccessPolicies"],
+        json!([{"displayName": "risky-sign-in", "result": "failure"}]),
+        "{refused}"
+    );
+    assert_eq!(refused["riskLevelDuringSignIn"], "medium");
+    assert_eq!(refused["riskEventTypes_v2"], json!(["anonymizedIPAddress"]));
     // From an ordinary address the request's sign-in risk is none; medium user risk is not
     // blocked.
     assert_eq!(bearer_from(&w, &bob, "81.2.69.142").await.status(), 200);

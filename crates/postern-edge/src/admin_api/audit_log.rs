@@ -107,6 +107,13 @@ pub struct SigninParams {
     cursor: Option<String>,
 }
 
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPolicy {
+    pub display_name: String,
+    pub result: String,
+}
+
 /// A sign-in as Entra's `signIn` resource names its fields.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
@@ -131,8 +138,17 @@ pub struct SigninView {
     pub location: Option<SigninLocation>,
     pub authentication_requirement: String,
     pub authentication_methods_used: Vec<String>,
-    /// Postern has no conditional access: always `notApplied`.
+    /// `success`, `failure` or `notApplied` (no enforced policy applied, or not decided: the
+    /// built-in provider's own steps, a sign-in refused before its decision).
     pub conditional_access_status: String,
+    /// Each policy that applied and its result: `success`, `failure`, `reportOnlySuccess`,
+    /// `reportOnlyFailure`.
+    pub applied_conditional_access_policies: Vec<AppliedPolicy>,
+    /// The sign-in risk identity protection found: `none`, `low`, `medium`, `high`.
+    pub risk_level_during_sign_in: String,
+    /// The detections found in this sign-in (`anonymizedIPAddress`, `unlikelyTravel`, …).
+    #[serde(rename = "riskEventTypes_v2")]
+    pub risk_event_types_v2: Vec<String>,
     /// Who checked the credentials: the issuer's URL or `postern-idp`.
     pub issuer: String,
 }
@@ -172,6 +188,7 @@ impl SigninView {
     pub fn from_stored(s: postern_store::Signin) -> SigninView {
         let r = s.record;
         let success = r.result == postern_store::SigninResult::Success;
+        let decided = r.decided;
         SigninView {
             id: s.uid,
             sequence: s.id,
@@ -207,7 +224,30 @@ impl SigninView {
             }),
             authentication_requirement: r.authentication_requirement,
             authentication_methods_used: r.authentication_methods,
-            conditional_access_status: "notApplied".to_owned(),
+            conditional_access_status: decided
+                .as_ref()
+                .map_or("notApplied", |d| &d.conditional_access_status)
+                .to_owned(),
+            applied_conditional_access_policies: decided
+                .as_ref()
+                .map(|d| {
+                    d.applied_policies
+                        .iter()
+                        .map(|p| {
+                            let (name, result) = p.rsplit_once(':').unwrap_or((p, ""));
+                            AppliedPolicy {
+                                display_name: name.to_owned(),
+                                result: result.to_owned(),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            risk_level_during_sign_in: decided
+                .as_ref()
+                .map_or("none", |d| &d.risk_level)
+                .to_owned(),
+            risk_event_types_v2: decided.map(|d| d.risk_event_types).unwrap_or_default(),
             issuer: r.issuer,
         }
     }

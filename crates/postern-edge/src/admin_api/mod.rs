@@ -34,7 +34,7 @@ use crate::state::Shared;
 pub use access::{WhatIf, WhatIfPolicy, WhatIfView};
 pub use apps::{AppView, AssignmentView, SignInView};
 pub use audit_log::{
-    AuditEventView, AuditPage, LogVerification, SigninPage, SigninView, Verification,
+    AppliedPolicy, AuditEventView, AuditPage, LogVerification, SigninPage, SigninView, Verification,
 };
 pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;

@@ -285,6 +285,34 @@ pub fn demand(app: &str, verdict: &Verdict) -> Demand {
     }
 }
 
+/// What a sign-in's record keeps of its decision and of the risk found in it.
+pub fn decided(
+    decision: &Decision,
+    risk: RiskLevel,
+    found: &[postern_policy::risk::Detection],
+) -> postern_store::Decided {
+    postern_store::Decided {
+        conditional_access_status: status(decision).to_owned(),
+        applied_policies: decision
+            .results
+            .iter()
+            .filter_map(|r| {
+                let ok = r.outcome == postern_policy::Outcome::Satisfied;
+                let result = match (r.state, ok) {
+                    (PolicyState::On, true) => "success",
+                    (PolicyState::On, false) => "failure",
+                    (PolicyState::ReportOnly, true) => "reportOnlySuccess",
+                    (PolicyState::ReportOnly, false) => "reportOnlyFailure",
+                    (PolicyState::Off, _) => return None,
+                };
+                Some(format!("{}:{result}", r.policy))
+            })
+            .collect(),
+        risk_level: risk.as_str().to_owned(),
+        risk_event_types: found.iter().map(|d| d.kind.as_str().to_owned()).collect(),
+    }
+}
+
 /// The `conditionalAccessStatus` of a sign-in decided as `decision` (Entra's values).
 pub fn status(decision: &Decision) -> &'static str {
     let enforced = decision.results.iter().any(|r| r.state == PolicyState::On);

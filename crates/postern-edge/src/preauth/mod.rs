@@ -31,6 +31,7 @@ use postern_auth::{
     AppId, AppOrigin, AssertionSigner, CookieError, Expectations, IssuerUrl, KeyRing, ReturnTo,
     Session, StateCookie, UnixTime, VerifyError,
 };
+use postern_policy::risk::Detection;
 use postern_policy::RiskLevel;
 use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
 
@@ -405,7 +406,8 @@ pub async fn guard(
     match req.uri.path() {
         CALLBACK_PATH => {
             let mut who = None;
-            let result = callback(shared, routes, sign_in, req, now, &mut who).await;
+            let mut decided = None;
+            let result = callback(shared, routes, sign_in, req, now, &mut who, &mut decided).await;
             if result.is_err() {
                 postern_obs::metrics::sign_in(
                     &sign_in.app_name,
@@ -421,6 +423,7 @@ pub async fn guard(
                     true,
                     who.as_ref(),
                     result.as_ref().err(),
+                    decided,
                 )
                 .await;
             }
@@ -476,11 +479,16 @@ pub async fn guard(
             (Some(session), Ok(_)) => Some(judge(shared, req, session, now).await),
             _ => None,
         };
+        let mut decided = None;
         result = result.and_then(|guarded| match &guarded {
             // A program cannot be sent to sign in again: what a policy demands is refused.
             Guarded::Forward(identity) => {
                 let session = &identity.opened.session;
-                let decision = decide(shared, routes, sign_in, req, session, now, judged)?;
+                let risk = judged.as_ref().map(|j| j.0);
+                let decision = decide(shared, routes, sign_in, req, session, now, risk)?;
+                if let Some((level, found)) = &judged {
+                    decided = Some(access::decided(&decision, *level, found));
+                }
                 match access::demand(&sign_in.app_name, &decision.verdict) {
                     Demand::Nothing => Ok(guarded),
                     Demand::Refuse(refusal) | Demand::SignInAgain(refusal) => Err(refusal),
@@ -497,6 +505,7 @@ pub async fn guard(
                 false,
                 fresh.as_ref(),
                 result.as_ref().err(),
+                decided,
             )
             .await;
         }
@@ -559,7 +568,12 @@ fn decide(
 }
 
 /// Identity protection's judgement of a sign-in verified in this request (see [`crate::risk`]).
-async fn judge(shared: &Shared, req: &Request<'_>, session: &Session, now: UnixTime) -> RiskLevel {
+async fn judge(
+    shared: &Shared,
+    req: &Request<'_>,
+    session: &Session,
+    now: UnixTime,
+) -> (RiskLevel, Vec<Detection>) {
     let location = shared.geoip.sign_in_location(req.client_ip);
     let browser = req
         .headers
@@ -579,7 +593,7 @@ async fn judge(shared: &Shared, req: &Request<'_>, session: &Session, now: UnixT
         request_id: req.request_id,
         now_ms: now.secs() as i64 * 1000,
     };
-    shared.risk.judge(&shared.store, &judged).await.0
+    shared.risk.judge(&shared.store, &judged).await
 }
 
 /// Sends the browser back to the issuer, asking for a fresh sign-in with a second factor
@@ -640,7 +654,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Records a sign-in at the callback (`interactive`) or by a bearer token.
+/// Records a sign-in at the callback (`interactive`) or by a bearer token, with what
+/// conditional access and identity protection made of it when they judged it.
+#[allow(clippy::too_many_arguments)]
 async fn record_signin(
     shared: &Shared,
     sign_in: &SignIn,
@@ -648,6 +664,7 @@ async fn record_signin(
     interactive: bool,
     who: Option<&Session>,
     refusal: Option<&Refusal>,
+    decided: Option<postern_store::Decided>,
 ) {
     let attempt = crate::signins::Attempt {
         sign_in,
@@ -656,6 +673,7 @@ async fn record_signin(
         request_id: req.request_id,
         interactive,
         location: shared.geoip.sign_in_location(req.client_ip),
+        decided,
     };
     crate::signins::record(&shared.store, &shared.auth.signins, &attempt, who, refusal).await;
 }
@@ -732,7 +750,8 @@ async fn start(auth: &Auth, sign_in: &SignIn, pending: StateCookie) -> Result<Gu
     Ok(Guarded::Answer(resp))
 }
 
-/// `who` is set once the issuer has vouched for the user and no second factor is still asked.
+/// `who` is set once the issuer has vouched for the user and no second factor is still asked;
+/// `decided` once conditional access has decided the sign-in.
 async fn callback(
     shared: &Shared,
     routes: &Routes,
@@ -740,6 +759,7 @@ async fn callback(
     req: &Request<'_>,
     now: UnixTime,
     who: &mut Option<Session>,
+    decided: &mut Option<postern_store::Decided>,
 ) -> Result<Guarded, Refusal> {
     let auth = &shared.auth;
     let app = || sign_in.app_name.clone();
@@ -836,8 +856,9 @@ async fn callback(
     let session = sign_in.session(&claims, issued, expires_at);
     *who = Some(session.clone());
     sign_in.admit(&session)?;
-    let judged = judge(shared, req, &session, now).await;
-    let decision = decide(shared, routes, sign_in, req, &session, now, Some(judged))?;
+    let (risk, found) = judge(shared, req, &session, now).await;
+    let decision = decide(shared, routes, sign_in, req, &session, now, Some(risk))?;
+    *decided = Some(access::decided(&decision, risk, &found));
     match access::demand(&sign_in.app_name, &decision.verdict) {
         Demand::Nothing => {}
         Demand::Refuse(refusal) => return Err(refusal),
