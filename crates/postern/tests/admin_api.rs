@@ -378,13 +378,16 @@ async fn snapshot(edge: &Edge) -> Value {
     let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
     let (_, connectors, _) = edge.api(Method::GET, "/v1/connectors", None).await;
     let (_, tokens, _) = edge.api(Method::GET, "/v1/admin-tokens", None).await;
+    let (_, policies, _) = edge.api(Method::GET, "/v1/policies", None).await;
+    let (_, locations, _) = edge.api(Method::GET, "/v1/locations", None).await;
     let connectors: Vec<Value> = connectors
         .as_array()
         .unwrap()
         .iter()
         .map(|c| json!([c["id"], c["group"], c["status"], c["cert_not_after"]]))
         .collect();
-    json!({ "groups": groups, "apps": apps, "connectors": connectors, "tokens": tokens })
+    json!({ "groups": groups, "apps": apps, "connectors": connectors, "tokens": tokens,
+            "policies": policies, "locations": locations })
 }
 
 #[tokio::test]
@@ -897,6 +900,172 @@ backend_timeout = "30s"
         ("taken.yaml", &format!("groups: [{{name: later}}]\napps:\n  - name: x\n    external_url: https://wiki.localhost:{port}\n    internal_url: {}\n    group: office\n", app.url()), "already uses"),
         ("twice.yaml", "groups: [{name: a}, {name: a}]\n", "listed twice"),
         ("config.json", "{}", "must end in .toml, .yaml or .yml"),
+    ];
+    for (name, content, fragment) in bad {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = edge.admin(&["apply", "-f", path.to_str().unwrap()]).await;
+        assert!(!out.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(fragment), "{name}: {stderr}");
+    }
+    assert_eq!(snapshot(&edge).await, before);
+}
+
+#[tokio::test]
+async fn apply_sets_named_locations_and_policies_checked_as_a_whole() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    let port = edge.public.port();
+    let dir = tempfile::tempdir().unwrap();
+    let toml_path = dir.path().join("access.toml");
+    // The app, the location and the policies that name them arrive in one file.
+    std::fs::write(
+        &toml_path,
+        format!(
+            r#"
+[[groups]]
+name = "office"
+
+[[apps]]
+name = "payroll"
+external_url = "https://payroll.localhost:{port}"
+internal_url = "{internal}"
+group = "office"
+
+[[locations]]
+name = "hq"
+cidrs = ["10.1.0.0/16"]
+countries = ["gb"]
+trusted = true
+
+[[policies]]
+name = "payroll from hq only"
+state = "on"
+users = {{ include = ["all"] }}
+apps = {{ include = ["app:payroll"] }}
+conditions = {{ locations = {{ include = ["any"], exclude = ["location:hq"] }} }}
+grant = {{ block = true }}
+
+[[policies]]
+name = "mfa everywhere"
+state = "report-only"
+users = {{ include = ["all"], exclude = ["admins"] }}
+apps = {{ include = ["all"] }}
+grant = {{ require = ["mfa"] }}
+"#,
+            internal = app.url()
+        ),
+    )
+    .unwrap();
+    let file = toml_path.to_str().unwrap();
+    let plan = edge.admin_ok(&["apply", "-f", file, "--dry-run"]).await;
+    for line in [
+        "+ location hq",
+        "+ policy payroll from hq only",
+        "+ policy mfa everywhere",
+        "dry run: 5 change(s) not applied",
+    ] {
+        assert!(plan.contains(line), "{line}: {plan}");
+    }
+    let applied = edge.admin_ok(&["apply", "-f", file]).await;
+    assert!(applied.contains("applied 5 change(s)"), "{applied}");
+    let policies: Value =
+        serde_json::from_str(&edge.admin_ok(&["policy", "list", "--json"]).await).unwrap();
+    let names: Vec<_> = policies
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["payroll from hq only", "mfa everywhere"]);
+    let (_, locations, _) = edge.api(Method::GET, "/v1/locations", None).await;
+    assert_eq!(locations[0]["countries"], json!(["GB"]));
+    // What-if sees them at once: outside hq, payroll is blocked by the file's policy.
+    let what_if: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&[
+                "policy",
+                "what-if",
+                "--user",
+                "ada@example.com",
+                "--app",
+                "payroll",
+                "--ip",
+                "192.0.2.1",
+                "--json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(what_if["result"], "block", "{what_if}");
+    assert_eq!(what_if["policy"], "payroll from hq only");
+    let again = edge.admin_ok(&["apply", "-f", file]).await;
+    assert!(again.contains("no changes"), "{again}");
+
+    // One policy changed in YAML: a diff of its fields, then the change.
+    let yaml_path = dir.path().join("access.yaml");
+    std::fs::write(
+        &yaml_path,
+        "policies:\n  - name: mfa everywhere\n    state: on\n    users: { include: [all], exclude: [admins] }\n    apps: { include: [all] }\n    grant: { require: [mfa] }\n",
+    )
+    .unwrap();
+    let yaml = yaml_path.to_str().unwrap();
+    let diff: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["apply", "-f", yaml, "--dry-run", "--json"])
+            .await,
+    )
+    .unwrap();
+    let changes = diff["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{diff}");
+    assert_eq!(changes[0]["op"], "put_policy");
+    assert_eq!(
+        changes[0]["fields"],
+        json!({ "state": ["report-only", "on"] })
+    );
+    edge.admin_ok(&["apply", "-f", yaml]).await;
+    let (_, policy, _) = edge.api(Method::GET, "/v1/policies", None).await;
+    assert_eq!(policy[1]["state"], "on");
+
+    // A file that would leave the policies unusable is refused whole, naming the policy and
+    // field, before anything is sent: not even its valid location is created.
+    let before = snapshot(&edge).await;
+    let policy = |name: &str, rest: &str| {
+        format!("  - name: {name}\n    state: on\n    users: {{ include: [all] }}\n    apps: {{ include: [all] }}\n    grant: {{ block: true }}\n{rest}")
+    };
+    let ok_location = "locations:\n  - name: branch\n    cidrs: [10.2.0.0/16]\n";
+    let bad = [
+        (
+            "nowhere.yaml",
+            format!("{ok_location}policies:\n{}", policy("p", "    conditions: { locations: { include: [location:nowhere] } }\n")),
+            "p: conditions.locations.include[0]: no location is named \"nowhere\"",
+        ),
+        (
+            "group.yaml",
+            format!("{ok_location}policies:\n  - name: g\n    state: on\n    users: {{ include: [group:ghosts] }}\n    apps: {{ include: [all] }}\n    grant: {{ block: true }}\n"),
+            "g: users.include[0]: no group is named \"ghosts\"",
+        ),
+        (
+            "app.yaml",
+            format!("{ok_location}policies:\n  - name: a\n    state: on\n    users: {{ include: [all] }}\n    apps: {{ include: [app:ghost] }}\n    grant: {{ block: true }}\n"),
+            "a: apps.include[0]: no app is named \"ghost\"",
+        ),
+        (
+            "country.yaml",
+            "locations:\n  - name: nowhere\n    countries: [XX]\n".to_owned(),
+            "nowhere: countries[0]",
+        ),
+        (
+            "cidr.yaml",
+            "locations:\n  - name: bad\n    cidrs: [10.0.0.0/99]\n".to_owned(),
+            "is not valid",
+        ),
+        (
+            "twice.yaml",
+            format!("policies:\n{}{}", policy("same", ""), policy("same", "")),
+            "policy \"same\" is listed twice",
+        ),
     ];
     for (name, content, fragment) in bad {
         let path = dir.path().join(name);

@@ -1,8 +1,11 @@
-//! `postern admin apply -f FILE`: make the edge's groups and apps match a TOML or YAML file.
+//! `postern admin apply -f FILE`: make the edge's groups, apps, named locations and
+//! conditional-access policies match a TOML or YAML file.
 //!
-//! The whole file is checked before anything is sent; the plan (what will be created and which
-//! fields change) is printed first; `--dry-run` stops there. Applying the same file twice changes
-//! nothing the second time. Groups and apps that are not in the file are left alone.
+//! The whole file is checked before anything is sent (policies are compiled against the
+//! locations, apps and groups the edge and the file will have together, as the edge compiles
+//! them); the plan (what will be created and which fields change) is printed first; `--dry-run`
+//! stops there. Applying the same file twice changes nothing the second time. What is not in
+//! the file is left alone.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -10,8 +13,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use postern_edge::admin_api::{AppView, GroupView};
+use postern_edge::admin_api::{AppView, AssignmentView, DirectoryGroupView, GroupView};
 use postern_edge::apps::{PublishApp, UpdateApp};
+use postern_policy::{Known, NamedLocation, Policies, Policy, UserTarget};
 use serde::{Deserialize, Serialize};
 
 use super::client::{segment, AdminClient};
@@ -35,6 +39,12 @@ struct DesiredState {
     groups: Vec<GroupSpec>,
     #[serde(default)]
     apps: Vec<AppSpec>,
+    /// Named locations, as `location create` writes them.
+    #[serde(default)]
+    locations: Vec<NamedLocation>,
+    /// Conditional-access policies, as `policy create -f` reads them, each with its `name`.
+    #[serde(default)]
+    policies: Vec<Policy>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +130,37 @@ enum Change {
         #[serde(skip)]
         patch: UpdateApp,
     },
+    PutLocation {
+        name: String,
+        /// Field -> [current, wanted]; empty for a new one.
+        fields: BTreeMap<String, [serde_json::Value; 2]>,
+        #[serde(skip)]
+        location: NamedLocation,
+    },
+    PutPolicy {
+        name: String,
+        /// Field -> [current, wanted]; empty for a new one.
+        fields: BTreeMap<String, [serde_json::Value; 2]>,
+        #[serde(skip)]
+        policy: Policy,
+    },
+}
+
+/// Writes `+ KIND NAME`, or `~ KIND NAME` and each changed field.
+fn put_line(
+    f: &mut std::fmt::Formatter<'_>,
+    kind: &str,
+    name: &str,
+    fields: &BTreeMap<String, [serde_json::Value; 2]>,
+) -> std::fmt::Result {
+    if fields.is_empty() {
+        return write!(f, "+ {kind} {}", safe(name));
+    }
+    write!(f, "~ {kind} {}", safe(name))?;
+    for (field, [from, to]) in fields {
+        write!(f, "\n    {}: {from} -> {to}", safe(field))?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Change {
@@ -137,13 +178,9 @@ impl std::fmt::Display for Change {
                 safe(&request.group),
                 safe(&request.preauth)
             ),
-            Change::UpdateApp { name, fields, .. } => {
-                write!(f, "~ app {}", safe(name))?;
-                for (field, [from, to]) in fields {
-                    write!(f, "\n    {}: {from} -> {to}", safe(field))?;
-                }
-                Ok(())
-            }
+            Change::UpdateApp { name, fields, .. } => put_line(f, "app", name, fields),
+            Change::PutLocation { name, fields, .. } => put_line(f, "location", name, fields),
+            Change::PutPolicy { name, fields, .. } => put_line(f, "policy", name, fields),
         }
     }
 }
@@ -158,8 +195,15 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
     let desired = read(&args.file)?;
     let groups: Vec<GroupView> = client.get("/v1/groups").await?;
     let apps: Vec<AppView> = client.get("/v1/apps").await?;
-    let changes = plan(&desired, &groups, &apps)
+    let mut changes = plan(&desired, &groups, &apps)
         .with_context(|| format!("{} was not applied", args.file.display()))?;
+    if !desired.locations.is_empty() || !desired.policies.is_empty() {
+        let edge = EdgeAccess::fetch(client, &desired, &apps).await?;
+        changes.extend(
+            plan_access(&desired, &apps, &edge)
+                .with_context(|| format!("{} was not applied", args.file.display()))?,
+        );
+    }
     if !json {
         if changes.is_empty() {
             say!(
@@ -487,6 +531,160 @@ fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
     })
 }
 
+/// The edge's locations, policies and the user groups a policy may name.
+struct EdgeAccess {
+    locations: Vec<NamedLocation>,
+    policies: Vec<Policy>,
+    groups: HashSet<String>,
+}
+
+impl EdgeAccess {
+    async fn fetch(
+        client: &AdminClient,
+        desired: &DesiredState,
+        apps: &[AppView],
+    ) -> anyhow::Result<EdgeAccess> {
+        let locations = client.get("/v1/locations").await?;
+        let policies = client.get("/v1/policies").await?;
+        let directory: Vec<DirectoryGroupView> = client.get("/v1/directory-groups").await?;
+        let mut groups: HashSet<String> = directory.into_iter().map(|g| g.name).collect();
+        // Groups an issuer's `groups` claim carries are known from assignments: read those only
+        // when a policy names a group the directory does not have.
+        let named = desired.policies.iter().flat_map(|p| {
+            p.users
+                .include
+                .iter()
+                .chain(&p.users.exclude)
+                .filter_map(|t| match t {
+                    UserTarget::Group(g) => Some(g),
+                    _ => None,
+                })
+        });
+        if named.into_iter().any(|g| !groups.contains(g)) {
+            for app in apps {
+                let assigned: Vec<AssignmentView> = client
+                    .get(&format!("/v1/apps/{}/assignments", segment(&app.name)))
+                    .await?;
+                groups.extend(
+                    assigned
+                        .into_iter()
+                        .filter(|a| a.kind == "group")
+                        .map(|a| a.value),
+                );
+            }
+        }
+        Ok(EdgeAccess {
+            locations,
+            policies,
+            groups,
+        })
+    }
+}
+
+/// Names as the edge will know them once the file's apps are published.
+struct Names<'a> {
+    apps: HashSet<&'a str>,
+    groups: &'a HashSet<String>,
+}
+
+impl Known for Names<'_> {
+    fn group(&self, name: &str) -> bool {
+        self.groups.contains(name)
+    }
+    fn app(&self, name: &str) -> bool {
+        self.apps.contains(name)
+    }
+}
+
+/// The file's locations and policies, compiled together with the edge's (as the edge will
+/// hold them), and the changes that get them there.
+fn plan_access(
+    desired: &DesiredState,
+    apps: &[AppView],
+    edge: &EdgeAccess,
+) -> anyhow::Result<Vec<Change>> {
+    let mut locations = edge.locations.clone();
+    let mut policies = edge.policies.clone();
+    let mut changes = Vec::new();
+    let mut seen = HashSet::new();
+    for wanted in &desired.locations {
+        if !seen.insert(wanted.name.as_str()) {
+            bail!("location {:?} is listed twice", wanted.name);
+        }
+        let mut wanted = wanted.clone();
+        wanted.countries = wanted
+            .countries
+            .iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if let Some(fields) = put(&mut locations, &wanted, |l| &l.name)? {
+            changes.push(Change::PutLocation {
+                name: wanted.name.clone(),
+                fields,
+                location: wanted,
+            });
+        }
+    }
+    let mut seen = HashSet::new();
+    for wanted in &desired.policies {
+        if !seen.insert(wanted.name.as_str()) {
+            bail!("policy {:?} is listed twice", wanted.name);
+        }
+        if let Some(fields) = put(&mut policies, wanted, |p| &p.name)? {
+            changes.push(Change::PutPolicy {
+                name: wanted.name.clone(),
+                fields,
+                policy: wanted.clone(),
+            });
+        }
+    }
+    let names = Names {
+        apps: apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(desired.apps.iter().map(|a| a.name.as_str()))
+            .collect(),
+        groups: &edge.groups,
+    };
+    Policies::compile(&policies, &locations, &names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(changes)
+}
+
+/// Puts `wanted` into `items` (replacing the one of its name): `None` when it is already
+/// there as it is; otherwise the fields that change (none for a new one).
+fn put<T: Clone + PartialEq + Serialize>(
+    items: &mut Vec<T>,
+    wanted: &T,
+    name_of: fn(&T) -> &String,
+) -> anyhow::Result<Option<BTreeMap<String, [serde_json::Value; 2]>>> {
+    let Some(current) = items.iter_mut().find(|i| name_of(i) == name_of(wanted)) else {
+        items.push(wanted.clone());
+        return Ok(Some(BTreeMap::new()));
+    };
+    if current == wanted {
+        return Ok(None);
+    }
+    let as_map = |v: &T| -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+        match serde_json::to_value(v)? {
+            serde_json::Value::Object(m) => Ok(m),
+            _ => bail!("not an object"),
+        }
+    };
+    let (from, to) = (as_map(current)?, as_map(wanted)?);
+    let mut fields = BTreeMap::new();
+    for key in from.keys().chain(to.keys()) {
+        let (a, b) = (
+            from.get(key).cloned().unwrap_or_default(),
+            to.get(key).cloned().unwrap_or_default(),
+        );
+        if a != b {
+            fields.insert(key.clone(), [a, b]);
+        }
+    }
+    *current = wanted.clone();
+    Ok(Some(fields))
+}
+
 fn host_of(url: &str) -> String {
     url::Url::parse(url)
         .ok()
@@ -510,6 +708,16 @@ async fn execute(client: &AdminClient, change: &Change) -> anyhow::Result<()> {
         Change::UpdateApp { name, patch, .. } => {
             let _: AppView = client
                 .patch(&format!("/v1/apps/{}", segment(name)), patch)
+                .await?;
+        }
+        Change::PutLocation { name, location, .. } => {
+            let _: NamedLocation = client
+                .put(&format!("/v1/locations/{}", segment(name)), location)
+                .await?;
+        }
+        Change::PutPolicy { name, policy, .. } => {
+            let _: Policy = client
+                .put(&format!("/v1/policies/{}", segment(name)), policy)
                 .await?;
         }
     }
