@@ -1747,3 +1747,144 @@ async fn identity_protection_finds_anonymizers_and_unlikely_travel_and_policies_
         "a broken list keeps the last one"
     );
 }
+
+/// Conditional access as a user meets it in Chromium, through the built-in provider: a sign-in
+/// from a blocked country ends on a page naming the policy and the request; an app that requires
+/// a passkey sends a password-and-code session back for a fresh sign-in, refuses the same again
+/// naming what is missing, and admits a passkey sign-in.
+#[tokio::test]
+async fn location_and_passkey_policies_in_headless_chromium() {
+    // Loopback placed in Reykjavík: every browser sign-in comes from Iceland.
+    let geo = tempfile::tempdir().unwrap();
+    let loopback = common::geoip::loopback_in_reykjavik(geo.path());
+    let edge = Edge::start(&["--geoip-db", loopback.to_str().unwrap()]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    let pw = edge.dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "eve@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--email-verified",
+        "--require-mfa",
+    ])
+    .await;
+    let port = edge.public.port();
+    for name in ["reports", "payroll"] {
+        edge.admin_ok(&[
+            "app",
+            "publish",
+            name,
+            "--external-url",
+            &format!("https://{name}.localhost:{port}"),
+            "--internal-url",
+            &app.url(),
+            "--group",
+            "g",
+            "--preauth",
+            "oidc",
+        ])
+        .await;
+    }
+    edge.admin_ok(&["location", "create", "iceland", "--country", "IS"])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |name: &str, body: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let no_iceland = policy(
+        "no-iceland",
+        "state: on\nusers: { include: [all] }\napps: { include: [app:reports] }\nconditions: { locations: { include: [location:iceland] } }\ngrant: { block: true }\n",
+    );
+    let passkey = policy(
+        "passkey",
+        "state: on\nusers: { include: [all] }\napps: { include: [app:payroll] }\ngrant: { require: [passkey] }\n",
+    );
+    edge.admin_ok(&[
+        "policy",
+        "create",
+        "reports outside Iceland",
+        "-f",
+        &no_iceland,
+    ])
+    .await;
+    edge.admin_ok(&[
+        "policy",
+        "create",
+        "payroll needs a passkey",
+        "-f",
+        &passkey,
+    ])
+    .await;
+    let _connector = edge.connector("g").await;
+
+    let run = chromium(
+        "browser-policy.mjs",
+        json!({
+            "blocked": format!("https://reports.localhost:{port}/q4"),
+            "passkeyApp": format!("https://payroll.localhost:{port}/slips"),
+            "idp": format!("https://login.localhost:{port}"),
+            "email": "eve@example.com",
+            "password": PASSWORD,
+        }),
+    )
+    .await;
+    let request_id = |text: &str| {
+        let at = text
+            .find("Request ID: ")
+            .unwrap_or_else(|| panic!("{text}"))
+            + 12;
+        text[at..].split_whitespace().next().unwrap().to_owned()
+    };
+    let blocked = &run["blocked"];
+    assert_eq!(blocked["status"], 403, "{run}");
+    let text = blocked["text"].as_str().unwrap();
+    assert!(text.contains("reports outside Iceland"), "{text}");
+    let blocked_id = request_id(text);
+    let unmet = &run["passwordAndCode"];
+    assert_eq!(unmet["status"], 403, "{run}");
+    let text = unmet["text"].as_str().unwrap();
+    assert!(
+        text.contains("payroll needs a passkey") && text.contains("a passkey"),
+        "{text}"
+    );
+    let admitted = &run["passkey"];
+    assert_eq!(admitted["status"], 200, "{run}");
+    assert_eq!(
+        admitted["url"],
+        format!("https://payroll.localhost:{port}/slips")
+    );
+    let body: Value = serde_json::from_str(admitted["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen(&body, "x-postern-email"), ["eve@example.com"]);
+
+    // The sign-in log keeps each decision: the blocked one under its request ID.
+    let rows: Value =
+        serde_json::from_str(&edge.admin_ok(&["logs", "signins", "--json"]).await).unwrap();
+    let rows = rows["signins"].as_array().unwrap();
+    let blocked_row = rows
+        .iter()
+        .find(|r| r["correlationId"] == blocked_id.as_str())
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(blocked_row["conditionalAccessStatus"], "failure");
+    assert_eq!(blocked_row["location"]["countryOrRegion"], "IS");
+    assert_eq!(
+        blocked_row["appliedConditionalAccessPolicies"],
+        json!([{"displayName": "reports outside Iceland", "result": "failure"}])
+    );
+    let passkey_row = rows
+        .iter()
+        .find(|r| r["appDisplayName"] == "payroll" && r["conditionalAccessStatus"] == "success")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(
+        passkey_row["authenticationMethodsUsed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("hwk")),
+        "{passkey_row}"
+    );
+}
