@@ -47,6 +47,11 @@ impl Routes {
     pub fn get(&self, host: &str) -> Option<&Arc<Route>> {
         self.by_host.get(host)
     }
+
+    /// The app named `name`.
+    pub fn named(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_host.values().find(|r| r.name == name)
+    }
 }
 
 pub struct Shared {
@@ -129,7 +134,8 @@ impl Shared {
         for (app, who) in self.store.assignments().await? {
             assigned.entry(app).or_default().push(who);
         }
-        let access = crate::preauth::access::Access::load(&self.store, &self.idp.issuer).await?;
+        let access =
+            crate::preauth::access::Access::load(&self.store, &self.idp.issuer, &apps).await?;
         let revoked = self
             .store
             .session_revocations()

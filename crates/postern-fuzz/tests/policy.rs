@@ -70,6 +70,7 @@ fn policy(b: &mut Bytes, i: usize) -> Policy {
     let users = [
         UserTarget::All,
         UserTarget::Admins,
+        UserTarget::Assigned,
         UserTarget::User("ada@example.com".into()),
         UserTarget::Group("staff".into()),
     ];
@@ -165,6 +166,7 @@ fn fuzz_policy_decisions() {
                 email: Some("ada@example.com"),
                 groups: &groups,
                 admin: b.next().is_multiple_of(2),
+                assigned: b.next().is_multiple_of(2),
             },
             app: b.pick(&["wiki", "payroll"]),
             ip: b.pick(&["10.1.2.3".parse().unwrap(), "192.0.2.1".parse().unwrap()]),

@@ -92,6 +92,7 @@ fn bench(c: &mut Criterion) {
             email: Some("ada@example.com"),
             groups: &groups,
             admin: false,
+            assigned: false,
         },
         app: "app1",
         ip: "198.51.100.7".parse().unwrap(),

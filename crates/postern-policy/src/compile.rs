@@ -212,6 +212,7 @@ impl Compiled {
         let user = |t: &UserTarget| match t {
             UserTarget::All => true,
             UserTarget::Admins => facts.user.admin,
+            UserTarget::Assigned => facts.user.assigned,
             UserTarget::User(u) => {
                 u == facts.user.subject
                     || facts.user.email.is_some_and(|e| e.eq_ignore_ascii_case(u))

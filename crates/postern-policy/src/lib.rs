@@ -33,6 +33,8 @@ pub struct UserFacts<'a> {
     pub email: Option<&'a str>,
     pub groups: &'a [String],
     pub admin: bool,
+    /// Assigned to the app asked for, by user or group.
+    pub assigned: bool,
 }
 
 /// Everything a decision depends on.

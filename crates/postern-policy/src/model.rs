@@ -38,13 +38,16 @@ pub struct Targets<T> {
     pub exclude: Vec<T>,
 }
 
-/// A user, group or role: `all`, `admins`, `user:EMAIL-OR-SUBJECT`, `group:NAME`.
+/// A user, group or role: `all`, `admins`, `assigned`, `user:EMAIL-OR-SUBJECT`, `group:NAME`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum UserTarget {
     All,
     /// Users with the admin role.
     Admins,
+    /// Users assigned to the app asked for (themselves or through a group), as `app assign`
+    /// names them.
+    Assigned,
     /// A user by verified email (any case) or subject.
     User(String),
     /// Members of a group (the directory's groups, or an issuer's `groups` claim).
@@ -214,6 +217,6 @@ macro_rules! text_form {
     };
 }
 
-text_form!(UserTarget, "a user target", ["all" => All, "admins" => Admins], ["user" => User, "group" => Group]);
+text_form!(UserTarget, "a user target", ["all" => All, "admins" => Admins, "assigned" => Assigned], ["user" => User, "group" => Group]);
 text_form!(AppTarget, "an app target", ["all" => All], ["app" => App]);
 text_form!(LocationTarget, "a location target", ["any" => Any, "trusted" => Trusted], ["location" => Named]);

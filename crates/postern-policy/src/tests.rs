@@ -41,6 +41,7 @@ fn facts() -> Facts<'static> {
             email: Some("ada@example.com"),
             groups: GROUPS,
             admin: false,
+            assigned: false,
         },
         app: "wiki",
         ip: "198.51.100.7".parse().unwrap(),
@@ -163,6 +164,21 @@ fn trusted_locations_can_be_excluded() {
         |f| f.ip = "2001:db8:2::1".parse().unwrap(),
         mfa("mfa outside the office"),
     );
+}
+
+#[test]
+fn assignment_is_a_policy_that_excludes_the_assigned() {
+    // What an app's "assignment required" setting becomes.
+    let p = r#"
+- name: "wiki: assignment required"
+  state: on
+  users: { include: [all], exclude: [assigned] }
+  apps: { include: ["app:wiki"] }
+  grant: { block: true }
+"#;
+    check(p, |_| {}, block("wiki: assignment required"));
+    check(p, |f| f.user.assigned = true, allow());
+    check(p, |f| f.app = "crm", allow());
 }
 
 #[test]
@@ -440,7 +456,7 @@ fn bad_policies_are_refused_naming_the_field() {
     ))
     .unwrap_err()
     .to_string()
-    .contains("write all, admins, user:NAME, group:NAME"));
+    .contains("write all, admins, assigned, user:NAME, group:NAME"));
     refused(
         &base(all, all, "  grant: { block: true, require: [mfa] }\n"),
         "grant",

@@ -479,8 +479,22 @@ async fn cookies_are_useless_when_tampered_replayed_elsewhere_signed_out_or_revo
 #[tokio::test]
 async fn assignment_and_mfa_are_enforced() {
     let w = World::new(&["--assignment-required", "--require-mfa"]).await;
+    // Not assigned: refused at once, whatever the factors (deny wins, so the user is not sent
+    // back for a second factor first).
     let (ann, _) = w.browser();
+    let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", false).await;
+    assert_eq!(resp.status(), 403, "{}", resp.url());
+    assert!(resp.text().await.unwrap().contains("not assigned"));
+    let (ann, _) = w.browser();
+    let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", true).await;
+    assert_eq!(resp.status(), 403, "{}", resp.url());
+    assert!(resp.text().await.unwrap().contains("not assigned"));
+    // Assigned through a group.
+    w.edge
+        .admin_ok(&["app", "assign", "wiki", "--group", "staff"])
+        .await;
     // Without a second factor the edge goes back to the issuer asking for one...
+    let (ann, _) = w.browser();
     let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", false).await;
     assert_eq!(resp.status(), 200);
     assert!(
@@ -497,24 +511,64 @@ async fn assignment_and_mfa_are_enforced() {
         page.contains("mfa_required") && page.contains("Request ID"),
         "{page}"
     );
-
-    // With MFA, but not assigned.
+    // With it, in.
     let (ann, _) = w.browser();
     let resp = w.sign_in(&ann, "wiki", "/", "ann@example.com", true).await;
-    assert_eq!(resp.status(), 403, "{}", resp.url());
-    assert!(resp.text().await.unwrap().contains("not assigned"));
-    // Assigned through a group.
-    w.edge
-        .admin_ok(&["app", "assign", "wiki", "--group", "staff"])
-        .await;
-    let resp = ann.get(w.url("wiki", "/")).send().await.unwrap();
-    let resp = if resp.url().as_str().starts_with(&w.issuer.url) {
-        let html = resp.text().await.unwrap();
-        w.submit_login(&ann, &html, "ann@example.com", true).await
-    } else {
-        resp
-    };
     assert_eq!(resp.status(), 200, "{}", resp.url());
+    // Both settings are policies: what-if and the sign-in log name them.
+    let what_if: Value = serde_json::from_str(
+        &w.edge
+            .admin_ok(&[
+                "policy",
+                "what-if",
+                "--user",
+                "carl@example.com",
+                "--app",
+                "wiki",
+                "--ip",
+                "192.0.2.1",
+                "--json",
+            ])
+            .await,
+    )
+    .unwrap();
+    assert_eq!(
+        (&what_if["result"], &what_if["policy"]),
+        (&json!("block"), &json!("wiki: assignment required")),
+        "{what_if}"
+    );
+    let refused = signins(&w, &["--user", "ann@example.com", "--failed"]).await;
+    assert!(
+        refused.iter().any(|r| r["appliedConditionalAccessPolicies"]
+            == json!([
+                {"displayName": "wiki: assignment required", "result": "failure"},
+                {"displayName": "wiki: require MFA", "result": "success"},
+            ])),
+        "{refused:?}"
+    );
+    // An administrator's policy cannot take such a name.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "state: on\nusers: { include: [all] }\napps: { include: [all] }\ngrant: { block: true }\n",
+    )
+    .unwrap();
+    let out = w
+        .edge
+        .admin(&[
+            "policy",
+            "create",
+            "x: require MFA",
+            "-f",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("kept for apps"),
+        "{err}"
+    );
 
     // Bob: not in the group; assigned by email.
     let (bob, _) = w.browser();

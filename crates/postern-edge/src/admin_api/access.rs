@@ -111,6 +111,14 @@ async fn save<T: Serialize>(
     let audit = admin.begin(shared, action, name);
     let result = async {
         path_matches(name, body_name)?;
+        if let (AccessDoc::Policy, Some(reason)) =
+            (kind, crate::preauth::access::reserved_name(name))
+        {
+            return Err(ApiFailure::bad_request(
+                "invalid_policy",
+                format!("{name}: name: {reason}"),
+            ));
+        }
         let mut all = current(shared).await?;
         change(&mut all);
         check(shared, &all.0, &all.1).await?;
@@ -304,6 +312,10 @@ pub async fn what_if(
         issued_at: now,
         expires_at: now,
     };
+    let assigned = routes
+        .named(&q.app)
+        .and_then(|r| r.sign_in.as_ref())
+        .is_some_and(|s| s.assigned(&session));
     let country = shared.geoip.locate(q.ip).and_then(|l| l.country_or_region);
     // As Entra's what-if: the risk given, else what the address and the user show now.
     let sign_in_risk = q
@@ -319,7 +331,7 @@ pub async fn what_if(
         .access
         .decide(
             &session,
-            &q.app,
+            (&q.app, assigned),
             q.ip,
             country.as_deref(),
             q.platform.unwrap_or(Platform::Other),

@@ -2,6 +2,10 @@
 //! reload, decided with `postern_policy` for every signed-in request (cookie or bearer token) and
 //! at the sign-in callback, for every issuer.
 //!
+//! An app's own settings are policies too ([`app_rules`]): "assignment required" blocks everyone
+//! not `assigned`, "require MFA" requires MFA, each named after the app and decided with the
+//! others (deny wins), so what-if and the sign-in log show them like any policy.
+//!
 //! **Invariant:** policies that cannot be compiled let nothing through (503 naming why), and a
 //! report-only policy never changes what happens (it is logged).
 
@@ -11,10 +15,10 @@ use std::net::IpAddr;
 use postern_auth::session::Session;
 use postern_auth::UnixTime;
 use postern_policy::{
-    Decision, Facts, Known, NamedLocation, Platform, Policies, Policy, PolicyState, RiskLevel,
-    Strength, UserFacts, Verdict,
+    AppTarget, Control, Decision, Facts, Grant, Known, NamedLocation, Platform, Policies, Policy,
+    PolicyState, RiskLevel, Strength, Targets, UserFacts, UserTarget, Verdict,
 };
-use postern_store::{AccessDoc, Store, StoreError};
+use postern_store::{AccessDoc, App, Preauth, Store, StoreError};
 
 use crate::rescue::Refusal;
 
@@ -121,12 +125,97 @@ impl Known for AnyName {
     }
 }
 
+/// Which of an app's own settings a policy stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppRule {
+    Assignment,
+    Mfa,
+}
+
+const ASSIGNMENT_RULE: &str = ": assignment required";
+const MFA_RULE: &str = ": require MFA";
+
+/// The app setting `policy` stands for, if it is one (an administrator's policy cannot have
+/// such a name: see [`reserved_name`]).
+pub fn app_rule(policy: &str) -> Option<AppRule> {
+    if policy.ends_with(ASSIGNMENT_RULE) {
+        Some(AppRule::Assignment)
+    } else if policy.ends_with(MFA_RULE) {
+        Some(AppRule::Mfa)
+    } else {
+        None
+    }
+}
+
+/// Why an administrator's policy may not be named `name`, if it may not.
+pub fn reserved_name(name: &str) -> Option<String> {
+    app_rule(name).map(|_| {
+        format!(
+            "names ending in {ASSIGNMENT_RULE:?} or {MFA_RULE:?} are kept for apps' own settings \
+             (app update --assignment-required / --require-mfa)"
+        )
+    })
+}
+
+/// The policies an app's sign-in settings stand for, before any administrator's.
+pub fn app_rules(apps: &[App]) -> Vec<Policy> {
+    let rule = |app: &App, suffix: &str, users: Vec<UserTarget>, exclude, grant| Policy {
+        name: format!("{}{suffix}", app.name),
+        state: PolicyState::On,
+        users: Targets {
+            include: users,
+            exclude,
+        },
+        apps: Targets {
+            include: vec![AppTarget::App(app.name.clone())],
+            exclude: vec![],
+        },
+        conditions: Default::default(),
+        grant,
+        session: Default::default(),
+    };
+    let mut rules = Vec::new();
+    for app in apps.iter().filter(|a| a.preauth == Preauth::Oidc) {
+        if app.access.assignment_required {
+            rules.push(rule(
+                app,
+                ASSIGNMENT_RULE,
+                vec![UserTarget::All],
+                vec![UserTarget::Assigned],
+                Grant {
+                    block: true,
+                    ..Grant::default()
+                },
+            ));
+        }
+        if app.access.require_mfa {
+            rules.push(rule(
+                app,
+                MFA_RULE,
+                vec![UserTarget::All],
+                vec![],
+                Grant {
+                    require: vec![Control::Mfa],
+                    ..Grant::default()
+                },
+            ));
+        }
+    }
+    rules
+}
+
 impl Access {
-    /// The snapshot's policies, from the store.
-    pub async fn load(store: &Store, built_in_issuer: &str) -> Result<Access, StoreError> {
+    /// The snapshot's policies: `apps`' own rules, then the stored policies.
+    pub async fn load(
+        store: &Store,
+        built_in_issuer: &str,
+        apps: &[App],
+    ) -> Result<Access, StoreError> {
         let policies = match stored(store).await {
             Ok((policies, locations)) => {
-                Policies::compile(&policies, &locations, &AnyName).map_err(|e| e.to_string())
+                let mut all = app_rules(apps);
+                all.extend(policies);
+                Policies::compile(&all, &locations, &AnyName).map_err(|e| e.to_string())
             }
             Err(e) => Err(e),
         };
@@ -193,13 +282,13 @@ impl Access {
             .unwrap_or(RiskLevel::None)
     }
 
-    /// Decides `session`'s access to `app` from `ip` on `platform` with the (sign-in, user)
-    /// risk given, at `now`.
+    /// Decides `session`'s access to `app` (to which it is `assigned` or not) from `ip` on
+    /// `platform` with the (sign-in, user) risk given, at `now`.
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &self,
         session: &Session,
-        app: &str,
+        (app, assigned): (&str, bool),
         ip: IpAddr,
         country: Option<&str>,
         platform: Platform,
@@ -220,6 +309,7 @@ impl Access {
                 email: session.email.as_deref(),
                 groups: &session.groups,
                 admin,
+                assigned,
             },
             app,
             ip,
@@ -264,17 +354,32 @@ pub enum Demand {
     SignInAgain(Refusal),
 }
 
-/// The demand of `verdict` on a request to `app`.
-pub fn demand(app: &str, verdict: &Verdict) -> Demand {
+/// The demand of `verdict` on `session`'s request to `app`. An app's own rules refuse as
+/// they always have (`not_assigned`, `mfa_required`).
+pub fn demand(app: &str, session: &Session, verdict: &Verdict) -> Demand {
     let unmet = |policy: &str, what| {
-        Demand::SignInAgain(Refusal::PolicyUnmet {
-            app: app.to_owned(),
-            policy: policy.to_owned(),
-            what,
+        Demand::SignInAgain(match app_rule(policy) {
+            Some(AppRule::Mfa) => Refusal::MfaRequired {
+                app: app.to_owned(),
+            },
+            _ => Refusal::PolicyUnmet {
+                app: app.to_owned(),
+                policy: policy.to_owned(),
+                what,
+            },
         })
     };
     match verdict {
         Verdict::Allow => Demand::Nothing,
+        Verdict::Block { policy } if app_rule(policy) == Some(AppRule::Assignment) => {
+            Demand::Refuse(Refusal::NotAssigned {
+                app: app.to_owned(),
+                user: session
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| session.subject.clone()),
+            })
+        }
         Verdict::Block { policy } => Demand::Refuse(Refusal::PolicyBlocked {
             app: app.to_owned(),
             policy: policy.to_string(),
@@ -353,7 +458,7 @@ mod tests {
         };
         let decided = broken.decide(
             &session(),
-            "wiki",
+            ("wiki", false),
             "192.0.2.1".parse().unwrap(),
             None,
             Platform::Other,
@@ -365,7 +470,7 @@ mod tests {
         let none = Access::default()
             .decide(
                 &session(),
-                "wiki",
+                ("wiki", false),
                 "192.0.2.1".parse().unwrap(),
                 None,
                 Platform::Other,
@@ -375,6 +480,71 @@ mod tests {
             .unwrap();
         assert_eq!(none.verdict, Verdict::Allow);
         assert_eq!(status(&none), "notApplied");
+    }
+
+    #[test]
+    fn an_apps_own_settings_are_policies_that_refuse_as_they_always_did() {
+        let app = |name: &str, assignment_required, require_mfa| App {
+            access: postern_store::AccessRules {
+                assignment_required,
+                require_mfa,
+            },
+            id: 1,
+            name: name.to_owned(),
+            external_url: format!("https://{name}.example"),
+            external_host: format!("{name}.example"),
+            internal_url: "http://10.0.0.1/".to_owned(),
+            group: "g".to_owned(),
+            preauth: Preauth::Oidc,
+            preserve_host: false,
+            insecure_skip_backend_tls_verify: false,
+            backend_timeout: std::time::Duration::from_secs(85),
+            maintenance: false,
+            oidc: None,
+            cookie: Default::default(),
+        };
+        let rules = app_rules(&[app("wiki", true, true), app("crm", false, false)]);
+        let names: Vec<_> = rules.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["wiki: assignment required", "wiki: require MFA"]);
+        let access = Access {
+            policies: Ok(Policies::compile(&rules, &[], &AnyName).unwrap()),
+            ..Access::default()
+        };
+        let decide = |app, assigned, amr: &[&str]| {
+            let mut s = session();
+            s.amr = amr.iter().map(|m| m.to_string()).collect();
+            let d = access
+                .decide(
+                    &s,
+                    (app, assigned),
+                    "192.0.2.1".parse().unwrap(),
+                    None,
+                    Platform::Other,
+                    (RiskLevel::None, RiskLevel::None),
+                    UnixTime::from_secs(1_000_000),
+                )
+                .unwrap();
+            (demand(app, &s, &d.verdict), status(&d))
+        };
+        assert!(matches!(
+            decide("wiki", false, &["pwd", "otp"]),
+            (Demand::Refuse(Refusal::NotAssigned { .. }), "failure")
+        ));
+        assert!(matches!(
+            decide("wiki", true, &["pwd"]),
+            (Demand::SignInAgain(Refusal::MfaRequired { .. }), "failure")
+        ));
+        assert!(matches!(
+            decide("wiki", true, &["pwd", "otp"]),
+            (Demand::Nothing, "success")
+        ));
+        assert!(matches!(
+            decide("crm", false, &["pwd"]),
+            (Demand::Nothing, "notApplied")
+        ));
+        // An administrator's policy cannot take such a name.
+        assert!(reserved_name("x: require MFA").is_some());
+        assert!(reserved_name("require MFA for x").is_none());
     }
 
     #[test]

@@ -144,32 +144,13 @@ impl SignIn {
     }
 
     /// Whether the user (by subject or email) or one of their groups is assigned to the app.
-    fn assigned(&self, session: &Session) -> bool {
+    pub fn assigned(&self, session: &Session) -> bool {
         self.users.contains(&session.subject.to_lowercase())
             || session
                 .email
                 .as_ref()
                 .is_some_and(|e| self.users.contains(&e.to_lowercase()))
             || session.groups.iter().any(|g| self.groups.contains(g))
-    }
-
-    /// The app's access rules against a signed-in user.
-    fn admit(&self, session: &Session) -> Result<(), Refusal> {
-        if self.access.assignment_required && !self.assigned(session) {
-            return Err(Refusal::NotAssigned {
-                app: self.app_name.clone(),
-                user: session
-                    .email
-                    .clone()
-                    .unwrap_or_else(|| session.subject.clone()),
-            });
-        }
-        if self.access.require_mfa && !used_mfa(&session.amr, session.acr.as_deref()) {
-            return Err(Refusal::MfaRequired {
-                app: self.app_name.clone(),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -436,9 +417,8 @@ pub async fn guard(
     if let Some(value) = cookies::get(req.headers, cookies::SESSION) {
         match auth.open(value, &sign_in.app_id, now) {
             Ok(opened) if !revoked(routes, &opened) => {
-                sign_in.admit(&opened.session)?;
                 let decision = decide(shared, routes, sign_in, req, &opened.session, now, None)?;
-                match access::demand(&sign_in.app_name, &decision.verdict) {
+                match access::demand(&sign_in.app_name, &opened.session, &decision.verdict) {
                     Demand::Nothing => {}
                     Demand::Refuse(refusal) => return Err(refusal),
                     Demand::SignInAgain(refusal) if req.json => return Err(refusal),
@@ -489,7 +469,7 @@ pub async fn guard(
                 if let Some((level, found)) = &judged {
                     decided = Some(access::decided(&decision, *level, found));
                 }
-                match access::demand(&sign_in.app_name, &decision.verdict) {
+                match access::demand(&sign_in.app_name, session, &decision.verdict) {
                     Demand::Nothing => Ok(guarded),
                     Demand::Refuse(refusal) | Demand::SignInAgain(refusal) => Err(refusal),
                 }
@@ -558,7 +538,7 @@ fn decide(
         .max(judged.unwrap_or(RiskLevel::None));
     routes.access.decide(
         session,
-        &sign_in.app_name,
+        (&sign_in.app_name, sign_in.assigned(session)),
         req.client_ip,
         country.as_deref(),
         platform,
@@ -723,7 +703,6 @@ async fn bearer_identity(
             reason: "the user's sessions were revoked after this token was issued".into(),
         });
     }
-    sign_in.admit(&opened.session)?;
     let assertion = auth.assertion(sign_in, &opened, now);
     Ok(Guarded::Forward(Identity {
         opened,
@@ -833,20 +812,6 @@ async fn callback(
         })?;
     tracing::debug!(amr = ?claims.amr, acr = ?claims.acr, "ID token verified");
     let clear_state = cookies::clear(&cookie_name);
-    if sign_in.access.require_mfa && !used_mfa(&claims.amr, claims.acr.as_deref()) {
-        if pending.step_up {
-            return Err(Refusal::MfaRequired { app: app() });
-        }
-        // Back to the issuer once, asking for a second factor.
-        return step_up(
-            auth,
-            sign_in,
-            pending.return_to.clone(),
-            now,
-            Some(clear_state),
-        )
-        .await;
-    }
     let expires_at = claims
         .expires_at
         .min(now.saturating_add(MAX_SESSION))
@@ -855,11 +820,10 @@ async fn callback(
     let issued = issue_time(routes, &claims.subject, email, now);
     let session = sign_in.session(&claims, issued, expires_at);
     *who = Some(session.clone());
-    sign_in.admit(&session)?;
     let (risk, found) = judge(shared, req, &session, now).await;
     let decision = decide(shared, routes, sign_in, req, &session, now, Some(risk))?;
     *decided = Some(access::decided(&decision, risk, &found));
-    match access::demand(&sign_in.app_name, &decision.verdict) {
+    match access::demand(&sign_in.app_name, &session, &decision.verdict) {
         Demand::Nothing => {}
         Demand::Refuse(refusal) => return Err(refusal),
         Demand::SignInAgain(refusal) if pending.step_up => return Err(refusal),

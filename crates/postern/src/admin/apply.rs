@@ -630,6 +630,9 @@ fn plan_access(
         if !seen.insert(wanted.name.as_str()) {
             bail!("policy {:?} is listed twice", wanted.name);
         }
+        if let Some(reason) = postern_edge::preauth::access::reserved_name(&wanted.name) {
+            bail!("{}: name: {reason}", wanted.name);
+        }
         if let Some(fields) = put(&mut policies, wanted, |p| &p.name)? {
             changes.push(Change::PutPolicy {
                 name: wanted.name.clone(),
