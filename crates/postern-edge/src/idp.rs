@@ -167,3 +167,58 @@ pub async fn admin_registration_token(
 
 /// The registration token an administrator's approval turns into lives only for the call.
 const ADMIN_REGISTRATION_TOKEN_TTL: Duration = Duration::from_secs(60);
+
+/// Conditional access for the built-in provider's own OpenID clients: the edge's policies,
+/// named locations and risk, decided when the provider is about to send a signed-in user back to
+/// a client that is not one of the edge's apps (those are decided at the edge's callback). Such
+/// a client is matched by policies for `all` apps.
+pub struct ProviderAccess(pub std::sync::Weak<Shared>);
+
+impl postern_idp::ConditionalAccess for ProviderAccess {
+    fn decide(
+        &self,
+        ask: &postern_idp::AccessAsk<'_>,
+    ) -> Option<Result<postern_policy::Decision, String>> {
+        let shared = self.0.upgrade()?;
+        let routes = shared.routes.load();
+        if routes.is_app_client(ask.client_id) {
+            return None;
+        }
+        let now = postern_auth::UnixTime::now();
+        let auth_time = postern_auth::UnixTime::from_secs(ask.auth_time.max(0) as u64);
+        let session = postern_auth::session::Session {
+            id: postern_auth::session::SessionId::generate(),
+            app: postern_auth::AppId::new("idp").ok()?,
+            issuer: shared.idp.issuer.clone(),
+            subject: ask.user.id.clone(),
+            email: ask.email_verified.then(|| ask.user.email.clone()),
+            name: None,
+            groups: ask.user.groups.clone(),
+            amr: ask.amr.to_vec(),
+            acr: None,
+            auth_time: Some(auth_time),
+            issued_at: auth_time,
+            expires_at: now,
+        };
+        let caller = ask.caller;
+        let country = caller
+            .location
+            .as_ref()
+            .and_then(|l| l.country_or_region.clone());
+        let platform = crate::preauth::access::platform_of_system(caller.device.0.as_deref());
+        let risk = (
+            shared.risk.request_risk(caller.ip),
+            routes.access.user_risk(&session),
+        );
+        let decided = routes.access.decide(
+            &session,
+            (&format!("client:{}", ask.client_id), false),
+            caller.ip,
+            country.as_deref(),
+            platform,
+            risk,
+            now,
+        );
+        Some(decided.map_err(|refusal| refusal.message()))
+    }
+}

@@ -261,6 +261,9 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         connector_certs: Default::default(),
     });
     shared.risk.watch();
+    shared
+        .idp
+        .set_access(Box::new(idp::ProviderAccess(Arc::downgrade(&shared))));
     shared.reload().await?;
     tokio::spawn(idp::maintain_keys(shared.clone()));
     tokio::spawn(shared.clone().follow_store());

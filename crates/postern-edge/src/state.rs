@@ -48,6 +48,14 @@ impl Routes {
         self.by_host.get(host)
     }
 
+    /// Whether `client_id` is the built-in provider's client of an app here (whose sign-ins
+    /// the edge decides at its callback).
+    pub fn is_app_client(&self, client_id: &str) -> bool {
+        self.by_host
+            .values()
+            .any(|r| r.sign_in.as_ref().is_some_and(|s| s.client_id == client_id))
+    }
+
     /// The app named `name`.
     pub fn named(&self, name: &str) -> Option<&Arc<Route>> {
         self.by_host.values().find(|r| r.name == name)

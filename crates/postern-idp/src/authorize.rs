@@ -127,6 +127,26 @@ pub fn acr(amr: &[String]) -> String {
     }
 }
 
+/// What the provider asks conditional access before it lets a signed-in user through to one of
+/// its clients.
+pub struct AccessAsk<'a> {
+    pub client_id: &'a str,
+    pub user: &'a User,
+    /// Whether the administrator vouches for the user's email (only then may a policy match it).
+    pub email_verified: bool,
+    /// How the session was signed in, and when (Unix seconds).
+    pub amr: &'a [String],
+    pub auth_time: i64,
+    pub caller: &'a Caller,
+}
+
+/// Conditional access as the edge decides it (the same policies, risk and locations).
+pub trait ConditionalAccess: Send + Sync {
+    /// `None` when the client is not decided here: an edge app's client, whose sign-ins the
+    /// edge decides at its callback. `Err` names why the policies cannot be used.
+    fn decide(&self, ask: &AccessAsk<'_>) -> Option<Result<postern_policy::Decision, String>>;
+}
+
 impl Idp {
     /// Keeps a sign-in in progress for the caller at `ip`; returns its ID. Always taken: when
     /// a cap is reached, the oldest of that address (or client, or of all) goes.
@@ -165,7 +185,12 @@ impl Idp {
     }
 
     /// Sends the user to the page for the next step of a pending sign-in, or completes it.
-    pub(crate) async fn advance(&self, headers: &HeaderMap, req_id: &str) -> Response {
+    pub(crate) async fn advance(
+        &self,
+        headers: &HeaderMap,
+        caller: &Caller,
+        req_id: &str,
+    ) -> Response {
         let Some(p) = self.pending(req_id) else {
             return expired_request();
         };
@@ -180,9 +205,16 @@ impl Idp {
                 Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response()
             }
             Step::Done => {
-                let Some((session, _)) = session else {
+                let Some((session, user)) = session else {
                     return expired_request();
                 };
+                if matches!(p.purpose, Purpose::Authorize(_)) {
+                    if let Some(refused) =
+                        self.conditional(req_id, &p, &session, &user, caller).await
+                    {
+                        return refused;
+                    }
+                }
                 let auth = AuthContext {
                     user_id: session.user_id.clone(),
                     auth_time: session.auth_time,
@@ -203,6 +235,98 @@ impl Idp {
                     }
                 }
             }
+        }
+    }
+
+    /// Conditional access for a sign-in to one of the provider's own clients: `None` lets it
+    /// through; otherwise the page or step the policies ask for.
+    async fn conditional(
+        &self,
+        req_id: &str,
+        p: &Pending,
+        session: &IdpSession,
+        user: &User,
+        caller: &Caller,
+    ) -> Option<Response> {
+        use postern_policy::Verdict;
+        let access = self.access.get()?;
+        let email_verified = self.store.email_verified(&user.id).await.unwrap_or(false);
+        let decided = access.decide(&AccessAsk {
+            client_id: &p.client_id,
+            user,
+            email_verified,
+            amr: &session.amr,
+            auth_time: session.auth_time,
+            caller,
+        })?;
+        let decision = match decided {
+            Ok(d) => d,
+            Err(reason) => return Some(error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is unavailable",
+                &format!(
+                    "The access policies cannot be used: {reason}. An administrator must fix them."
+                ),
+            )),
+        };
+        let (policy, reason) = match &decision.verdict {
+            Verdict::Allow => return None,
+            Verdict::Block { policy } => (policy, "blocked_by_policy"),
+            Verdict::RequireMfa { .. } => {
+                return Some(Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response())
+            }
+            Verdict::RequireSignIn { .. } => {
+                self.require_fresh_sign_in(req_id);
+                return Some(Redirect::to(&format!("/signin?req={req_id}")).into_response());
+            }
+            Verdict::RequirePasskey { policy } => (policy, "passkey_required_by_policy"),
+        };
+        self.event(
+            &user.email,
+            Some(&user.id),
+            caller,
+            Some(&p.client_id),
+            reason,
+        )
+        .await;
+        let client = crate::html::escape(&p.client_name);
+        let named = crate::html::escape(policy);
+        Some(if reason == "blocked_by_policy" {
+            self.finish_pending(req_id);
+            error_page(
+                StatusCode::FORBIDDEN,
+                "Access is blocked by a policy",
+                &format!(
+                    "The access policy \"{policy}\" blocks signing in to {} (who you are, where you are, your device or the time). Ask an administrator if you need access.",
+                    p.client_name
+                ),
+            )
+        } else {
+            self.require_fresh_sign_in(req_id);
+            let request = crate::request_id()
+                .map(|id| {
+                    format!(
+                        "<p>Request ID: <code>{}</code></p>",
+                        crate::html::escape(&id)
+                    )
+                })
+                .unwrap_or_default();
+            crate::html::page(
+                StatusCode::FORBIDDEN,
+                "A passkey is required",
+                &format!(
+                    "<h1>A passkey is required</h1><p class=\"error\" role=\"alert\">The access policy \"{named}\" requires a passkey to sign in to {client}, and this sign-in did not use one.</p>\
+                     <p><a href=\"/signin?req={req_id}\">Sign in with a passkey</a></p>{request}"
+                ),
+            )
+        })
+    }
+
+    /// The pending sign-in `id` now needs a new sign-in, whatever session the browser has.
+    fn require_fresh_sign_in(&self, id: &str) {
+        if let Some(p) = crate::lock(&self.pending).get_mut(id, now()) {
+            p.fresh_login = true;
+            p.signed_in = None;
         }
     }
 
@@ -532,7 +656,7 @@ pub async fn authorize(
         ) {
             Step::Done => {
                 let req_id = idp.add_pending(pending, &ip);
-                idp.advance(&headers, &req_id).await
+                idp.advance(&headers, &ip, &req_id).await
             }
             Step::SignIn => fail("login_required", "the user is not signed in"),
             Step::SecondFactor => fail(
@@ -542,7 +666,7 @@ pub async fn authorize(
         };
     }
     let req_id = idp.add_pending(pending, &ip);
-    idp.advance(&headers, &req_id).await
+    idp.advance(&headers, &ip, &req_id).await
 }
 
 #[derive(serde::Deserialize)]
@@ -554,10 +678,11 @@ pub struct ReqQuery {
 /// `GET /continue?req=ID`: where every sign-in step returns to.
 pub async fn resume(
     State(idp): State<Arc<Idp>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(q): Query<ReqQuery>,
 ) -> Response {
-    idp.advance(&headers, &q.req).await
+    idp.advance(&headers, &caller, &q.req).await
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use postern_store::Store;
 
-pub use authorize::Pending;
+pub use authorize::{AccessAsk, ConditionalAccess, Pending};
 pub use keys::{KeyRing, DEFAULT_ROTATION};
 pub use tokens::{AccessClaims, BadToken};
 
@@ -170,10 +170,21 @@ pub struct Idp {
     device_starts: Mutex<rate::Budget<IpAddr>>,
     /// The operator's leaked-passwords list (`--leaked-passwords`), if any.
     leaked: Option<LeakedPasswords>,
+    /// Conditional access for the provider's own clients, once the edge has set it.
+    access: std::sync::OnceLock<Box<dyn ConditionalAccess>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Idp {
+    /// Decides this provider's sign-ins to its own clients with `access` from now on (once).
+    pub fn set_access(&self, access: Box<dyn ConditionalAccess>) {
+        if self.access.set(access).is_err() {
+            tracing::warn!("conditional access for the built-in provider was already set");
+        }
+    }
 }
 
 impl Idp {
@@ -202,6 +213,7 @@ impl Idp {
             )),
             device_starts: Mutex::new(rate::Budget::new(DEVICE_STARTS_PER_ADDRESS)),
             leaked,
+            access: std::sync::OnceLock::new(),
         }))
     }
 

@@ -1490,3 +1490,128 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
         "{users}"
     );
 }
+
+/// The provider's own OpenID clients are decided by the same policies as the edge's apps: a
+/// block ends on the provider's page naming the policy and the request, with no code issued; a
+/// policy's MFA requirement is met at the provider's own second step.
+#[tokio::test]
+async fn policies_decide_sign_ins_to_the_providers_own_clients() {
+    let (edge, rp) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |name: &str, body: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    edge.admin_ok(&["location", "create", "loopback", "--cidr", "127.0.0.0/8"])
+        .await;
+    let block = policy(
+        "block",
+        "state: on\nusers: { include: ['group:eng'] }\napps: { include: [all] }\nconditions: { locations: { include: ['location:loopback'] } }\ngrant: { block: true }\n",
+    );
+    let mfa = policy(
+        "mfa",
+        "state: on\nusers: { include: [all], exclude: ['group:eng'] }\napps: { include: [all] }\ngrant: { require: [mfa] }\n",
+    );
+    edge.admin_ok(&["policy", "create", "eng off loopback", "-f", &block])
+        .await;
+    edge.admin_ok(&["policy", "create", "mfa for the rest", "-f", &mfa])
+        .await;
+    let pw = edge.dir.path().join("pw");
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "cy@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .await;
+
+    // Ada (group eng) from loopback: refused at the provider, naming the policy.
+    let mut b = Browser::new(&edge);
+    let (_, challenge) = pkce();
+    let page = b
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "ada@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(
+        page.body.contains("eng off loopback") && page.body.contains("Request ID"),
+        "{}",
+        page.body
+    );
+    assert!(page.location.is_none(), "no code went back to the client");
+    let events = signin_events(&edge).await;
+    assert_eq!(reasons(&events)[0], "blocked_by_policy");
+
+    // Cy has no second factor of her own, but the policy asks for one: she enrols at the
+    // provider's second step, then goes back to the client with both factors.
+    let mut b = Browser::new(&edge);
+    let (verifier, challenge) = pkce();
+    let enrol = b
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "cy@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert!(
+        enrol.body.contains("Set up two-step verification"),
+        "{}",
+        enrol.body
+    );
+    let start = enrol.body.find("id=\"secret\">").unwrap() + "id=\"secret\">".len();
+    let secret = enrol.body[start..start + enrol.body[start..].find('<').unwrap()].to_owned();
+    let secret = postern_store_secret(&secret);
+    let code = postern_idp::mfa::code_at(&secret, unix_now()).unwrap();
+    let (csrf, req) = (enrol.field("csrf"), enrol.field("req"));
+    b.post(
+        "/signin/mfa",
+        &[("csrf", &csrf), ("req", &req), ("code", &code)],
+    )
+    .await;
+    let back = b.open(&format!("/continue?req={req}")).await;
+    let q = returned(&back);
+    let (_, tokens) = redeem(&edge, &rp, &q["code"], &verifier).await;
+    let id = verify(&edge, tokens["id_token"].as_str().unwrap(), &rp.client_id).await;
+    assert_eq!(id["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+
+    // Dan must use a passkey: a password is answered with a page that says so, and offers it.
+    let passkey = policy(
+        "passkey",
+        "state: on\nusers: { include: ['user:dan@example.com'] }\napps: { include: [all] }\ngrant: { require: [passkey] }\n",
+    );
+    edge.admin_ok(&["policy", "create", "dan uses a passkey", "-f", &passkey])
+        .await;
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "dan@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--email-verified",
+    ])
+    .await;
+    let mut b = Browser::new(&edge);
+    let (_, challenge) = pkce();
+    let page = b
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "dan@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(
+        page.body.contains("dan uses a passkey") && page.body.contains("Sign in with a passkey"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        reasons(&signin_events(&edge).await)[0],
+        "passkey_required_by_policy"
+    );
+}

@@ -333,7 +333,12 @@ impl Access {
 
 /// The policy platform of a `User-Agent`.
 pub fn platform_of(user_agent: &str) -> Platform {
-    match postern_policy::device_detail(user_agent).0.as_deref() {
+    platform_of_system(postern_policy::device_detail(user_agent).0.as_deref())
+}
+
+/// The policy platform of an operating system as `device_detail` names it.
+pub fn platform_of_system(system: Option<&str>) -> Platform {
+    match system {
         Some("Android") => Platform::Android,
         Some("iOS") => Platform::Ios,
         Some("Windows") => Platform::Windows,
