@@ -155,6 +155,8 @@ pub struct EdgeConfig {
     pub access_log: Option<postern_obs::access::Destination>,
     /// Whether the access log shows query strings (they may carry secrets).
     pub access_log_query: bool,
+    /// ASN databases (MaxMind format), for the network a sign-in comes from.
+    pub asn_db: Vec<PathBuf>,
     /// Location databases (MaxMind format), searched in order; none locates nothing.
     pub geoip_db: Vec<PathBuf>,
     /// Proxies in front of the public listener whose `X-Forwarded-For` is believed.
@@ -195,6 +197,7 @@ impl EdgeConfig {
             access_log: None,
             access_log_query: false,
             geoip_db: Vec::new(),
+            asn_db: Vec::new(),
             trusted_proxies: Vec::new(),
             anonymizer_list: None,
             leaked_passwords: None,

@@ -6,6 +6,10 @@
 //! `ip-location-db` builds (`country_code`, `city`, `state1`, `latitude`). A database in which
 //! neither is found is refused at start: a location policy that silently finds no country would
 //! fail open.
+//!
+//! Networks come from ASN databases (`--asn-db FILE`: GeoLite2-ASN, or the `ip-location-db` ASN
+//! builds), whose records name `autonomous_system_number`; one in which no such number is found
+//! is refused at start the same way.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -34,15 +38,17 @@ struct Db {
     layout: Layout,
 }
 
-/// The location databases, searched in the order given.
+/// The location databases, searched in the order given, and the ASN databases.
 pub struct GeoIp {
     dbs: Vec<Db>,
+    asn_dbs: Vec<(PathBuf, Reader<Vec<u8>>)>,
 }
 
 impl std::fmt::Debug for GeoIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.dbs.iter().map(|d| (&d.path, d.layout)))
+            .entries(self.asn_dbs.iter().map(|(p, _)| p))
             .finish()
     }
 }
@@ -98,7 +104,43 @@ impl GeoIp {
             .iter()
             .map(|p| open_one(p))
             .collect::<Result<_, _>>()?;
-        Ok(GeoIp { dbs })
+        Ok(GeoIp {
+            dbs,
+            asn_dbs: Vec::new(),
+        })
+    }
+
+    /// Adds ASN databases, refusing one that cannot be read or names no network.
+    pub fn with_asn(mut self, paths: &[PathBuf]) -> Result<GeoIp, String> {
+        for path in paths {
+            let shown = path.display();
+            let reader = Reader::open_readfile(path).map_err(|e| {
+                format!("--asn-db {shown}: cannot be read as a MaxMind database ({e}); give a .mmdb file")
+            })?;
+            if !names_networks(&reader) {
+                return Err(format!(
+                    "--asn-db {shown}: no autonomous_system_number found in its records; give a \
+                     GeoLite2-ASN (or ip-location-db ASN) database"
+                ));
+            }
+            tracing::info!(path = %shown, "ASN database loaded");
+            self.asn_dbs.push((path.clone(), reader));
+        }
+        Ok(self)
+    }
+
+    /// The network (autonomous system number) of `ip`, from the first ASN database that
+    /// knows it.
+    pub fn asn(&self, ip: IpAddr) -> Option<u32> {
+        let ip = unmapped(ip);
+        self.asn_dbs.iter().find_map(|(_, reader)| {
+            reader
+                .lookup(ip)
+                .ok()?
+                .decode_path::<u32>(&[PathElement::Key("autonomous_system_number")])
+                .ok()
+                .flatten()
+        })
     }
 
     /// What a sign-in records of where `ip` is: nothing without a database (`--geoip-db`), an
@@ -109,10 +151,7 @@ impl GeoIp {
 
     /// Where `ip` is, from the first database that knows it; `None` when none does.
     pub fn locate(&self, ip: IpAddr) -> Option<Location> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         self.dbs.iter().find_map(|db| {
             // An IPv6 address in an IPv4-only database is an error, not a miss: skip it.
             let found = db.reader.lookup(ip).ok()?;
@@ -140,6 +179,31 @@ impl GeoIp {
             }
         })
     }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4, as the databases key it.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether one of the database's first records names an autonomous system.
+fn names_networks(reader: &Reader<Vec<u8>>) -> bool {
+    let Ok(networks) = reader.networks(WithinOptions::default()) else {
+        return false;
+    };
+    networks
+        .filter_map(Result::ok)
+        .filter(|r| r.has_data())
+        .take(LAYOUT_PROBE_RECORDS)
+        .any(|r| {
+            matches!(
+                r.decode_path::<u32>(&[PathElement::Key("autonomous_system_number")]),
+                Ok(Some(_))
+            )
+        })
 }
 
 fn location(
@@ -248,7 +312,11 @@ mod tests {
                     .collect::<Vec<_>>()
                     .serialize(s),
                 serde_json::Value::String(t) => s.serialize_str(t),
-                serde_json::Value::Number(n) => s.serialize_f64(n.as_f64().unwrap()),
+                // Whole numbers as MMDB's uint32 (as ASNs are stored), others as doubles.
+                serde_json::Value::Number(n) => match n.as_u64() {
+                    Some(u) => s.serialize_u32(u as u32),
+                    None => s.serialize_f64(n.as_f64().unwrap()),
+                },
                 serde_json::Value::Bool(b) => s.serialize_bool(*b),
                 serde_json::Value::Null => s.serialize_unit(),
             }
@@ -355,12 +423,28 @@ mod tests {
             false,
             &[(
                 "8.8.8.0/24",
-                serde_json::json!({"autonomous_system_number": 15169.0}),
+                serde_json::json!({"autonomous_system_number": 15169}),
             )],
         );
-        let err = GeoIp::open(&[asn]).unwrap_err();
+        let err = GeoIp::open(std::slice::from_ref(&asn)).unwrap_err();
         assert!(
             err.contains("asn.mmdb") && err.contains("no country"),
+            "{err}"
+        );
+        // It is an ASN database, though; a city database is not.
+        let geo = GeoIp::open(&[]).unwrap().with_asn(&[asn]).unwrap();
+        assert_eq!(geo.asn("8.8.8.8".parse().unwrap()), Some(15169));
+        assert_eq!(geo.asn("::ffff:8.8.8.8".parse().unwrap()), Some(15169));
+        assert_eq!(geo.asn("9.9.9.9".parse().unwrap()), None);
+        let city = write(
+            dir.path(),
+            "city.mmdb",
+            false,
+            &[("8.8.8.0/24", serde_json::json!({"country_code": "US"}))],
+        );
+        let err = GeoIp::open(&[]).unwrap().with_asn(&[city]).unwrap_err();
+        assert!(
+            err.contains("--asn-db") && err.contains("city.mmdb"),
             "{err}"
         );
         let junk = dir.path().join("junk.mmdb");

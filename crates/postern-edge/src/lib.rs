@@ -121,7 +121,9 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         None => None,
     };
     // Files the operator named are checked before anything is written to the data directory.
-    let geoip = geoip::GeoIp::open(&config.geoip_db).map_err(anyhow::Error::msg)?;
+    let geoip = geoip::GeoIp::open(&config.geoip_db)
+        .and_then(|g| g.with_asn(&config.asn_db))
+        .map_err(anyhow::Error::msg)?;
     siem::check(&config.siem)?;
     let risk = Arc::new(
         risk::Protection::open(config.anonymizer_list.as_deref()).map_err(anyhow::Error::msg)?,

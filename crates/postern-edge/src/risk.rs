@@ -42,6 +42,8 @@ pub struct Judged<'a> {
     pub ip: IpAddr,
     pub location: Option<&'a postern_store::Location>,
     pub browser: Option<&'a str>,
+    /// The network of an address (`--asn-db`), for this sign-in's and the earlier ones'.
+    pub asn_of: &'a (dyn Fn(IpAddr) -> Option<u32> + Sync),
     pub request_id: &'a str,
     pub now_ms: i64,
 }
@@ -137,9 +139,11 @@ impl Protection {
         let history: Vec<PastSignIn> = history
             .into_iter()
             .filter_map(|r| {
+                let ip = r.record.ip_address.parse().ok()?;
                 Some(PastSignIn {
                     at: r.record.at_ms / 1000,
-                    ip: r.record.ip_address.parse().ok()?,
+                    ip,
+                    asn: (s.asn_of)(ip),
                     country: r
                         .record
                         .location
@@ -155,6 +159,7 @@ impl Protection {
             country: s.location.and_then(|l| l.country_or_region.as_deref()),
             coordinates: s.location.and_then(|l| l.coordinates),
             browser: s.browser,
+            asn: (s.asn_of)(s.ip),
             at: s.now_ms / 1000,
         };
         let found = risk::assess_sign_in(&facts, &history, &self.anonymizers.load());

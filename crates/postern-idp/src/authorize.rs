@@ -261,13 +261,15 @@ impl Idp {
         })?;
         let decision = match decided {
             Ok(d) => d,
-            Err(reason) => return Some(error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in is unavailable",
-                &format!(
+            Err(reason) => {
+                return Some(error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in is unavailable",
+                    &format!(
                     "The access policies cannot be used: {reason}. An administrator must fix them."
                 ),
-            )),
+                ))
+            }
         };
         let (policy, reason) = match &decision.verdict {
             Verdict::Allow => return None,

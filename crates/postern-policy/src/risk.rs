@@ -91,6 +91,8 @@ pub struct SignInFacts<'a> {
     pub country: Option<&'a str>,
     pub coordinates: Option<Coordinates>,
     pub browser: Option<&'a str>,
+    /// The network (autonomous system number), when an ASN database knows the address.
+    pub asn: Option<u32>,
     /// Seconds since the Unix epoch.
     pub at: i64,
 }
@@ -103,6 +105,7 @@ pub struct PastSignIn {
     pub country: Option<String>,
     pub coordinates: Option<Coordinates>,
     pub browser: Option<String>,
+    pub asn: Option<u32>,
 }
 
 /// Sign-ins further apart than this are never "unlikely travel" (a city's size, and the error of
@@ -301,6 +304,11 @@ fn unfamiliar(facts: &SignInFacts<'_>, history: &[PastSignIn]) -> Option<Detecti
             new.push(format!("browser {b}"));
         }
     }
+    if let Some(asn) = facts.asn {
+        if !earlier.iter().any(|p| p.asn == Some(asn)) {
+            new.push(format!("network AS{asn}"));
+        }
+    }
     let level = match new.len() {
         0 => return None,
         1 => RiskLevel::Low,
@@ -495,6 +503,7 @@ mod tests {
             country: Some(country.into()),
             coordinates: Some(coordinates),
             browser: Some(browser.into()),
+            asn: Some(64500),
         }
     }
 
@@ -504,6 +513,7 @@ mod tests {
             country: Some(country),
             coordinates: Some(c),
             browser: Some(browser),
+            asn: Some(64500),
             at,
         }
     }
@@ -595,6 +605,27 @@ mod tests {
         // Familiar: nothing.
         let f = facts(later, "fr", PARIS, "Firefox");
         assert!(assess_sign_in(&f, &many, &a).is_empty());
+        // The same country and browser from another network (a new ISP, a hosting provider).
+        let f = SignInFacts {
+            asn: Some(64501),
+            ..facts(later, "FR", PARIS, "Firefox")
+        };
+        let found = assess_sign_in(&f, &many, &a);
+        assert_eq!(
+            kinds(&found),
+            [(DetectionKind::UnfamiliarFeatures, RiskLevel::Low)]
+        );
+        assert!(
+            found[0].detail.contains("network AS64501"),
+            "{}",
+            found[0].detail
+        );
+        // A network no database knows is not new.
+        let f = SignInFacts {
+            asn: None,
+            ..facts(later, "FR", PARIS, "Firefox")
+        };
+        assert!(assess_sign_in(&f, &many, &a).is_empty());
         // No history at all: nothing to compare with.
         assert!(assess_sign_in(&f, &[], &a).is_empty());
     }
@@ -622,6 +653,7 @@ mod tests {
             country: None,
             coordinates: None,
             browser: None,
+            asn: None,
             at: 0,
         };
         assert_eq!(

@@ -110,6 +110,11 @@ struct EdgeArgs {
     /// then record where they came from. A database without countries is refused at start.
     #[arg(long, value_name = "FILE")]
     geoip_db: Vec<PathBuf>,
+    /// A MaxMind-format ASN database (.mmdb: GeoLite2-ASN, or the ip-location-db ASN builds);
+    /// repeatable. Identity protection then counts a network (autonomous system) the user never
+    /// signed in from as unfamiliar. A database without autonomous_system_number is refused.
+    #[arg(long, value_name = "FILE")]
+    asn_db: Vec<PathBuf>,
     /// A proxy or load balancer in front of the public listener (CIDR or address; repeatable):
     /// for requests from it, the client is the rightmost X-Forwarded-For address that is not a
     /// trusted proxy (for rate limits, logs, locations). Without it, the peer is the client.
@@ -420,6 +425,7 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.access_log = args.access_log;
     config.access_log_query = args.access_log_query;
     config.geoip_db = args.geoip_db;
+    config.asn_db = args.asn_db;
     config.trusted_proxies = args.trusted_proxies;
     config.anonymizer_list = args.anonymizer_list;
     config.leaked_passwords = args.leaked_passwords;

@@ -1942,3 +1942,78 @@ async fn location_and_passkey_policies_in_headless_chromium() {
         "{passkey_row}"
     );
 }
+
+/// Once a user's habits are learnt (10 sign-ins), a sign-in from a network (autonomous system)
+/// they never used is unfamiliar, even from a familiar country and browser.
+#[tokio::test]
+async fn a_sign_in_from_a_new_network_is_unfamiliar() {
+    let dir = tempfile::tempdir().unwrap();
+    let asn = common::geoip::asn_db(
+        dir.path(),
+        &[("198.51.100.0/24", 64500), ("203.0.113.0/24", 64501)],
+    );
+    let w = World::with_edge(
+        &[
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--asn-db",
+            asn.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    for i in 0..10 {
+        let token = id_token_for(&w, "wiki", "bob@example.com").await;
+        let resp = bearer_from(&w, &token, &format!("198.51.100.{}", i + 1)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    async fn detections(w: &World) -> Value {
+        let out = w
+            .edge
+            .admin_ok(&["risk", "detections", "--user", "bob@example.com", "--json"])
+            .await;
+        serde_json::from_str(&out).unwrap()
+    }
+    assert_eq!(
+        detections(&w).await,
+        json!([]),
+        "the same network: familiar"
+    );
+    let token = id_token_for(&w, "wiki", "bob@example.com").await;
+    assert_eq!(bearer_from(&w, &token, "203.0.113.9").await.status(), 200);
+    let found = detections(&w).await;
+    assert_eq!(found[0]["riskEventType"], "unfamiliarFeatures", "{found}");
+    assert_eq!(found[0]["riskLevel"], "low");
+    assert!(
+        found[0]["additionalInfo"]
+            .as_str()
+            .unwrap()
+            .contains("network AS64501"),
+        "{found}"
+    );
+    // A database that names no network is refused at start, naming the flag.
+    let city = common::geoip::loopback_in_reykjavik(dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["edge", "--data", dir.path().to_str().unwrap()])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--connector-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--asn-db",
+            city.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("--asn-db")
+            && err.contains("autonomous_system_number"),
+        "{err}"
+    );
+}

@@ -570,6 +570,7 @@ async fn judge(
         ip: req.client_ip,
         location: location.as_ref(),
         browser: browser.as_deref(),
+        asn_of: &|ip| shared.geoip.asn(ip),
         request_id: req.request_id,
         now_ms: now.secs() as i64 * 1000,
     };

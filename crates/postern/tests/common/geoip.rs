@@ -73,3 +73,28 @@ pub fn loopback_in_reykjavik(dir: &Path) -> PathBuf {
     db.write_to(std::fs::File::create(&path).unwrap()).unwrap();
     path
 }
+
+#[derive(Serialize)]
+struct Asn {
+    autonomous_system_number: u32,
+    autonomous_system_organization: &'static str,
+}
+
+/// A database in the GeoLite2-ASN layout: each CIDR given in its autonomous system.
+pub fn asn_db(dir: &Path, networks: &[(&str, u32)]) -> PathBuf {
+    let mut db = maxminddb_writer::Database::default();
+    db.metadata.binary_format_major_version = 2;
+    db.metadata.database_type = "GeoLite2-ASN".into();
+    for (cidr, asn) in networks {
+        let data = db
+            .insert_value(Asn {
+                autonomous_system_number: *asn,
+                autonomous_system_organization: "Example Networks",
+            })
+            .unwrap();
+        db.insert_node(cidr.parse::<IpAddrWithMask>().unwrap(), data);
+    }
+    let path = dir.join("asn.mmdb");
+    db.write_to(std::fs::File::create(&path).unwrap()).unwrap();
+    path
+}
