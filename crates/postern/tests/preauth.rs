@@ -2017,3 +2017,117 @@ async fn a_sign_in_from_a_new_network_is_unfamiliar() {
         "{err}"
     );
 }
+
+/// A policy's session controls shape the session cookie: "no persistent session" makes an app's
+/// persistent cookie end with the browser session. What-if takes the time for time windows.
+#[tokio::test]
+async fn session_controls_and_time_windows() {
+    let w = World::new(&["--persistent-cookie"]).await;
+    // The callback's answer itself: where the cookie is set.
+    let session_cookie = || async {
+        let tls = postern_pki::client_config(&w.edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+        let browser = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+            .resolve("wiki.localhost", w.edge.public)
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let from_callback = attempt
+                    .previous()
+                    .last()
+                    .is_some_and(|u| u.path() == "/.postern/callback");
+                if from_callback {
+                    attempt.stop()
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .build()
+            .unwrap();
+        let resp = w
+            .sign_in(&browser, "wiki", "/", "bob@example.com", true)
+            .await;
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("__Host-postern-session="))
+            .unwrap_or_else(|| panic!("no session cookie: {:?}", resp.headers()))
+    };
+    assert!(session_cookie().await.contains("Max-Age="), "persistent");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let shared_pc = file(
+        "shared.yaml",
+        "state: on\nusers: { include: [all] }\napps: { include: ['app:wiki'] }\ngrant: { require: [mfa] }\nsession: { no_persistent_session: true }\n",
+    );
+    w.edge
+        .admin_ok(&["policy", "create", "shared computers", "-f", &shared_pc])
+        .await;
+    let cookie = session_cookie().await;
+    assert!(!cookie.contains("Max-Age="), "{cookie}");
+
+    let weekend = file(
+        "weekend.yaml",
+        "state: report-only\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { times: [{ days: [sat, sun], from: \"00:00\", to: \"24:00\" }] }\ngrant: { block: true }\n",
+    );
+    w.edge
+        .admin_ok(&["policy", "create", "weekend", "-f", &weekend])
+        .await;
+    let at = |time: &'static str| {
+        let w = &w;
+        async move {
+            let out = w
+                .edge
+                .admin_ok(&[
+                    "policy",
+                    "what-if",
+                    "--user",
+                    "bob@example.com",
+                    "--app",
+                    "wiki",
+                    "--ip",
+                    "192.0.2.1",
+                    "--mfa",
+                    "--at",
+                    time,
+                    "--json",
+                ])
+                .await;
+            let v: Value = serde_json::from_str(&out).unwrap();
+            v["policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        at("2026-12-05T12:00:00Z").await,
+        ["shared computers", "weekend"],
+        "a Saturday"
+    );
+    assert_eq!(at("1796644800").await, ["shared computers"], "a Monday");
+    let out = w
+        .edge
+        .admin(&[
+            "policy",
+            "what-if",
+            "--user",
+            "bob@example.com",
+            "--app",
+            "wiki",
+            "--ip",
+            "192.0.2.1",
+            "--at",
+            "someday",
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--at"), "{err}");
+}

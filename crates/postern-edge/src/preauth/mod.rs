@@ -848,7 +848,11 @@ async fn callback(
         header::SET_COOKIE,
         cookies::session(
             &session.seal(&ring),
-            sign_in.cookie,
+            CookieOptions {
+                // A policy's "no persistent session" makes it end with the browser session.
+                persistent: sign_in.cookie.persistent && !decision.session.no_persistent_session,
+                ..sign_in.cookie
+            },
             expires_at.secs().saturating_sub(now.secs()),
         ),
     );

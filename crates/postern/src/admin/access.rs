@@ -78,6 +78,9 @@ pub enum PolicyCommand {
         /// The user risk; default: the user's current risk.
         #[arg(long, value_name = "LEVEL", value_parser = risk_level)]
         user_risk: Option<RiskLevel>,
+        /// When the sign-in happens (RFC 3339 or Unix seconds), for time windows; default: now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
     },
 }
 
@@ -248,7 +251,16 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
             passkey,
             sign_in_risk,
             user_risk,
+            at,
         } => {
+            let at = match at {
+                None => None,
+                Some(t) => Some(
+                    super::time_filter("--at", &t)?
+                        .parse::<u64>()
+                        .map_err(|_| anyhow::anyhow!("--at {t:?} is before 1970"))?,
+                ),
+            };
             let q = WhatIf {
                 user,
                 app,
@@ -259,7 +271,7 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                 passkey,
                 sign_in_risk,
                 user_risk,
-                at: None,
+                at,
             };
             let view: WhatIfView = client.post("/v1/policies/what-if", &q).await?;
             print(json, &view, || {
