@@ -1372,19 +1372,10 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
     )
     .unwrap();
     let (edge, rp) = setup_with(&["--leaked-passwords", leaked.path().to_str().unwrap()]).await;
-    let policy = edge.dir.path().join("risky.yaml");
-    std::fs::write(
-        &policy,
+    edge.policy(
+        "risky-users",
         "state: on\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { user_risk: [high] }\ngrant: { block: true }\n",
     )
-    .unwrap();
-    edge.admin_ok(&[
-        "policy",
-        "create",
-        "risky-users",
-        "-f",
-        policy.to_str().unwrap(),
-    ])
     .await;
     edge.group("g").await;
     edge.admin_ok(&[
@@ -1498,26 +1489,18 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
 #[tokio::test]
 async fn policies_decide_sign_ins_to_the_providers_own_clients() {
     let (edge, rp) = setup().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = |name: &str, body: &str| {
-        let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, body).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
     edge.admin_ok(&["location", "create", "loopback", "--cidr", "127.0.0.0/8"])
         .await;
-    let block = policy(
-        "block",
+    edge.policy(
+        "eng off loopback",
         "state: on\nusers: { include: ['group:eng'] }\napps: { include: [all] }\nconditions: { locations: { include: ['location:loopback'] } }\ngrant: { block: true }\n",
-    );
-    let mfa = policy(
-        "mfa",
+    )
+    .await;
+    edge.policy(
+        "mfa for the rest",
         "state: on\nusers: { include: [all], exclude: ['group:eng'] }\napps: { include: [all] }\ngrant: { require: [mfa] }\n",
-    );
-    edge.admin_ok(&["policy", "create", "eng off loopback", "-f", &block])
-        .await;
-    edge.admin_ok(&["policy", "create", "mfa for the rest", "-f", &mfa])
-        .await;
+    )
+    .await;
     let pw = edge.dir.path().join("pw");
     edge.admin_ok(&[
         "user",
@@ -1581,12 +1564,11 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
     assert_eq!(id["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
 
     // Dan must use a passkey: a password is answered with a page that says so, and offers it.
-    let passkey = policy(
-        "passkey",
+    edge.policy(
+        "dan uses a passkey",
         "state: on\nusers: { include: ['user:dan@example.com'] }\napps: { include: [all] }\ngrant: { require: [passkey] }\n",
-    );
-    edge.admin_ok(&["policy", "create", "dan uses a passkey", "-f", &passkey])
-        .await;
+    )
+    .await;
     edge.admin_ok(&[
         "user",
         "create",

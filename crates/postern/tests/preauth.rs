@@ -1620,22 +1620,14 @@ async fn identity_protection_finds_anonymizers_and_unlikely_travel_and_policies_
         &[],
     )
     .await;
-    let policy = |name: &str, condition: &str| {
-        let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!("state: on\nusers: {{ include: [all] }}\napps: {{ include: [all] }}\nconditions: {{ {condition} }}\ngrant: {{ block: true }}\n"),
-        )
-        .unwrap();
-        path.to_str().unwrap().to_owned()
+    let block_when = |condition: &str| {
+        format!("state: on\nusers: {{ include: [all] }}\napps: {{ include: [all] }}\nconditions: {{ {condition} }}\ngrant: {{ block: true }}\n")
     };
-    let risky_sign_in = policy("risky-sign-in", "sign_in_risk: [medium, high]");
-    let risky_user = policy("risky-user", "user_risk: [high]");
     w.edge
-        .admin_ok(&["policy", "create", "risky-sign-in", "-f", &risky_sign_in])
+        .policy("risky-sign-in", &block_when("sign_in_risk: [medium, high]"))
         .await;
     w.edge
-        .admin_ok(&["policy", "create", "risky-user", "-f", &risky_user])
+        .policy("risky-user", &block_when("user_risk: [high]"))
         .await;
 
     // Bob's first use of a token comes from a Tor exit: anonymizedIPAddress (medium), refused by
@@ -1845,35 +1837,15 @@ async fn location_and_passkey_policies_in_headless_chromium() {
     }
     edge.admin_ok(&["location", "create", "iceland", "--country", "IS"])
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = |name: &str, body: &str| {
-        let path = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&path, body).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let no_iceland = policy(
-        "no-iceland",
-        "state: on\nusers: { include: [all] }\napps: { include: [app:reports] }\nconditions: { locations: { include: [location:iceland] } }\ngrant: { block: true }\n",
-    );
-    let passkey = policy(
-        "passkey",
-        "state: on\nusers: { include: [all] }\napps: { include: [app:payroll] }\ngrant: { require: [passkey] }\n",
-    );
-    edge.admin_ok(&[
-        "policy",
-        "create",
+    edge.policy(
         "reports outside Iceland",
-        "-f",
-        &no_iceland,
-    ])
+        "state: on\nusers: { include: [all] }\napps: { include: [app:reports] }\nconditions: { locations: { include: [location:iceland] } }\ngrant: { block: true }\n",
+    )
     .await;
-    edge.admin_ok(&[
-        "policy",
-        "create",
+    edge.policy(
         "payroll needs a passkey",
-        "-f",
-        &passkey,
-    ])
+        "state: on\nusers: { include: [all] }\napps: { include: [app:payroll] }\ngrant: { require: [passkey] }\n",
+    )
     .await;
     let _connector = edge.connector("g").await;
 
@@ -2055,28 +2027,19 @@ async fn session_controls_and_time_windows() {
     };
     assert!(session_cookie().await.contains("Max-Age="), "persistent");
 
-    let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let shared_pc = file(
-        "shared.yaml",
-        "state: on\nusers: { include: [all] }\napps: { include: ['app:wiki'] }\ngrant: { require: [mfa] }\nsession: { no_persistent_session: true }\n",
-    );
     w.edge
-        .admin_ok(&["policy", "create", "shared computers", "-f", &shared_pc])
+        .policy(
+            "shared computers",
+            "state: on\nusers: { include: [all] }\napps: { include: ['app:wiki'] }\ngrant: { require: [mfa] }\nsession: { no_persistent_session: true }\n",
+        )
         .await;
     let cookie = session_cookie().await;
     assert!(!cookie.contains("Max-Age="), "{cookie}");
-
-    let weekend = file(
-        "weekend.yaml",
-        "state: report-only\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { times: [{ days: [sat, sun], from: \"00:00\", to: \"24:00\" }] }\ngrant: { block: true }\n",
-    );
     w.edge
-        .admin_ok(&["policy", "create", "weekend", "-f", &weekend])
+        .policy(
+            "weekend",
+            "state: report-only\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { times: [{ days: [sat, sun], from: \"00:00\", to: \"24:00\" }] }\ngrant: { block: true }\n",
+        )
         .await;
     let at = |time: &'static str| {
         let w = &w;

@@ -168,6 +168,18 @@ impl Edge {
         self.admin_ok(&["group", "create", name]).await;
     }
 
+    /// Stores the conditional-access policy `name` from `yaml`, through `policy create -f`.
+    pub async fn policy(&self, name: &str, yaml: &str) {
+        let file: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = self.dir.path().join(format!("policy-{file}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        self.admin_ok(&["policy", "create", name, "-f", path.to_str().unwrap()])
+            .await;
+    }
+
     /// Publishes `http://backend` at `https://HOST:PORT` in `group`.
     pub async fn publish(
         &self,
