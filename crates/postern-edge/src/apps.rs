@@ -139,7 +139,13 @@ impl PublishApp {
             maintenance: app.maintenance,
             issuer: app.oidc.as_ref().and_then(|o| o.issuer.clone()),
             client_id: app.oidc.as_ref().map(|o| o.client_id.clone()),
-            client_secret: app.oidc.as_ref().and_then(|o| o.client_secret.clone()),
+            // The secret of the client the edge registered with the built-in provider is the
+            // edge's own, not a setting: an update keeps it (see `admin_api::apps::checked`).
+            client_secret: app
+                .oidc
+                .as_ref()
+                .filter(|o| o.issuer.is_some())
+                .and_then(|o| o.client_secret.clone()),
             assignment_required: app.access.assignment_required,
             require_mfa: app.access.require_mfa,
             cookie_http_only: app.cookie.http_only,

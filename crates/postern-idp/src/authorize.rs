@@ -208,7 +208,7 @@ impl Idp {
                 let Some((session, user)) = session else {
                     return expired_request();
                 };
-                if matches!(p.purpose, Purpose::Authorize(_)) {
+                if matches!(p.purpose, Purpose::Authorize(_) | Purpose::Device { .. }) {
                     if let Some(refused) =
                         self.conditional(req_id, &p, &session, &user, caller).await
                     {
@@ -322,6 +322,48 @@ impl Idp {
                 ),
             )
         })
+    }
+
+    /// Whether a refresh of `grant` for `client_id` may go on, as conditional access decides it
+    /// now (the sign-in it came from is what it proved): a refusal names the policy.
+    pub(crate) async fn refresh_allowed(
+        &self,
+        client_id: &str,
+        auth: &postern_store::AuthContext,
+        caller: &Caller,
+    ) -> Result<(), String> {
+        use postern_policy::Verdict;
+        let Some(access) = self.access.get() else {
+            return Ok(());
+        };
+        let user = self
+            .store
+            .user_by_id(&auth.user_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let email_verified = self.store.email_verified(&user.id).await.unwrap_or(false);
+        let decided = access.decide(&AccessAsk {
+            client_id,
+            user: &user,
+            email_verified,
+            amr: &auth.amr,
+            auth_time: auth.auth_time,
+            caller,
+        });
+        match decided.map(|d| d.map(|d| d.verdict)) {
+            None | Some(Ok(Verdict::Allow)) => Ok(()),
+            Some(Err(reason)) => Err(format!("the access policies cannot be used: {reason}")),
+            Some(Ok(Verdict::Block { policy })) => Err(format!(
+                "the access policy {policy:?} blocks this user; the refresh token is not renewed"
+            )),
+            Some(Ok(
+                Verdict::RequireMfa { policy }
+                | Verdict::RequirePasskey { policy }
+                | Verdict::RequireSignIn { policy },
+            )) => Err(format!(
+                "the access policy {policy:?} asks for a new sign-in; the refresh token is not renewed"
+            )),
+        }
     }
 
     /// The pending sign-in `id` now needs a new sign-in, whatever session the browser has.

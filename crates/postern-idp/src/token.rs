@@ -145,6 +145,7 @@ pub(crate) async fn authenticate_client(
 /// `POST /token`.
 pub async fn token(
     State(idp): State<Arc<Idp>>,
+    axum::Extension(caller): axum::Extension<crate::Caller>,
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -152,7 +153,7 @@ pub async fn token(
         Ok(Form(form)) => form,
         Err(e) => return form_refusal(&e).into_response(),
     };
-    match token_inner(&idp, &headers, &form).await {
+    match token_inner(&idp, &headers, &caller, &form).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -161,6 +162,7 @@ pub async fn token(
 async fn token_inner(
     idp: &Idp,
     headers: &HeaderMap,
+    caller: &crate::Caller,
     form: &HashMap<String, String>,
 ) -> Result<Response, OAuthError> {
     let client = authenticate_client(idp, headers, form).await?;
@@ -229,6 +231,15 @@ async fn token_inner(
                 }
                 Err(_) => return Err(oauth_error("invalid_grant", "unknown refresh token")),
             };
+            // Conditional access holds for refreshes too: a user a policy now refuses gets no
+            // new tokens (the one presented is used up).
+            if let Err(why) = idp
+                .refresh_allowed(&client.client_id, &grant.auth, caller)
+                .await
+            {
+                let _ = idp.store.revoke_grant(&grant.id).await;
+                return Err(oauth_error("invalid_grant", why));
+            }
             issue(idp, &client, &grant, None, true).await
         }
         DEVICE_GRANT => device_poll(idp, &client, param("device_code")).await,

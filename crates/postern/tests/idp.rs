@@ -1562,6 +1562,73 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
     let (_, tokens) = redeem(&edge, &rp, &q["code"], &verifier).await;
     let id = verify(&edge, tokens["id_token"].as_str().unwrap(), &rp.client_id).await;
     assert_eq!(id["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    // A policy that blocks her from now on holds at her next refresh too.
+    let sub = id["sub"].as_str().unwrap();
+    edge.policy(
+        "cy is out",
+        &format!("state: on\nusers: {{ include: ['user:{sub}'] }}\napps: {{ include: [all] }}\ngrant: {{ block: true }}\n"),
+    )
+    .await;
+    let (status, err) = token(
+        &edge,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ],
+        Some((&rp.client_id, &rp.secret)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"], "invalid_grant");
+    assert!(
+        err["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("cy is out"),
+        "{err}"
+    );
+
+    // The device grant is decided too: Ada cannot approve a device from loopback.
+    let start: serde_json::Value = edge
+        .client(IDP_HOST)
+        .post(edge.url(IDP_HOST, "/device_authorization"))
+        .basic_auth(&rp.client_id, Some(&rp.secret))
+        .form(&[("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut b = Browser::new(&edge);
+    let entry = b
+        .open(start["verification_uri_complete"].as_str().unwrap())
+        .await;
+    let user_code = start["user_code"].as_str().unwrap();
+    let page = b
+        .post(
+            "/device",
+            &[("csrf", &entry.field("csrf")), ("user_code", user_code)],
+        )
+        .await;
+    let form = b.follow(page).await;
+    let refused = b.submit_password(&form, "ada@example.com", PASSWORD).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.body.contains("eng off loopback") && !refused.body.contains("Approve device"),
+        "{}",
+        refused.body
+    );
+    let (_, pending) = token(
+        &edge,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", start["device_code"].as_str().unwrap()),
+        ],
+        Some((&rp.client_id, &rp.secret)),
+    )
+    .await;
+    assert_eq!(pending["error"], "authorization_pending", "{pending}");
 
     // Dan must use a passkey: a password is answered with a page that says so, and offers it.
     edge.policy(

@@ -1847,6 +1847,11 @@ async fn location_and_passkey_policies_in_headless_chromium() {
         "state: on\nusers: { include: [all] }\napps: { include: [app:payroll] }\ngrant: { require: [passkey] }\n",
     )
     .await;
+    // An update keeps the client the edge registered with its provider (sign-ins below work).
+    edge.admin_ok(&["app", "update", "reports", "--backend-timeout", "60s"])
+        .await;
+    edge.admin_ok(&["app", "update", "payroll", "--maintenance", "off"])
+        .await;
     let _connector = edge.connector("g").await;
 
     let run = chromium(

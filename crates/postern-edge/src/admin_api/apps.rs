@@ -128,6 +128,15 @@ async fn checked(
         .map_err(|e| unknown_group(e, &new.group))?;
     if let Some(oidc) = new.oidc.as_mut().filter(|o| o.issuer.is_none()) {
         let moved = before.is_none_or(|b| b.external_url != req.external_url || b.issuer.is_some());
+        if let (Some(b), false) = (before, moved) {
+            // Still at the same address with the built-in provider: its client stays.
+            if let Some(kept) = shared.store.app(&b.name).await?.oidc {
+                if kept.issuer.is_none() {
+                    oidc.client_id = kept.client_id;
+                    oidc.client_secret = kept.client_secret;
+                }
+            }
+        }
         if oidc.client_id.is_empty() || oidc.client_secret.is_none() || moved {
             let mut callback = url::Url::parse(&new.external_url)
                 .map_err(|e| ApiFailure::bad_request("invalid_app", e.to_string()))?;
