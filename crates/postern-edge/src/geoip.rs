@@ -114,6 +114,7 @@ impl GeoIp {
     pub fn with_asn(mut self, paths: &[PathBuf]) -> Result<GeoIp, String> {
         for path in paths {
             let shown = path.display();
+            plain_file("--asn-db", path)?;
             let reader = Reader::open_readfile(path).map_err(|e| {
                 format!("--asn-db {shown}: cannot be read as a MaxMind database ({e}); give a .mmdb file")
             })?;
@@ -230,8 +231,31 @@ fn location(
     }
 }
 
+/// The largest database read (GeoIP2 City is about 100 MiB).
+const MAX_DATABASE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Refuses a path that is not a regular file of at most [`MAX_DATABASE_BYTES`] (a device or a
+/// pipe would be read forever).
+fn plain_file(flag: &str, path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{flag} {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{flag} {shown}: not a regular file; give a .mmdb file"
+        ));
+    }
+    if meta.len() > MAX_DATABASE_BYTES {
+        return Err(format!(
+            "{flag} {shown}: {} bytes, more than the {MAX_DATABASE_BYTES} read",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
 fn open_one(path: &Path) -> Result<Db, String> {
     let shown = path.display();
+    plain_file("--geoip-db", path)?;
     let reader = Reader::open_readfile(path).map_err(|e| {
         format!("--geoip-db {shown}: cannot be read as a MaxMind database ({e}); give a .mmdb file")
     })?;
@@ -456,5 +480,8 @@ mod tests {
         );
         let err = GeoIp::open(&[dir.path().join("missing.mmdb")]).unwrap_err();
         assert!(err.contains("missing.mmdb"), "{err}");
+        // A device is never read: it would not end.
+        let err = GeoIp::open(&[PathBuf::from("/dev/zero")]).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

@@ -207,8 +207,8 @@ impl postern_idp::ConditionalAccess for ProviderAccess {
             .and_then(|l| l.country_or_region.clone());
         let platform = crate::preauth::access::platform_of_system(caller.device.0.as_deref());
         let risk = (
-            shared.risk.request_risk(caller.ip),
-            routes.access.user_risk(&session),
+            shared.risk.request_risk(caller.ip).max(ask.found_risk),
+            routes.access.user_risk(&session).max(ask.found_risk),
         );
         let decided = routes.access.decide(
             &session,

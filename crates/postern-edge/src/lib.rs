@@ -252,6 +252,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         shutting_down: Default::default(),
         stopping: shutdown_rx.clone(),
         reload_lock: Default::default(),
+        access_writes: Default::default(),
         auth,
         rates: guard::Rates::new(&config_limits),
         in_flight: guard::InFlightPerAddress::new(config_limits.requests_in_flight_per_ip),

@@ -85,7 +85,13 @@ impl Protection {
         let Some(path) = &self.list else { return };
         let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         let mut seen = self.modified.lock().unwrap_or_else(|e| e.into_inner());
-        if modified.is_none() || modified == *seen {
+        if modified == *seen {
+            return;
+        }
+        if modified.is_none() {
+            // Said once: the file went (or cannot be read); the last list stays.
+            tracing::error!(path = %path.display(), "the anonymizer list is gone or unreadable; the previous one stays");
+            *seen = None;
             return;
         }
         match read_list(path) {
@@ -201,6 +207,13 @@ fn read_list(path: &Path) -> Result<(Anonymizers, SystemTime), String> {
         )
     };
     use std::io::Read;
+    // A pipe or a device would be read forever (or block the start): only a plain file.
+    if !std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .is_file()
+    {
+        return Err(fail("it is not a regular file".to_owned()));
+    }
     let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
     let modified = file
         .metadata()

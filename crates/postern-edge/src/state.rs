@@ -84,6 +84,9 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Serialises reloads so an older snapshot never replaces a newer one.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// Held while a change to policies, locations or the apps they name is checked and
+    /// written, so two changes cannot each pass a check the other breaks.
+    pub access_writes: tokio::sync::Mutex<()>,
     /// Pre-authentication: cookie keys, assertion keys, issuers.
     pub auth: crate::preauth::Auth,
     /// Request rates per client address and per app.

@@ -138,7 +138,7 @@ fn policy(b: &mut Bytes, i: usize) -> Policy {
             } else {
                 vec![b.pick(&controls)]
             },
-            all: b.next().is_multiple_of(2),
+            all: !block && b.next().is_multiple_of(2),
         },
         session: SessionControls {
             sign_in_frequency_hours: (b.next().is_multiple_of(3))

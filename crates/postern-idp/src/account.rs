@@ -37,6 +37,7 @@ impl Idp {
                 require_mfa: false,
                 fresh_login: true,
                 signed_in: None,
+                risk: postern_policy::RiskLevel::None,
                 created_at: now(),
             },
             ip,

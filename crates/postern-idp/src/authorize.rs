@@ -63,6 +63,8 @@ pub struct Pending {
     pub fresh_login: bool,
     /// The session the user signed in to for this request, by its hash.
     pub signed_in: Option<String>,
+    /// The highest risk identity protection found in this sign-in's password step.
+    pub risk: postern_policy::RiskLevel,
     pub created_at: i64,
 }
 
@@ -134,6 +136,9 @@ pub struct AccessAsk<'a> {
     pub user: &'a User,
     /// Whether the administrator vouches for the user's email (only then may a policy match it).
     pub email_verified: bool,
+    /// The risk found in this sign-in itself (a leaked password, a spray from its address): it
+    /// counts as sign-in and user risk at once, before the stored detections reach the edge.
+    pub found_risk: postern_policy::RiskLevel,
     /// How the session was signed in, and when (Unix seconds).
     pub amr: &'a [String],
     pub auth_time: i64,
@@ -163,6 +168,13 @@ impl Idp {
 
     pub(crate) fn pending(&self, id: &str) -> Option<Pending> {
         crate::lock(&self.pending).get(id, now()).cloned()
+    }
+
+    /// Records the risk found in the pending sign-in `id`'s password step.
+    pub(crate) fn mark_risk(&self, id: &str, risk: postern_policy::RiskLevel) {
+        if let Some(p) = crate::lock(&self.pending).get_mut(id, now()) {
+            p.risk = p.risk.max(risk);
+        }
     }
 
     /// Records that the user signed in to `session_hash` for the pending sign-in `id`.
@@ -255,6 +267,7 @@ impl Idp {
             client_id: &p.client_id,
             user,
             email_verified,
+            found_risk: p.risk,
             amr: &session.amr,
             auth_time: session.auth_time,
             caller,
@@ -346,6 +359,7 @@ impl Idp {
             client_id,
             user: &user,
             email_verified,
+            found_risk: postern_policy::RiskLevel::None,
             amr: &auth.amr,
             auth_time: auth.auth_time,
             caller,
@@ -690,6 +704,7 @@ pub async fn authorize(
         require_mfa,
         fresh_login,
         signed_in: None,
+        risk: postern_policy::RiskLevel::None,
         created_at: now,
     };
     if prompt.contains(&"none") {
@@ -768,6 +783,7 @@ mod tests {
             require_mfa,
             fresh_login: fresh_login.is_some(),
             signed_in: fresh_login.filter(|h| !h.is_empty()).map(str::to_owned),
+            risk: postern_policy::RiskLevel::None,
             created_at: 100,
         }
     }

@@ -222,6 +222,7 @@ pub async fn submit(
             require_mfa: false,
             fresh_login: false,
             signed_in: None,
+            risk: postern_policy::RiskLevel::None,
             created_at: now(),
         },
         &ip,

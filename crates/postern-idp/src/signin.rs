@@ -313,8 +313,10 @@ pub async fn submit(
     idp.attempt_succeeded(Some(&email), &ip);
     idp.event(&email, Some(&user.id), &ip, client_id, "ok_password")
         .await;
-    idp.judge_password(&email, Some(&user.id), &ip, Some(&f.password))
+    let found = idp
+        .judge_password(&email, Some(&user.id), &ip, Some(&f.password))
         .await;
+    idp.mark_risk(&f.req, postern_policy::risk::level_of(&found));
     let cookie = match idp
         .start_session(&headers, &f.req, &user.id, &["pwd".to_owned()])
         .await

@@ -30,7 +30,11 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.name, self.field, self.reason)
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.name, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.name, self.field, self.reason)
+        }
     }
 }
 
@@ -96,12 +100,24 @@ impl Policies {
         locations: &[NamedLocation],
         known: &dyn Known,
     ) -> Result<Policies, PolicyError> {
+        Policies::compile_with_rules(&[], policies, locations, known)
+    }
+
+    /// As [`Policies::compile`], with `rules` (an app's own settings as policies, one or two
+    /// per app) decided first; they do not count towards [`MAX_POLICIES`].
+    pub fn compile_with_rules(
+        rules: &[Policy],
+        policies: &[Policy],
+        locations: &[NamedLocation],
+        known: &dyn Known,
+    ) -> Result<Policies, PolicyError> {
         if locations.len() > MAX_LOCATIONS {
             return Err(err("locations", "", format!("at most {MAX_LOCATIONS}")));
         }
         if policies.len() > MAX_POLICIES {
             return Err(err("policies", "", format!("at most {MAX_POLICIES}")));
         }
+        let policies: Vec<&Policy> = rules.iter().chain(policies).collect();
         let mut compiled_locations = Vec::with_capacity(locations.len());
         for (i, l) in locations.iter().enumerate() {
             check_name(&l.name, "location")?;
@@ -111,9 +127,10 @@ impl Policies {
             compiled_locations.push(location(l)?);
         }
         let mut compiled = Vec::with_capacity(policies.len());
-        for (i, p) in policies.iter().enumerate() {
+        let mut names = std::collections::HashSet::with_capacity(policies.len());
+        for p in &policies {
             check_name(&p.name, "policy")?;
-            if policies[..i].iter().any(|o| o.name == p.name) {
+            if !names.insert(p.name.as_str()) {
                 return Err(err(&p.name, "name", "another policy has this name"));
             }
             compiled.push(policy(p, locations, known)?);
@@ -323,6 +340,7 @@ fn bit(level: RiskLevel) -> u8 {
 
 impl Location {
     fn contains(&self, ip: IpAddr, country: Option<&str>) -> bool {
+        let ip = crate::unmapped(ip);
         self.nets.iter().any(|n| n.contains(&ip))
             || country.is_some_and(|c| self.countries.iter().any(|k| k == c.as_bytes()))
     }
@@ -330,7 +348,7 @@ impl Location {
 
 impl Window {
     fn contains(&self, now: i64) -> bool {
-        let local = now + i64::from(self.offset_minutes) * 60;
+        let local = now.saturating_add(i64::from(self.offset_minutes) * 60);
         let day = local.div_euclid(86_400);
         let minute = (local.rem_euclid(86_400) / 60) as u16;
         // 1970-01-01 was a Thursday: day 0 is weekday 3 counting from Monday.
@@ -363,6 +381,24 @@ fn check_name(name: &str, what: &str) -> Result<(), PolicyError> {
     if name.chars().any(char::is_control) {
         return Err(err(name, "name", "control characters are not allowed"));
     }
+    // Text direction controls make a name read as another in logs and pages.
+    if name
+        .chars()
+        .any(|c| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(err(
+            name,
+            "name",
+            "text direction characters are not allowed",
+        ));
+    }
+    if name.trim() != name {
+        return Err(err(
+            name,
+            "name",
+            "a name does not start or end with spaces",
+        ));
+    }
     Ok(())
 }
 
@@ -370,12 +406,14 @@ fn location(l: &NamedLocation) -> Result<Location, PolicyError> {
     if l.cidrs.is_empty() && l.countries.is_empty() {
         return Err(err(&l.name, "cidrs", "name at least one CIDR or country"));
     }
-    if l.cidrs.len() > MAX_LIST_ENTRIES || l.countries.len() > MAX_LIST_ENTRIES {
-        return Err(err(
-            &l.name,
-            "cidrs",
-            format!("at most {MAX_LIST_ENTRIES} entries"),
-        ));
+    for (field, len) in [("cidrs", l.cidrs.len()), ("countries", l.countries.len())] {
+        if len > MAX_LIST_ENTRIES {
+            return Err(err(
+                &l.name,
+                field,
+                format!("at most {MAX_LIST_ENTRIES} entries"),
+            ));
+        }
     }
     let mut countries = Vec::with_capacity(l.countries.len());
     for (i, c) in l.countries.iter().enumerate() {
@@ -390,7 +428,11 @@ fn location(l: &NamedLocation) -> Result<Location, PolicyError> {
         countries.push([b[0], b[1]]);
     }
     Ok(Location {
-        nets: l.cidrs.iter().map(IpNet::trunc).collect(),
+        nets: l
+            .cidrs
+            .iter()
+            .map(|n| crate::unmapped_net(n.trunc()))
+            .collect(),
         countries,
         trusted: l.trusted,
     })
@@ -456,6 +498,12 @@ fn policy(
     let mut times = Vec::with_capacity(c.times.len());
     for (i, w) in c.times.iter().enumerate() {
         times.push(window(w).map_err(|r| e(&format!("conditions.times[{i}]"), r))?);
+    }
+    if p.grant.block && p.grant.all {
+        return Err(e(
+            "grant.all",
+            "all applies to required controls; a block has none".to_owned(),
+        ));
     }
     if p.grant.block != p.grant.require.is_empty() {
         return Err(e(
@@ -548,7 +596,8 @@ fn window(w: &TimeWindow) -> Result<Window, String> {
 /// `HH:MM` as minutes of the day; `24:00` only as an end.
 fn minutes(s: &str, end: bool) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
         return None;
     }
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);

@@ -25,6 +25,28 @@ pub use model::{
 };
 pub use strength::Strength;
 
+/// `net` as the addresses it holds are seen: an IPv4-mapped IPv6 range (`::ffff:a.b.c.d/n`,
+/// n ≥ 96) is the IPv4 range, since clients' IPv4-mapped addresses are read as IPv4.
+pub fn unmapped_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(ipnet::IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// `ip` as IPv4 when it is IPv4-mapped.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Who is signing in or asking.
 #[derive(Clone, Copy, Debug)]
 pub struct UserFacts<'a> {

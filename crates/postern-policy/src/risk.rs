@@ -157,7 +157,7 @@ impl Anonymizers {
                 ));
             }
             entries += 1;
-            match net {
+            match crate::unmapped_net(net) {
                 IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
                 IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
@@ -180,7 +180,7 @@ impl Anonymizers {
 
     /// Whether `ip` is on the list.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match canonical(ip) {
+        match crate::unmapped(ip) {
             IpAddr::V4(a) => within(&self.v4, u32::from(a)),
             IpAddr::V6(a) => within(&self.v6, u128::from(a)),
         }
@@ -203,14 +203,6 @@ fn merged<T: Ord + Copy>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
 fn within<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
     let i = ranges.partition_point(|r| r.0 <= x);
     i > 0 && ranges[i - 1].1 >= x
-}
-
-/// An IPv4-mapped IPv6 address is the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Great-circle distance in kilometres.
@@ -633,16 +625,18 @@ mod tests {
     #[test]
     fn anonymizer_lists() {
         let list = Anonymizers::parse(
-            "# Tor exits\n185.220.101.7\n  10.8.0.0/16 # a VPN\n\n2001:db8:7::/48\n185.220.101.7\n",
+            "# Tor exits\n185.220.101.7\n  10.8.0.0/16 # a VPN\n\n2001:db8:7::/48\n185.220.101.7\n::ffff:192.0.2.0/120\n",
         )
         .unwrap();
-        assert_eq!(list.len(), 4);
+        assert_eq!(list.len(), 5);
         for (addr, want) in [
             ("185.220.101.7", true),
             ("185.220.101.8", false),
             ("10.8.200.1", true),
             ("10.9.0.1", false),
             ("::ffff:10.8.0.1", true),
+            // An IPv4-mapped range is the IPv4 range.
+            ("192.0.2.77", true),
             ("2001:db8:7:1::1", true),
             ("2001:db8:8::1", false),
         ] {

@@ -22,6 +22,8 @@ const LOCATIONS: &str = r#"
   countries: [KP, IR]
 - name: germany
   countries: [DE]
+- name: mapped
+  cidrs: ["::ffff:198.51.100.0/120"]
 "#;
 
 fn compile(policies: &str) -> Result<Policies, PolicyError> {
@@ -163,6 +165,49 @@ fn trusted_locations_can_be_excluded() {
         p,
         |f| f.ip = "2001:db8:2::1".parse().unwrap(),
         mfa("mfa outside the office"),
+    );
+}
+
+#[test]
+fn ipv4_mapped_ranges_and_addresses_are_ipv4_and_far_times_do_not_overflow() {
+    let p = r#"
+- name: not from mapped
+  state: on
+  users: { include: [all] }
+  apps: { include: [all] }
+  conditions:
+    locations: { include: ["location:mapped"] }
+    times: [{ days: [mon, tue, wed, thu, fri, sat, sun], from: "00:00", to: "24:00", utc_offset_minutes: 840 }]
+  grant: { block: true }
+"#;
+    check(
+        p,
+        |f| f.ip = "198.51.100.7".parse().unwrap(),
+        block("not from mapped"),
+    );
+    check(
+        p,
+        |f| f.ip = "::ffff:198.51.100.7".parse().unwrap(),
+        block("not from mapped"),
+    );
+    check(p, |f| f.ip = "192.0.2.1".parse().unwrap(), allow());
+    // The end of time (and before its start) is decided, not an overflow.
+    check(
+        p,
+        |f| {
+            f.ip = "198.51.100.7".parse().unwrap();
+            f.now = i64::MAX;
+        },
+        block("not from mapped"),
+    );
+    check(
+        p,
+        |f| {
+            f.ip = "198.51.100.7".parse().unwrap();
+            f.now = i64::MIN;
+            f.signed_in_at = i64::MAX;
+        },
+        block("not from mapped"),
     );
 }
 
@@ -499,6 +544,27 @@ fn bad_policies_are_refused_naming_the_field() {
         "session.sign_in_frequency_hours",
         "at least 1",
     );
+    refused(
+        &base(
+            all,
+            all,
+            "  conditions: { times: [{ days: [mon], from: \"+1:30\", to: \"10:00\" }] }\n  grant: { block: true }\n",
+        ),
+        "conditions.times[0]",
+        "HH:MM",
+    );
+    refused(
+        &base(all, all, "  grant: { block: true, all: true }\n"),
+        "grant.all",
+        "a block has none",
+    );
+    for name in ["\"\u{202E}evil\"", "\" p \""] {
+        refused(
+            &format!("- name: {name}\n  state: on\n  users: {all}\n  apps: {all}\n  grant: {{ block: true }}\n"),
+            "name",
+            "",
+        );
+    }
     let twice = format!(
         "{}{}",
         base(all, all, "  grant: { block: true }\n"),
@@ -552,4 +618,41 @@ fn policies_round_trip_through_json() {
         serde_json::from_str::<Vec<Policy>>(&json).unwrap(),
         policies
     );
+}
+
+#[test]
+fn apps_own_rules_do_not_count_towards_the_policy_limit() {
+    let policy = |name: String| Policy {
+        name,
+        state: PolicyState::On,
+        users: Targets {
+            include: vec![UserTarget::All],
+            exclude: vec![],
+        },
+        apps: Targets {
+            include: vec![AppTarget::All],
+            exclude: vec![],
+        },
+        conditions: Conditions::default(),
+        grant: Grant {
+            require: vec![Control::Mfa],
+            ..Grant::default()
+        },
+        session: SessionControls::default(),
+    };
+    let most: Vec<Policy> = (0..compile::MAX_POLICIES)
+        .map(|i| policy(format!("p{i}")))
+        .collect();
+    let rules = vec![policy("wiki: require MFA".into())];
+    assert!(Policies::compile_with_rules(&rules, &most, &[], &Directory).is_ok());
+    let mut too_many = most.clone();
+    too_many.push(policy("one more".into()));
+    let err = Policies::compile_with_rules(&rules, &too_many, &[], &Directory).unwrap_err();
+    assert_eq!(err.to_string(), "policies: at most 500");
+    // A rule and a policy of one name are refused, naming it.
+    let clash = vec![policy("p0".into())];
+    assert!(Policies::compile_with_rules(&clash, &most, &[], &Directory)
+        .unwrap_err()
+        .to_string()
+        .contains("another policy has this name"));
 }

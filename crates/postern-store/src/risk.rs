@@ -186,14 +186,41 @@ impl Store {
     /// Every user with detections or a decision, with the levels standing against them at
     /// `now_ms`.
     pub async fn risky_users(&self, now_ms: i64) -> Result<Vec<RiskyUser>, StoreError> {
+        self.risky(None, now_ms).await
+    }
+
+    /// The user `subject` of `issuer`, as [`Store::risky_users`] lists them, if at risk or
+    /// decided about.
+    pub async fn risky_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<Option<RiskyUser>, StoreError> {
+        Ok(self
+            .risky(Some((issuer, subject)), now_ms)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn risky(
+        &self,
+        user: Option<(&str, &str)>,
+        now_ms: i64,
+    ) -> Result<Vec<RiskyUser>, StoreError> {
         let rows = sqlx::query(
             "SELECT u.issuer, u.subject, u.user_principal_name, u.state, u.updated_at_ms,
                 (SELECT group_concat(DISTINCT d.level) FROM risk_detections d
                  WHERE d.issuer = u.issuer AND d.subject = u.subject AND d.state = 'atRisk'
                  AND d.at_ms >= ?)
-             FROM risky_users u ORDER BY u.updated_at_ms DESC",
+             FROM risky_users u WHERE ? IS NULL OR (u.issuer = ? AND u.subject = ?)
+             ORDER BY u.updated_at_ms DESC",
         )
         .bind(now_ms - DETECTION_RETENTION_MS)
+        .bind(user.map(|u| u.0))
+        .bind(user.map(|u| u.0))
+        .bind(user.map(|u| u.1))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -1077,3 +1077,114 @@ grant = {{ require = ["mfa"] }}
     }
     assert_eq!(snapshot(&edge).await, before);
 }
+
+/// Changes that would leave the stored policies unusable (every signed-in request refused) or
+/// silently switched off are refused, at once or when they race.
+#[tokio::test]
+async fn policy_changes_cannot_leave_the_edge_unable_to_decide_or_fail_open() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish("hr", "hr.localhost", &app.url(), "g", &[])
+        .await;
+    let what_if = |ip: &'static str| {
+        let edge = &edge;
+        async move {
+            edge.api(
+                Method::POST,
+                "/v1/policies/what-if",
+                Some(json!({"user": "eve@example.com", "app": "hr", "ip": ip})),
+            )
+            .await
+        }
+    };
+    let block = |location: &str| {
+        json!({
+            "name": format!("hr not from {location}"), "state": "on",
+            "users": {"include": ["all"]}, "apps": {"include": ["app:hr"]},
+            "conditions": {"locations": {"include": [format!("location:{location}")]}},
+            "grant": {"block": true},
+        })
+    };
+
+    // A location deleted while a policy naming it is stored, twenty times at once: one of the
+    // two wins each time, and the edge can still decide.
+    for i in 0..20 {
+        let name = format!("racy{i}");
+        let (status, _, _) = edge
+            .api(
+                Method::PUT,
+                &format!("/v1/locations/{name}"),
+                Some(json!({"name": name, "cidrs": ["192.0.2.0/24"]})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let policy = block(&name);
+        let policy_name = policy["name"].as_str().unwrap().to_owned();
+        let (put_path, delete_path) = (
+            format!("/v1/policies/{}", policy_name.replace(' ', "%20")),
+            format!("/v1/locations/{name}"),
+        );
+        let put = edge.api(Method::PUT, &put_path, Some(policy));
+        let delete = edge.api(Method::DELETE, &delete_path, None);
+        let ((put, _, _), (deleted, _, _)) = tokio::join!(put, delete);
+        assert!(
+            matches!((put, deleted), (201, 409) | (400, 204)),
+            "both went through: {put} {deleted}"
+        );
+    }
+    let (status, v, _) = what_if("192.0.2.1").await;
+    assert_eq!(status, 200, "{v}");
+
+    // Renaming or deleting an app a policy names is refused, naming the policy.
+    let (status, body, _) = edge
+        .api(Method::PATCH, "/v1/apps/hr", Some(json!({"name": "hr2"})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("hr not from racy"));
+    let (status, _, _) = edge.api(Method::DELETE, "/v1/apps/hr", None).await;
+    assert_eq!(status, 409);
+    let (_, v, _) = what_if("192.0.2.1").await;
+    assert_eq!(v["result"], "block", "{v}");
+
+    // Names the API itself uses, and times beyond any calendar, are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reserved.yaml");
+    std::fs::write(
+        &file,
+        "locations: [{ name: fresh, cidrs: [198.51.100.0/24] }]\npolicies:\n  - { name: what-if, state: on, users: { include: [all] }, apps: { include: [all] }, grant: { block: true } }\n",
+    )
+    .unwrap();
+    let out = edge.admin(&["apply", "-f", file.to_str().unwrap()]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("what-if endpoint"),
+        "{err}"
+    );
+    let (_, locations, _) = edge.api(Method::GET, "/v1/locations", None).await;
+    assert!(
+        !locations.to_string().contains("fresh"),
+        "nothing of the file was sent"
+    );
+    let out = edge
+        .admin(&[
+            "policy",
+            "what-if",
+            "--user",
+            "eve@example.com",
+            "--app",
+            "hr",
+            "--ip",
+            "192.0.2.1",
+            "--at",
+            "9223372036854775807",
+        ])
+        .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("year 9999"), "{err}");
+    let (status, _, _) = what_if("192.0.2.1").await;
+    assert_eq!(status, 200, "the edge still answers");
+}

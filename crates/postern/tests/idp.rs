@@ -1403,6 +1403,28 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
         "{}",
         page.status
     );
+    // Carol's is too, and her sign-in is decided with what was just found: a user at high risk
+    // is blocked at once, not only from her next sign-in.
+    let pw = edge.dir.path().join("pw");
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "carol@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .await;
+    let mut carol = Browser::new(&edge);
+    let (_, challenge) = pkce();
+    let refused = carol
+        .sign_in(
+            &authorize_url(&rp, &challenge, ""),
+            "carol@example.com",
+            PASSWORD,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("risky-users"), "{}", refused.body);
     for i in 0..19 {
         let page = b
             .submit_password(&form, &format!("user{i}@example.com"), "Summer2026!")

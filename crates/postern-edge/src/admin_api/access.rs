@@ -1,8 +1,9 @@
 //! Conditional access: named locations and policies, and what-if.
 //!
-//! A change is checked with every other policy and location as they would be after it
-//! (`Policies::compile`, against the apps and groups the store knows): a refused one names the
-//! field and changes nothing.
+//! A change is checked with every other policy and location (and the apps' own rules) as they
+//! would be after it, the names a changed policy refers to against the apps and groups the
+//! store knows: a refused one names the field and changes nothing. Changes are checked and
+//! written one at a time (`Shared::access_writes`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,18 +19,48 @@ use serde::{Deserialize, Serialize};
 
 use super::{finish, Admin};
 use crate::api::{ApiFailure, ApiJson};
-use crate::preauth::access::{stored, StoreNames};
+use crate::preauth::access::{app_rules, stored, AnyName, StoreNames};
 use crate::state::Shared;
 
-/// Checks the policies and locations as they would be, naming the field of the first problem.
+/// Checks the policies and locations as they would be, naming the field of the first problem;
+/// the names `changed` refers to must exist (others were checked when they were stored: a name
+/// that has gone since matches nothing, and does not hold up unrelated changes).
 async fn check(
     shared: &Shared,
     policies: &[Policy],
     locations: &[NamedLocation],
+    changed: Option<&Policy>,
 ) -> Result<Policies, ApiFailure> {
-    let names = StoreNames::load(&shared.store).await?;
-    Policies::compile(policies, locations, &names)
-        .map_err(|e| ApiFailure::bad_request("invalid_policy", e.to_string()))
+    let invalid =
+        |e: postern_policy::PolicyError| ApiFailure::bad_request("invalid_policy", e.to_string());
+    if let Some(p) = changed {
+        let names = StoreNames::load(&shared.store).await?;
+        Policies::compile(std::slice::from_ref(p), locations, &names).map_err(invalid)?;
+    }
+    let rules = app_rules(&shared.store.apps().await?);
+    Policies::compile_with_rules(&rules, policies, locations, &AnyName).map_err(invalid)
+}
+
+/// Refuses to rename or delete an app a policy names: the policy would silently stop applying.
+pub async fn app_unreferenced(shared: &Shared, app: &str) -> Result<(), ApiFailure> {
+    let (policies, _) = current(shared).await?;
+    let target = postern_policy::AppTarget::App(app.to_owned());
+    let naming: Vec<&str> = policies
+        .iter()
+        .filter(|p| p.apps.include.contains(&target) || p.apps.exclude.contains(&target))
+        .map(|p| p.name.as_str())
+        .collect();
+    if naming.is_empty() {
+        return Ok(());
+    }
+    Err(ApiFailure::new(
+        StatusCode::CONFLICT,
+        "in_use",
+        format!(
+            "app {app:?} is named by the access policies {naming:?}; change them first, or they \
+             would stop applying"
+        ),
+    ))
 }
 
 async fn current(shared: &Shared) -> Result<(Vec<Policy>, Vec<NamedLocation>), ApiFailure> {
@@ -110,6 +141,7 @@ async fn save<T: Serialize>(
     };
     let audit = admin.begin(shared, action, name);
     let result = async {
+        let _one_at_a_time = shared.access_writes.lock().await;
         path_matches(name, body_name)?;
         if let (AccessDoc::Policy, Some(reason)) =
             (kind, crate::preauth::access::reserved_name(name))
@@ -121,7 +153,11 @@ async fn save<T: Serialize>(
         }
         let mut all = current(shared).await?;
         change(&mut all);
-        check(shared, &all.0, &all.1).await?;
+        let changed = match kind {
+            AccessDoc::Policy => all.0.iter().find(|p| p.name == name),
+            AccessDoc::Location => None,
+        };
+        check(shared, &all.0, &all.1, changed).await?;
         let doc = json(item)?;
         let existed = audit.store(&doc).put_access_doc(kind, name, &doc).await?;
         shared.reload().await?;
@@ -144,6 +180,7 @@ pub async fn delete_policy(
 ) -> Result<StatusCode, ApiFailure> {
     let audit = admin.begin(&shared, "policy.delete", &name);
     let result = async {
+        let _one_at_a_time = shared.access_writes.lock().await;
         audit
             .store("")
             .delete_access_doc(AccessDoc::Policy, &name)
@@ -185,20 +222,23 @@ pub async fn delete_location(
 ) -> Result<StatusCode, ApiFailure> {
     let audit = admin.begin(&shared, "location.delete", &name);
     let result = async {
+        let _one_at_a_time = shared.access_writes.lock().await;
         let (policies, mut locations) = current(&shared).await?;
         let before = locations.len();
         locations.retain(|l| l.name != name);
         if locations.len() < before {
-            check(&shared, &policies, &locations).await.map_err(|e| {
-                ApiFailure::new(
-                    StatusCode::CONFLICT,
-                    "in_use",
-                    format!(
-                        "{name:?} is still used by a policy ({}); change that policy first",
-                        e.message
-                    ),
-                )
-            })?;
+            check(&shared, &policies, &locations, None)
+                .await
+                .map_err(|e| {
+                    ApiFailure::new(
+                        StatusCode::CONFLICT,
+                        "in_use",
+                        format!(
+                            "{name:?} is still used by a policy ({}); change that policy first",
+                            e.message
+                        ),
+                    )
+                })?;
         }
         audit
             .store("")
@@ -212,6 +252,9 @@ pub async fn delete_location(
     finish(&audit, &result).await;
     result.map(|()| StatusCode::NO_CONTENT)
 }
+
+/// The latest time what-if decides at: 9999-12-31T23:59:59Z.
+const LATEST_WHAT_IF: u64 = 253_402_300_799;
 
 /// A sign-in to explain without making it.
 #[derive(Deserialize, Serialize)]
@@ -277,10 +320,29 @@ pub async fn what_if(
             format!("app {:?} does not exist", q.app),
         ));
     }
+    if q.at.is_some_and(|at| at > LATEST_WHAT_IF) {
+        return Err(ApiFailure::bad_request(
+            "invalid_request",
+            format!("at is Unix seconds up to {LATEST_WHAT_IF} (the end of year 9999)"),
+        ));
+    }
     let now = UnixTime::from_secs(q.at.unwrap_or_else(|| UnixTime::now().secs()));
-    let directory = shared.store.user(&q.user).await.ok();
+    // A directory user by email or by subject.
+    let directory = match shared.store.user(&q.user).await {
+        Ok(u) => Some(u),
+        Err(_) => shared.store.user_by_id(&q.user).await.ok(),
+    };
     let (subject, email, groups) = match &directory {
-        Some(u) => (u.id.clone(), Some(u.email.clone()), u.groups.clone()),
+        // As a sign-in would carry it: the email only when the administrator vouches for it.
+        Some(u) => (
+            u.id.clone(),
+            shared
+                .store
+                .email_verified(&u.id)
+                .await?
+                .then(|| u.email.clone()),
+            u.groups.clone(),
+        ),
         None => (
             q.user.clone(),
             q.user.contains('@').then(|| q.user.clone()),

@@ -283,8 +283,12 @@ pub async fn update(
     };
     let audit = admin.begin(&shared, action, &name);
     let result = async {
+        let _one_at_a_time = shared.access_writes.lock().await;
         let current = PublishApp::from_app(&shared.store.app(&name).await?);
         let next = current.clone().patched(&patch);
+        if next.name != current.name {
+            super::access::app_unreferenced(&shared, &current.name).await?;
+        }
         let new = checked(&shared, &next, Some(&current)).await?;
         // Maintenance mode is its own audit action, so it can be searched for.
         let mut records = Vec::new();
@@ -319,6 +323,8 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiFailure> {
     let audit = admin.begin(&shared, "app.delete", &name);
     let result = async {
+        let _one_at_a_time = shared.access_writes.lock().await;
+        super::access::app_unreferenced(&shared, &name).await?;
         audit.store("").delete_app(&name).await?;
         shared.reload().await?;
         tracing::info!(app = %name, "app deleted");

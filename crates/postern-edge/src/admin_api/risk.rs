@@ -94,6 +94,15 @@ pub async fn detections(
         None => now_ms() - postern_store::DETECTION_RETENTION_MS,
     };
     let limit = p.limit.map_or(postern_store::MAX_DETECTION_PAGE, i64::from);
+    if !(1..=postern_store::MAX_DETECTION_PAGE).contains(&limit) {
+        return Err(ApiFailure::bad_request(
+            "invalid_limit",
+            format!(
+                "limit {limit} is out of range; use 1 to {}",
+                postern_store::MAX_DETECTION_PAGE
+            ),
+        ));
+    }
     let found = shared
         .store
         .detections(p.user.as_deref(), since, limit)

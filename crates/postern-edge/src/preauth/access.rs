@@ -114,7 +114,7 @@ impl Known for StoreNames {
 
 /// At reload, names were checked when each policy was stored; one that names what has since
 /// gone simply never matches.
-struct AnyName;
+pub(crate) struct AnyName;
 
 impl Known for AnyName {
     fn group(&self, _: &str) -> bool {
@@ -149,6 +149,9 @@ pub fn app_rule(policy: &str) -> Option<AppRule> {
 
 /// Why an administrator's policy may not be named `name`, if it may not.
 pub fn reserved_name(name: &str) -> Option<String> {
+    if name == "what-if" {
+        return Some("what-if is the name of the what-if endpoint; choose another".to_owned());
+    }
     app_rule(name).map(|_| {
         format!(
             "names ending in {ASSIGNMENT_RULE:?} or {MFA_RULE:?} are kept for apps' own settings \
@@ -213,9 +216,8 @@ impl Access {
     ) -> Result<Access, StoreError> {
         let policies = match stored(store).await {
             Ok((policies, locations)) => {
-                let mut all = app_rules(apps);
-                all.extend(policies);
-                Policies::compile(&all, &locations, &AnyName).map_err(|e| e.to_string())
+                Policies::compile_with_rules(&app_rules(apps), &policies, &locations, &AnyName)
+                    .map_err(|e| e.to_string())
             }
             Err(e) => Err(e),
         };
@@ -401,23 +403,27 @@ pub fn decided(
     risk: RiskLevel,
     found: &[postern_policy::risk::Detection],
 ) -> postern_store::Decided {
+    let mut applied: Vec<(bool, String)> = decision
+        .results
+        .iter()
+        .filter_map(|r| {
+            let ok = r.outcome == postern_policy::Outcome::Satisfied;
+            let result = match (r.state, ok) {
+                (PolicyState::On, true) => "success",
+                (PolicyState::On, false) => "failure",
+                (PolicyState::ReportOnly, true) => "reportOnlySuccess",
+                (PolicyState::ReportOnly, false) => "reportOnlyFailure",
+                (PolicyState::Off, _) => return None,
+            };
+            Some((r.state != PolicyState::On, format!("{}:{result}", r.policy)))
+        })
+        .collect();
+    // Enforced policies first, each kind in order: the record keeps at most
+    // `MAX_DECIDED_ITEMS`, and those that decided must be among them.
+    applied.sort_by_key(|(report_only, _)| *report_only);
     postern_store::Decided {
         conditional_access_status: status(decision).to_owned(),
-        applied_policies: decision
-            .results
-            .iter()
-            .filter_map(|r| {
-                let ok = r.outcome == postern_policy::Outcome::Satisfied;
-                let result = match (r.state, ok) {
-                    (PolicyState::On, true) => "success",
-                    (PolicyState::On, false) => "failure",
-                    (PolicyState::ReportOnly, true) => "reportOnlySuccess",
-                    (PolicyState::ReportOnly, false) => "reportOnlyFailure",
-                    (PolicyState::Off, _) => return None,
-                };
-                Some(format!("{}:{result}", r.policy))
-            })
-            .collect(),
+        applied_policies: applied.into_iter().map(|(_, p)| p).collect(),
         risk_level: risk.as_str().to_owned(),
         risk_event_types: found.iter().map(|d| d.kind.as_str().to_owned()).collect(),
     }

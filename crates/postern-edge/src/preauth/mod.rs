@@ -464,10 +464,10 @@ pub async fn guard(
             // A program cannot be sent to sign in again: what a policy demands is refused.
             Guarded::Forward(identity) => {
                 let session = &identity.opened.session;
-                let risk = judged.as_ref().map(|j| j.0);
+                let risk = judged.as_ref().map(|j| (j.sign_in, j.user));
                 let decision = decide(shared, routes, sign_in, req, session, now, risk)?;
-                if let Some((level, found)) = &judged {
-                    decided = Some(access::decided(&decision, *level, found));
+                if let Some(j) = &judged {
+                    decided = Some(access::decided(&decision, j.sign_in, &j.found));
                 }
                 match access::demand(&sign_in.app_name, session, &decision.verdict) {
                     Demand::Nothing => Ok(guarded),
@@ -509,8 +509,9 @@ pub async fn guard(
 }
 
 /// Conditional access for `session` on this request: where it comes from, on what device, now,
-/// and with what risk. `judged` is the sign-in risk identity protection found when the sign-in
-/// was verified in this request; any other request's sign-in risk is what its address shows.
+/// and with what risk. `judged` is the (sign-in, user) risk identity protection found when the
+/// sign-in was verified in this request; any other request's sign-in risk is what its address
+/// shows, its user risk the snapshot's.
 fn decide(
     shared: &Shared,
     routes: &Routes,
@@ -518,7 +519,7 @@ fn decide(
     req: &Request<'_>,
     session: &Session,
     now: UnixTime,
-    judged: Option<RiskLevel>,
+    judged: Option<(RiskLevel, RiskLevel)>,
 ) -> Result<postern_policy::Decision, Refusal> {
     let country = shared
         .geoip
@@ -529,13 +530,11 @@ fn decide(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map_or(postern_policy::Platform::Other, access::platform_of);
-    let sign_in_risk = judged.unwrap_or_else(|| shared.risk.request_risk(req.client_ip));
-    // What this sign-in showed counts towards the user's risk now, before the store's record of
-    // it reaches the next reload.
+    let sign_in_risk = judged.map_or_else(|| shared.risk.request_risk(req.client_ip), |j| j.0);
     let user_risk = routes
         .access
         .user_risk(session)
-        .max(judged.unwrap_or(RiskLevel::None));
+        .max(judged.map_or(RiskLevel::None, |j| j.1));
     routes.access.decide(
         session,
         (&sign_in.app_name, sign_in.assigned(session)),
@@ -547,13 +546,18 @@ fn decide(
     )
 }
 
+/// Identity protection's judgement of a sign-in verified in this request.
+struct Judgement {
+    /// The highest level found in this sign-in.
+    sign_in: RiskLevel,
+    /// The user's risk as the store holds it now, with this sign-in's: what the built-in
+    /// provider found at its password step moments ago counts at once, before the next reload.
+    user: RiskLevel,
+    found: Vec<Detection>,
+}
+
 /// Identity protection's judgement of a sign-in verified in this request (see [`crate::risk`]).
-async fn judge(
-    shared: &Shared,
-    req: &Request<'_>,
-    session: &Session,
-    now: UnixTime,
-) -> (RiskLevel, Vec<Detection>) {
+async fn judge(shared: &Shared, req: &Request<'_>, session: &Session, now: UnixTime) -> Judgement {
     let location = shared.geoip.sign_in_location(req.client_ip);
     let browser = req
         .headers
@@ -574,7 +578,23 @@ async fn judge(
         request_id: req.request_id,
         now_ms: now.secs() as i64 * 1000,
     };
-    shared.risk.judge(&shared.store, &judged).await
+    let (sign_in, found) = shared.risk.judge(&shared.store, &judged).await;
+    let stored = match shared
+        .store
+        .risky_user(judged.issuer, &session.subject, judged.now_ms)
+        .await
+    {
+        Ok(u) => u.map_or(RiskLevel::None, |u| crate::risk::user_level(&u)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the user's risk; the last reload's stands");
+            RiskLevel::None
+        }
+    };
+    Judgement {
+        sign_in,
+        user: sign_in.max(stored),
+        found,
+    }
 }
 
 /// Sends the browser back to the issuer, asking for a fresh sign-in with a second factor
@@ -821,9 +841,17 @@ async fn callback(
     let issued = issue_time(routes, &claims.subject, email, now);
     let session = sign_in.session(&claims, issued, expires_at);
     *who = Some(session.clone());
-    let (risk, found) = judge(shared, req, &session, now).await;
-    let decision = decide(shared, routes, sign_in, req, &session, now, Some(risk))?;
-    *decided = Some(access::decided(&decision, risk, &found));
+    let judged = judge(shared, req, &session, now).await;
+    let decision = decide(
+        shared,
+        routes,
+        sign_in,
+        req,
+        &session,
+        now,
+        Some((judged.sign_in, judged.user)),
+    )?;
+    *decided = Some(access::decided(&decision, judged.sign_in, &judged.found));
     match access::demand(&sign_in.app_name, &session, &decision.verdict) {
         Demand::Nothing => {}
         Demand::Refuse(refusal) => return Err(refusal),

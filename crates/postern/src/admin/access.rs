@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use postern_edge::admin_api::{WhatIf, WhatIfView};
-use postern_policy::{NamedLocation, Platform, Policy, RiskLevel};
+use postern_policy::{NamedLocation, Platform, Policy, PolicyState, RiskLevel};
 
 use super::client::segment;
 
@@ -82,6 +82,14 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+}
+
+/// A policy's state as policy files write it (`report-only`).
+fn state_name(state: PolicyState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn risk_level(s: &str) -> Result<RiskLevel, String> {
@@ -208,7 +216,7 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                 .put(&format!("/v1/policies/{}", segment(&name)), &policy)
                 .await?;
             print(json, &saved, || {
-                say!("policy {} saved ({:?})", saved.name, saved.state)
+                say!("policy {} saved ({})", saved.name, state_name(saved.state))
             });
         }
         PolicyCommand::List => {
@@ -221,7 +229,7 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                             let list = |v: &[String]| v.join(",");
                             vec![
                                 p.name.clone(),
-                                format!("{:?}", p.state).to_lowercase(),
+                                state_name(p.state),
                                 list(&texts(&p.users.include)),
                                 list(&texts(&p.apps.include)),
                                 if p.grant.block {
@@ -288,13 +296,7 @@ pub async fn policy(client: &AdminClient, json: bool, cmd: PolicyCommand) -> any
                     &["POLICY", "STATE", "OUTCOME"],
                     view.policies
                         .iter()
-                        .map(|p| {
-                            vec![
-                                p.name.clone(),
-                                format!("{:?}", p.state).to_lowercase(),
-                                p.outcome.clone(),
-                            ]
-                        })
+                        .map(|p| vec![p.name.clone(), state_name(p.state), p.outcome.clone()])
                         .collect(),
                 )
             });
