@@ -107,7 +107,10 @@ pub fn signin_record(
     NewSignin {
         at_ms,
         user_id: who.map(|s| s.subject.clone()),
-        user_principal_name: who.and_then(|s| s.email.clone()).unwrap_or_default(),
+        // The verified email, else the subject (an unverified email never names anyone).
+        user_principal_name: who
+            .map(|s| s.email.clone().unwrap_or_else(|| s.subject.clone()))
+            .unwrap_or_default(),
         app_id: Some(sign_in.app_id.as_str().to_owned()),
         app_display_name: Some(sign_in.app_name.clone()),
         ip_address: attempt.client_ip.to_string(),
