@@ -308,6 +308,12 @@ impl Idp {
         let named = crate::html::escape(policy);
         Some(if reason == "blocked_by_policy" {
             self.finish_pending(req_id);
+            // A device waiting for this approval is told no (RFC 8628 access_denied).
+            if let Purpose::Device { user_code } = &p.purpose {
+                if let Err(e) = self.store.decide_device(user_code, None).await {
+                    tracing::error!(error = %e, "cannot deny a device a policy blocked");
+                }
+            }
             error_page(
                 StatusCode::FORBIDDEN,
                 "Access is blocked by a policy",

@@ -1610,7 +1610,8 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         "{err}"
     );
 
-    // The device grant is decided too: Ada cannot approve a device from loopback.
+    // The device grant is decided too: Ada cannot approve a device from loopback, and the
+    // device is told so.
     let start: serde_json::Value = edge
         .client(IDP_HOST)
         .post(edge.url(IDP_HOST, "/device_authorization"))
@@ -1650,7 +1651,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         Some((&rp.client_id, &rp.secret)),
     )
     .await;
-    assert_eq!(pending["error"], "authorization_pending", "{pending}");
+    assert_eq!(pending["error"], "access_denied", "{pending}");
 
     // Dan must use a passkey: a password is answered with a page that says so, and offers it.
     edge.policy(
