@@ -208,7 +208,11 @@ impl postern_idp::ConditionalAccess for ProviderAccess {
         let platform = crate::preauth::access::platform_of_system(caller.device.0.as_deref());
         let risk = (
             shared.risk.request_risk(caller.ip).max(ask.found_risk),
-            routes.access.user_risk(&session).max(ask.found_risk),
+            routes
+                .access
+                .user_risk(&session)
+                .max(ask.found_risk)
+                .max(ask.user_risk),
         );
         let decided = routes.access.decide(
             &session,

@@ -195,8 +195,7 @@ impl Protection {
 
 /// A stored user's risk: their state and the detections standing against them.
 pub fn user_level(u: &postern_store::RiskyUser) -> RiskLevel {
-    let state = risk::RiskState::parse(&u.state).unwrap_or(risk::RiskState::AtRisk);
-    risk::user_risk(state, u.standing.iter().filter_map(|l| RiskLevel::parse(l)))
+    risk::stored_user_risk(&u.state, &u.standing)
 }
 
 fn read_list(path: &Path) -> Result<(Anonymizers, SystemTime), String> {

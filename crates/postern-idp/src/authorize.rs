@@ -139,6 +139,8 @@ pub struct AccessAsk<'a> {
     /// The risk found in this sign-in itself (a leaked password, a spray from its address): it
     /// counts as sign-in and user risk at once, before the stored detections reach the edge.
     pub found_risk: postern_policy::RiskLevel,
+    /// The user's risk as the store holds it now (what earlier sign-ins found).
+    pub user_risk: postern_policy::RiskLevel,
     /// How the session was signed in, and when (Unix seconds).
     pub amr: &'a [String],
     pub auth_time: i64,
@@ -252,7 +254,7 @@ impl Idp {
 
     /// Conditional access for a sign-in to one of the provider's own clients: `None` lets it
     /// through; otherwise the page or step the policies ask for.
-    async fn conditional(
+    pub(crate) async fn conditional(
         &self,
         req_id: &str,
         p: &Pending,
@@ -263,11 +265,13 @@ impl Idp {
         use postern_policy::Verdict;
         let access = self.access.get()?;
         let email_verified = self.store.email_verified(&user.id).await.unwrap_or(false);
+        let user_risk = self.stored_user_risk(&user.id).await;
         let decided = access.decide(&AccessAsk {
             client_id: &p.client_id,
             user,
             email_verified,
             found_risk: p.risk,
+            user_risk,
             amr: &session.amr,
             auth_time: session.auth_time,
             caller,
@@ -306,7 +310,16 @@ impl Idp {
         .await;
         let client = crate::html::escape(&p.client_name);
         let named = crate::html::escape(policy);
-        Some(if reason == "blocked_by_policy" {
+        // A blocked sign-in's session ends: it cannot be used for another request, whatever
+        // decided it (its risk is judged again at the next sign-in).
+        let mut end_session = None;
+        if reason == "blocked_by_policy" {
+            if let Err(e) = self.store.revoke_session(&session.hash).await {
+                tracing::error!(error = %e, "cannot end a blocked sign-in's session");
+            }
+            end_session = Some(cookies::set(cookies::SESSION_COOKIE, None));
+        }
+        let mut resp = if reason == "blocked_by_policy" {
             self.finish_pending(req_id);
             // A device waiting for this approval is told no (RFC 8628 access_denied).
             if let Purpose::Device { user_code } = &p.purpose {
@@ -340,7 +353,12 @@ impl Idp {
                      <p><a href=\"/signin?req={req_id}\">Sign in with a passkey</a></p>{request}"
                 ),
             )
-        })
+        };
+        if let Some(clear) = end_session {
+            resp.headers_mut()
+                .append(axum::http::header::SET_COOKIE, clear);
+        }
+        Some(resp)
     }
 
     /// Whether a refresh of `grant` for `client_id` may go on, as conditional access decides it
@@ -361,11 +379,13 @@ impl Idp {
             .await
             .map_err(|e| e.to_string())?;
         let email_verified = self.store.email_verified(&user.id).await.unwrap_or(false);
+        let user_risk = self.stored_user_risk(&user.id).await;
         let decided = access.decide(&AccessAsk {
             client_id,
             user: &user,
             email_verified,
             found_risk: postern_policy::RiskLevel::None,
+            user_risk,
             amr: &auth.amr,
             auth_time: auth.auth_time,
             caller,
@@ -383,6 +403,24 @@ impl Idp {
             )) => Err(format!(
                 "the access policy {policy:?} asks for a new sign-in; the refresh token is not renewed"
             )),
+        }
+    }
+
+    /// The built-in user `user_id`'s risk as the store holds it now; none (logged) when the
+    /// store cannot answer.
+    async fn stored_user_risk(&self, user_id: &str) -> postern_policy::RiskLevel {
+        match self
+            .store
+            .risky_user(postern_store::BUILT_IN_ISSUER, user_id, now() * 1000)
+            .await
+        {
+            Ok(u) => u.map_or(postern_policy::RiskLevel::None, |u| {
+                postern_policy::risk::stored_user_risk(&u.state, &u.standing)
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the user's risk");
+                postern_policy::RiskLevel::None
+            }
         }
     }
 

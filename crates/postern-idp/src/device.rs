@@ -267,6 +267,7 @@ pub struct DecideForm {
 /// `POST /device/decide`.
 pub async fn decide(
     State(idp): State<Arc<Idp>>,
+    axum::Extension(caller): axum::Extension<crate::Caller>,
     headers: HeaderMap,
     Form(f): Form<DecideForm>,
 ) -> Response {
@@ -293,6 +294,13 @@ pub async fn decide(
         amr: session.amr.clone(),
     };
     let approve = f.decision == "approve";
+    // Decided again as the approval happens: the question may have been asked before a policy
+    // came, or never (a form posted straight here).
+    if approve {
+        if let Some(refused) = idp.conditional(&f.req, &p, &session, &user, &caller).await {
+            return refused;
+        }
+    }
     let decided = idp
         .store
         .decide_device(user_code, approve.then_some(&approval))

@@ -242,7 +242,7 @@ async fn token_inner(
             }
             issue(idp, &client, &grant, None, true).await
         }
-        DEVICE_GRANT => device_poll(idp, &client, param("device_code")).await,
+        DEVICE_GRANT => device_poll(idp, &client, param("device_code"), caller).await,
         "" => Err(oauth_error("invalid_request", "grant_type is required")),
         other => Err(oauth_error(
             "unsupported_grant_type",
@@ -256,6 +256,7 @@ async fn device_poll(
     idp: &Idp,
     client: &Client,
     device_code: &str,
+    caller: &crate::Caller,
 ) -> Result<Response, OAuthError> {
     let device = idp
         .store
@@ -296,7 +297,14 @@ async fn device_poll(
                 ))
             }
         }
-        DeviceStatus::Approved(_) => {
+        DeviceStatus::Approved(approval) => {
+            // A policy that came after the approval holds at the poll, as at a refresh.
+            if let Err(why) = idp
+                .refresh_allowed(&client.client_id, &approval, caller)
+                .await
+            {
+                return Err(oauth_error("access_denied", why));
+            }
             let grant = idp
                 .store
                 .consume_device(&device.hash)

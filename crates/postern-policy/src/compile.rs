@@ -370,6 +370,17 @@ fn err(name: &str, field: &str, reason: impl Into<String>) -> PolicyError {
     }
 }
 
+/// Unicode's default-ignorable code points (format characters, joiners, bidi controls, variation
+/// selectors, fillers, tags) and line separators: shown as nothing, or reordering what follows.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
 fn check_name(name: &str, what: &str) -> Result<(), PolicyError> {
     if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(err(
@@ -381,15 +392,12 @@ fn check_name(name: &str, what: &str) -> Result<(), PolicyError> {
     if name.chars().any(char::is_control) {
         return Err(err(name, "name", "control characters are not allowed"));
     }
-    // Text direction controls make a name read as another in logs and pages.
-    if name
-        .chars()
-        .any(|c| matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-    {
+    // Invisible and text-direction characters make a name read as another in logs and pages.
+    if name.chars().any(invisible) {
         return Err(err(
             name,
             "name",
-            "text direction characters are not allowed",
+            "invisible or text-direction characters are not allowed",
         ));
     }
     if name.trim() != name {

@@ -350,7 +350,9 @@ pub fn assess_failures(
         .collect();
     accounts.sort_unstable();
     accounts.dedup();
-    if accounts.len() >= SPRAY_ACCOUNTS && accounts.contains(&account) {
+    // Every account the address tries once it has sprayed is charged, the one it finally gets
+    // into above all.
+    if accounts.len() >= SPRAY_ACCOUNTS {
         found.push(Detection {
             kind: DetectionKind::PasswordSpray,
             level: RiskLevel::High,
@@ -444,6 +446,15 @@ pub const USER_RISK_DAYS: i64 = 90;
 
 /// A user's risk from the levels of the detections standing against them (those since the last
 /// dismissal, within [`USER_RISK_DAYS`]) and the administrator's decision.
+/// [`user_risk`] of a user as the store keeps them: the state's and levels' names (an unknown
+/// state counts as at risk, an unknown level as none).
+pub fn stored_user_risk(state: &str, standing: &[String]) -> RiskLevel {
+    user_risk(
+        RiskState::parse(state).unwrap_or(RiskState::AtRisk),
+        standing.iter().filter_map(|l| RiskLevel::parse(l)),
+    )
+}
+
 pub fn user_risk(state: RiskState, standing: impl IntoIterator<Item = RiskLevel>) -> RiskLevel {
     match state {
         RiskState::ConfirmedCompromised => RiskLevel::High,
@@ -682,8 +693,14 @@ mod tests {
             "{}",
             found[0].detail
         );
-        // An account the sprayer never tried is not charged.
-        assert!(assess_failures(&spray, "other@example.com", sprayer, now).is_empty());
+        // The account the sprayer then gets into (its success, with no failure of its own) is
+        // charged: it is the spray's hit. Another address is not.
+        assert_eq!(
+            kinds(&assess_failures(&spray, "other@example.com", sprayer, now)),
+            [(DetectionKind::PasswordSpray, RiskLevel::High)]
+        );
+        let elsewhere: IpAddr = "198.51.100.99".parse().unwrap();
+        assert!(assess_failures(&spray, "other@example.com", elsewhere, now).is_empty());
         // Nine accounts: not yet a spray. Failures outside the window do not count.
         assert!(assess_failures(&spray[..9], "user3@example.com", sprayer, now).is_empty());
         let old = assess_failures(&spray, "user3@example.com", sprayer, now + 2 * HOUR);

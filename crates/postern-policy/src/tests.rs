@@ -558,7 +558,14 @@ fn bad_policies_are_refused_naming_the_field() {
         "grant.all",
         "a block has none",
     );
-    for name in ["\"\u{202E}evil\"", "\" p \""] {
+    for name in [
+        "\"\u{202E}evil\"",
+        "\" p \"",
+        "\"block\u{200B}\"",
+        "\"a\u{061C}b\"",
+        "\"a\u{2028}b\"",
+        "\"\u{FEFF}p\"",
+    ] {
         refused(
             &format!("- name: {name}\n  state: on\n  users: {all}\n  apps: {all}\n  grant: {{ block: true }}\n"),
             "name",

@@ -136,6 +136,20 @@ async fn dismissing_clears_what_stands_until_the_next_detection() {
         levels(&users, "ann"),
         ("atRisk".into(), vec!["medium".into()])
     );
+    // So does the same kind found again within the hour: the dismissed one does not hide it.
+    store
+        .decide_user_risk("ann@example.com", false)
+        .await
+        .unwrap();
+    assert!(store
+        .record_detection(&detection("ann", "unlikelyTravel", "high", now + 2))
+        .await
+        .unwrap());
+    let users = store.risky_users(now + 2).await.unwrap();
+    assert_eq!(
+        levels(&users, "ann"),
+        ("atRisk".into(), vec!["high".into()])
+    );
     // Nobody by that name: refused, nothing changes.
     let before = store.config_version().await.unwrap();
     assert!(matches!(

@@ -1425,6 +1425,15 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     assert!(refused.body.contains("risky-users"), "{}", refused.body);
+    // The blocked sign-in's session ended with it: the same browser must sign in again.
+    let (_, challenge) = pkce();
+    let again = carol.open(&authorize_url(&rp, &challenge, "")).await;
+    assert!(
+        again.body.contains("<label for=\"password\">"),
+        "{} {}",
+        again.status,
+        again.body
+    );
     for i in 0..19 {
         let page = b
             .submit_password(&form, &format!("user{i}@example.com"), "Summer2026!")
@@ -1609,6 +1618,52 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
             .contains("cy is out"),
         "{err}"
     );
+
+    // Cy's browser still has her session: an approval posted straight to the decision (never
+    // asked through /continue) is decided all the same, and the device is denied.
+    let start: serde_json::Value = edge
+        .client(IDP_HOST)
+        .post(edge.url(IDP_HOST, "/device_authorization"))
+        .basic_auth(&rp.client_id, Some(&rp.secret))
+        .form(&[("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = b
+        .open(start["verification_uri_complete"].as_str().unwrap())
+        .await;
+    let csrf = entry.field("csrf");
+    let asked = b
+        .post(
+            "/device",
+            &[
+                ("csrf", &csrf),
+                ("user_code", start["user_code"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    let req = query(&format!("https://x{}", asked.location.as_deref().unwrap()))["req"].clone();
+    let refused = b
+        .post(
+            "/device/decide",
+            &[("csrf", &csrf), ("req", &req), ("decision", "approve")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("cy is out"), "{}", refused.body);
+    let (_, denied) = token(
+        &edge,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", start["device_code"].as_str().unwrap()),
+        ],
+        Some((&rp.client_id, &rp.secret)),
+    )
+    .await;
+    assert_eq!(denied["error"], "access_denied", "{denied}");
 
     // The device grant is decided too: Ada cannot approve a device from loopback, and the
     // device is told so.

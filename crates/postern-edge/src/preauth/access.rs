@@ -152,7 +152,16 @@ pub fn reserved_name(name: &str) -> Option<String> {
     if name == "what-if" {
         return Some("what-if is the name of the what-if endpoint; choose another".to_owned());
     }
-    app_rule(name).map(|_| {
+    // Read as a person reads it: any case, any kind of space.
+    let read: String = name
+        .split(char::is_whitespace)
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    let like =
+        read.ends_with(&ASSIGNMENT_RULE.to_lowercase()) || read.ends_with(&MFA_RULE.to_lowercase());
+    like.then(|| {
         format!(
             "names ending in {ASSIGNMENT_RULE:?} or {MFA_RULE:?} are kept for apps' own settings \
              (app update --assignment-required / --require-mfa)"
@@ -555,6 +564,9 @@ mod tests {
         ));
         // An administrator's policy cannot take such a name.
         assert!(reserved_name("x: require MFA").is_some());
+        assert!(reserved_name("x:\u{a0}Assignment  required").is_some());
+        assert!(reserved_name("x: Require mfa").is_some());
+        assert!(reserved_name("what-if").is_some());
         assert!(reserved_name("require MFA for x").is_none());
     }
 
