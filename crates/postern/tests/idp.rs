@@ -72,6 +72,47 @@ async fn setup_with(flags: &[&str]) -> (Edge, Rp) {
     (edge, rp)
 }
 
+/// A user of the built-in directory with the test password, and `extra` flags.
+async fn create_user(edge: &Edge, email: &str, extra: &[&str]) {
+    let pw = edge.dir.path().join("pw");
+    let mut args = vec![
+        "user",
+        "create",
+        email,
+        "--password-file",
+        pw.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    edge.admin_ok(&args).await;
+}
+
+/// Starts the device grant for `rp` (RFC 8628 section 3.1).
+async fn start_device(edge: &Edge, rp: &Rp) -> serde_json::Value {
+    edge.client(IDP_HOST)
+        .post(edge.url(IDP_HOST, "/device_authorization"))
+        .basic_auth(&rp.client_id, Some(&rp.secret))
+        .form(&[("scope", "openid")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// One poll of the token endpoint for `device_code`.
+async fn poll_device(edge: &Edge, rp: &Rp, device_code: &str) -> (StatusCode, serde_json::Value) {
+    token(
+        edge,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+        ],
+        Some((&rp.client_id, &rp.secret)),
+    )
+    .await
+}
+
 fn pkce() -> (String, String) {
     let verifier =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
@@ -1109,15 +1150,7 @@ async fn a_connector_registers_when_an_administrator_approves_its_device_sign_in
     assert!(audit.contains("\"result\": \"success\""), "{audit}");
 
     // A user without the admin role can approve the sign-in, but the edge refuses to register.
-    let pw = edge.dir.path().join("pw");
-    edge.admin_ok(&[
-        "user",
-        "create",
-        "carl@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .await;
+    create_user(&edge, "carl@example.com", &[]).await;
     let state2 = edge.dir.path().join("connector2");
     let (child, url) = register_by_sign_in(&edge, &state2, "office").await;
     approve(
@@ -1224,15 +1257,7 @@ async fn the_device_grant_answers_pending_slow_down_and_denied_with_rfc_8628_cod
         "deny",
     )
     .await;
-    let (_, denied) = token(
-        &edge,
-        &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", start["device_code"].as_str().unwrap()),
-        ],
-        Some((&rp.client_id, &rp.secret)),
-    )
-    .await;
+    let (_, denied) = poll_device(&edge, &rp, start["device_code"].as_str().unwrap()).await;
     assert_eq!(denied["error"], "access_denied");
 }
 
@@ -1405,15 +1430,7 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
     );
     // Carol's is too, and her sign-in is decided with what was just found: a user at high risk
     // is blocked at once, not only from her next sign-in.
-    let pw = edge.dir.path().join("pw");
-    edge.admin_ok(&[
-        "user",
-        "create",
-        "carol@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .await;
+    create_user(&edge, "carol@example.com", &[]).await;
     let mut carol = Browser::new(&edge);
     let (_, challenge) = pkce();
     let refused = carol
@@ -1532,15 +1549,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         "state: on\nusers: { include: [all], exclude: ['group:eng'] }\napps: { include: [all] }\ngrant: { require: [mfa] }\n",
     )
     .await;
-    let pw = edge.dir.path().join("pw");
-    edge.admin_ok(&[
-        "user",
-        "create",
-        "cy@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .await;
+    create_user(&edge, "cy@example.com", &[]).await;
 
     // Ada (group eng) from loopback: refused at the provider, naming the policy.
     let mut b = Browser::new(&edge);
@@ -1621,17 +1630,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
 
     // Cy's browser still has her session: an approval posted straight to the decision (never
     // asked through /continue) is decided all the same, and the device is denied.
-    let start: serde_json::Value = edge
-        .client(IDP_HOST)
-        .post(edge.url(IDP_HOST, "/device_authorization"))
-        .basic_auth(&rp.client_id, Some(&rp.secret))
-        .form(&[("scope", "openid")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let start: serde_json::Value = start_device(&edge, &rp).await;
     let entry = b
         .open(start["verification_uri_complete"].as_str().unwrap())
         .await;
@@ -1654,30 +1653,12 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     assert!(refused.body.contains("cy is out"), "{}", refused.body);
-    let (_, denied) = token(
-        &edge,
-        &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", start["device_code"].as_str().unwrap()),
-        ],
-        Some((&rp.client_id, &rp.secret)),
-    )
-    .await;
+    let (_, denied) = poll_device(&edge, &rp, start["device_code"].as_str().unwrap()).await;
     assert_eq!(denied["error"], "access_denied", "{denied}");
 
     // The device grant is decided too: Ada cannot approve a device from loopback, and the
     // device is told so.
-    let start: serde_json::Value = edge
-        .client(IDP_HOST)
-        .post(edge.url(IDP_HOST, "/device_authorization"))
-        .basic_auth(&rp.client_id, Some(&rp.secret))
-        .form(&[("scope", "openid")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let start: serde_json::Value = start_device(&edge, &rp).await;
     let mut b = Browser::new(&edge);
     let entry = b
         .open(start["verification_uri_complete"].as_str().unwrap())
@@ -1697,15 +1678,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         "{}",
         refused.body
     );
-    let (_, pending) = token(
-        &edge,
-        &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", start["device_code"].as_str().unwrap()),
-        ],
-        Some((&rp.client_id, &rp.secret)),
-    )
-    .await;
+    let (_, pending) = poll_device(&edge, &rp, start["device_code"].as_str().unwrap()).await;
     assert_eq!(pending["error"], "access_denied", "{pending}");
 
     // Dan must use a passkey: a password is answered with a page that says so, and offers it.
@@ -1714,15 +1687,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         "state: on\nusers: { include: ['user:dan@example.com'] }\napps: { include: [all] }\ngrant: { require: [passkey] }\n",
     )
     .await;
-    edge.admin_ok(&[
-        "user",
-        "create",
-        "dan@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--email-verified",
-    ])
-    .await;
+    create_user(&edge, "dan@example.com", &["--email-verified"]).await;
     let mut b = Browser::new(&edge);
     let (_, challenge) = pkce();
     let page = b
