@@ -38,6 +38,7 @@ impl Idp {
                 fresh_login: true,
                 signed_in: None,
                 risk: postern_policy::RiskLevel::None,
+                silent: false,
                 created_at: now(),
             },
             ip,

@@ -65,6 +65,8 @@ pub struct Pending {
     pub signed_in: Option<String>,
     /// The highest risk identity protection found in this sign-in's password step.
     pub risk: postern_policy::RiskLevel,
+    /// Asked with `prompt=none`: a refusal goes back to the client as an error, never a page.
+    pub silent: bool,
     pub created_at: i64,
 }
 
@@ -288,6 +290,34 @@ impl Idp {
                 ))
             }
         };
+        if let (true, Purpose::Authorize(r), false) =
+            (p.silent, &p.purpose, decision.verdict == Verdict::Allow)
+        {
+            // OpenID Connect Core 3.1.2.6: a silent request is answered at the client.
+            self.finish_pending(req_id);
+            let (error, description) = match &decision.verdict {
+                Verdict::Block { policy } => (
+                    "access_denied",
+                    format!("the access policy {policy:?} blocks this sign-in"),
+                ),
+                Verdict::RequireMfa { policy }
+                | Verdict::RequirePasskey { policy }
+                | Verdict::RequireSignIn { policy } => (
+                    "interaction_required",
+                    format!("the access policy {policy:?} asks for more of this sign-in"),
+                ),
+                Verdict::Allow => return None,
+            };
+            return Some(redirect_with(
+                &r.redirect_uri,
+                &[
+                    ("error", Some(error)),
+                    ("error_description", Some(&description)),
+                    ("state", r.state.as_deref()),
+                    ("iss", Some(self.issuer.as_str())),
+                ],
+            ));
+        }
         let (policy, reason) = match &decision.verdict {
             Verdict::Allow => return None,
             Verdict::Block { policy } => (policy, "blocked_by_policy"),
@@ -749,9 +779,14 @@ pub async fn authorize(
         fresh_login,
         signed_in: None,
         risk: postern_policy::RiskLevel::None,
+        silent: false,
         created_at: now,
     };
     if prompt.contains(&"none") {
+        let pending = Pending {
+            silent: true,
+            ..pending
+        };
         return match next_step(
             session.as_ref().map(|s| &s.0),
             session.as_ref().map(|s| &s.1),
@@ -828,6 +863,7 @@ mod tests {
             fresh_login: fresh_login.is_some(),
             signed_in: fresh_login.filter(|h| !h.is_empty()).map(str::to_owned),
             risk: postern_policy::RiskLevel::None,
+            silent: false,
             created_at: 100,
         }
     }

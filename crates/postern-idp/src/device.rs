@@ -223,6 +223,7 @@ pub async fn submit(
             fresh_login: false,
             signed_in: None,
             risk: postern_policy::RiskLevel::None,
+            silent: false,
             created_at: now(),
         },
         &ip,
