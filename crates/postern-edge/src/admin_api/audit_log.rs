@@ -62,6 +62,12 @@ pub(super) fn parse_time(name: &str, value: &str) -> Result<i64, ApiFailure> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
+        // Any offset (`+14:00`), which the weak parser does not read.
+        .or_else(|| {
+            time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        })
         .ok_or_else(|| {
             ApiFailure::bad_request(
                 "invalid_time",
@@ -414,4 +420,27 @@ fn page_limit(asked: Option<u32>, max: u32) -> Result<u32, ApiFailure> {
         ));
     }
     Ok(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_unix_seconds_or_rfc_3339_with_any_offset() {
+        let utc = parse_time("since", "2026-12-01T10:00:00Z").unwrap();
+        assert_eq!(utc, 1_796_119_200_000);
+        assert_eq!(parse_time("since", "1796119200").unwrap(), utc);
+        assert_eq!(
+            parse_time("since", "2026-12-02T00:00:00+14:00").unwrap(),
+            utc
+        );
+        assert_eq!(
+            parse_time("since", "2026-12-01T05:30:00-04:30").unwrap(),
+            utc
+        );
+        for bad in ["yesterday", "2026-13-01T00:00:00Z", ""] {
+            assert!(parse_time("since", bad).is_err(), "{bad}");
+        }
+    }
 }
