@@ -149,6 +149,13 @@ pub struct AccessAsk<'a> {
     pub caller: &'a Caller,
 }
 
+/// Why tokens are not issued: a policy refuses the user (for good), or the decision cannot be
+/// made now (try again).
+pub(crate) enum TokenRefusal {
+    Refused(String),
+    Unavailable(String),
+}
+
 /// Conditional access as the edge decides it (the same policies, risk and locations).
 pub trait ConditionalAccess: Send + Sync {
     /// `None` when the client is not decided here: an edge app's client, whose sign-ins the
@@ -278,45 +285,70 @@ impl Idp {
             auth_time: session.auth_time,
             caller,
         })?;
-        let decision = match decided {
-            Ok(d) => d,
-            Err(reason) => {
-                return Some(error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Sign-in is unavailable",
-                    &format!(
-                    "The access policies cannot be used: {reason}. An administrator must fix them."
-                ),
-                ))
-            }
-        };
-        if let (true, Purpose::Authorize(r), false) =
-            (p.silent, &p.purpose, decision.verdict == Verdict::Allow)
-        {
-            // OpenID Connect Core 3.1.2.6: a silent request is answered at the client.
-            self.finish_pending(req_id);
-            let (error, description) = match &decision.verdict {
-                Verdict::Block { policy } => (
-                    "access_denied",
-                    format!("the access policy {policy:?} blocks this sign-in"),
-                ),
-                Verdict::RequireMfa { policy }
-                | Verdict::RequirePasskey { policy }
-                | Verdict::RequireSignIn { policy } => (
-                    "interaction_required",
-                    format!("the access policy {policy:?} asks for more of this sign-in"),
-                ),
-                Verdict::Allow => return None,
-            };
-            return Some(redirect_with(
+        // OpenID Connect Core 3.1.2.6: a silent request is answered at the client.
+        let silent = |error: &str, description: &str| match &p.purpose {
+            Purpose::Authorize(r) if p.silent => Some(redirect_with(
                 &r.redirect_uri,
                 &[
                     ("error", Some(error)),
-                    ("error_description", Some(&description)),
+                    ("error_description", Some(description)),
                     ("state", r.state.as_deref()),
                     ("iss", Some(self.issuer.as_str())),
                 ],
-            ));
+            )),
+            _ => None,
+        };
+        let decision = match decided {
+            Ok(d) => d,
+            Err(reason) => {
+                let why = format!("the access policies cannot be used: {reason}");
+                return Some(silent("temporarily_unavailable", &why).unwrap_or_else(|| {
+                    error_page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Sign-in is unavailable",
+                        &format!("{why}. An administrator must fix them."),
+                    )
+                }));
+            }
+        };
+        if p.silent {
+            let answer = match &decision.verdict {
+                Verdict::Allow => None,
+                Verdict::Block { policy } => {
+                    self.event(
+                        &user.email,
+                        Some(&user.id),
+                        caller,
+                        Some(&p.client_id),
+                        "blocked_by_policy",
+                    )
+                    .await;
+                    if let Err(e) = self.store.revoke_session(&session.hash).await {
+                        tracing::error!(error = %e, "cannot end a blocked sign-in's session");
+                    }
+                    silent(
+                        "access_denied",
+                        &format!("the access policy {policy:?} blocks this sign-in"),
+                    )
+                    .map(|mut r| {
+                        r.headers_mut().append(
+                            axum::http::header::SET_COOKIE,
+                            cookies::set(cookies::SESSION_COOKIE, None),
+                        );
+                        r
+                    })
+                }
+                Verdict::RequireMfa { policy }
+                | Verdict::RequirePasskey { policy }
+                | Verdict::RequireSignIn { policy } => silent(
+                    "interaction_required",
+                    &format!("the access policy {policy:?} asks for more of this sign-in"),
+                ),
+            };
+            if answer.is_some() {
+                self.finish_pending(req_id);
+                return answer;
+            }
         }
         let (policy, reason) = match &decision.verdict {
             Verdict::Allow => return None,
@@ -391,48 +423,79 @@ impl Idp {
         Some(resp)
     }
 
-    /// Whether a refresh of `grant` for `client_id` may go on, as conditional access decides it
-    /// now (the sign-in it came from is what it proved): a refusal names the policy.
-    pub(crate) async fn refresh_allowed(
+    /// Whether tokens for `auth` may be issued to `client` now (a refresh or a device poll), as
+    /// conditional access decides it. The network facts are the caller's for a public client
+    /// (the user's own device); for a confidential one (a server) they are those of the user's
+    /// latest sign-in here, so a policy on places or platforms judges the user, not the server.
+    pub(crate) async fn tokens_allowed(
         &self,
-        client_id: &str,
+        client: &postern_store::Client,
         auth: &postern_store::AuthContext,
         caller: &Caller,
-    ) -> Result<(), String> {
+    ) -> Result<(), TokenRefusal> {
         use postern_policy::Verdict;
         let Some(access) = self.access.get() else {
             return Ok(());
         };
-        let user = self
+        let unavailable = |e: String| TokenRefusal::Unavailable(e);
+        let user = match self.store.user_by_id(&auth.user_id).await {
+            Ok(u) => u,
+            Err(postern_store::StoreError::NotFound { .. }) => {
+                return Err(TokenRefusal::Refused(
+                    "the user no longer exists".to_owned(),
+                ))
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        let email_verified = self
             .store
-            .user_by_id(&auth.user_id)
+            .email_verified(&user.id)
             .await
-            .map_err(|e| e.to_string())?;
-        let email_verified = self.store.email_verified(&user.id).await.unwrap_or(false);
+            .map_err(|e| unavailable(e.to_string()))?;
         let user_risk = self.stored_user_risk(&user.id).await;
+        let latest = if client.public {
+            None
+        } else {
+            self.store
+                .sign_in_history(postern_store::BUILT_IN_ISSUER, &user.id, 1)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .into_iter()
+                .next()
+        };
+        let signed_in_from = latest.and_then(|s| {
+            Some(Caller {
+                ip: s.record.ip_address.parse().ok()?,
+                request_id: caller.request_id.clone(),
+                device: (s.record.operating_system, s.record.browser),
+                location: s.record.location,
+            })
+        });
         let decided = access.decide(&AccessAsk {
-            client_id,
+            client_id: &client.client_id,
             user: &user,
             email_verified,
             found_risk: postern_policy::RiskLevel::None,
             user_risk,
             amr: &auth.amr,
             auth_time: auth.auth_time,
-            caller,
+            caller: signed_in_from.as_ref().unwrap_or(caller),
         });
         match decided.map(|d| d.map(|d| d.verdict)) {
             None | Some(Ok(Verdict::Allow)) => Ok(()),
-            Some(Err(reason)) => Err(format!("the access policies cannot be used: {reason}")),
-            Some(Ok(Verdict::Block { policy })) => Err(format!(
-                "the access policy {policy:?} blocks this user; the refresh token is not renewed"
-            )),
+            Some(Err(reason)) => Err(unavailable(format!(
+                "the access policies cannot be used: {reason}"
+            ))),
+            Some(Ok(Verdict::Block { policy })) => Err(TokenRefusal::Refused(format!(
+                "the access policy {policy:?} blocks this user; no tokens are issued"
+            ))),
             Some(Ok(
                 Verdict::RequireMfa { policy }
                 | Verdict::RequirePasskey { policy }
                 | Verdict::RequireSignIn { policy },
-            )) => Err(format!(
-                "the access policy {policy:?} asks for a new sign-in; the refresh token is not renewed"
-            )),
+            )) => Err(TokenRefusal::Refused(format!(
+                "the access policy {policy:?} asks for a new sign-in; no tokens are issued"
+            ))),
         }
     }
 

@@ -15,6 +15,7 @@ use axum::{Form, Json};
 use base64::Engine;
 use postern_store::{Client, DeviceStatus, Grant, RedeemProblem};
 
+use crate::authorize::TokenRefusal;
 use crate::tokens::{self, AccessClaims, IdClaims, TOKEN_LIFETIME};
 use crate::{now, pkce, Idp};
 
@@ -37,6 +38,13 @@ pub(crate) fn form_refusal(e: &axum::extract::rejection::FormRejection) -> OAuth
         refused.status = StatusCode::PAYLOAD_TOO_LARGE;
     }
     refused
+}
+
+/// 503 `temporarily_unavailable`: the request may be made again as it is.
+fn unavailable(description: impl Into<String>) -> OAuthError {
+    let mut e = oauth_error("temporarily_unavailable", description);
+    e.status = StatusCode::SERVICE_UNAVAILABLE;
+    e
 }
 
 pub fn oauth_error(error: &'static str, description: impl Into<String>) -> OAuthError {
@@ -212,6 +220,26 @@ async fn token_inner(
             issue(idp, &client, &grant, code.nonce.as_deref(), true).await
         }
         "refresh_token" => {
+            // Decided before the token is used up: a refusal for good ends the grant; one that
+            // is only for now leaves the token to be presented again.
+            let peeked = idp
+                .store
+                .refresh_token_grant(param("refresh_token"), &client.client_id)
+                .await
+                .map_err(internal)?;
+            if let Some(grant) = &peeked {
+                match idp.tokens_allowed(&client, &grant.auth, caller).await {
+                    Ok(()) => {}
+                    Err(TokenRefusal::Refused(why)) => {
+                        let _ = idp.store.revoke_grant(&grant.id).await;
+                        return Err(oauth_error("invalid_grant", why));
+                    }
+                    Err(TokenRefusal::Unavailable(why)) => {
+                        tracing::error!(reason = %why, "a refresh could not be decided");
+                        return Err(unavailable(why));
+                    }
+                }
+            }
             let used = idp
                 .store
                 .use_refresh_token(param("refresh_token"), &client.client_id)
@@ -231,15 +259,6 @@ async fn token_inner(
                 }
                 Err(_) => return Err(oauth_error("invalid_grant", "unknown refresh token")),
             };
-            // Conditional access holds for refreshes too: a user a policy now refuses gets no
-            // new tokens (the one presented is used up).
-            if let Err(why) = idp
-                .refresh_allowed(&client.client_id, &grant.auth, caller)
-                .await
-            {
-                let _ = idp.store.revoke_grant(&grant.id).await;
-                return Err(oauth_error("invalid_grant", why));
-            }
             issue(idp, &client, &grant, None, true).await
         }
         DEVICE_GRANT => device_poll(idp, &client, param("device_code"), caller).await,
@@ -299,11 +318,13 @@ async fn device_poll(
         }
         DeviceStatus::Approved(approval) => {
             // A policy that came after the approval holds at the poll, as at a refresh.
-            if let Err(why) = idp
-                .refresh_allowed(&client.client_id, &approval, caller)
-                .await
-            {
-                return Err(oauth_error("access_denied", why));
+            match idp.tokens_allowed(client, &approval, caller).await {
+                Ok(()) => {}
+                Err(TokenRefusal::Refused(why)) => return Err(oauth_error("access_denied", why)),
+                Err(TokenRefusal::Unavailable(why)) => {
+                    tracing::error!(reason = %why, "a device poll could not be decided");
+                    return Err(unavailable(why));
+                }
             }
             let grant = idp
                 .store

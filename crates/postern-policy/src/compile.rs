@@ -94,6 +94,43 @@ struct Window {
 }
 
 impl Policies {
+    /// The rules a policy must also meet when it is written, beyond [`Policies::compile`]'s
+    /// (which stored policies from before these rules still pass): names without invisible or
+    /// text-direction characters or outer spaces, times of two digits each, no `all` with a
+    /// block.
+    pub fn check_new_policy(p: &Policy) -> Result<(), PolicyError> {
+        check_new_name(&p.name)?;
+        if p.grant.block && p.grant.all {
+            return Err(err(
+                &p.name,
+                "grant.all",
+                "all applies to required controls; a block has none",
+            ));
+        }
+        let digits = |t: &str| {
+            t.split_once(':').is_some_and(|(h, m)| {
+                [h, m]
+                    .iter()
+                    .all(|x| x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        for (i, w) in p.conditions.times.iter().enumerate() {
+            if !digits(&w.from) || !digits(&w.to) {
+                return Err(err(
+                    &p.name,
+                    &format!("conditions.times[{i}]"),
+                    "from and to are HH:MM, two digits each",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules a named location's name must also meet when it is written.
+    pub fn check_new_location(l: &NamedLocation) -> Result<(), PolicyError> {
+        check_new_name(&l.name)
+    }
+
     /// Checks every policy and location; the first problem is refused, naming its field.
     pub fn compile(
         policies: &[Policy],
@@ -392,6 +429,12 @@ fn check_name(name: &str, what: &str) -> Result<(), PolicyError> {
     if name.chars().any(char::is_control) {
         return Err(err(name, "name", "control characters are not allowed"));
     }
+    Ok(())
+}
+
+/// What a name must also be when it is written (stored ones that predate these rules still
+/// load, so an upgrade never makes the edge refuse everyone).
+fn check_new_name(name: &str) -> Result<(), PolicyError> {
     // Invisible and text-direction characters make a name read as another in logs and pages.
     if name.chars().any(invisible) {
         return Err(err(
@@ -507,12 +550,6 @@ fn policy(
     for (i, w) in c.times.iter().enumerate() {
         times.push(window(w).map_err(|r| e(&format!("conditions.times[{i}]"), r))?);
     }
-    if p.grant.block && p.grant.all {
-        return Err(e(
-            "grant.all",
-            "all applies to required controls; a block has none".to_owned(),
-        ));
-    }
     if p.grant.block != p.grant.require.is_empty() {
         return Err(e(
             "grant",
@@ -604,8 +641,7 @@ fn window(w: &TimeWindow) -> Result<Window, String> {
 /// `HH:MM` as minutes of the day; `24:00` only as an end.
 fn minutes(s: &str, end: bool) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
-    let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
-    if !digits(h) || !digits(m) {
+    if h.len() != 2 || m.len() != 2 {
         return None;
     }
     let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);

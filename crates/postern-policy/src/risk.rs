@@ -350,12 +350,16 @@ pub fn assess_failures(
         .collect();
     accounts.sort_unstable();
     accounts.dedup();
-    // Every account the address tries once it has sprayed is charged, the one it finally gets
-    // into above all.
+    // Every account the address tries once it has sprayed is charged: high when it was among
+    // those sprayed, medium otherwise (the spray's hit, or a neighbour behind the same NAT).
     if accounts.len() >= SPRAY_ACCOUNTS {
         found.push(Detection {
             kind: DetectionKind::PasswordSpray,
-            level: RiskLevel::High,
+            level: if accounts.contains(&account) {
+                RiskLevel::High
+            } else {
+                RiskLevel::Medium
+            },
             detail: format!(
                 "{ip} failed against {} accounts within {} minutes",
                 accounts.len(),
@@ -694,10 +698,10 @@ mod tests {
             found[0].detail
         );
         // The account the sprayer then gets into (its success, with no failure of its own) is
-        // charged: it is the spray's hit. Another address is not.
+        // charged, at medium (it may be a neighbour behind the same NAT). Another address is not.
         assert_eq!(
             kinds(&assess_failures(&spray, "other@example.com", sprayer, now)),
-            [(DetectionKind::PasswordSpray, RiskLevel::High)]
+            [(DetectionKind::PasswordSpray, RiskLevel::Medium)]
         );
         let elsewhere: IpAddr = "198.51.100.99".parse().unwrap();
         assert!(assess_failures(&spray, "other@example.com", elsewhere, now).is_empty());

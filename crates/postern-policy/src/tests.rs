@@ -544,16 +544,24 @@ fn bad_policies_are_refused_naming_the_field() {
         "session.sign_in_frequency_hours",
         "at least 1",
     );
-    refused(
+    // Rules for what is written (stored policies from before them still load).
+    let refused_new = |yaml: &str, field: &str, reason_has: &str| {
+        let p: Vec<Policy> = serde_yaml_ng::from_str(yaml).unwrap();
+        compile(yaml).unwrap();
+        let e = Policies::check_new_policy(&p[0]).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.reason.contains(reason_has), "{e}");
+    };
+    refused_new(
         &base(
             all,
             all,
             "  conditions: { times: [{ days: [mon], from: \"+1:30\", to: \"10:00\" }] }\n  grant: { block: true }\n",
         ),
         "conditions.times[0]",
-        "HH:MM",
+        "two digits",
     );
-    refused(
+    refused_new(
         &base(all, all, "  grant: { block: true, all: true }\n"),
         "grant.all",
         "a block has none",
@@ -566,7 +574,7 @@ fn bad_policies_are_refused_naming_the_field() {
         "\"a\u{2028}b\"",
         "\"\u{FEFF}p\"",
     ] {
-        refused(
+        refused_new(
             &format!("- name: {name}\n  state: on\n  users: {all}\n  apps: {all}\n  grant: {{ block: true }}\n"),
             "name",
             "",

@@ -879,6 +879,28 @@ impl Store {
     /// Uses a refresh token of `client_id`: marks it used and returns its grant, to which the
     /// caller issues a new one. A token used before revokes its whole grant (the family), so a
     /// stolen token and its rightful holder both lose access.
+    /// The live grant a refresh token would renew, without using the token up: `None` when the
+    /// token is unknown, another client's, used or its grant revoked (using it says which).
+    pub async fn refresh_token_grant(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Option<Grant>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.grant_id FROM idp_refresh_tokens r JOIN idp_grants g ON g.id = r.grant_id
+             WHERE r.hash = ? AND r.used_at IS NULL AND g.client_id = ?",
+        )
+        .bind(token_hash(token))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(self
+            .grant(&row.get::<String, _>(0))
+            .await?
+            .filter(|g| !g.revoked))
+    }
+
     pub async fn use_refresh_token(
         &self,
         token: &str,

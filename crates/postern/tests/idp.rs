@@ -1628,16 +1628,6 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         "{err}"
     );
 
-    // A silent request (prompt=none) is answered at the client, not with a page.
-    let (_, challenge) = pkce();
-    let silent = b
-        .open(&authorize_url(&rp, &challenge, "&prompt=none"))
-        .await;
-    let q = returned(&silent);
-    assert_eq!(q["error"], "access_denied", "{q:?}");
-    assert!(q["error_description"].contains("cy is out"), "{q:?}");
-    assert_eq!(q["state"], "st-1");
-
     // Cy's browser still has her session: an approval posted straight to the decision (never
     // asked through /continue) is decided all the same, and the device is denied.
     let start: serde_json::Value = start_device(&edge, &rp).await;
@@ -1717,4 +1707,17 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
         reasons(&signin_events(&edge).await)[0],
         "passkey_required_by_policy"
     );
+    // A silent request (prompt=none) is answered at the client, not with a page; the session
+    // stays (only a block ends it).
+    let (_, challenge) = pkce();
+    let silent = b
+        .open(&authorize_url(&rp, &challenge, "&prompt=none"))
+        .await;
+    let q = returned(&silent);
+    assert_eq!(q["error"], "interaction_required", "{q:?}");
+    assert!(
+        q["error_description"].contains("dan uses a passkey"),
+        "{q:?}"
+    );
+    assert_eq!(q["state"], "st-1");
 }

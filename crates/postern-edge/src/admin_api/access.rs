@@ -22,6 +22,10 @@ use crate::api::{ApiFailure, ApiJson};
 use crate::preauth::access::{app_rules, stored, AnyName, StoreNames};
 use crate::state::Shared;
 
+fn invalid(e: postern_policy::PolicyError) -> ApiFailure {
+    ApiFailure::bad_request("invalid_policy", e.to_string())
+}
+
 /// Checks the policies and locations as they would be, naming the field of the first problem;
 /// the names `changed` refers to must exist (others were checked when they were stored: a name
 /// that has gone since matches nothing, and does not hold up unrelated changes).
@@ -31,8 +35,6 @@ async fn check(
     locations: &[NamedLocation],
     changed: Option<&Policy>,
 ) -> Result<Policies, ApiFailure> {
-    let invalid =
-        |e: postern_policy::PolicyError| ApiFailure::bad_request("invalid_policy", e.to_string());
     if let Some(p) = changed {
         let names = StoreNames::load(&shared.store).await?;
         Policies::compile(std::slice::from_ref(p), locations, &names).map_err(invalid)?;
@@ -107,8 +109,11 @@ pub async fn put_policy(
         &admin,
         AccessDoc::Policy,
         &name,
-        &policy.name,
         &policy,
+        || {
+            path_matches(&name, &policy.name)?;
+            Policies::check_new_policy(&policy).map_err(invalid)
+        },
         |all| replace(&mut all.0, &name, |p| &p.name, &policy),
     )
     .await?;
@@ -131,8 +136,9 @@ async fn save<T: Serialize>(
     admin: &Admin,
     kind: AccessDoc,
     name: &str,
-    body_name: &str,
     item: &T,
+    // The body's own checks: its name is the path's, and the rules for what is written.
+    own: impl FnOnce() -> Result<(), ApiFailure>,
     change: impl FnOnce(&mut (Vec<Policy>, Vec<NamedLocation>)),
 ) -> Result<StatusCode, ApiFailure> {
     let action = match kind {
@@ -142,7 +148,7 @@ async fn save<T: Serialize>(
     let audit = admin.begin(shared, action, name);
     let result = async {
         let _one_at_a_time = shared.access_writes.lock().await;
-        path_matches(name, body_name)?;
+        own()?;
         if let (AccessDoc::Policy, Some(reason)) =
             (kind, crate::preauth::access::reserved_name(name))
         {
@@ -206,8 +212,11 @@ pub async fn put_location(
         &admin,
         AccessDoc::Location,
         &name,
-        &location.name,
         &location,
+        || {
+            path_matches(&name, &location.name)?;
+            Policies::check_new_location(&location).map_err(invalid)
+        },
         |all| replace(&mut all.1, &name, |l| &l.name, &location),
     )
     .await?;

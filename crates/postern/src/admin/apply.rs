@@ -617,6 +617,7 @@ fn plan_access(
             .iter()
             .map(|c| c.to_ascii_uppercase())
             .collect();
+        Policies::check_new_location(&wanted).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(fields) = put(&mut locations, &wanted, |l| &l.name)? {
             changes.push(Change::PutLocation {
                 name: wanted.name.clone(),
@@ -633,6 +634,7 @@ fn plan_access(
         if let Some(reason) = postern_edge::preauth::access::reserved_name(&wanted.name) {
             bail!("{}: name: {reason}", wanted.name);
         }
+        Policies::check_new_policy(wanted).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(fields) = put(&mut policies, wanted, |p| &p.name)? {
             changes.push(Change::PutPolicy {
                 name: wanted.name.clone(),
