@@ -131,6 +131,9 @@ pub fn acr(amr: &[String]) -> String {
     }
 }
 
+/// The most sessions whose sign-in risk is remembered.
+pub const MAX_RISKY_SESSIONS: usize = 10_000;
+
 /// What the provider asks conditional access before it lets a signed-in user through to one of
 /// its clients.
 pub struct AccessAsk<'a> {
@@ -181,17 +184,57 @@ impl Idp {
         crate::lock(&self.pending).get(id, now()).cloned()
     }
 
-    /// Records the risk found in the pending sign-in `id`'s password step.
+    /// Records the risk found in the pending sign-in `id`'s password step, on it and on the
+    /// session it signed in to (at most [`MAX_RISKY_SESSIONS`] kept, the oldest going first).
     pub(crate) fn mark_risk(&self, id: &str, risk: postern_policy::RiskLevel) {
-        if let Some(p) = crate::lock(&self.pending).get_mut(id, now()) {
-            p.risk = p.risk.max(risk);
+        let session = match crate::lock(&self.pending).get_mut(id, now()) {
+            Some(p) => {
+                p.risk = p.risk.max(risk);
+                p.signed_in.clone()
+            }
+            None => None,
+        };
+        if let Some(hash) = session {
+            self.remember_session_risk(hash, risk);
         }
+    }
+
+    pub(crate) fn remember_session_risk(&self, hash: String, risk: postern_policy::RiskLevel) {
+        if risk == postern_policy::RiskLevel::None {
+            return;
+        }
+        let mut risky = crate::lock(&self.session_risk);
+        let now = now();
+        risky.retain(|_, (_, at)| now - *at < crate::SESSION_LIFETIME.as_secs() as i64);
+        if risky.len() >= MAX_RISKY_SESSIONS {
+            if let Some(oldest) = risky
+                .iter()
+                .min_by_key(|(_, v)| v.1)
+                .map(|(k, _)| k.clone())
+            {
+                risky.remove(&oldest);
+            }
+        }
+        let entry = risky.entry(hash).or_insert((risk, now));
+        entry.0 = entry.0.max(risk);
+    }
+
+    /// The risk found when `session_hash` was signed in.
+    pub(crate) fn session_risk(&self, session_hash: &str) -> postern_policy::RiskLevel {
+        crate::lock(&self.session_risk)
+            .get(session_hash)
+            .map_or(postern_policy::RiskLevel::None, |v| v.0)
     }
 
     /// Records that the user signed in to `session_hash` for the pending sign-in `id`.
     pub(crate) fn mark_signed_in(&self, id: &str, session_hash: &str) {
-        if let Some(p) = crate::lock(&self.pending).get_mut(id, now()) {
+        let risk = crate::lock(&self.pending).get_mut(id, now()).map(|p| {
             p.signed_in = Some(session_hash.to_owned());
+            p.risk
+        });
+        // A session that replaces a risky one (its second factor) keeps its risk.
+        if let Some(risk) = risk {
+            self.remember_session_risk(session_hash.to_owned(), risk);
         }
     }
 
@@ -279,7 +322,7 @@ impl Idp {
             client_id: &p.client_id,
             user,
             email_verified,
-            found_risk: p.risk,
+            found_risk: p.risk.max(self.session_risk(&session.hash)),
             user_risk,
             amr: &session.amr,
             auth_time: session.auth_time,

@@ -163,6 +163,9 @@ pub struct Idp {
     /// The WebAuthn relying party; `None` when the issuer's host is an IP address.
     passkeys: Option<passkey::Passkeys>,
     pending: Mutex<bounded::Table<Pending>>,
+    /// The risk found when each risky session was signed in (by session hash, with when): a
+    /// later request on the same session is decided with it too.
+    session_risk: Mutex<std::collections::HashMap<String, (postern_policy::RiskLevel, i64)>>,
     account_throttle: Mutex<throttle::Throttle<String>>,
     ip_throttle: Mutex<throttle::Throttle<IpAddr>>,
     hasher: hashing::Hasher,
@@ -204,6 +207,7 @@ impl Idp {
             store,
             keys,
             pending: Mutex::new(bounded::Table::new(PENDING_CAPS)),
+            session_risk: Mutex::default(),
             account_throttle: Mutex::new(throttle::Throttle::new(throttle::PER_ACCOUNT)),
             ip_throttle: Mutex::new(throttle::Throttle::new(throttle::PER_IP)),
             hasher: hashing::Hasher::default(),

@@ -316,7 +316,6 @@ pub async fn submit(
     let found = idp
         .judge_password(&email, Some(&user.id), &ip, Some(&f.password))
         .await;
-    idp.mark_risk(&f.req, postern_policy::risk::level_of(&found));
     let cookie = match idp
         .start_session(&headers, &f.req, &user.id, &["pwd".to_owned()])
         .await
@@ -324,6 +323,8 @@ pub async fn submit(
         Ok(c) => c,
         Err(e) => return internal(e),
     };
+    // After the session exists: its risk stays with it, for every request it makes.
+    idp.mark_risk(&f.req, postern_policy::risk::level_of(&found));
     with_cookie(
         Redirect::to(&format!("/continue?req={}", f.req)).into_response(),
         Some(cookie),

@@ -372,3 +372,46 @@ async fn bodies_refused_before_their_handler_name_the_cause_and_the_request() {
     assert!(headers.contains_key("allow"));
     assert!(body.contains("does not answer that method"), "{body}");
 }
+
+/// A risky sign-in's risk stays with its session (and the session its second factor makes), so
+/// a new request on it is decided with it; the sessions remembered are bounded.
+#[tokio::test]
+async fn a_sign_ins_risk_follows_its_session() {
+    use crate::authorize::{Purpose, MAX_RISKY_SESSIONS};
+    use postern_policy::RiskLevel;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("s.db")).await.unwrap();
+    let idp = Idp::new(store, "https://login.test".into(), None)
+        .await
+        .unwrap();
+    let caller = Caller::at(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let pending = || crate::Pending {
+        client_id: "c".into(),
+        client_name: "C".into(),
+        purpose: Purpose::Account,
+        require_mfa: false,
+        fresh_login: false,
+        signed_in: None,
+        risk: RiskLevel::None,
+        silent: false,
+        created_at: now(),
+    };
+    let req = idp.add_pending(pending(), &caller);
+    idp.mark_signed_in(&req, "password-session");
+    idp.mark_risk(&req, RiskLevel::High);
+    assert_eq!(idp.session_risk("password-session"), RiskLevel::High);
+    // The second factor's new session keeps it.
+    idp.mark_signed_in(&req, "mfa-session");
+    assert_eq!(idp.session_risk("mfa-session"), RiskLevel::High);
+    assert_eq!(idp.session_risk("another"), RiskLevel::None);
+    // A sign-in with nothing found adds nothing.
+    let quiet = idp.add_pending(pending(), &caller);
+    idp.mark_signed_in(&quiet, "quiet-session");
+    idp.mark_risk(&quiet, RiskLevel::None);
+    assert_eq!(idp.session_risk("quiet-session"), RiskLevel::None);
+    // Bounded: past the cap the oldest goes.
+    for i in 0..MAX_RISKY_SESSIONS {
+        idp.remember_session_risk(format!("s{i}"), RiskLevel::Medium);
+    }
+    assert!(crate::lock(&idp.session_risk).len() <= MAX_RISKY_SESSIONS);
+}

@@ -184,6 +184,25 @@ impl Store {
         Ok(rows.iter().map(detection).collect())
     }
 
+    /// The levels of the standing detections of `subject` (of `issuer`) found at or after
+    /// `since_ms`: what one sign-in showed.
+    pub async fn detection_levels_since(
+        &self,
+        issuer: &str,
+        subject: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT level FROM risk_detections
+             WHERE issuer = ? AND subject = ? AND at_ms >= ? AND state = 'atRisk'",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every user with detections or a decision, with the levels standing against them at
     /// `now_ms`.
     pub async fn risky_users(&self, now_ms: i64) -> Result<Vec<RiskyUser>, StoreError> {

@@ -2099,3 +2099,83 @@ async fn session_controls_and_time_windows() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--at"), "{err}");
 }
+
+/// What the built-in provider finds at an edge app's sign-in (here a leaked password) is that
+/// sign-in's risk at the edge's callback at once: a sign-in-risk policy blocks it.
+#[tokio::test]
+async fn the_providers_findings_are_the_sign_ins_risk_at_the_edge() {
+    let leaked = tempfile::tempdir().unwrap();
+    use sha1::Digest;
+    let hex: String = sha1::Sha1::digest(PASSWORD.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    std::fs::write(leaked.path().join(&hex[..5]), format!("{}:3\n", &hex[5..])).unwrap();
+    let edge = Edge::start(&["--leaked-passwords", leaked.path().to_str().unwrap()]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    let pw = edge.dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    edge.admin_ok(&[
+        "user",
+        "create",
+        "lee@example.com",
+        "--password-file",
+        pw.to_str().unwrap(),
+    ])
+    .await;
+    let external = format!("https://intranet.localhost:{}", edge.public.port());
+    edge.admin_ok(&[
+        "app",
+        "publish",
+        "intranet",
+        "--external-url",
+        &external,
+        "--internal-url",
+        &app.url(),
+        "--group",
+        "g",
+        "--preauth",
+        "oidc",
+    ])
+    .await;
+    edge.policy(
+        "risky sign-ins",
+        "state: on\nusers: { include: [all] }\napps: { include: [all] }\nconditions: { sign_in_risk: [high] }\ngrant: { block: true }\n",
+    )
+    .await;
+    let _connector = edge.connector("g").await;
+    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let browser = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .resolve("intranet.localhost", edge.public)
+        .resolve("login.localhost", edge.public)
+        .build()
+        .unwrap();
+    let form = browser.get(format!("{external}/")).send().await.unwrap();
+    let page = form.text().await.unwrap();
+    let field = |name: &str| common::browser::form_field(&page, name);
+    let resp = browser
+        .post(format!(
+            "https://login.localhost:{}/signin",
+            edge.public.port()
+        ))
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("req", field("req").as_str()),
+            ("email", "lee@example.com"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.url().host_str(),
+        Some("intranet.localhost"),
+        "refused at the edge"
+    );
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("risky sign-ins"), "{body}");
+}

@@ -578,7 +578,25 @@ async fn judge(shared: &Shared, req: &Request<'_>, session: &Session, now: UnixT
         request_id: req.request_id,
         now_ms: now.secs() as i64 * 1000,
     };
-    let (sign_in, found) = shared.risk.judge(&shared.store, &judged).await;
+    let (mut sign_in, found) = shared.risk.judge(&shared.store, &judged).await;
+    // What the built-in provider found at this sign-in's password step is this sign-in's risk
+    // too (the detections it stored since the user signed in there).
+    if session.issuer == shared.idp.issuer {
+        // From a little before it signed in: the password step that found them came first.
+        let since_ms = session.auth_time.unwrap_or(session.issued_at).secs() as i64 * 1000 - 30_000;
+        match shared
+            .store
+            .detection_levels_since(judged.issuer, &session.subject, since_ms)
+            .await
+        {
+            Ok(levels) => {
+                for l in levels.iter().filter_map(|l| RiskLevel::parse(l)) {
+                    sign_in = sign_in.max(l);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the provider's detections"),
+        }
+    }
     let stored = match shared
         .store
         .risky_user(judged.issuer, &session.subject, judged.now_ms)
