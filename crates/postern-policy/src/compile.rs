@@ -126,9 +126,24 @@ impl Policies {
         Ok(())
     }
 
-    /// The rules a named location's name must also meet when it is written.
+    /// The rules a named location must also meet when it is written: its name, and no IPv6
+    /// range wider than /96 that takes in IPv4-mapped addresses (clients' IPv4 addresses are
+    /// read as IPv4, so such a range would seem to hold them and never would).
     pub fn check_new_location(l: &NamedLocation) -> Result<(), PolicyError> {
-        check_new_name(&l.name)
+        check_new_name(&l.name)?;
+        let mapped: IpAddr = "::ffff:0.0.0.0".parse().expect("an address");
+        for (i, net) in l.cidrs.iter().enumerate() {
+            if let IpNet::V6(v6) = net {
+                if v6.prefix_len() < 96 && net.trunc().contains(&mapped) {
+                    return Err(err(
+                        &l.name,
+                        &format!("cidrs[{i}]"),
+                        format!("{net} takes in IPv4-mapped addresses, which are matched as IPv4: give the IPv4 ranges themselves (or use `any` in the policy)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks every policy and location; the first problem is refused, naming its field.

@@ -671,3 +671,25 @@ fn apps_own_rules_do_not_count_towards_the_policy_limit() {
         .to_string()
         .contains("another policy has this name"));
 }
+
+#[test]
+fn a_new_location_may_not_seem_to_hold_ipv4_addresses_it_never_matches() {
+    let location = |cidr: &str| NamedLocation {
+        name: "l".into(),
+        cidrs: vec![cidr.parse().unwrap()],
+        countries: vec![],
+        trusted: false,
+    };
+    for wide in ["::/0", "::ffff:10.50.0.0/95", "::/64"] {
+        let e = Policies::check_new_location(&location(wide)).unwrap_err();
+        assert_eq!(e.field, "cidrs[0]", "{wide}: {e}");
+    }
+    for fine in [
+        "::ffff:10.50.0.0/112",
+        "2001:db8::/32",
+        "10.0.0.0/8",
+        "::ffff:0:0/96",
+    ] {
+        Policies::check_new_location(&location(fine)).unwrap();
+    }
+}
