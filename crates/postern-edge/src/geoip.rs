@@ -133,7 +133,7 @@ impl GeoIp {
     /// The network (autonomous system number) of `ip`, from the first ASN database that
     /// knows it.
     pub fn asn(&self, ip: IpAddr) -> Option<u32> {
-        let ip = unmapped(ip);
+        let ip = postern_policy::unmapped(ip);
         self.asn_dbs.iter().find_map(|(_, reader)| {
             reader
                 .lookup(ip)
@@ -152,7 +152,7 @@ impl GeoIp {
 
     /// Where `ip` is, from the first database that knows it; `None` when none does.
     pub fn locate(&self, ip: IpAddr) -> Option<Location> {
-        let ip = unmapped(ip);
+        let ip = postern_policy::unmapped(ip);
         self.dbs.iter().find_map(|db| {
             // An IPv6 address in an IPv4-only database is an error, not a miss: skip it.
             let found = db.reader.lookup(ip).ok()?;
@@ -179,14 +179,6 @@ impl GeoIp {
                 }),
             }
         })
-    }
-}
-
-/// An IPv4-mapped IPv6 address as IPv4, as the databases key it.
-fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

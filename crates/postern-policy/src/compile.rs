@@ -315,9 +315,10 @@ impl Compiled {
         }
         if let Some(targets) = &self.locations {
             let inside = places.get_or_insert_with(|| {
+                let ip = crate::unmapped(facts.ip);
                 locations
                     .iter()
-                    .map(|l| l.contains(facts.ip, facts.country))
+                    .map(|l| l.contains(ip, facts.country))
                     .collect()
             });
             let place = |t: &Place| match *t {
@@ -391,8 +392,8 @@ fn bit(level: RiskLevel) -> u8 {
 }
 
 impl Location {
+    /// `ip` is read as IPv4 when it is IPv4-mapped (see [`crate::unmapped`]).
     fn contains(&self, ip: IpAddr, country: Option<&str>) -> bool {
-        let ip = crate::unmapped(ip);
         self.nets.iter().any(|n| n.contains(&ip))
             || country.is_some_and(|c| self.countries.iter().any(|k| k == c.as_bytes()))
     }

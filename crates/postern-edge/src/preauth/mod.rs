@@ -33,7 +33,7 @@ use postern_auth::{
 };
 use postern_policy::risk::Detection;
 use postern_policy::RiskLevel;
-use postern_store::{AccessRules, App, Assignee, CookieOptions, Store, StoreError};
+use postern_store::{App, Assignee, CookieOptions, Store, StoreError};
 
 use crate::state::Shared;
 
@@ -71,7 +71,6 @@ pub struct SignIn {
     pub issuer: IssuerUrl,
     pub client_id: String,
     pub client_secret: Option<Secret>,
-    pub access: AccessRules,
     pub cookie: CookieOptions,
     /// A token without `email_verified` counts as verified (the admin vouches for the issuer).
     pub issuer_verifies_email: bool,
@@ -101,7 +100,6 @@ impl SignIn {
                 issuer,
                 client_id: oidc.client_id.clone(),
                 client_secret: oidc.client_secret.clone().map(Secret::new),
-                access: app.access,
                 cookie: app.cookie,
                 issuer_verifies_email: oidc.issuer_verifies_email,
                 users,
@@ -145,6 +143,10 @@ impl SignIn {
 
     /// Whether the user (by subject or email) or one of their groups is assigned to the app.
     pub fn assigned(&self, session: &Session) -> bool {
+        // Decided for every request: an app with no assignments pays nothing for it.
+        if self.users.is_empty() && self.groups.is_empty() {
+            return false;
+        }
         self.users.contains(&session.subject.to_lowercase())
             || session
                 .email
