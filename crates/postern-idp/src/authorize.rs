@@ -205,7 +205,10 @@ impl Idp {
         }
         let mut risky = crate::lock(&self.session_risk);
         let now = now();
-        risky.retain(|_, (_, at)| now - *at < crate::SESSION_LIFETIME.as_secs() as i64);
+        // Pruned only when full: sessions that have ended first, then the oldest.
+        if risky.len() >= MAX_RISKY_SESSIONS {
+            risky.retain(|_, (_, at)| now - *at < crate::SESSION_LIFETIME.as_secs() as i64);
+        }
         if risky.len() >= MAX_RISKY_SESSIONS {
             if let Some(oldest) = risky
                 .iter()
@@ -354,85 +357,54 @@ impl Idp {
                 }));
             }
         };
-        if p.silent {
-            let answer = match &decision.verdict {
-                Verdict::Allow => None,
-                Verdict::Block { policy } => {
-                    self.event(
-                        &user.email,
-                        Some(&user.id),
-                        caller,
-                        Some(&p.client_id),
-                        "blocked_by_policy",
-                    )
-                    .await;
-                    if let Err(e) = self.store.revoke_session(&session.hash).await {
-                        tracing::error!(error = %e, "cannot end a blocked sign-in's session");
-                    }
-                    silent(
-                        "access_denied",
-                        &format!("the access policy {policy:?} blocks this sign-in"),
-                    )
-                    .map(|mut r| {
-                        r.headers_mut().append(
-                            axum::http::header::SET_COOKIE,
-                            cookies::set(cookies::SESSION_COOKIE, None),
-                        );
-                        r
-                    })
-                }
-                Verdict::RequireMfa { policy }
-                | Verdict::RequirePasskey { policy }
-                | Verdict::RequireSignIn { policy } => silent(
-                    "interaction_required",
-                    &format!("the access policy {policy:?} asks for more of this sign-in"),
-                ),
-            };
-            if answer.is_some() {
-                self.finish_pending(req_id);
-                return answer;
-            }
-        }
-        let (policy, reason) = match &decision.verdict {
-            Verdict::Allow => return None,
-            Verdict::Block { policy } => (policy, "blocked_by_policy"),
-            Verdict::RequireMfa { .. } => {
-                return Some(Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response())
-            }
-            Verdict::RequireSignIn { .. } => {
-                self.require_fresh_sign_in(req_id);
-                return Some(Redirect::to(&format!("/signin?req={req_id}")).into_response());
-            }
-            Verdict::RequirePasskey { policy } => (policy, "passkey_required_by_policy"),
+        let (Verdict::Block { policy }
+        | Verdict::RequireMfa { policy }
+        | Verdict::RequirePasskey { policy }
+        | Verdict::RequireSignIn { policy }) = &decision.verdict
+        else {
+            return None;
         };
-        self.event(
-            &user.email,
-            Some(&user.id),
-            caller,
-            Some(&p.client_id),
-            reason,
-        )
-        .await;
-        let client = crate::html::escape(&p.client_name);
-        let named = crate::html::escape(policy);
-        // A blocked sign-in's session ends: it cannot be used for another request, whatever
-        // decided it (its risk is judged again at the next sign-in).
-        let mut end_session = None;
-        if reason == "blocked_by_policy" {
+        let blocked = matches!(decision.verdict, Verdict::Block { .. });
+        // A block, however it is answered, is recorded and ends the sign-in: its session (it
+        // cannot be used for another request; its risk is judged again at the next sign-in),
+        // the pending request, and a device waiting for this approval (RFC 8628 access_denied).
+        if blocked {
+            self.event(
+                &user.email,
+                Some(&user.id),
+                caller,
+                Some(&p.client_id),
+                "blocked_by_policy",
+            )
+            .await;
             if let Err(e) = self.store.revoke_session(&session.hash).await {
                 tracing::error!(error = %e, "cannot end a blocked sign-in's session");
             }
-            end_session = Some(cookies::set(cookies::SESSION_COOKIE, None));
-        }
-        let mut resp = if reason == "blocked_by_policy" {
-            self.finish_pending(req_id);
-            // A device waiting for this approval is told no (RFC 8628 access_denied).
             if let Purpose::Device { user_code } = &p.purpose {
                 if let Err(e) = self.store.decide_device(user_code, None).await {
                     tracing::error!(error = %e, "cannot deny a device a policy blocked");
                 }
             }
-            error_page(
+        }
+        let answered_silently = if blocked {
+            silent(
+                "access_denied",
+                &format!("the access policy {policy:?} blocks this sign-in"),
+            )
+        } else {
+            silent(
+                "interaction_required",
+                &format!("the access policy {policy:?} asks for more of this sign-in"),
+            )
+        };
+        let mut resp = match (answered_silently, &decision.verdict) {
+            (Some(r), _) => {
+                self.finish_pending(req_id);
+                r
+            }
+            (None, Verdict::Block { .. }) => {
+                self.finish_pending(req_id);
+                error_page(
                 StatusCode::FORBIDDEN,
                 "Access is blocked by a policy",
                 &format!(
@@ -440,28 +412,49 @@ impl Idp {
                     p.client_name
                 ),
             )
-        } else {
-            self.require_fresh_sign_in(req_id);
-            let request = crate::request_id()
-                .map(|id| {
-                    format!(
-                        "<p>Request ID: <code>{}</code></p>",
-                        crate::html::escape(&id)
-                    )
-                })
-                .unwrap_or_default();
-            crate::html::page(
-                StatusCode::FORBIDDEN,
-                "A passkey is required",
-                &format!(
-                    "<h1>A passkey is required</h1><p class=\"error\" role=\"alert\">The access policy \"{named}\" requires a passkey to sign in to {client}, and this sign-in did not use one.</p>\
-                     <p><a href=\"/signin?req={req_id}\">Sign in with a passkey</a></p>{request}"
-                ),
-            )
+            }
+            (None, Verdict::RequireMfa { .. }) => {
+                return Some(Redirect::to(&format!("/signin/mfa?req={req_id}")).into_response())
+            }
+            (None, Verdict::RequireSignIn { .. }) => {
+                self.require_fresh_sign_in(req_id);
+                return Some(Redirect::to(&format!("/signin?req={req_id}")).into_response());
+            }
+            (None, _) => {
+                self.event(
+                    &user.email,
+                    Some(&user.id),
+                    caller,
+                    Some(&p.client_id),
+                    "passkey_required_by_policy",
+                )
+                .await;
+                self.require_fresh_sign_in(req_id);
+                let request = crate::request_id()
+                    .map(|id| {
+                        format!(
+                            "<p>Request ID: <code>{}</code></p>",
+                            crate::html::escape(&id)
+                        )
+                    })
+                    .unwrap_or_default();
+                crate::html::page(
+                    StatusCode::FORBIDDEN,
+                    "A passkey is required",
+                    &format!(
+                        "<h1>A passkey is required</h1><p class=\"error\" role=\"alert\">The access policy \"{named}\" requires a passkey to sign in to {client}, and this sign-in did not use one.</p>\
+                         <p><a href=\"/signin?req={req_id}\">Sign in with a passkey</a></p>{request}",
+                        named = crate::html::escape(policy),
+                        client = crate::html::escape(&p.client_name),
+                    ),
+                )
+            }
         };
-        if let Some(clear) = end_session {
-            resp.headers_mut()
-                .append(axum::http::header::SET_COOKIE, clear);
+        if blocked {
+            resp.headers_mut().append(
+                axum::http::header::SET_COOKIE,
+                cookies::set(cookies::SESSION_COOKIE, None),
+            );
         }
         Some(resp)
     }

@@ -876,9 +876,6 @@ impl Store {
         Ok(token)
     }
 
-    /// Uses a refresh token of `client_id`: marks it used and returns its grant, to which the
-    /// caller issues a new one. A token used before revokes its whole grant (the family), so a
-    /// stolen token and its rightful holder both lose access.
     /// The live grant a refresh token would renew, without using the token up: `None` when the
     /// token is unknown, another client's, used or its grant revoked (using it says which).
     pub async fn refresh_token_grant(
@@ -901,6 +898,9 @@ impl Store {
             .filter(|g| !g.revoked))
     }
 
+    /// Uses a refresh token of `client_id`: marks it used and returns its grant, to which the
+    /// caller issues a new one. A token used before revokes its whole grant (the family), so a
+    /// stolen token and its rightful holder both lose access.
     pub async fn use_refresh_token(
         &self,
         token: &str,

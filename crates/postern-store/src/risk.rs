@@ -102,8 +102,8 @@ fn detection(r: &sqlx::sqlite::SqliteRow) -> StoredDetection {
 impl Store {
     /// Records `d` unless a standing detection of its kind for its user is younger than
     /// [`DETECTION_DEDUP_MS`] (one dismissed does not hide a new one); marks the user at risk
-    /// (again, after a dismissal). Returns whether
-    /// it was stored. The config version moves, so every edge sees the new user risk.
+    /// (again, after a dismissal). Returns whether it was stored. The config version moves, so
+    /// every edge sees the new user risk.
     pub async fn record_detection(&self, d: &NewDetection) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
         let recent: Option<i64> = sqlx::query_scalar(

@@ -112,6 +112,12 @@ pub async fn put_policy(
         &policy,
         || {
             path_matches(&name, &policy.name)?;
+            if let Some(reason) = crate::preauth::access::reserved_name(&name) {
+                return Err(ApiFailure::bad_request(
+                    "invalid_policy",
+                    format!("{name}: name: {reason}"),
+                ));
+            }
             Policies::check_new_policy(&policy).map_err(invalid)
         },
         |all| replace(&mut all.0, &name, |p| &p.name, &policy),
@@ -149,14 +155,6 @@ async fn save<T: Serialize>(
     let result = async {
         let _one_at_a_time = shared.access_writes.lock().await;
         own()?;
-        if let (AccessDoc::Policy, Some(reason)) =
-            (kind, crate::preauth::access::reserved_name(name))
-        {
-            return Err(ApiFailure::bad_request(
-                "invalid_policy",
-                format!("{name}: name: {reason}"),
-            ));
-        }
         let mut all = current(shared).await?;
         change(&mut all);
         let changed = match kind {

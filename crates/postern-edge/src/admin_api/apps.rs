@@ -118,7 +118,9 @@ pub async fn show(
 async fn checked(
     shared: &Shared,
     req: &PublishApp,
-    before: Option<&PublishApp>,
+    // The app as it was, and its stored sign-in settings (with the secret of the client the
+    // edge registered with the built-in provider, which `PublishApp` does not carry).
+    before: Option<(&PublishApp, Option<&postern_store::OidcClient>)>,
 ) -> Result<postern_store::NewApp, ApiFailure> {
     let mut new = apps::validate(req).map_err(|e| ApiFailure::bad_request("invalid_app", e.0))?;
     shared
@@ -127,14 +129,13 @@ async fn checked(
         .await
         .map_err(|e| unknown_group(e, &new.group))?;
     if let Some(oidc) = new.oidc.as_mut().filter(|o| o.issuer.is_none()) {
-        let moved = before.is_none_or(|b| b.external_url != req.external_url || b.issuer.is_some());
-        if let (Some(b), false) = (before, moved) {
-            // Still at the same address with the built-in provider: its client stays.
-            if let Some(kept) = shared.store.app(&b.name).await?.oidc {
-                if kept.issuer.is_none() {
-                    oidc.client_id = kept.client_id;
-                    oidc.client_secret = kept.client_secret;
-                }
+        let moved =
+            before.is_none_or(|(b, _)| b.external_url != req.external_url || b.issuer.is_some());
+        // Still at the same address with the built-in provider: its client stays.
+        if let (Some((_, Some(kept))), false) = (before, moved) {
+            if kept.issuer.is_none() {
+                oidc.client_id = kept.client_id.clone();
+                oidc.client_secret = kept.client_secret.clone();
             }
         }
         if oidc.client_id.is_empty() || oidc.client_secret.is_none() || moved {
@@ -284,12 +285,13 @@ pub async fn update(
     let audit = admin.begin(&shared, action, &name);
     let result = async {
         let _one_at_a_time = shared.access_writes.lock().await;
-        let current = PublishApp::from_app(&shared.store.app(&name).await?);
+        let stored = shared.store.app(&name).await?;
+        let current = PublishApp::from_app(&stored);
         let next = current.clone().patched(&patch);
         if next.name != current.name {
             super::access::app_unreferenced(&shared, &current.name).await?;
         }
-        let new = checked(&shared, &next, Some(&current)).await?;
+        let new = checked(&shared, &next, Some((&current, stored.oidc.as_ref()))).await?;
         // Maintenance mode is its own audit action, so it can be searched for.
         let mut records = Vec::new();
         let maintenance = if next.maintenance { "on" } else { "off" };

@@ -411,7 +411,7 @@ pub async fn query(
 }
 
 /// The page size asked for (or the default), refused outside 1 to `max`.
-fn page_limit(asked: Option<u32>, max: u32) -> Result<u32, ApiFailure> {
+pub(super) fn page_limit(asked: Option<u32>, max: u32) -> Result<u32, ApiFailure> {
     let limit = asked.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > max {
         return Err(ApiFailure::bad_request(

@@ -93,16 +93,12 @@ pub async fn detections(
         Some(s) => parse_time("since", s)?,
         None => now_ms() - postern_store::DETECTION_RETENTION_MS,
     };
-    let limit = p.limit.map_or(postern_store::MAX_DETECTION_PAGE, i64::from);
-    if !(1..=postern_store::MAX_DETECTION_PAGE).contains(&limit) {
-        return Err(ApiFailure::bad_request(
-            "invalid_limit",
-            format!(
-                "limit {limit} is out of range; use 1 to {}",
-                postern_store::MAX_DETECTION_PAGE
-            ),
-        ));
-    }
+    // All of them up to the page's size unless fewer are asked for.
+    let max = postern_store::MAX_DETECTION_PAGE as u32;
+    let limit = i64::from(super::audit_log::page_limit(
+        Some(p.limit.unwrap_or(max)),
+        max,
+    )?);
     let found = shared
         .store
         .detections(p.user.as_deref(), since, limit)
