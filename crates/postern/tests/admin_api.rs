@@ -797,6 +797,22 @@ fn csr_with_extension() -> String {
     params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
+/// `apply -f` of the file `name` holding `content` fails, saying `fragment`.
+async fn apply_refused(
+    edge: &Edge,
+    dir: &std::path::Path,
+    name: &str,
+    content: &str,
+    fragment: &str,
+) {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    let out = edge.admin(&["apply", "-f", path.to_str().unwrap()]).await;
+    assert!(!out.status.success(), "{name} was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(fragment), "{name}: {stderr}");
+}
+
 #[tokio::test]
 async fn apply_makes_the_edge_match_a_file_and_is_idempotent() {
     let edge = Edge::start(&[]).await;
@@ -902,12 +918,7 @@ backend_timeout = "30s"
         ("config.json", "{}", "must end in .toml, .yaml or .yml"),
     ];
     for (name, content, fragment) in bad {
-        let path = dir.path().join(name);
-        std::fs::write(&path, content).unwrap();
-        let out = edge.admin(&["apply", "-f", path.to_str().unwrap()]).await;
-        assert!(!out.status.success(), "{name} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(fragment), "{name}: {stderr}");
+        apply_refused(&edge, dir.path(), name, content, fragment).await;
     }
     assert_eq!(snapshot(&edge).await, before);
 }
@@ -1068,12 +1079,7 @@ grant = {{ require = ["mfa"] }}
         ),
     ];
     for (name, content, fragment) in bad {
-        let path = dir.path().join(name);
-        std::fs::write(&path, content).unwrap();
-        let out = edge.admin(&["apply", "-f", path.to_str().unwrap()]).await;
-        assert!(!out.status.success(), "{name} was accepted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(fragment), "{name}: {stderr}");
+        apply_refused(&edge, dir.path(), name, &content, fragment).await;
     }
     assert_eq!(snapshot(&edge).await, before);
 }

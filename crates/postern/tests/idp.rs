@@ -74,16 +74,7 @@ async fn setup_with(flags: &[&str]) -> (Edge, Rp) {
 
 /// A user of the built-in directory with the test password, and `extra` flags.
 async fn create_user(edge: &Edge, email: &str, extra: &[&str]) {
-    let pw = edge.dir.path().join("pw");
-    let mut args = vec![
-        "user",
-        "create",
-        email,
-        "--password-file",
-        pw.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    edge.admin_ok(&args).await;
+    edge.user(email, PASSWORD, extra).await;
 }
 
 /// Starts the device grant for `rp` (RFC 8628 section 3.1).

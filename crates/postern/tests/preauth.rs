@@ -1806,34 +1806,17 @@ async fn location_and_passkey_policies_in_headless_chromium() {
     let edge = Edge::start(&["--geoip-db", loopback.to_str().unwrap()]).await;
     let app = backends::app().await;
     edge.group("g").await;
-    let pw = edge.dir.path().join("pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    edge.admin_ok(&[
-        "user",
-        "create",
+    edge.user(
         "eve@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-        "--email-verified",
-        "--require-mfa",
-    ])
+        PASSWORD,
+        &["--email-verified", "--require-mfa"],
+    )
     .await;
     let port = edge.public.port();
     for name in ["reports", "payroll"] {
-        edge.admin_ok(&[
-            "app",
-            "publish",
-            name,
-            "--external-url",
-            &format!("https://{name}.localhost:{port}"),
-            "--internal-url",
-            &app.url(),
-            "--group",
-            "g",
-            "--preauth",
-            "oidc",
-        ])
-        .await;
+        let host = format!("{name}.localhost");
+        edge.publish(name, &host, &app.url(), "g", &["--preauth", "oidc"])
+            .await;
     }
     edge.admin_ok(&["location", "create", "iceland", "--country", "IS"])
         .await;
@@ -2114,30 +2097,15 @@ async fn the_providers_findings_are_the_sign_ins_risk_at_the_edge() {
     let edge = Edge::start(&["--leaked-passwords", leaked.path().to_str().unwrap()]).await;
     let app = backends::app().await;
     edge.group("g").await;
-    let pw = edge.dir.path().join("pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    edge.admin_ok(&[
-        "user",
-        "create",
-        "lee@example.com",
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .await;
+    edge.user("lee@example.com", PASSWORD, &[]).await;
     let external = format!("https://intranet.localhost:{}", edge.public.port());
-    edge.admin_ok(&[
-        "app",
-        "publish",
+    edge.publish(
         "intranet",
-        "--external-url",
-        &external,
-        "--internal-url",
+        "intranet.localhost",
         &app.url(),
-        "--group",
         "g",
-        "--preauth",
-        "oidc",
-    ])
+        &["--preauth", "oidc"],
+    )
     .await;
     edge.policy(
         "risky sign-ins",

@@ -180,6 +180,21 @@ impl Edge {
             .await;
     }
 
+    /// A user of the built-in directory with `password`, and `extra` flags of `user create`.
+    pub async fn user(&self, email: &str, password: &str, extra: &[&str]) {
+        let pw = self.dir.path().join(format!("pw-{email}"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let mut args = vec![
+            "user",
+            "create",
+            email,
+            "--password-file",
+            pw.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.admin_ok(&args).await;
+    }
+
     /// Publishes `http://backend` at `https://HOST:PORT` in `group`.
     pub async fn publish(
         &self,
