@@ -77,6 +77,16 @@ async fn create_user(edge: &Edge, email: &str, extra: &[&str]) {
     edge.user(email, PASSWORD, extra).await;
 }
 
+/// A new browser's password sign-in to `rp` as `email`: the browser and the provider's answer.
+async fn fresh_sign_in(edge: &Edge, rp: &Rp, email: &str) -> (Browser, Page) {
+    let mut b = Browser::new(edge);
+    let (_, challenge) = pkce();
+    let page = b
+        .sign_in(&authorize_url(rp, &challenge, ""), email, PASSWORD)
+        .await;
+    (b, page)
+}
+
 /// Starts the device grant for `rp` (RFC 8628 section 3.1).
 async fn start_device(edge: &Edge, rp: &Rp) -> serde_json::Value {
     edge.client(IDP_HOST)
@@ -924,15 +934,7 @@ async fn totp_enrolment_then_sign_in_with_a_code_and_with_a_recovery_code() {
     );
 
     // A new browser: password, then a recovery code.
-    let mut b2 = Browser::new(&edge);
-    let (_, challenge) = pkce();
-    let form = b2
-        .sign_in(
-            &authorize_url(&rp, &challenge, ""),
-            "bob@example.com",
-            PASSWORD,
-        )
-        .await;
+    let (mut b2, form) = fresh_sign_in(&edge, &rp, "bob@example.com").await;
     assert!(form.body.contains("Verification code"));
     let (csrf, req) = (form.field("csrf"), form.field("req"));
     let page = b2
@@ -1422,15 +1424,7 @@ async fn a_password_spray_and_a_leaked_password_raise_the_users_risk() {
     // Carol's is too, and her sign-in is decided with what was just found: a user at high risk
     // is blocked at once, not only from her next sign-in.
     create_user(&edge, "carol@example.com", &[]).await;
-    let mut carol = Browser::new(&edge);
-    let (_, challenge) = pkce();
-    let refused = carol
-        .sign_in(
-            &authorize_url(&rp, &challenge, ""),
-            "carol@example.com",
-            PASSWORD,
-        )
-        .await;
+    let (mut carol, refused) = fresh_sign_in(&edge, &rp, "carol@example.com").await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     assert!(refused.body.contains("risky-users"), "{}", refused.body);
     // The blocked sign-in's session ended with it: the same browser must sign in again.
@@ -1543,15 +1537,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
     create_user(&edge, "cy@example.com", &[]).await;
 
     // Ada (group eng) from loopback: refused at the provider, naming the policy.
-    let mut b = Browser::new(&edge);
-    let (_, challenge) = pkce();
-    let page = b
-        .sign_in(
-            &authorize_url(&rp, &challenge, ""),
-            "ada@example.com",
-            PASSWORD,
-        )
-        .await;
+    let (_, page) = fresh_sign_in(&edge, &rp, "ada@example.com").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     assert!(
         page.body.contains("eng off loopback") && page.body.contains("Request ID"),
@@ -1679,15 +1665,7 @@ async fn policies_decide_sign_ins_to_the_providers_own_clients() {
     )
     .await;
     create_user(&edge, "dan@example.com", &["--email-verified"]).await;
-    let mut b = Browser::new(&edge);
-    let (_, challenge) = pkce();
-    let page = b
-        .sign_in(
-            &authorize_url(&rp, &challenge, ""),
-            "dan@example.com",
-            PASSWORD,
-        )
-        .await;
+    let (mut b, page) = fresh_sign_in(&edge, &rp, "dan@example.com").await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     assert!(
         page.body.contains("dan uses a passkey") && page.body.contains("Sign in with a passkey"),

@@ -1029,33 +1029,8 @@ async fn a_user_signs_in_with_the_built_in_provider_in_headless_chromium() {
         .any(|c| c["name"] == "__Host-postern-session"));
 
     // Dan signs in fine at the provider but is not assigned to the app.
-    let raw_ca = edge.ca_pem();
-    let tls = postern_pki::client_config(&raw_ca, vec![b"http/1.1".to_vec()]).unwrap();
-    let browser = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
-        .resolve("intranet.localhost", edge.public)
-        .resolve("login.localhost", edge.public)
-        .build()
-        .unwrap();
-    let form = browser.get(&url).send().await.unwrap();
-    assert_eq!(form.url().host_str(), Some("login.localhost"));
-    let page = form.text().await.unwrap();
-    let field = |name: &str| common::browser::form_field(&page, name);
-    let resp = browser
-        .post(format!(
-            "https://login.localhost:{}/signin",
-            edge.public.port()
-        ))
-        .form(&[
-            ("csrf", field("csrf").as_str()),
-            ("req", field("req").as_str()),
-            ("email", "dan@example.com"),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let (provider, resp) = provider_sign_in(&edge, &url, "dan@example.com").await;
+    assert_eq!(provider, Some("login.localhost".to_owned()));
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("not assigned"));
 
@@ -1794,6 +1769,42 @@ async fn identity_protection_finds_anonymizers_and_unlikely_travel_and_policies_
     );
 }
 
+/// Opens `url` of the app `intranet` (behind the built-in provider) in a new cookie-keeping
+/// client and signs in at the provider's form as `email`: where the form was, and the answer.
+async fn provider_sign_in(
+    edge: &Edge,
+    url: &str,
+    email: &str,
+) -> (Option<String>, reqwest::Response) {
+    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    let browser = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .resolve("intranet.localhost", edge.public)
+        .resolve("login.localhost", edge.public)
+        .build()
+        .unwrap();
+    let form = browser.get(url).send().await.unwrap();
+    let at = form.url().host_str().map(str::to_owned);
+    let page = form.text().await.unwrap();
+    let field = |name: &str| common::browser::form_field(&page, name);
+    let resp = browser
+        .post(format!(
+            "https://login.localhost:{}/signin",
+            edge.public.port()
+        ))
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("req", field("req").as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (at, resp)
+}
+
 /// Conditional access as a user meets it in Chromium, through the built-in provider: a sign-in
 /// from a blocked country ends on a page naming the policy and the request; an app that requires
 /// a passkey sends a password-and-code session back for a fresh sign-in, refuses the same again
@@ -2113,31 +2124,7 @@ async fn the_providers_findings_are_the_sign_ins_risk_at_the_edge() {
     )
     .await;
     let _connector = edge.connector("g").await;
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
-    let browser = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
-        .resolve("intranet.localhost", edge.public)
-        .resolve("login.localhost", edge.public)
-        .build()
-        .unwrap();
-    let form = browser.get(format!("{external}/")).send().await.unwrap();
-    let page = form.text().await.unwrap();
-    let field = |name: &str| common::browser::form_field(&page, name);
-    let resp = browser
-        .post(format!(
-            "https://login.localhost:{}/signin",
-            edge.public.port()
-        ))
-        .form(&[
-            ("csrf", field("csrf").as_str()),
-            ("req", field("req").as_str()),
-            ("email", "lee@example.com"),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let (_, resp) = provider_sign_in(&edge, &format!("{external}/"), "lee@example.com").await;
     assert_eq!(resp.status(), 403);
     assert_eq!(
         resp.url().host_str(),
