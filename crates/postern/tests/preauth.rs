@@ -1501,21 +1501,8 @@ async fn conditional_access_blocks_by_location_report_only_changes_nothing_and_w
     let what_if = |ip: &'static str, groups: &'static [&'static str]| {
         let w = &w;
         async move {
-            let mut args = vec![
-                "policy",
-                "what-if",
-                "--user",
-                "bob@example.com",
-                "--app",
-                "wiki",
-                "--ip",
-                ip,
-                "--json",
-            ];
-            for g in groups {
-                args.extend(["--group", g]);
-            }
-            serde_json::from_str::<Value>(&w.edge.admin_ok(&args).await).unwrap()
+            let flags: Vec<&str> = groups.iter().flat_map(|g| ["--group", g]).collect();
+            bob_what_if(w, ip, &flags).await
         }
     };
     let blocked = what_if("203.0.113.5", &[]).await;
@@ -1547,25 +1534,28 @@ async fn conditional_access_blocks_by_location_report_only_changes_nothing_and_w
     );
 }
 
+/// `policy what-if` for Bob on the wiki from `ip`, with `extra` flags.
+async fn bob_what_if(w: &World, ip: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "policy",
+        "what-if",
+        "--user",
+        "bob@example.com",
+        "--app",
+        "wiki",
+        "--ip",
+        ip,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&w.edge.admin_ok(&args).await).unwrap()
+}
+
 /// Polls `what-if` for Bob on the wiki from `ip` until `done` holds (the edge reloads on its own).
 async fn what_if_until(w: &World, ip: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + common::READY_TIMEOUT;
     loop {
-        let out = w
-            .edge
-            .admin_ok(&[
-                "policy",
-                "what-if",
-                "--user",
-                "bob@example.com",
-                "--app",
-                "wiki",
-                "--ip",
-                ip,
-                "--json",
-            ])
-            .await;
-        let v: Value = serde_json::from_str(&out).unwrap();
+        let v = bob_what_if(w, ip, &[]).await;
         if done(&v) {
             return v;
         }
@@ -2043,24 +2033,7 @@ async fn session_controls_and_time_windows() {
     let at = |time: &'static str| {
         let w = &w;
         async move {
-            let out = w
-                .edge
-                .admin_ok(&[
-                    "policy",
-                    "what-if",
-                    "--user",
-                    "bob@example.com",
-                    "--app",
-                    "wiki",
-                    "--ip",
-                    "192.0.2.1",
-                    "--mfa",
-                    "--at",
-                    time,
-                    "--json",
-                ])
-                .await;
-            let v: Value = serde_json::from_str(&out).unwrap();
+            let v = bob_what_if(w, "192.0.2.1", &["--mfa", "--at", time]).await;
             v["policies"]
                 .as_array()
                 .unwrap()
