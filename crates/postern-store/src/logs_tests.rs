@@ -113,6 +113,15 @@ async fn sql(store: &Store, q: &str) {
     sqlx::query(q).execute(&store.pool).await.unwrap();
 }
 
+/// Running `update` on the sign-ins is found: the first record is named as altered.
+async fn first_record_altered(store: &Store, update: &str) {
+    sql(store, update).await;
+    assert_eq!(
+        broken(store, Log::Signins).await,
+        Some(Broken::Altered { id: 1 })
+    );
+}
+
 async fn broken(store: &Store, log: Log) -> Option<Broken> {
     store.verify_log(log).await.unwrap().broken
 }
@@ -418,22 +427,14 @@ async fn a_located_sign_in_keeps_its_place_and_the_chain_covers_it() {
     let v = store.verify_log(Log::Signins).await.unwrap();
     assert_eq!((v.records, v.broken), (3, None));
 
-    sql(
+    first_record_altered(
         &store,
         "UPDATE signins SET location_country = 'FR' WHERE id = 1",
     )
     .await;
-    assert_eq!(
-        broken(&store, Log::Signins).await,
-        Some(Broken::Altered { id: 1 })
-    );
     let (_dir, store) = self::store().await;
     store.record_sign_in(&located).await.unwrap();
-    sql(&store, "UPDATE signins SET located = 0 WHERE id = 1").await;
-    assert_eq!(
-        broken(&store, Log::Signins).await,
-        Some(Broken::Altered { id: 1 })
-    );
+    first_record_altered(&store, "UPDATE signins SET located = 0 WHERE id = 1").await;
 }
 
 #[tokio::test]
@@ -521,20 +522,12 @@ async fn a_decided_sign_in_keeps_its_policies_and_risk_and_the_chain_covers_them
     let v = store.verify_log(Log::Signins).await.unwrap();
     assert_eq!((v.records, v.broken), (2, None));
 
-    sql(
+    first_record_altered(
         &store,
         "UPDATE signins SET ca_status = 'success' WHERE id = 1",
     )
     .await;
-    assert_eq!(
-        broken(&store, Log::Signins).await,
-        Some(Broken::Altered { id: 1 })
-    );
     let (_dir, store) = self::store().await;
     store.record_sign_in(&decided).await.unwrap();
-    sql(&store, "UPDATE signins SET risk_events = '' WHERE id = 1").await;
-    assert_eq!(
-        broken(&store, Log::Signins).await,
-        Some(Broken::Altered { id: 1 })
-    );
+    first_record_altered(&store, "UPDATE signins SET risk_events = '' WHERE id = 1").await;
 }
