@@ -50,7 +50,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
     let id = rand::random::<u128>();
-    let request_id = format!("{id:032x}");
+    let request_id = postern_obs::trace::hex(&id.to_be_bytes());
     // From here on the client is who the request is from: the peer, or the client a trusted
     // proxy names (`--trusted-proxy`); only `X-Forwarded-For` still names the peer.
     let via = peer.ip();
@@ -117,7 +117,7 @@ async fn route_and_forward(
         return Ok(robots(request_id));
     }
     if host == shared.config.idp_host {
-        return Ok(crate::idp::serve(shared, peer, req, request_id).await);
+        return Ok(Box::pin(crate::idp::serve(shared, peer, req, request_id)).await);
     }
     let routes = shared.routes.load_full();
     let route = routes
@@ -157,7 +157,9 @@ async fn route_and_forward(
                 request_id,
                 client_ip: peer.ip(),
             };
-            let guarded = preauth::guard(shared, &routes, sign_in, &guard_req).await;
+            // Boxed: the guard's future is larger than the rest of the request's together, and
+            // every request's future is moved several times on its way into a task.
+            let guarded = Box::pin(preauth::guard(shared, &routes, sign_in, &guard_req)).await;
             route.metrics.preauth(match &guarded {
                 Ok(preauth::Guarded::Forward(_)) => Decision::Allow,
                 Ok(preauth::Guarded::Answer(_)) => Decision::Redirect,
@@ -200,7 +202,8 @@ async fn route_and_forward(
             meta: &meta,
             identity: identity.as_ref(),
         };
-        return websocket(shared, &route, req, &stream, ex).await;
+        // Boxed for the same reason as the sign-in guard: rare, and large.
+        return Box::pin(websocket(shared, &route, req, &stream, ex)).await;
     }
     let (mut parts, body) = req.into_parts();
     hygiene::prepare_request(&mut parts.headers, &fwd);
@@ -611,7 +614,11 @@ pub fn new_request_id() -> String {
 /// span, or a new trace. A `tracestate` goes with it only when the user's trace was kept.
 fn set_trace(headers: &mut HeaderMap, ex: Option<&Exchange>) {
     let Some(ex) = ex else { return };
-    if let Ok(v) = HeaderValue::from_str(&ex.traceparent) {
+    if let Ok(mut v) = HeaderValue::from_str(&ex.traceparent) {
+        // Unique to this hop: never indexed, like the request ID. Indexed, each would take a
+        // place in the tunnel's HPACK table and every next one would be compared with all of
+        // them (h2 chains entries of one name) before being added in turn.
+        v.set_sensitive(true);
         headers.insert(TRACEPARENT, v);
     }
     if !ex.continued_trace {

@@ -79,7 +79,7 @@ impl Exchange {
         Exchange {
             started: Instant::now(),
             time: SystemTime::now(),
-            request_id: format!("{request_id:032x}"),
+            request_id: postern_obs::trace::hex(&request_id.to_be_bytes()),
             traceparent: trace.header(),
             trace_id: if log.is_some() {
                 trace.trace_id_hex()
