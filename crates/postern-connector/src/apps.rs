@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
+use http::Uri;
 use postern_proto::{AppId, AppRoute, ConnectorConfig};
+
+use crate::backend::BackendBody;
+use crate::pool::Connections;
 
 #[derive(Default)]
 pub struct Apps {
@@ -23,16 +27,26 @@ pub struct AppEntry {
     pub route: AppRoute,
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `scheme://authority/`: what the backend connector dials.
+    pub origin: Uri,
     /// The internal URL's path without a trailing slash ("" for the root).
     pub base_path: String,
     pub timeout: Duration,
+    /// Keep-alive connections to the app, carried over to the next config while the app's
+    /// origin and certificate check stay the same.
+    pub connections: Arc<Connections<BackendBody>>,
 }
 
 impl Apps {
     pub fn from_config(config: &ConnectorConfig) -> Apps {
+        Apps::default().next(config)
+    }
+
+    /// The apps of a newer config, keeping the connections of apps whose origin is unchanged.
+    pub fn next(&self, config: &ConnectorConfig) -> Apps {
         let mut by_id = HashMap::new();
         for route in &config.apps {
-            match AppEntry::new(route) {
+            match AppEntry::new(route, self.get(route.id)) {
                 Some(entry) => {
                     by_id.insert(route.id, Arc::new(entry));
                 }
@@ -52,6 +66,10 @@ impl Apps {
         self.by_id.get(&id)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<AppEntry>> {
+        self.by_id.values()
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -62,7 +80,7 @@ impl Apps {
 }
 
 impl AppEntry {
-    fn new(route: &AppRoute) -> Option<AppEntry> {
+    fn new(route: &AppRoute, previous: Option<&Arc<AppEntry>>) -> Option<AppEntry> {
         let url = url::Url::parse(&route.internal_url).ok()?;
         let scheme = match url.scheme() {
             "http" => Scheme::HTTP,
@@ -74,12 +92,28 @@ impl AppEntry {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
+        let authority: Authority = authority.parse().ok()?;
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let connections = previous
+            .filter(|p| {
+                p.origin == origin
+                    && p.route.insecure_skip_backend_tls_verify
+                        == route.insecure_skip_backend_tls_verify
+            })
+            .map_or_else(Default::default, |p| p.connections.clone());
         Some(AppEntry {
             route: route.clone(),
             scheme,
-            authority: authority.parse().ok()?,
+            authority,
+            origin,
             base_path: url.path().trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(route.backend_timeout_ms.max(1)),
+            connections,
         })
     }
 
@@ -251,16 +285,72 @@ mod tests {
     use super::*;
 
     fn entry(internal: &str) -> AppEntry {
-        AppEntry::new(&AppRoute {
-            id: AppId(1),
-            name: "a".into(),
-            external_host: "a.example".into(),
-            internal_url: internal.into(),
-            preserve_host: false,
-            insecure_skip_backend_tls_verify: false,
-            backend_timeout_ms: 1000,
-        })
+        AppEntry::new(
+            &AppRoute {
+                id: AppId(1),
+                name: "a".into(),
+                external_host: "a.example".into(),
+                internal_url: internal.into(),
+                preserve_host: false,
+                insecure_skip_backend_tls_verify: false,
+                backend_timeout_ms: 1000,
+            },
+            None,
+        )
         .unwrap()
+    }
+
+    fn config(apps: &[(u64, &str, bool)]) -> ConnectorConfig {
+        ConnectorConfig {
+            format: 1,
+            version: 1,
+            connector_id: "c".into(),
+            group: "g".into(),
+            apps: apps
+                .iter()
+                .map(|&(id, internal, insecure)| AppRoute {
+                    id: AppId(id),
+                    name: format!("app{id}"),
+                    external_host: format!("app{id}.example"),
+                    internal_url: internal.into(),
+                    preserve_host: false,
+                    insecure_skip_backend_tls_verify: insecure,
+                    backend_timeout_ms: 1000,
+                })
+                .collect(),
+            renew_after_secs: None,
+        }
+    }
+
+    #[test]
+    fn a_new_config_keeps_connections_only_to_the_same_origin() {
+        let before = Apps::from_config(&config(&[
+            (1, "http://10.0.0.1:8080/a", false),
+            (2, "https://10.0.0.2/", false),
+            (3, "https://10.0.0.3/", false),
+            (4, "http://10.0.0.4/", false),
+        ]));
+        let after = before.next(&config(&[
+            // Another base path, same origin: the same connections serve it.
+            (1, "http://10.0.0.1:8080/b", false),
+            // Another port.
+            (2, "https://10.0.0.2:8443/", false),
+            // The certificate check turned off: connections verified under the old rule go.
+            (3, "https://10.0.0.3/", true),
+            // A new app.
+            (5, "http://10.0.0.4/", false),
+        ]));
+        let same = |id| {
+            let (Some(a), Some(b)) = (before.get(AppId(id)), after.get(AppId(id))) else {
+                return false;
+            };
+            Arc::ptr_eq(&a.connections, &b.connections)
+        };
+        assert!(same(1));
+        assert!(!same(2));
+        assert!(!same(3));
+        assert!(after.get(AppId(4)).is_none());
+        assert_eq!(after.get(AppId(5)).unwrap().connections.len(), 0);
     }
 
     fn check_path(internal: &str, path: &str, expected: Option<&str>) {

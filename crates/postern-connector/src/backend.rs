@@ -1,8 +1,10 @@
-//! Forwarding one tunnel stream to its app over a keep-alive pool, and the app's response back.
+//! Forwarding one tunnel stream to its app over a kept HTTP/1.1 connection ([`crate::pool`]), and
+//! the app's response back.
 //!
 //! **Invariant:** bodies stream; the connector never holds a whole request or response.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -10,28 +12,32 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use postern_proto::body::{keep_trailers, Watched};
 use postern_proto::limits::{head_fits, MAX_RESPONSE_HEAD_BYTES};
 use postern_proto::tunnel::{HEADER_ERROR, HEADER_WS_ACCEPT, HEADER_WS_KEY};
 use postern_proto::{StreamMeta, TunnelRefusal};
+use tower_service::Service;
 
 use crate::apps::{AppEntry, Apps};
 use crate::destination::{self, Guarded, Policy};
+use crate::pool;
 
 pub type StreamBody = Either<Incoming, Full<Bytes>>;
-type BackendBody = Either<Watched<Incoming>, Empty<Bytes>>;
-type Pool = Client<HttpsConnector<Guarded>, BackendBody>;
+pub(crate) type BackendBody = Either<Watched<Incoming>, Empty<Bytes>>;
+/// Dials an app: TCP (only where the destination policy allows), then TLS for `https` apps.
+type Dialer = HttpsConnector<Guarded>;
 
-/// The connector's clients for apps: one that verifies `https` apps' certificates (the default)
-/// and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`. Each is built
-/// on first use, so an idle connector does not hold the system's CA bundle in memory.
+/// How the connector reaches apps: a dialer that verifies `https` apps' certificates (the
+/// default) and one for apps an admin explicitly marked `insecure_skip_backend_tls_verify`, each
+/// built on first use, so an idle connector does not hold the system's CA bundle in memory. The
+/// connections themselves are kept per app, in [`AppEntry::connections`].
 pub struct Backends {
-    verified: OnceLock<Pool>,
-    unverified: OnceLock<Pool>,
+    verified: OnceLock<Dialer>,
+    unverified: OnceLock<Dialer>,
     apps: Arc<ArcSwap<Apps>>,
     /// The config version applied, for streams routed with a newer one.
     applied: tokio::sync::watch::Receiver<u64>,
@@ -60,8 +66,37 @@ impl Backends {
         }
     }
 
-    fn pool(&self, tls: rustls::ClientConfig) -> Pool {
-        pool(tls, self.policy.clone(), self.lookup.clone())
+    fn dialer(&self, app: &AppEntry) -> &Dialer {
+        let (cell, tls): (_, fn() -> rustls::ClientConfig) =
+            if app.route.insecure_skip_backend_tls_verify {
+                (
+                    &self.unverified,
+                    postern_pki::insecure_backend_client_config,
+                )
+            } else {
+                (&self.verified, postern_pki::backend_client_config)
+            };
+        cell.get_or_init(|| dialer(tls(), self.policy.clone(), self.lookup.clone()))
+    }
+
+    /// Drops idle and closed app connections every [`pool::SWEEP_INTERVAL`], until shutdown or
+    /// until the connector is gone.
+    pub async fn sweep(backends: Weak<Backends>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(pool::SWEEP_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = crate::stopped(&mut shutdown) => return,
+            }
+            let Some(backends) = backends.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            for app in backends.apps.load().iter() {
+                app.connections.sweep(now);
+            }
+        }
     }
 
     /// Serves one tunnel stream. Never fails: problems become a response carrying
@@ -92,17 +127,11 @@ impl Backends {
                 return Ok(refusal_response(refusal, request_id.as_deref()));
             }
         };
-        let client = if app.route.insecure_skip_backend_tls_verify {
-            self.unverified
-                .get_or_init(|| self.pool(postern_pki::insecure_backend_client_config()))
-        } else {
-            self.verified
-                .get_or_init(|| self.pool(postern_pki::backend_client_config()))
-        };
+        let dialer = self.dialer(&app);
         let result = if req.method() == Method::CONNECT {
-            websocket(client, &app, req, &meta).await
+            websocket(dialer, &app, req, &meta).await
         } else {
-            forward(client, &app, req).await
+            forward(dialer, &app, req).await
         };
         Ok(result.unwrap_or_else(|r| {
             tracing::warn!(app = %app.route.name, request_id = %meta.request_id, code = r.as_str(), "backend request failed");
@@ -127,25 +156,83 @@ pub(crate) fn resolve(
     }
 }
 
-/// A keep-alive pool whose connections go only where the destination policy allows: names are
-/// resolved and filtered by [`destination::Resolver`], IP literals judged by [`Guarded`].
-fn pool(tls: rustls::ClientConfig, policy: Arc<Policy>, lookup: destination::Lookup) -> Pool {
+/// A dialer whose connections go only where the destination policy allows: names are resolved
+/// and filtered by [`destination::Resolver`], IP literals judged by [`Guarded`].
+fn dialer(tls: rustls::ClientConfig, policy: Arc<Policy>, lookup: destination::Lookup) -> Dialer {
     let mut http =
         HttpConnector::new_with_resolver(destination::Resolver::new(policy.clone(), lookup));
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(Guarded::new(http, policy));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .build(https)
+        .wrap_connector(Guarded::new(http, policy))
 }
 
-/// Rewrites a tunnel stream's head into the request to the app.
+/// A new connection to the app, ready for a request. Dialling (TCP, then TLS for `https` apps)
+/// is bounded by the app's timeout.
+async fn open(dialer: &Dialer, app: &AppEntry) -> Result<SendRequest<BackendBody>, TunnelRefusal> {
+    let mut dialer = dialer.clone();
+    let dial = async {
+        std::future::poll_fn(|cx| dialer.poll_ready(cx)).await?;
+        dialer.call(app.origin.clone()).await
+    };
+    let io = match tokio::time::timeout(app.timeout, dial).await {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) if destination::is_refusal(&*e) => {
+            return Err(TunnelRefusal::DestinationRefused)
+        }
+        Ok(Err(e)) => return Err(unreachable("dial", &*e)),
+        Err(_) => return Err(unreachable("dial", &"no answer within the app's timeout")),
+    };
+    let (mut sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| unreachable("handshake", &e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "app connection ended");
+        }
+    });
+    sender
+        .ready()
+        .await
+        .map_err(|e| unreachable("handshake", &e))?;
+    Ok(sender)
+}
+
+/// Sends a request on a kept connection to the app, or on a new one when none is ready. A kept
+/// connection that turns out closed before the request was written to it (the app timed it out)
+/// is dropped and the request goes on the next: a request is never written twice.
+async fn send(
+    dialer: &Dialer,
+    app: &AppEntry,
+    mut req: Request<BackendBody>,
+) -> Result<(Response<Incoming>, SendRequest<BackendBody>), TunnelRefusal> {
+    loop {
+        let (mut sender, kept) = match app.connections.take() {
+            Some(sender) => (sender, true),
+            None => (open(dialer, app).await?, false),
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if kept => req = unsent,
+                _ => return Err(unreachable("request", e.error())),
+            },
+        }
+    }
+}
+
+/// An app that could not be reached, logged with why.
+fn unreachable(stage: &str, e: &dyn std::fmt::Display) -> TunnelRefusal {
+    tracing::debug!(stage, error = %e, "backend request error");
+    TunnelRefusal::BackendUnreachable
+}
+
+/// Rewrites a tunnel stream's head into the request to the app: its path in origin form, and
+/// the app's `Host` (or the user's, with `preserve_host`).
 fn backend_head(app: &AppEntry, parts: &mut http::request::Parts) -> Result<(), TunnelRefusal> {
     let external = parts.uri.authority().map(|a| a.as_str().to_owned());
     let path = parts
@@ -153,11 +240,7 @@ fn backend_head(app: &AppEntry, parts: &mut http::request::Parts) -> Result<(), 
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    parts.uri = Uri::builder()
-        .scheme(app.scheme.clone())
-        .authority(app.authority.clone())
-        .path_and_query(app.path_for(path).ok_or(TunnelRefusal::PathOutsideApp)?)
-        .build()
+    parts.uri = Uri::try_from(app.path_for(path).ok_or(TunnelRefusal::PathOutsideApp)?)
         .map_err(|_| TunnelRefusal::BadMetadata)?;
     parts.version = Version::HTTP_11;
     StreamMeta::strip(&mut parts.headers);
@@ -171,7 +254,7 @@ fn backend_head(app: &AppEntry, parts: &mut http::request::Parts) -> Result<(), 
 }
 
 async fn forward(
-    client: &Pool,
+    dialer: &Dialer,
     app: &AppEntry,
     req: Request<Incoming>,
 ) -> Result<Response<StreamBody>, TunnelRefusal> {
@@ -184,11 +267,12 @@ async fn forward(
         sent.wait().await;
         tokio::time::sleep(app.timeout).await;
     };
-    let resp = tokio::select! {
-        r = client.request(backend_req) => r,
+    let (resp, sender) = tokio::select! {
+        r = send(dialer, app, backend_req) => r?,
         () = deadline => return Err(TunnelRefusal::BackendTimeout),
-    }
-    .map_err(backend_error)?;
+    };
+    // Kept now, it is taken again once this response's body has been read to its end.
+    app.connections.put(sender, Instant::now());
     app_response(resp)
 }
 
@@ -213,7 +297,7 @@ fn app_response(resp: Response<Incoming>) -> Result<Response<StreamBody>, Tunnel
 
 /// An RFC 8441 WebSocket stream from the edge, made into a real HTTP/1.1 upgrade with the app.
 async fn websocket(
-    client: &Pool,
+    dialer: &Dialer,
     app: &AppEntry,
     mut req: Request<Incoming>,
     meta: &StreamMeta,
@@ -238,10 +322,13 @@ async fn websocket(
         h.insert(header::SEC_WEBSOCKET_KEY, key);
     }
     let backend_req = Request::from_parts(parts, Either::Right(Empty::new()));
-    let resp = tokio::time::timeout(app.timeout, client.request(backend_req))
+    let (resp, sender) = tokio::time::timeout(app.timeout, send(dialer, app, backend_req))
         .await
-        .map_err(|_| TunnelRefusal::BackendTimeout)?
-        .map_err(backend_error)?;
+        .map_err(|_| TunnelRefusal::BackendTimeout)??;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Still HTTP: the connection serves the next request. (After a 101 it is the WebSocket's.)
+        app.connections.put(sender, Instant::now());
+    }
     if resp.status().is_success() {
         // A 2xx that is not 101 would read as "upgraded" on an HTTP/2 CONNECT stream.
         return Err(TunnelRefusal::UpgradeRefused);
@@ -277,16 +364,6 @@ async fn websocket(
         }
     });
     Ok(ok)
-}
-
-/// What a failed backend request tells the edge: a refusal by the destination policy, or an app
-/// that could not be reached.
-fn backend_error(e: hyper_util::client::legacy::Error) -> TunnelRefusal {
-    if destination::is_refusal(&e) {
-        return TunnelRefusal::DestinationRefused;
-    }
-    tracing::debug!(error = %e, "backend request error");
-    TunnelRefusal::BackendUnreachable
 }
 
 fn refusal_response(r: TunnelRefusal, request_id: Option<&str>) -> Response<StreamBody> {

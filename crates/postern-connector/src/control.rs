@@ -122,7 +122,7 @@ pub fn apply(apps: &ArcSwap<Apps>, applied: &watch::Sender<u64>, config: Connect
         );
         return false;
     }
-    let next = Apps::from_config(&config);
+    let next = current.next(&config);
     tracing::info!(
         version = config.version,
         apps = config.apps.len(),

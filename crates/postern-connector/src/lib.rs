@@ -15,6 +15,7 @@ pub mod control;
 mod credentials;
 pub mod destination;
 pub mod device;
+mod pool;
 mod probe;
 pub mod register;
 mod renew;
@@ -178,6 +179,10 @@ pub async fn run(opts: RunOptions, shutdown: watch::Receiver<bool>) -> anyhow::R
         ));
     }
     tasks.spawn(renewer.run(shutdown.clone()));
+    tasks.spawn(backend::Backends::sweep(
+        Arc::downgrade(&backends),
+        shutdown.clone(),
+    ));
     let watcher = control::watch_config(
         credentials,
         reg.edge_url.clone(),

@@ -151,6 +151,38 @@ async fn preserve_host_sends_the_external_host() {
     );
 }
 
+/// The connector keeps its connections to an app open between requests, and across a config
+/// change that leaves the app's origin as it was.
+#[tokio::test]
+async fn requests_to_an_app_share_kept_connections() {
+    let (edge, app, _c) = published("kept.localhost", &[]).await;
+    let client = edge.client("kept.localhost");
+    let get = |path: &'static str| client.get(edge.url("kept.localhost", path)).send();
+    for _ in 0..20 {
+        assert_eq!(get("/").await.unwrap().status(), 200);
+    }
+    // A response read to its end frees the connection for the next request, downloads too.
+    let body = get("/download?bytes=300000").await.unwrap().bytes().await;
+    assert_eq!(body.unwrap().len(), 300_000);
+    assert_eq!(get("/").await.unwrap().status(), 200);
+    assert_eq!(app.connections.load(Ordering::Relaxed), 1);
+
+    // Another app published: a new config for the connector, the same connection for this app.
+    let other = backends::app().await;
+    edge.publish("other", "other.localhost", &other.url(), "g", &[])
+        .await;
+    let resp = edge
+        .client("other.localhost")
+        .get(edge.url("other.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get("/").await.unwrap().status(), 200);
+    assert_eq!(app.connections.load(Ordering::Relaxed), 1);
+    assert_eq!(app.hits.load(Ordering::Relaxed), 23);
+}
+
 /// 1 GiB each way through the tunnel, checked end to end by SHA-256, with the edge's and the
 /// connector's memory sampled throughout.
 #[tokio::test]

@@ -99,6 +99,8 @@ pub fn hex(bytes: &[u8]) -> String {
 pub struct App {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections the app accepted.
+    pub connections: Arc<AtomicUsize>,
     /// Downloads the app is sending now: a download stops counting when its body is dropped,
     /// finished or cut off.
     pub downloads: Arc<AtomicUsize>,
@@ -129,11 +131,14 @@ pub async fn app_on(ip: &str) -> App {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let downloads = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
     let sending = downloads.clone();
+    let accepted = connections.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::Relaxed);
             let counter = counter.clone();
             let sending = sending.clone();
             tokio::spawn(async move {
@@ -151,6 +156,7 @@ pub async fn app_on(ip: &str) -> App {
     App {
         addr,
         hits,
+        connections,
         downloads,
     }
 }
