@@ -17,8 +17,9 @@ use crate::credentials::Credentials;
 use crate::backend::Backends;
 use crate::backoff::Backoff;
 
-/// Many concurrent requests share one tunnel; this only bounds a misbehaving edge.
-const MAX_CONCURRENT_STREAMS: u32 = 4096;
+/// Many concurrent requests share one tunnel; the edge stays within this, so it only bounds a
+/// misbehaving edge.
+const MAX_CONCURRENT_STREAMS: u32 = postern_proto::limits::TUNNEL_MAX_STREAMS;
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);

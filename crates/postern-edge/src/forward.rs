@@ -333,6 +333,10 @@ async fn send(
                     NoTunnel::QueueFull => Refusal::QueueFull {
                         app: route.name.clone(),
                     },
+                    NoTunnel::Busy => Refusal::ConnectorsBusy {
+                        app: route.name.clone(),
+                        group: route.group.clone(),
+                    },
                 }
             })?;
         route.metrics.queue_wait(queued.elapsed());

@@ -23,6 +23,9 @@ pub enum Refusal {
     NoConnectorOnline { app: String, group: String },
     /// Too many requests are already waiting for a connector.
     QueueFull { app: String },
+    /// Every tunnel of the app's group carried as many requests as its connector accepts, for
+    /// the whole queue timeout (open WebSockets count).
+    ConnectorsBusy { app: String, group: String },
     /// The connector's config does not (yet) include the app.
     ConnectorLacksApp { app: String },
     /// The connector could not reach the app's internal URL.
@@ -141,6 +144,7 @@ impl Refusal {
             | Refusal::DestinationRefused { .. }
             | Refusal::TunnelLost { .. } => StatusCode::BAD_GATEWAY,
             Refusal::QueueFull { .. }
+            | Refusal::ConnectorsBusy { .. }
             | Refusal::ShuttingDown
             | Refusal::Maintenance { .. }
             | Refusal::IssuerUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -180,6 +184,7 @@ impl Refusal {
             Refusal::UpgradeRefused { .. } => "upgrade_refused",
             Refusal::NoConnectorOnline { .. } => "no_connector_online",
             Refusal::QueueFull { .. } => "queue_full",
+            Refusal::ConnectorsBusy { .. } => "connectors_busy",
             Refusal::ConnectorLacksApp { .. } => "connector_lacks_app",
             Refusal::BackendUnreachable { .. } => "backend_unreachable",
             Refusal::DestinationRefused { .. } => "destination_refused",
@@ -219,7 +224,8 @@ impl Refusal {
             Refusal::UpgradeRefused { .. } => Source::App,
             Refusal::NoConnectorOnline { .. }
             | Refusal::ConnectorLacksApp { .. }
-            | Refusal::DestinationRefused { .. } => Source::Connector,
+            | Refusal::DestinationRefused { .. }
+            | Refusal::ConnectorsBusy { .. } => Source::Connector,
             Refusal::TunnelLost { .. } => Source::Connector,
             Refusal::QueueFull { .. } | Refusal::ShuttingDown | Refusal::Maintenance { .. } => {
                 Source::Edge
@@ -278,6 +284,7 @@ impl Refusal {
             Refusal::UpgradeRefused { .. } => "The app refused the WebSocket connection",
             Refusal::NoConnectorOnline { .. } => "No connector is online for this app",
             Refusal::QueueFull { .. } => "Too many requests are waiting",
+            Refusal::ConnectorsBusy { .. } => "The connectors for this app are at capacity",
             Refusal::ConnectorLacksApp { .. } => "The connector does not serve this app yet",
             Refusal::BackendUnreachable { .. } => "The app cannot be reached",
             Refusal::DestinationRefused { .. } => {
@@ -326,6 +333,10 @@ impl Refusal {
             ),
             Refusal::QueueFull { app } => format!(
                 "Too many requests for {app:?} are already waiting for a connector. Try again shortly."
+            ),
+            Refusal::ConnectorsBusy { app, group } => format!(
+                "Every connector of group {group:?} carries as many requests for {app:?} and the group's other apps as it accepts ({} per tunnel, open WebSockets included). Try again shortly; an administrator can add connectors or tunnels (--tunnels) to the group.",
+                postern_proto::limits::TUNNEL_MAX_STREAMS
             ),
             Refusal::ConnectorLacksApp { app } => format!(
                 "The connector refused requests for {app:?} because its configuration does not include it yet. Try again in a moment."

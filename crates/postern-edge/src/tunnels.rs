@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http2::SendRequest;
+use postern_proto::limits::TUNNEL_MAX_STREAMS;
 use tokio::sync::Notify;
 
 /// The request body type sent down a tunnel: the user's streamed body, or nothing (WebSocket
@@ -31,7 +32,10 @@ pub struct Tunnel {
     pub peer: SocketAddr,
     pub opened: Instant,
     sender: SendRequest<TunnelBody>,
+    /// Requests on the tunnel now, at most [`TUNNEL_MAX_STREAMS`].
     in_flight: AtomicUsize,
+    /// The pool's signal that a full tunnel has room again.
+    room: Arc<Notify>,
     /// Requests this tunnel has been given.
     served: AtomicU64,
     /// Signalled to close the tunnel's connection (its connector was revoked).
@@ -53,6 +57,22 @@ impl Tunnel {
 
     fn usable(&self) -> bool {
         !self.sender.is_closed()
+    }
+
+    fn has_room(&self) -> bool {
+        self.in_flight() < TUNNEL_MAX_STREAMS as usize
+    }
+
+    /// Counts a request on the tunnel, if the connector accepts one more stream on it.
+    fn reserve(self: &Arc<Self>) -> Option<InFlight> {
+        let max = TUNNEL_MAX_STREAMS as usize;
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(self.clone(), None))
     }
 
     /// Resolves once the tunnel is told to close; the task serving its connection then drops it.
@@ -77,7 +97,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == TUNNEL_MAX_STREAMS as usize {
+            self.0.room.notify_waiters();
+        }
     }
 }
 
@@ -94,6 +116,8 @@ pub enum NoTunnel {
     TimedOut,
     /// Too many requests were already waiting.
     QueueFull,
+    /// Tunnels were online, but each carried as many requests as its connector accepts.
+    Busy,
 }
 
 /// Live tunnels per group and per connector.
@@ -110,6 +134,8 @@ pub struct TunnelPool {
     write: Mutex<()>,
     next_id: AtomicU64,
     queued: AtomicUsize,
+    /// Signalled when a full tunnel has room again.
+    room: Arc<Notify>,
 }
 
 impl TunnelPool {
@@ -159,6 +185,7 @@ impl TunnelPool {
             opened: Instant::now(),
             sender,
             in_flight: AtomicUsize::new(0),
+            room: self.room.clone(),
             served: AtomicU64::new(0),
             close: Notify::new(),
         });
@@ -251,7 +278,7 @@ impl TunnelPool {
     }
 
     /// Picks a live tunnel of `group` other than `exclude`, waiting up to `deadline` for one to
-    /// come online.
+    /// come online, or to have room for another request.
     pub async fn acquire(
         &self,
         group: &str,
@@ -268,14 +295,32 @@ impl TunnelPool {
         let _queued = Queued::enter(&self.queued, max_queued).ok_or(NoTunnel::QueueFull)?;
         loop {
             let joined = g.joined.notified();
-            tokio::pin!(joined);
-            // Register interest before looking, so a tunnel joining in between is not missed.
+            let room = self.room.notified();
+            tokio::pin!(joined, room);
+            // Register interest before looking, so a tunnel joining (or a request ending) in
+            // between is not missed.
             joined.as_mut().enable();
+            room.as_mut().enable();
             if let Some(t) = pick_from(&g.live.load(), exclude) {
                 return Ok(t);
             }
-            if tokio::time::timeout_at(deadline, joined).await.is_err() {
-                return Err(NoTunnel::TimedOut);
+            let woken = async {
+                tokio::select! {
+                    () = joined => {}
+                    () = room => {}
+                }
+            };
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                let full = g
+                    .live
+                    .load()
+                    .iter()
+                    .any(|t| t.usable() && Some(t.id) != exclude);
+                return Err(if full {
+                    NoTunnel::Busy
+                } else {
+                    NoTunnel::TimedOut
+                });
             }
         }
     }
@@ -305,9 +350,15 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// The less loaded of two tunnels drawn at random, among the live ones with room.
 fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
-    let usable = |t: &&Arc<Tunnel>| t.usable() && Some(t.id) != exclude;
-    let chosen = match live.len() {
+    // Another request may take the last place on the chosen tunnel first: then draw again.
+    (0..3).find_map(|_| choose(live, exclude)?.reserve())
+}
+
+fn choose(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<&Arc<Tunnel>> {
+    let usable = |t: &&Arc<Tunnel>| t.usable() && t.has_room() && Some(t.id) != exclude;
+    match live.len() {
         0 => None,
         1 => live.iter().find(usable),
         n => {
@@ -321,10 +372,7 @@ fn pick_from(live: &[Arc<Tunnel>], exclude: Option<u64>) -> Option<InFlight> {
                 (false, false) => live.iter().filter(usable).min_by_key(|t| t.in_flight()),
             }
         }
-    }?;
-    chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-    chosen.served.fetch_add(1, Ordering::Relaxed);
-    Some(InFlight(chosen.clone(), None))
+    }
 }
 
 #[cfg(test)]
@@ -357,5 +405,63 @@ mod tests {
             Some(NoTunnel::QueueFull)
         );
         assert_eq!(pool.queued(), 0);
+    }
+
+    /// A tunnel over an in-memory pipe to an HTTP/2 server that never answers.
+    async fn tunnel(pool: &TunnelPool, group: &str) -> Arc<Tunnel> {
+        let (edge, connector) = tokio::io::duplex(64 << 10);
+        tokio::spawn(
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(connector),
+                    hyper::service::service_fn(|_req| {
+                        std::future::pending::<Result<http::Response<Empty<Bytes>>, hyper::Error>>()
+                    }),
+                ),
+        );
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(edge),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        pool.add(group, "c", "127.0.0.1:1".parse().unwrap(), sender)
+    }
+
+    #[tokio::test]
+    async fn a_full_tunnel_takes_no_more_requests_until_one_ends() {
+        let pool = Arc::new(TunnelPool::default());
+        let t = tunnel(&pool, "g").await;
+        let max = TUNNEL_MAX_STREAMS as usize;
+        let mut held: Vec<InFlight> = (0..max).map(|_| pool.pick("g", None).unwrap()).collect();
+        assert_eq!(t.in_flight(), max);
+        assert!(
+            pool.pick("g", None).is_none(),
+            "the connector accepts no more"
+        );
+
+        // Waiting past the deadline says why: the tunnels are busy, not missing.
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        assert_eq!(
+            pool.acquire("g", None, soon, 4).await.err(),
+            Some(NoTunnel::Busy)
+        );
+
+        // A request waiting for room gets the place of one that ends.
+        let later = tokio::time::Instant::now() + Duration::from_secs(600);
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.acquire("g", None, later, 4).await }
+        });
+        while pool.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        held.pop();
+        let got = waiting.await.unwrap().unwrap();
+        assert_eq!(got.tunnel().id, t.id);
+        assert_eq!(t.in_flight(), max);
+        drop((got, held));
+        assert_eq!(t.in_flight(), 0);
     }
 }

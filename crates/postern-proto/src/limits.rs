@@ -40,6 +40,10 @@ pub const MAX_RESPONSE_HEAD_BYTES: usize = 48 * 1024;
 /// so clients who stop reading cannot block the others before the edge's stall watch resets their
 /// streams (`--stall-timeout`).
 pub const TUNNEL_STREAM_WINDOW_BYTES: u32 = 2 << 20;
+/// Requests (WebSockets included, for as long as they are open) one tunnel carries at once: the
+/// connector accepts no more streams than this, and the edge sends no more, so a request beyond
+/// it waits for room (up to `--queue-timeout`) instead of waiting unseen inside HTTP/2.
+pub const TUNNEL_MAX_STREAMS: u32 = 8192;
 /// See [`TUNNEL_STREAM_WINDOW_BYTES`].
 pub const TUNNEL_CONNECTION_WINDOW_BYTES: u32 = 512 << 20;
 /// The largest HTTP/2 frame either end of a tunnel accepts.
