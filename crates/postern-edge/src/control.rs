@@ -70,6 +70,7 @@ pub async fn on_conn(
     drain: crate::serve::Drain,
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
+    slot: crate::serve::Slot,
 ) {
     let (_, conn) = tls.get_ref();
     let is_tunnel = conn.alpn_protocol() == Some(TUNNEL_ALPN);
@@ -78,11 +79,12 @@ pub async fn on_conn(
         .and_then(|chain| chain.first())
         .and_then(|cert| postern_pki::connector_identity_from_cert(cert));
     if is_tunnel {
+        let _slot = slot;
         run_tunnel(shared, tls, peer, connector).await;
         return;
     }
     let identity = PeerConnector(connector);
-    crate::serve::serve_http(&http, &drain, tls, |activity| {
+    crate::serve::serve_http(&http, &drain, tls, slot, |activity| {
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let busy = activity.enter();
             req.extensions_mut().insert(identity.clone());

@@ -296,12 +296,12 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             public_gate,
             limits.handshake_timeout,
             shutdown_rx.clone(),
-            move |tls, peer| {
+            move |tls, peer, slot| {
                 let shared = shared.clone();
                 let http = http.clone();
                 let drain = drain.clone();
                 async move {
-                    serve::serve_http(&http, &drain, tls, |activity| {
+                    serve::serve_http(&http, &drain, tls, slot, |activity| {
                         hyper::service::service_fn(move |req| {
                             let busy = activity.enter();
                             let handled = forward::handle(shared.clone(), peer, req);
@@ -324,7 +324,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             connector_gate,
             limits.handshake_timeout,
             shutdown_rx.clone(),
-            move |tls, peer| {
+            move |tls, peer, slot| {
                 control::on_conn(
                     shared.clone(),
                     router.clone(),
@@ -332,6 +332,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
                     drain.clone(),
                     tls,
                     peer,
+                    slot,
                 )
             },
         ));
@@ -346,12 +347,12 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
             admin_gate,
             limits.handshake_timeout,
             shutdown_rx,
-            move |tls, _peer| {
+            move |tls, _peer, slot| {
                 let router = router.clone();
                 let http = http.clone();
                 let drain = drain.clone();
                 async move {
-                    serve::serve_http(&http, &drain, tls, |activity| {
+                    serve::serve_http(&http, &drain, tls, slot, |activity| {
                         hyper::service::service_fn(move |req| {
                             let busy = activity.enter();
                             let answered = router.clone().oneshot(req);

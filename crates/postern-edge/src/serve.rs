@@ -254,8 +254,11 @@ impl Http {
     /// `connect_protocol` enables RFC 8441 extended CONNECT on HTTP/2.
     pub fn new(connect_protocol: bool, timeouts: Timeouts) -> Http {
         let mut h1 = hyper::server::conn::http1::Builder::new();
+        // The head deadline is the connection's own (`drive`): hyper's would start as soon as a
+        // response ends, closing idle keep-alive connections after the head timeout instead of
+        // the idle timeout.
         h1.timer(TokioTimer::new())
-            .header_read_timeout(timeouts.request_head)
+            .header_read_timeout(None)
             .max_header_size(REQUEST_HEAD_CEILING_BYTES)
             .max_headers(HEADER_FIELDS_CEILING)
             .keep_alive(true);
@@ -327,7 +330,7 @@ pub async fn accept_tls<F, Fut>(
     mut shutdown: Shutdown,
     on_conn: F,
 ) where
-    F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Send + Sync + 'static,
+    F: Fn(TlsStream<TcpStream>, SocketAddr, Slot) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let on_conn = Arc::new(on_conn);
@@ -358,9 +361,10 @@ pub async fn accept_tls<F, Fut>(
         let acceptor = acceptor.clone();
         let on_conn = on_conn.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            // The slot goes with the connection (into a WebSocket, after an upgrade), or is given
+            // back here when the handshake fails.
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => on_conn(tls, peer).await,
+                Ok(Ok(tls)) => on_conn(tls, peer, slot).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -368,13 +372,31 @@ pub async fn accept_tls<F, Fut>(
     }
 }
 
-/// What a connection is doing, for its idle deadline: requests in flight and when the last one
-/// ended. Shared by the connection's task and its requests' response bodies.
+/// What a connection is doing, for its deadlines: requests in flight, when the last one ended,
+/// and whether the next one's head is arriving. Shared by the connection's task, its reads and
+/// its requests' response bodies.
 pub struct Activity {
     started: Instant,
     in_flight: AtomicU32,
     /// Milliseconds after `started` when the last request ended; `u64::MAX` before the first.
     last_end_ms: AtomicU64,
+    /// Milliseconds after `started` when bytes began to arrive with no request in flight: a
+    /// request head, which must then be complete within the head timeout. `u64::MAX` when none
+    /// is arriving. (HTTP/1.1 only: HTTP/2 sends frames between requests.) The bytes of a head
+    /// that came with the previous request (pipelined) are not seen arriving: such a head has
+    /// the idle timeout.
+    head_since_ms: AtomicU64,
+    /// Wakes the connection's task when a head begins, to time it.
+    head_began: tokio::sync::Notify,
+}
+
+/// What a connection with no request in flight waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    /// A request head: the connection's first, or one whose bytes began to arrive.
+    Head,
+    /// The next request, on a connection at rest between requests.
+    NextRequest,
 }
 
 impl Activity {
@@ -383,24 +405,42 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicU32::new(0),
             last_end_ms: AtomicU64::new(u64::MAX),
+            head_since_ms: AtomicU64::new(u64::MAX),
+            head_began: tokio::sync::Notify::new(),
         })
     }
 
     /// Counts a request in flight until the returned guard (kept with its response body) drops.
     pub fn enter(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(u64::MAX, Ordering::Relaxed);
         Busy(self.clone())
     }
 
-    /// When the connection may be closed for idleness, if nothing happens meanwhile; `None`
-    /// while a request is in flight.
-    fn idle_deadline(&self, t: &Timeouts) -> Option<Instant> {
+    /// Bytes arrived: with no request in flight, a request head has begun.
+    fn read_some(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == u64::MAX
+        {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.head_since_ms.store(ms, Ordering::Relaxed);
+            self.head_began.notify_one();
+        }
+    }
+
+    /// When the connection may be closed if nothing happens meanwhile, and what it waits for;
+    /// `None` while a request is in flight.
+    fn deadline(&self, t: &Timeouts) -> Option<(Instant, Waiting)> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        Some(match self.last_end_ms.load(Ordering::Relaxed) {
-            u64::MAX => self.started + t.request_head,
-            ms => self.started + Duration::from_millis(ms) + t.idle,
+        let after = |ms| self.started + Duration::from_millis(ms);
+        Some(match self.head_since_ms.load(Ordering::Relaxed) {
+            u64::MAX => match self.last_end_ms.load(Ordering::Relaxed) {
+                u64::MAX => (self.started + t.request_head, Waiting::Head),
+                ms => (after(ms) + t.idle, Waiting::NextRequest),
+            },
+            ms => (after(ms) + t.request_head, Waiting::Head),
         })
     }
 }
@@ -464,6 +504,7 @@ pub async fn serve_http<S, B, M>(
     http: &Http,
     drain: &Drain,
     io: TlsStream<TcpStream>,
+    slot: Slot,
     make_service: M,
 ) where
     M: FnOnce(Arc<Activity>) -> S,
@@ -481,13 +522,14 @@ pub async fn serve_http<S, B, M>(
     let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Activity::new();
     let service = make_service(activity.clone());
-    let io = TokioIo::new(StallIo::new(io, http.timeouts.stall));
+    let io = StallIo::new(io, http.timeouts.stall).holding(slot);
     if h2 {
-        let conn = http.h2.serve_connection(io, service);
-        drive(conn, &activity, &http.timeouts, stop).await;
+        let conn = http.h2.serve_connection(TokioIo::new(io), service);
+        drive(conn, &activity, &http.timeouts, stop, false).await;
     } else {
+        let io = TokioIo::new(io.watching_heads(activity.clone()));
         let conn = http.h1.serve_connection(io, service).with_upgrades();
-        drive(conn, &activity, &http.timeouts, stop).await;
+        drive(conn, &activity, &http.timeouts, stop, true).await;
     }
 }
 
@@ -524,9 +566,15 @@ where
 }
 
 /// Runs a connection, closing it gracefully once it has been idle past its deadline or the
-/// listener drains.
-async fn drive<C>(conn: C, activity: &Activity, t: &Timeouts, mut stop: watch::Receiver<bool>)
-where
+/// listener drains, and at once when a request head is late (HTTP/1.1 cannot close gracefully
+/// in the middle of one, and the client has nothing in flight to lose).
+async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    t: &Timeouts,
+    mut stop: watch::Receiver<bool>,
+    h1: bool,
+) where
     C: Closable,
 {
     tokio::pin!(conn);
@@ -534,8 +582,8 @@ where
     // Checked at the deadline, not before: a request that starts and ends in between pushes the
     // deadline back, and the check then sleeps again until the new one.
     let mut check_at = activity
-        .idle_deadline(t)
-        .unwrap_or_else(|| Instant::now() + t.idle);
+        .deadline(t)
+        .map_or_else(|| Instant::now() + t.idle, |(at, _)| at);
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -548,14 +596,23 @@ where
                 conn.as_mut().close();
                 closing = true;
             }
+            () = activity.head_began.notified(), if !closing => {
+                if let Some((deadline, _)) = activity.deadline(t) {
+                    check_at = check_at.min(deadline);
+                }
+            }
             _ = tokio::time::sleep_until(check_at), if !closing => {
-                match activity.idle_deadline(t) {
-                    Some(deadline) if deadline <= Instant::now() => {
+                match activity.deadline(t) {
+                    Some((deadline, waiting)) if deadline <= Instant::now() => {
+                        if waiting == Waiting::Head && h1 {
+                            tracing::debug!("closing a connection whose request head is late");
+                            return;
+                        }
                         tracing::debug!("closing an idle connection");
                         conn.as_mut().close();
                         closing = true;
                     }
-                    Some(deadline) => check_at = deadline,
+                    Some((deadline, _)) => check_at = deadline,
                     // Busy: look again once an idle period could have passed.
                     None => check_at = Instant::now() + t.idle.min(t.request_head),
                 }
@@ -573,6 +630,11 @@ pub struct StallIo<T> {
     /// Armed while a write is waiting for the client to read.
     stall: Option<Pin<Box<Sleep>>>,
     armed: bool,
+    /// The listener's slot for this connection, held for as long as the connection lives: after
+    /// an upgrade that is as long as the WebSocket, whose task owns the connection then.
+    slot: Option<Slot>,
+    /// Told of reads, to time request heads (HTTP/1.1).
+    heads: Option<Arc<Activity>>,
 }
 
 impl<T> StallIo<T> {
@@ -582,7 +644,19 @@ impl<T> StallIo<T> {
             timeout,
             stall: None,
             armed: false,
+            slot: None,
+            heads: None,
         }
+    }
+
+    pub fn watching_heads(mut self, activity: Arc<Activity>) -> StallIo<T> {
+        self.heads = Some(activity);
+        self
+    }
+
+    pub fn holding(mut self, slot: Slot) -> StallIo<T> {
+        self.slot = Some(slot);
+        self
     }
 
     /// Called when a write could not make progress: starts the stall clock (if it is not running)
@@ -621,7 +695,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for StallIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Some(activity), true) = (&this.heads, buf.filled().len() > before) {
+            activity.read_some();
+        }
+        polled
     }
 }
 
@@ -758,14 +838,30 @@ mod tests {
             idle: Duration::from_secs(5),
             stall: Duration::from_secs(5),
         };
-        let first = activity.idle_deadline(&t).unwrap();
-        assert_eq!(first, activity.started + t.request_head);
+        let first = activity.deadline(&t).unwrap();
+        assert_eq!(first, (activity.started + t.request_head, Waiting::Head));
         let body = Tracked::new(full("hello"), activity.enter());
-        assert_eq!(activity.idle_deadline(&t), None);
+        assert_eq!(activity.deadline(&t), None);
+        activity.read_some();
+        assert_eq!(activity.deadline(&t), None, "a request body is no head");
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
-        let after = activity.idle_deadline(&t).unwrap();
+        let (after, waiting) = activity.deadline(&t).unwrap();
         assert!(after >= activity.started + t.idle);
+        assert_eq!(waiting, Waiting::NextRequest);
+        // The next request's first bytes: its head has the head timeout from then.
+        activity.read_some();
+        let (head, waiting) = activity.deadline(&t).unwrap();
+        assert_eq!(waiting, Waiting::Head);
+        assert!(head < after && head >= activity.started + t.request_head);
+        activity.read_some();
+        assert_eq!(
+            activity.deadline(&t),
+            Some((head, Waiting::Head)),
+            "timed from the first bytes"
+        );
+        let _busy = activity.enter();
+        assert_eq!(activity.deadline(&t), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -492,6 +492,60 @@ async fn one_address_holds_only_so_many_requests_in_flight() {
     }
 }
 
+/// Reads one HTTP/1.1 response with a `content-length` body from `io`; its status code.
+async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> u16 {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed before a response");
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    while got.len() < head_end + len {
+        let n = io.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed within a response");
+        got.extend_from_slice(&buf[..n]);
+    }
+    head[9..12].parse().unwrap()
+}
+
+/// An HTTP/1.1 connection at rest between requests stays open for the idle timeout, not just the
+/// head timeout; a request head that begins to arrive must still be complete within the head
+/// timeout.
+#[tokio::test]
+async fn keep_alive_connections_rest_for_the_idle_timeout_and_heads_stay_bounded() {
+    let (edge, _app, _c) = published(
+        "rest.localhost",
+        &["--request-head-timeout", "1s", "--idle-timeout", "60s"],
+    )
+    .await;
+    let mut tls = edge.tls_to_public("rest.localhost", b"http/1.1").await;
+    let get = b"GET / HTTP/1.1\r\nHost: rest.localhost\r\n\r\n";
+    tls.write_all(get).await.unwrap();
+    assert_eq!(read_response(&mut tls).await, 200);
+    // At rest for longer than the head timeout: the connection serves the next request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(get).await.unwrap();
+    assert_eq!(read_response(&mut tls).await, 200);
+    // A head that starts and stops is cut off after the head timeout, unanswered.
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: rest.loc")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(READY_TIMEOUT, tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a late request head was never cut off");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
 /// A TLS connection to the edge's public listener from `from` (any 127.0.0.0/8 address).
 async fn tls_from(
     edge: &Edge,
@@ -499,15 +553,73 @@ async fn tls_from(
     host: &str,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = socket.connect(edge.public).await.unwrap();
+    try_tls_from(edge, from, host, alpn).await.unwrap()
+}
+
+/// [`tls_from`], failing when the edge turns the connection away.
+async fn try_tls_from(
+    edge: &Edge,
+    from: IpAddr,
+    host: &str,
+    alpn: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(edge.public).await?;
     let config = postern_pki::client_config(&edge.ca_pem(), vec![alpn.to_vec()]).unwrap();
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .unwrap()
+}
+
+/// An open WebSocket keeps the place its connection took: the connection limits count
+/// WebSockets for as long as they are open, not only until their upgrade.
+#[tokio::test]
+async fn open_websockets_count_against_the_connection_limits() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let edge = Edge::start(&["--max-connections-per-ip", "3"]).await;
+    let ws = backends::websocket_echo().await;
+    edge.group("g").await;
+    edge.publish("ws", "ws.localhost", &format!("http://{ws}/"), "g", &[])
+        .await;
+    let _c = edge.connector("g").await;
+    let from = IpAddr::from([127, 0, 0, 31]);
+    let url = format!("wss://ws.localhost:{}/socket", edge.public.port());
+    let mut sockets = Vec::new();
+    for i in 0..3 {
+        let tls = tls_from(&edge, from, "ws.localhost", b"http/1.1").await;
+        let (mut socket, resp) = tokio_tungstenite::client_async(&url, tls).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let text = format!("socket {i}");
+        socket.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
+        sockets.push(socket);
+    }
+    // While the three are open, a fourth connection from the address is turned away.
+    assert!(
+        try_tls_from(&edge, from, "ws.localhost", b"http/1.1")
+            .await
+            .is_err(),
+        "a fourth connection was admitted beside three open WebSockets"
+    );
+    // One closes: its place is free again.
+    let mut first = sockets.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    while try_tls_from(&edge, from, "ws.localhost", b"http/1.1")
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "a closed WebSocket never gave its place back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
