@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use postern_proto::hop::strip_hop_by_hop;
+use postern_proto::hop::{remove_where, strip_hop_by_hop};
 use postern_proto::tunnel::is_edge_only_header;
 
 /// Other forwarding headers a client could use to lie to an app about its address, scheme or
@@ -26,16 +26,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Removes every header only the edge may set, in any spelling.
-pub fn strip_edge_only(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_edge_only_header(k.as_str()) || is_request_id_variant(k.as_str()))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
+/// Whether only the edge may set a header of this name, in any spelling.
+fn is_edge_only(name: &HeaderName) -> bool {
+    is_edge_only_header(name.as_str()) || is_request_id_variant(name.as_str())
 }
 
 fn is_request_id_variant(name: &str) -> bool {
@@ -115,11 +108,9 @@ pub fn prepare_request(headers: &mut HeaderMap, fwd: &Forwarded<'_>) {
     // map grows once rather than several times on the way.
     headers.reserve(12);
     strip_hop_by_hop(headers);
-    strip_edge_only(headers);
-    for name in SPOOFABLE {
-        headers.remove(name);
-    }
-    headers.remove(header::HOST);
+    remove_where(headers, |name| {
+        is_edge_only(name) || SPOOFABLE.contains(name) || name == header::HOST
+    });
     fold_cookies(headers);
 
     let ip = fwd.peer_ip.to_canonical().to_string();
@@ -169,18 +160,15 @@ fn fold_cookies(headers: &mut HeaderMap) {
 /// may not (edge-only names, forwarding headers, hop-by-hop fields).
 pub fn clean_request_trailers(trailers: &mut HeaderMap) {
     strip_hop_by_hop(trailers);
-    strip_edge_only(trailers);
-    for name in SPOOFABLE {
-        trailers.remove(name);
-    }
-    for name in [
+    let forwarding = [
         X_FORWARDED_FOR,
         X_FORWARDED_PROTO,
         X_FORWARDED_HOST,
         header::HOST,
-    ] {
-        trailers.remove(name);
-    }
+    ];
+    remove_where(trailers, |name| {
+        is_edge_only(name) || SPOOFABLE.contains(name) || forwarding.contains(name)
+    });
 }
 
 /// Prepares the app's response headers for the user: hop-by-hop and reserved headers removed.

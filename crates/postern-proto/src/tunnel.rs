@@ -115,14 +115,7 @@ impl StreamMeta {
 
     /// Removes every reserved header from a header map.
     pub fn strip(headers: &mut HeaderMap) {
-        let reserved: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_reserved_header(k.as_str()))
-            .cloned()
-            .collect();
-        for name in reserved {
-            headers.remove(name);
-        }
+        crate::hop::remove_where(headers, |k| is_reserved_header(k.as_str()));
     }
 }
 
