@@ -51,12 +51,14 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// start and keeps this below it, with room left for the connector and admin listeners.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 /// Connections the admin listener holds at most: its own budget, so a public flood never stops
-/// the admin API from answering.
+/// the admin API from answering. Lowered to a sixteenth of the file-descriptor limit.
 pub const ADMIN_MAX_CONNECTIONS: usize = 1_024;
-/// Connections the connector listener holds at most: tunnels and control calls.
+/// Connections the connector listener holds at most: tunnels and control calls (about three per
+/// connector). Lowered to an eighth of the file-descriptor limit.
 pub const CONNECTOR_MAX_CONNECTIONS: usize = 10_000;
-/// File descriptors kept back from the public listener for the others, the store and logs.
-pub const RESERVED_FDS: usize = ADMIN_MAX_CONNECTIONS + CONNECTOR_MAX_CONNECTIONS + 1_024;
+/// File descriptors kept for the store, logs and outbound calls (issuers, SIEM), beside the
+/// listeners. Lowered to a sixteenth of the file-descriptor limit.
+pub const OTHER_FDS: usize = 1_024;
 /// TLS handshakes one client address may start per second (with a burst of five times as many):
 /// a handshake costs the edge a key exchange and a signature.
 pub const DEFAULT_HANDSHAKES_PER_IP: u32 = 100;

@@ -278,13 +278,10 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let admin_drain = serve::Drain::new();
     let limits = shared.config.limits.clone();
     let timeouts = serve::Timeouts::of(&limits);
-    let public_gate = serve::Gate::new(
-        "public",
-        public_connection_cap(limits.max_connections),
-        &limits,
-    );
-    let connector_gate = serve::Gate::new("connector", config::CONNECTOR_MAX_CONNECTIONS, &limits);
-    let admin_gate = serve::Gate::new("admin", config::ADMIN_MAX_CONNECTIONS, &limits);
+    let caps = ListenerCaps::within(limits.max_connections, fd_limit());
+    let public_gate = serve::Gate::new("public", caps.public, &limits);
+    let connector_gate = serve::Gate::new("connector", caps.connector, &limits);
+    let admin_gate = serve::Gate::new("admin", caps.admin, &limits);
 
     {
         let shared = shared.clone();
@@ -388,24 +385,48 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     })
 }
 
-/// The public listener's connection cap: the configured one, kept below the process's
-/// file-descriptor limit (raised to its hard maximum first) with room for the other listeners.
-fn public_connection_cap(configured: usize) -> usize {
-    let fds = match rlimit::increase_nofile_limit(u64::MAX) {
+/// The process's file-descriptor limit, raised to its hard maximum first.
+fn fd_limit() -> usize {
+    match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => n as usize,
         Err(e) => {
             tracing::warn!(error = %e, "cannot raise the file-descriptor limit");
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft as usize)
         }
-    };
-    let room = fds.saturating_sub(config::RESERVED_FDS).max(64);
-    if configured > room {
-        tracing::warn!(
-            configured, fds, cap = room,
-            "--max-connections is above what the file-descriptor limit allows; using the lower cap (raise the limit with `ulimit -n` or LimitNOFILE=)"
-        );
     }
-    configured.min(room)
+}
+
+/// How many connections each listener holds at most, all within the file-descriptor limit.
+#[derive(Debug, PartialEq, Eq)]
+struct ListenerCaps {
+    public: usize,
+    connector: usize,
+    admin: usize,
+}
+
+impl ListenerCaps {
+    /// The configured public cap (`--max-connections`), the connector and admin listeners' own,
+    /// and the descriptors for everything else, fitted within `fds`: the others take at most a
+    /// fixed share each (an eighth for connectors, a sixteenth for the admin API and for the rest),
+    /// so a low limit does not leave the public listener, where users and WebSockets are, a
+    /// sliver.
+    fn within(configured: usize, fds: usize) -> ListenerCaps {
+        let connector = config::CONNECTOR_MAX_CONNECTIONS.min(fds / 8);
+        let admin = config::ADMIN_MAX_CONNECTIONS.min(fds / 16);
+        let other = config::OTHER_FDS.min(fds / 16);
+        let room = fds.saturating_sub(connector + admin + other).max(64);
+        if configured > room {
+            tracing::warn!(
+                configured, fds, cap = room,
+                "--max-connections is above what the file-descriptor limit allows; using the lower cap (raise the limit with `ulimit -n` or LimitNOFILE=)"
+            );
+        }
+        ListenerCaps {
+            public: configured.min(room),
+            connector,
+            admin,
+        }
+    }
 }
 
 /// Names in the certificate shown to clients that send no SNI (they dialled an IP address) or
@@ -469,4 +490,34 @@ fn admin_token(dir: &Path, bootstrap: Option<Secret>) -> anyhow::Result<(Secret,
     );
     postern_pki::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok((Secret::new(token), Some(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_share_the_file_descriptor_limit() {
+        // A generous limit: every listener gets its own cap, the public one what is configured.
+        let big = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1 << 20);
+        assert_eq!(
+            big,
+            ListenerCaps {
+                public: config::DEFAULT_MAX_CONNECTIONS,
+                connector: config::CONNECTOR_MAX_CONNECTIONS,
+                admin: config::ADMIN_MAX_CONNECTIONS,
+            }
+        );
+        // A hard limit of 20,000 (a small VM): three quarters and more go to the public listener,
+        // and all of them together stay within it.
+        let vm = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 20_000);
+        assert_eq!(vm.connector, 2_500);
+        assert_eq!(vm.admin, 1_024);
+        assert_eq!(vm.public, 20_000 - 2_500 - 1_024 - 1_024);
+        // The usual default soft limit, if it cannot be raised.
+        let small = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1_024);
+        assert_eq!((small.public, small.connector, small.admin), (768, 128, 64));
+        // A configured cap below the limit is kept.
+        assert_eq!(ListenerCaps::within(500, 20_000).public, 500);
+    }
 }

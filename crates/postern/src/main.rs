@@ -71,7 +71,8 @@ struct EdgeArgs {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// How long a request waits for a connector of its app's group to come online.
+    /// How long a request waits for a connector of its app's group to come online, or for room
+    /// on its tunnels.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     queue_timeout: Duration,
     /// How many requests may wait for a connector at once (all groups together); past it,
@@ -205,7 +206,7 @@ struct LimitArgs {
     #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT.into(), value_parser = seconds)]
     handshake_timeout: humantime::Duration,
     /// How long a new connection may take to send its first request head, and any HTTP/1.1
-    /// request head to arrive.
+    /// request head to be complete after its first bytes.
     #[arg(long, default_value_t = limits::DEFAULT_REQUEST_HEAD_TIMEOUT.into(), value_parser = seconds)]
     request_head_timeout: humantime::Duration,
     /// How long a connection with no request in flight stays open.
