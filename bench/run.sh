@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Postern benchmark: the same backend reached five ways, on loopback, in one run.
+# Postern benchmark: the same backend reached several ways, on loopback, in one run.
 #
 #   direct       wrk -> backend nginx (plain HTTP)
 #   nginx        wrk -> nginx reverse proxy -> backend
+#   nginx_tls    wrk -> (HTTPS: TLS 1.3, HTTP/1.1) nginx reverse proxy -> backend: nginx as one
+#                TLS hop (a self-signed certificate made at setup)
 #   rathole      wrk -> rathole server -> (TCP tunnel) -> rathole client -> backend
+#   rathole_tls  as rathole, with rathole's TLS transport between server and client (a CA and a
+#                server certificate made at setup; the client checks the server's)
 #   postern      wrk -> (HTTPS) postern edge -> (mTLS tunnel) -> postern connector -> backend
 #   postern-sso  as postern (same edge and connector), to a second app published with
 #                pre-authentication (OpenID Connect against the test suite's oidc-provider),
@@ -14,7 +18,8 @@
 #
 # For each path: req/s and p50/p99 latency for a 64-byte response (keep-alive),
 # MB/s for a 1 MiB response, CPU time per request of the proxy/tunnel processes,
-# and, for the tunnels, the idle RSS of both ends. See bench/README.md.
+# and, for the tunnels, the idle RSS of both ends; Postern's figures as ratios to the other
+# proxies' (nginx_tls and rathole_tls carry TLS on the wire, as Postern does). See bench/README.md.
 #
 # Usage:  bench/run.sh                  (full run, BENCH_SECONDS=10 per measurement)
 #         BENCH_SECONDS=2 bench/run.sh  (smoke run)
@@ -33,7 +38,7 @@ BENCH_LARGE_CONNECTIONS=${BENCH_LARGE_CONNECTIONS:-8}  # connections for the 1 M
 BENCH_THREADS=${BENCH_THREADS:-1}                  # wrk threads (all on the load CPU)
 BENCH_ROUNDS=${BENCH_ROUNDS:-1}                    # rounds of both tests, paths interleaved in each; the
                                                    # figures are then each path's median round
-BENCH_PATHS=${BENCH_PATHS:-"direct nginx rathole postern postern-sso postern-observed"}
+BENCH_PATHS=${BENCH_PATHS:-"direct nginx nginx_tls rathole rathole_tls postern postern-sso postern-observed"}
 BENCH_LOAD_CPUS=${BENCH_LOAD_CPUS:-0}              # taskset list for wrk
 BENCH_SUT_CPUS=${BENCH_SUT_CPUS:-1}                # taskset list for everything under test
 BENCH_READY_TIMEOUT=${BENCH_READY_TIMEOUT:-30}     # seconds to wait for a component to come up
@@ -55,7 +60,7 @@ LARGE_PATH=/1m
 SMALL_SIZE=64
 LARGE_SIZE=1048576
 
-ALL_PATHS=(direct nginx rathole postern postern-sso postern-observed)
+ALL_PATHS=(direct nginx nginx_tls rathole rathole_tls postern postern-sso postern-observed)
 
 # postern-sso: the OpenID provider the test suite runs against (npm oidc-provider).
 SSO_JS_DIR=$REPO_ROOT/crates/postern/tests/js
@@ -127,6 +132,9 @@ ensure_tools() {
   command -v timeout >/dev/null || missing+=(coreutils)
   command -v pgrep   >/dev/null || missing+=(procps)
   command -v wrk     >/dev/null || missing+=(wrk)
+  if want nginx_tls || want rathole_tls; then
+    command -v openssl >/dev/null || missing+=(openssl)   # the certificates, made at setup
+  fi
   if (( ${#missing[@]} )); then apt_install "${missing[@]}"; fi
   if ! command -v nginx >/dev/null; then
     apt_install nginx-light || apt_install nginx
@@ -134,14 +142,25 @@ ensure_tools() {
   command -v nginx >/dev/null || die "nginx not found after install"
   command -v wrk   >/dev/null || die "wrk not found after install"
 
-  if want rathole && ! command -v rathole >/dev/null; then
+  if { want rathole || want rathole_tls; } && ! command -v rathole >/dev/null; then
     [[ $BENCH_INSTALL == 1 ]] || die "rathole not on PATH (and BENCH_INSTALL=0)"
     command -v cargo >/dev/null || die "rathole not on PATH and no cargo to install it"
-    # Only the plain-TCP server+client are needed: skipping the TLS/noise/websocket
-    # features builds faster and needs no OpenSSL headers. (Not --locked: its
-    # lock file no longer builds on current Rust.)
+    # The server+client with the TLS transport (rathole_tls; native-tls, i.e. the system's
+    # OpenSSL, so its headers are needed to build); none of the noise/websocket/hot-reload
+    # extras. If that build fails, the plain-TCP one (no OpenSSL needed): rathole_tls is then
+    # skipped with the reason, the rathole path still runs. (Not --locked: its lock file no
+    # longer builds on current Rust.)
+    if ! pkg-config --exists openssl 2>/dev/null; then
+      if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        apt_install libssl-dev pkg-config || log "could not install libssl-dev; rathole's TLS build may fail"
+      else
+        log "no OpenSSL headers (libssl-dev) and not root: rathole's TLS build may fail"
+      fi
+    fi
     log "cargo install rathole (one-time, takes a few minutes)"
-    cargo install rathole --no-default-features --features server,client >&2 \
+    cargo install rathole --no-default-features --features server,client,tls >&2 \
+      || { log "cargo install rathole with TLS failed; installing the plain-TCP build (rathole_tls will be skipped)"
+           cargo install rathole --no-default-features --features server,client >&2; } \
       || cargo install rathole >&2 \
       || die "cargo install rathole failed"
   fi
@@ -177,60 +196,10 @@ ensure_sso_deps() {
 # ----------------------------------------------------------------------------
 # Process management: everything we start is recorded and killed on exit
 # ----------------------------------------------------------------------------
-WORK=""
-PIDS=()
-declare -A PID_OF=()
-
-descendants() {  # all descendant PIDs of $1
-  local child
-  for child in $(pgrep -P "$1" 2>/dev/null || true); do
-    echo "$child"
-    descendants "$child"
-  done
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  local all=() pid
-  for pid in "${PIDS[@]}"; do
-    kill -0 "$pid" 2>/dev/null || continue
-    all+=("$pid" $(descendants "$pid"))
-  done
-  if (( ${#all[@]} )); then
-    kill -TERM "${all[@]}" 2>/dev/null || true
-    local i
-    for i in $(seq 1 30); do   # up to 3 s for a clean exit
-      local alive=0
-      for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      (( alive )) || break
-      sleep 0.1
-    done
-    kill -KILL "${all[@]}" 2>/dev/null || true
-  fi
-  wait 2>/dev/null || true
-  if [[ -n $WORK && -d $WORK ]]; then
-    if [[ $BENCH_KEEP == 1 || $rc != 0 ]]; then
-      log "work dir kept: $WORK"
-    else
-      rm -rf "$WORK"
-    fi
-  fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CMD...: run CMD pinned to the system-under-test CPUs, logging to
-# $WORK/logs/NAME.log. taskset execs CMD, so $! is CMD's own PID.
-start() {
-  local name=$1; shift
-  taskset -c "$BENCH_SUT_CPUS" "$@" >"$WORK/logs/$name.log" 2>&1 </dev/null &
-  PID_OF[$name]=$!
-  PIDS+=($!)
-  log "started $name (pid $!)"
-}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+KEEP_WORK=$BENCH_KEEP
+START_PIN=(taskset -c "$BENCH_SUT_CPUS")   # everything under test on its CPUs
 
 # start_counted NAME CMD...: as start, under callgrind when BENCH_INSTRUCTIONS=1 (see
 # count_instructions).
@@ -268,19 +237,6 @@ count_instructions() {
   return 0
 }
 
-
-alive() { [[ -n ${PID_OF[$1]:-} ]] && kill -0 "${PID_OF[$1]}" 2>/dev/null; }
-
-show_log() {  # a component's panic message (if any) and last log lines, to explain a failure
-  local f="$WORK/logs/$1.log"
-  [[ -s $f ]] || return 0
-  if grep -q 'panicked at' "$f"; then
-    log "--- panic in $f ---"
-    grep -m 1 -A 1 'panicked at' "$f" | sed 's/^/    /' >&2
-  fi
-  log "--- last lines of $f ---"
-  tail -n 20 "$f" | sed 's/^/    /' >&2
-}
 
 # wait_tcp NAME PORT: until 127.0.0.1:PORT accepts a TCP connection
 wait_tcp() {
@@ -320,21 +276,6 @@ wait_file() {
     sleep 0.05
   done
   show_log "$name"; log "$name: $file did not appear within ${BENCH_READY_TIMEOUT}s"; return 1
-}
-
-# free_ports N: N distinct free TCP ports on 127.0.0.1 (all bound at once, then released)
-free_ports() {
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
 }
 
 # render TEMPLATE OUT KEY=VALUE...: copy a template replacing @KEY@ with VALUE
@@ -556,6 +497,146 @@ setup_rathole() {
   URL_SMALL[rathole]="http://127.0.0.1:$P_RATHOLE_PUBLIC$SMALL_PATH"
   URL_LARGE[rathole]="http://127.0.0.1:$P_RATHOLE_PUBLIC$LARGE_PATH"
   PROXY_PROCS[rathole]="rathole-server rathole-client"
+}
+
+# TLS material for nginx_tls and rathole_tls, made with openssl in $WORK/tls: ECDSA P-256 keys
+# (as the Postern edge's), certificates for localhost and 127.0.0.1 valid two days.
+# openssl_conf: a self-contained config, so the system's openssl.cnf adds no extensions.
+openssl_conf() {
+  local conf="$WORK/tls/openssl.cnf"
+  [[ -f $conf ]] && { echo "$conf"; return 0; }
+  mkdir -p "$WORK/tls"
+  cat > "$conf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = localhost
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+EOF
+  echo "$conf"
+}
+
+# make_nginx_cert: a self-signed certificate + key for nginx_tls ($WORK/tls/nginx.{pem,key}).
+make_nginx_cert() {
+  local conf dir="$WORK/tls"
+  conf=$(openssl_conf)
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=localhost" -config "$conf" -extensions leaf \
+    -keyout "$dir/nginx.key" -out "$dir/nginx.pem" >>"$WORK/logs/openssl.log" 2>&1 \
+    || { show_log openssl; log "openssl: could not make the nginx_tls certificate"; return 1; }
+}
+
+# make_rathole_pki: a CA ($WORK/tls/rathole-ca.pem, the client's trusted_root), a server
+# certificate signed by it, and the server's identity as PKCS#12 (rathole-server.p12, with a
+# random password in RATHOLE_P12_PASSWORD). The PKCS#12 is OpenSSL 3's default (PBES2,
+# AES-256-CBC): rathole's native-tls uses the system's OpenSSL, and OpenSSL 3 cannot read an
+# `openssl pkcs12 -export -legacy` file (RC2-40) without its legacy provider; rathole then aborts
+# with "Failed to create identitiy ... unsupported ... RC2-40-CBC".
+RATHOLE_P12_PASSWORD=""
+make_rathole_pki() {
+  local conf dir="$WORK/tls" ol="$WORK/logs/openssl.log"
+  conf=$(openssl_conf)
+  RATHOLE_P12_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  if ! { openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+           -subj "/CN=Postern bench rathole CA" -config "$conf" -extensions ca \
+           -keyout "$dir/rathole-ca.key" -out "$dir/rathole-ca.pem" \
+         && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+           -subj "/CN=localhost" -config "$conf" \
+           -keyout "$dir/rathole-server.key" -out "$dir/rathole-server.csr" \
+         && openssl x509 -req -days 2 -in "$dir/rathole-server.csr" \
+           -CA "$dir/rathole-ca.pem" -CAkey "$dir/rathole-ca.key" -CAcreateserial \
+           -extfile "$conf" -extensions leaf -out "$dir/rathole-server.pem" \
+         && openssl verify -CAfile "$dir/rathole-ca.pem" "$dir/rathole-server.pem" \
+         && openssl pkcs12 -export -inkey "$dir/rathole-server.key" -in "$dir/rathole-server.pem" \
+           -certfile "$dir/rathole-ca.pem" -passout "pass:$RATHOLE_P12_PASSWORD" \
+           -out "$dir/rathole-server.p12"; } >>"$ol" 2>&1; then
+    show_log openssl; log "openssl: could not make the rathole_tls CA and server certificate"; return 1
+  fi
+  chmod 600 "$dir"/*.key "$dir/rathole-server.p12"
+}
+
+setup_nginx_tls() {
+  make_nginx_cert || return 1
+  # `http2 off;` exists from nginx 1.25.1; before, HTTP/2 is only on with `listen ... http2`.
+  local version http2_off="# (this nginx: no http2 directive)"
+  version=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9][0-9.]*\).*|\1|p')
+  if [[ -n $version && $(printf '%s\n' 1.25.1 "$version" | sort -V | head -n 1) == 1.25.1 ]]; then
+    http2_off="http2 off;"
+  fi
+  render proxy-nginx-tls.conf "$WORK/proxy-nginx-tls.conf" WORK="$WORK" PORT="$P_NGINX_TLS" \
+    BACKEND_PORT="$P_BACKEND" CERT="$WORK/tls/nginx.pem" KEY="$WORK/tls/nginx.key" HTTP2_OFF="$http2_off"
+  start proxy-tls nginx -p "$WORK" -c "$WORK/proxy-nginx-tls.conf" -e "$WORK/logs/proxy-tls-nginx.error.log"
+  wait_tcp proxy-tls "$P_NGINX_TLS" || return 1
+  # https://localhost:PORT: SNI and Host "localhost", which the certificate names; wrk connects
+  # to 127.0.0.1 (localhost may resolve to ::1 first, where nothing listens), curl is told so.
+  URL_SMALL[nginx_tls]="https://localhost:$P_NGINX_TLS$SMALL_PATH"
+  URL_LARGE[nginx_tls]="https://localhost:$P_NGINX_TLS$LARGE_PATH"
+  WRK_ENV[nginx_tls]="WRK_CONNECT_HOST=127.0.0.1"
+  PROXY_PROCS[nginx_tls]=proxy-tls
+  NGINX_TLS_CURL=(--cacert "$WORK/tls/nginx.pem" --resolve "localhost:$P_NGINX_TLS:127.0.0.1")
+}
+NGINX_TLS_CURL=()
+
+# setup_rathole_tls: as setup_rathole, over rathole's TLS transport. If this rathole was built
+# without TLS (it aborts at start: "The feature 'tls' is not compiled in this binary"), sets
+# RATHOLE_TLS_SKIP to say so and returns 1.
+RATHOLE_TLS_SKIP=""
+setup_rathole_tls() {
+  make_rathole_pki || return 1
+  local token name
+  token=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  render rathole-tls-server.toml "$WORK/rathole-tls-server.toml" \
+    CONTROL_PORT="$P_RATHOLE_TLS_CONTROL" PUBLIC_PORT="$P_RATHOLE_TLS_PUBLIC" TOKEN="$token" \
+    PKCS12="$WORK/tls/rathole-server.p12" PKCS12_PASSWORD="$RATHOLE_P12_PASSWORD"
+  render rathole-tls-client.toml "$WORK/rathole-tls-client.toml" \
+    CONTROL_PORT="$P_RATHOLE_TLS_CONTROL" BACKEND_PORT="$P_BACKEND" TOKEN="$token" \
+    TRUSTED_ROOT="$WORK/tls/rathole-ca.pem"
+  chmod 600 "$WORK/rathole-tls-server.toml"
+  start rathole-tls-server rathole --server "$WORK/rathole-tls-server.toml"
+  # The server loads its identity before listening: with the control port open, TLS is in.
+  local deadline=$((SECONDS + BENCH_READY_TIMEOUT))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$P_RATHOLE_TLS_CONTROL") 2>/dev/null; do
+    if ! alive rathole-tls-server; then
+      rathole_lacks_tls rathole-tls-server && return 1
+      show_log rathole-tls-server; log "rathole-tls-server exited while starting"; return 1
+    fi
+    if (( SECONDS >= deadline )); then
+      show_log rathole-tls-server
+      log "rathole-tls-server: port $P_RATHOLE_TLS_CONTROL not accepting after ${BENCH_READY_TIMEOUT}s"
+      return 1
+    fi
+    sleep 0.05
+  done
+  start rathole-tls-client rathole --client "$WORK/rathole-tls-client.toml"
+  # The server opens the public port once the client's control channel (TLS, the server's
+  # certificate checked against the CA) is up.
+  if ! wait_tcp rathole-tls-server "$P_RATHOLE_TLS_PUBLIC"; then
+    rathole_lacks_tls rathole-tls-client && return 1
+    show_log rathole-tls-client; return 1
+  fi
+  for name in rathole-tls-server rathole-tls-client; do
+    alive "$name" || { show_log "$name"; log "$name exited"; return 1; }
+  done
+  URL_SMALL[rathole_tls]="http://127.0.0.1:$P_RATHOLE_TLS_PUBLIC$SMALL_PATH"
+  URL_LARGE[rathole_tls]="http://127.0.0.1:$P_RATHOLE_TLS_PUBLIC$LARGE_PATH"
+  PROXY_PROCS[rathole_tls]="rathole-tls-server rathole-tls-client"
+}
+
+# rathole_lacks_tls NAME: true (and RATHOLE_TLS_SKIP set) if NAME's log says its rathole has no
+# TLS transport compiled in.
+rathole_lacks_tls() {
+  grep -q "feature 'tls' is not compiled" "$WORK/logs/$1.log" 2>/dev/null || return 1
+  RATHOLE_TLS_SKIP="skipped: $(command -v rathole) was built without TLS support (reinstall: cargo install rathole --force --no-default-features --features server,client,tls)"
 }
 
 # ensure_postern_binary: on failure, sets POSTERN_SKIP (the reason, for postern and postern-sso).
@@ -782,6 +863,56 @@ PY
 # ----------------------------------------------------------------------------
 fmt() { [[ -n ${2:-} ]] && printf "$1" "$2" || printf -- '-'; }
 
+# peer_ratio_row LABEL A B: one row of A's figures as ratios to B's (req/s, p50, p99, proxy CPU per
+# request, MB/s, proxy CPU per MiB).
+peer_ratio_row() {
+  local label=$1 a=$2 b=$3
+  printf '  %-22s %8s %8s %8s %13s %8s %13s\n' "$label" \
+    "$(ratio "${RPS[$a]:-}" "${RPS[$b]:-}")" \
+    "$(ratio "${P50[$a]:-}" "${P50[$b]:-}")" \
+    "$(ratio "${P99[$a]:-}" "${P99[$b]:-}")" \
+    "$(ratio "${CPU_REQ[$a]:-}" "${CPU_REQ[$b]:-}")" \
+    "$(ratio "${MBPS[$a]:-}" "${MBPS[$b]:-}")" \
+    "$(ratio "${CPU_MIB[$a]:-}" "${CPU_MIB[$b]:-}")"
+}
+
+# print_peer_ratios: Postern's figures as ratios to each other proxy that ran, the TLS ones first
+# (TLS on the wire, as Postern has: the like-for-like comparison), and what TLS costs nginx and
+# rathole (each TLS path against its plain one).
+print_peer_ratios() {
+  local peer peers=() pair plain tls pairs=()
+  local head='  %-22s %8s %8s %8s %13s %8s %13s\n'
+  for peer in nginx_tls rathole_tls nginx rathole; do
+    want "$peer" && [[ -n ${RPS[$peer]:-} ]] && peers+=("$peer")
+  done
+  if want postern && [[ -n ${RPS[postern]:-} ]] && (( ${#peers[@]} )); then
+    echo
+    if (( BENCH_INSTRUCTIONS )); then
+      echo "Postern vs the other proxies: not shown with BENCH_INSTRUCTIONS=1 (Postern runs under callgrind)."
+    else
+      echo "Postern (passthrough) vs the other proxies, postern's figure / the peer's"
+      echo "(req/s, MB/s: above 1x = postern faster; p50, p99, proxy CPU: below 1x = postern cheaper):"
+      # shellcheck disable=SC2059  # the format is ours
+      printf "$head" "postern vs" req/s p50 p99 "proxy us/req" MB/s "proxy ms/MiB"
+      for peer in "${peers[@]}"; do peer_ratio_row "$peer" postern "$peer"; done
+    fi
+  fi
+  for pair in nginx:nginx_tls rathole:rathole_tls; do
+    plain=${pair%%:*} tls=${pair#*:}
+    want "$plain" && want "$tls" && [[ -n ${RPS[$plain]:-} && -n ${RPS[$tls]:-} ]] && pairs+=("$pair")
+  done
+  if (( ${#pairs[@]} )); then
+    echo
+    echo "What TLS costs the peers, the TLS path's figure / the plain path's:"
+    # shellcheck disable=SC2059
+    printf "$head" "" req/s p50 p99 "proxy us/req" MB/s "proxy ms/MiB"
+    for pair in "${pairs[@]}"; do
+      plain=${pair%%:*} tls=${pair#*:}
+      peer_ratio_row "$tls / $plain" "$tls" "$plain"
+    done
+  fi
+}
+
 print_report() {
   local base=direct p
   # Without a direct run there is nothing to compare with; "none" names no path, so every ratio
@@ -821,9 +952,10 @@ print_report() {
   done
   echo
   echo "CPU = user+sys from /proc/PID/stat over the measured run, all threads and child processes."
-  echo "  proxy = what sits between wrk and the backend: nginx = proxy nginx; rathole = server+client;"
+  echo "  proxy = what sits between wrk and the backend: nginx, nginx_tls = proxy nginx; rathole, rathole_tls = server+client;"
   echo "          postern, postern-sso, postern-observed = edge+connector. backend = the backend nginx (same work on every path)."
   echo "  vs dir: ratio to the direct path (for req/s and MB/s higher is better; for latency lower is better)."
+  print_peer_ratios
   if want postern-observed && [[ -n ${RPS[postern-observed]:-} && -n ${RPS[postern]:-} ]]; then
     echo
     echo "Access log and metrics on (postern-observed) vs off (postern), each its own edge and connector:"
@@ -870,12 +1002,14 @@ print_report() {
   echo "Memory (VmRSS of the main process): idle = tunnel up, before any load; after = after all runs; peak = VmHWM"
   printf '%-18s %12s %12s %12s\n' process idle after peak
   local name label
-  for name in connector edge rathole-client rathole-server; do
+  for name in connector edge rathole-client rathole-server rathole-tls-client rathole-tls-server; do
     case $name in
       connector) label="postern connector"; want postern || want postern-sso || continue ;;
       edge) label="postern edge"; want postern || want postern-sso || continue ;;
       rathole-client) label="rathole client"; want rathole || continue ;;
       rathole-server) label="rathole server"; want rathole || continue ;;
+      rathole-tls-client) label="rathole_tls client"; want rathole_tls || continue ;;
+      rathole-tls-server) label="rathole_tls server"; want rathole_tls || continue ;;
     esac
     [[ -n ${RSS_IDLE[$name]:-} ]] || continue   # not running
     printf '%-18s %12s %12s %12s\n' "$label" "$(mib "${RSS_IDLE[$name]}")" \
@@ -890,7 +1024,13 @@ write_tsv() {
     local p client
     for p in "${ALL_PATHS[@]}"; do
       want "$p" || continue
-      case $p in postern|postern-sso) client=connector ;; postern-observed) client=connector-observed ;; rathole) client=rathole-client ;; *) client="" ;; esac
+      case $p in
+        postern|postern-sso) client=connector ;;
+        postern-observed) client="connector-observed" ;;
+        rathole) client="rathole-client" ;;
+        rathole_tls) client="rathole-tls-client" ;;
+        *) client="" ;;   # direct, nginx, nginx_tls: no tunnel
+      esac
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$p" "${STATUS[$p]:-not run}" \
         "${RPS[$p]:-}" "${P50[$p]:-}" "${P99[$p]:-}" "${MBPS[$p]:-}" "${CPU_REQ[$p]:-}" "${BCPU_REQ[$p]:-}" \
         "${CPU_MIB[$p]:-}" "${BCPU_MIB[$p]:-}" "${ERR_SMALL[$p]:-}" "${ERR_LARGE[$p]:-}" \
@@ -929,7 +1069,8 @@ log "work dir: $WORK"
 
 read -r P_BACKEND P_PROXY P_RATHOLE_CONTROL P_RATHOLE_PUBLIC \
         P_EDGE_PUBLIC P_EDGE_CONNECTOR P_EDGE_ADMIN \
-        P_OBS_PUBLIC P_OBS_CONNECTOR P_OBS_ADMIN P_OBS_METRICS <<< "$(free_ports 11)"
+        P_OBS_PUBLIC P_OBS_CONNECTOR P_OBS_ADMIN P_OBS_METRICS \
+        P_NGINX_TLS P_RATHOLE_TLS_CONTROL P_RATHOLE_TLS_PUBLIC <<< "$(free_ports 14)"
 
 declare -A RSS_IDLE=() RSS_AFTER=() RSS_PEAK=()
 
@@ -941,10 +1082,24 @@ if want nginx; then
   if setup_nginx && wait_http proxy "${URL_SMALL[nginx]}" "$SMALL_SIZE"; then STATUS[nginx]=ready
   else STATUS[nginx]="failed: nginx proxy did not come up (see log above)"; fi
 fi
+if want nginx_tls; then
+  if setup_nginx_tls \
+     && wait_http proxy-tls "${URL_SMALL[nginx_tls]}" "$SMALL_SIZE" "${NGINX_TLS_CURL[@]}" \
+     && wait_http proxy-tls "${URL_LARGE[nginx_tls]}" "$LARGE_SIZE" "${NGINX_TLS_CURL[@]}"; then STATUS[nginx_tls]=ready
+  else STATUS[nginx_tls]="failed: nginx TLS proxy did not come up (see log above)"; fi
+fi
 if want rathole; then
   if setup_rathole && wait_http "rathole-server rathole-client" "${URL_SMALL[rathole]}" "$SMALL_SIZE" \
      && wait_http "rathole-server rathole-client" "${URL_LARGE[rathole]}" "$LARGE_SIZE"; then STATUS[rathole]=ready
   else STATUS[rathole]="failed: rathole tunnel did not come up (see log above)"; fi
+fi
+if want rathole_tls; then
+  if setup_rathole_tls \
+     && wait_http "rathole-tls-server rathole-tls-client" "${URL_SMALL[rathole_tls]}" "$SMALL_SIZE" \
+     && wait_http "rathole-tls-server rathole-tls-client" "${URL_LARGE[rathole_tls]}" "$LARGE_SIZE"; then
+    STATUS[rathole_tls]=ready
+  elif [[ -n $RATHOLE_TLS_SKIP ]]; then STATUS[rathole_tls]=$RATHOLE_TLS_SKIP; log "rathole_tls: $RATHOLE_TLS_SKIP"
+  else STATUS[rathole_tls]="failed: rathole TLS tunnel did not come up (see log above)"; fi
 fi
 if want postern-sso && [[ -n $SSO_SKIP ]]; then
   STATUS[postern-sso]=$SSO_SKIP
@@ -979,7 +1134,8 @@ if want postern-observed; then
 fi
 
 # Idle memory: everything is up and each tunnel has carried one or two requests, no load yet.
-for name in connector edge connector-observed edge-observed rathole-client rathole-server; do
+for name in connector edge connector-observed edge-observed rathole-client rathole-server \
+            rathole-tls-client rathole-tls-server; do
   alive "$name" || continue
   RSS_IDLE[$name]=$(status_kib "$name" VmRSS)
 done
@@ -1004,7 +1160,8 @@ for p in "${ALL_PATHS[@]}"; do
 done
 median_rounds
 
-for name in connector edge connector-observed edge-observed rathole-client rathole-server; do
+for name in connector edge connector-observed edge-observed rathole-client rathole-server \
+            rathole-tls-client rathole-tls-server; do
   alive "$name" || continue
   RSS_AFTER[$name]=$(status_kib "$name" VmRSS)
   RSS_PEAK[$name]=$(status_kib "$name" VmHWM)

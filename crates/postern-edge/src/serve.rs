@@ -382,9 +382,9 @@ pub struct Activity {
     last_end_ms: AtomicU64,
     /// Milliseconds after `started` when bytes began to arrive with no request in flight: a
     /// request head, which must then be complete within the head timeout. `u64::MAX` when none
-    /// is arriving. (HTTP/1.1 only: HTTP/2 sends frames between requests.) The bytes of a head
-    /// that came with the previous request (pipelined) are not seen arriving: such a head has
-    /// the idle timeout.
+    /// is arriving. (HTTP/1.1 only: HTTP/2 sends frames between requests.) Bytes of the next
+    /// head that arrive while a request is still in flight (pipelined, or sent early) are not
+    /// seen arriving: such a head has the idle timeout, counted from the response's end.
     head_since_ms: AtomicU64,
     /// Wakes the connection's task when a head begins, to time it.
     head_began: tokio::sync::Notify,
