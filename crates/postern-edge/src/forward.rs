@@ -517,6 +517,7 @@ async fn websocket(
     if let Some(ex) = ex.as_mut() {
         ex.set_status(StatusCode::SWITCHING_PROTOCOLS.as_u16());
     }
+    let grace = shared.config.limits.stall_timeout;
     tokio::spawn(async move {
         let _in_flight = in_flight;
         let (mut sent, mut received) = (0, 0);
@@ -524,7 +525,7 @@ async fn websocket(
             Ok((user, tunnel)) => {
                 let mut user = CountingIo::new(TokioIo::new(user));
                 let mut tunnel = TokioIo::new(tunnel);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut user, &mut tunnel).await {
+                if let Err(e) = relay(&mut user, &mut tunnel, grace).await {
                     tracing::debug!(%request_id, error = %e, "websocket ended");
                 }
                 (received, sent) = user.counts();
@@ -536,6 +537,39 @@ async fn websocket(
         }
     });
     Ok(switching)
+}
+
+/// Copies a WebSocket's bytes both ways until both sides have ended, or until one side has ended
+/// and the other has not followed within `grace` (the stall timeout): an app that closes its
+/// WebSocket frees the user's connection, its listener slot and its tunnel stream even when the
+/// client never closes its own side, and a client that leaves frees the app's.
+async fn relay<U, T>(user: &mut U, tunnel: &mut T, grace: Duration) -> std::io::Result<()>
+where
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut user_in, mut user_out) = tokio::io::split(user);
+    let (mut tunnel_in, mut tunnel_out) = tokio::io::split(tunnel);
+    let up = async {
+        tokio::io::copy(&mut user_in, &mut tunnel_out).await?;
+        tunnel_out.shutdown().await
+    };
+    let down = async {
+        tokio::io::copy(&mut tunnel_in, &mut user_out).await?;
+        user_out.shutdown().await
+    };
+    tokio::pin!(up, down);
+    let rest = tokio::select! {
+        r = &mut up => { r?; tokio::time::timeout(grace, &mut down).await }
+        r = &mut down => { r?; tokio::time::timeout(grace, &mut up).await }
+    };
+    rest.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the other side did not close within the stall timeout",
+        ))
+    })
 }
 
 fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {

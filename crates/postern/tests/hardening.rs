@@ -492,6 +492,59 @@ async fn one_address_holds_only_so_many_requests_in_flight() {
     }
 }
 
+/// An app that closes a WebSocket frees the user's connection, even when the client never
+/// closes its own side: the edge gives the client the stall timeout to follow, then drops it.
+#[tokio::test]
+async fn a_websocket_the_app_closes_gives_its_place_back() {
+    use futures_util::StreamExt;
+    // Four places per address (the connector's tunnels and config poll take three of 127.0.0.1's).
+    let edge = Edge::start(&["--max-connections-per-ip", "4", "--stall-timeout", "1s"]).await;
+    // A WebSocket app that says goodbye at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                    let _ = ws.close(None).await;
+                }
+            });
+        }
+    });
+    edge.group("g").await;
+    edge.publish("bye", "bye.localhost", &format!("http://{app}/"), "g", &[])
+        .await;
+    let _c = edge.connector("g").await;
+    let from = IpAddr::from([127, 0, 0, 32]);
+    let url = format!("wss://bye.localhost:{}/socket", edge.public.port());
+    let mut sockets = Vec::new();
+    for _ in 0..4 {
+        let tls = tls_from(&edge, from, "bye.localhost", b"http/1.1").await;
+        let (mut socket, resp) = tokio_tungstenite::client_async(&url, tls).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        // The app's close arrives; the client keeps its socket open and says nothing more.
+        let ended = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(Ok(_)) = socket.next().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the app's close never reached the client");
+        sockets.push(socket);
+    }
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    while try_tls_from(&edge, from, "bye.localhost", b"http/1.1")
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "WebSockets the app closed still hold the address's places"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(sockets);
+}
+
 /// Reads one HTTP/1.1 response with a `content-length` body from `io`; its status code.
 async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> u16 {
     let mut got = Vec::new();
