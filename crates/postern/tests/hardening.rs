@@ -517,12 +517,9 @@ async fn a_websocket_the_app_closes_gives_its_place_back() {
         .await;
     let _c = edge.connector("g").await;
     let from = IpAddr::from([127, 0, 0, 32]);
-    let url = format!("wss://bye.localhost:{}/socket", edge.public.port());
     let mut sockets = Vec::new();
     for _ in 0..4 {
-        let tls = tls_from(&edge, from, "bye.localhost", b"http/1.1").await;
-        let (mut socket, resp) = tokio_tungstenite::client_async(&url, tls).await.unwrap();
-        assert_eq!(resp.status(), 101);
+        let mut socket = websocket_from(&edge, from, "bye.localhost").await;
         // The app's close arrives; the client keeps its socket open and says nothing more.
         let ended = tokio::time::timeout(READY_TIMEOUT, async {
             while let Some(Ok(_)) = socket.next().await {}
@@ -531,17 +528,13 @@ async fn a_websocket_the_app_closes_gives_its_place_back() {
         assert!(ended.is_ok(), "the app's close never reached the client");
         sockets.push(socket);
     }
-    let until = tokio::time::Instant::now() + READY_TIMEOUT;
-    while try_tls_from(&edge, from, "bye.localhost", b"http/1.1")
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "WebSockets the app closed still hold the address's places"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_admitted(
+        &edge,
+        from,
+        "bye.localhost",
+        "WebSockets the app closed still hold the address's places",
+    )
+    .await;
     drop(sockets);
 }
 
@@ -626,6 +619,28 @@ async fn try_tls_from(
         .await
 }
 
+/// A WebSocket to `host` from `from`, on a TLS connection of its own.
+async fn websocket_from(
+    edge: &Edge,
+    from: IpAddr,
+    host: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tls = tls_from(edge, from, host, b"http/1.1").await;
+    let url = format!("wss://{host}:{}/socket", edge.public.port());
+    let (socket, resp) = tokio_tungstenite::client_async(&url, tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    socket
+}
+
+/// Waits until the edge admits a new connection from `from`; fails with `why` if it never does.
+async fn wait_admitted(edge: &Edge, from: IpAddr, host: &str, why: &str) {
+    let until = tokio::time::Instant::now() + READY_TIMEOUT;
+    while try_tls_from(edge, from, host, b"http/1.1").await.is_err() {
+        assert!(tokio::time::Instant::now() < until, "{why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An open WebSocket keeps the place its connection took: the connection limits count
 /// WebSockets for as long as they are open, not only until their upgrade.
 #[tokio::test]
@@ -639,12 +654,9 @@ async fn open_websockets_count_against_the_connection_limits() {
         .await;
     let _c = edge.connector("g").await;
     let from = IpAddr::from([127, 0, 0, 31]);
-    let url = format!("wss://ws.localhost:{}/socket", edge.public.port());
     let mut sockets = Vec::new();
     for i in 0..3 {
-        let tls = tls_from(&edge, from, "ws.localhost", b"http/1.1").await;
-        let (mut socket, resp) = tokio_tungstenite::client_async(&url, tls).await.unwrap();
-        assert_eq!(resp.status(), 101);
+        let mut socket = websocket_from(&edge, from, "ws.localhost").await;
         let text = format!("socket {i}");
         socket.send(Message::text(text.clone())).await.unwrap();
         assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
@@ -662,17 +674,13 @@ async fn open_websockets_count_against_the_connection_limits() {
     first.close(None).await.unwrap();
     while first.next().await.is_some() {}
     drop(first);
-    let until = tokio::time::Instant::now() + READY_TIMEOUT;
-    while try_tls_from(&edge, from, "ws.localhost", b"http/1.1")
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "a closed WebSocket never gave its place back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_admitted(
+        &edge,
+        from,
+        "ws.localhost",
+        "a closed WebSocket never gave its place back",
+    )
+    .await;
 }
 
 #[tokio::test]
