@@ -567,7 +567,8 @@ where
 
 /// Runs a connection, closing it gracefully once it has been idle past its deadline or the
 /// listener drains, and at once when a request head is late (HTTP/1.1 cannot close gracefully
-/// in the middle of one, and the client has nothing in flight to lose).
+/// in the middle of one, and the client has nothing in flight to lose). A graceful close that has
+/// not finished after the head timeout, with nothing in flight, is cut short.
 async fn drive<C>(
     conn: C,
     activity: &Activity,
@@ -595,13 +596,24 @@ async fn drive<C>(
             _ = stop.wait_for(|s| *s), if !closing => {
                 conn.as_mut().close();
                 closing = true;
+                check_at = Instant::now() + t.request_head;
             }
             () = activity.head_began.notified(), if !closing => {
                 if let Some((deadline, _)) = activity.deadline(t) {
                     check_at = check_at.min(deadline);
                 }
             }
-            _ = tokio::time::sleep_until(check_at), if !closing => {
+            _ = tokio::time::sleep_until(check_at) => {
+                if closing {
+                    // A graceful close waits for the client (HTTP/2: the answer to its PING); one
+                    // with nothing in flight gets the head timeout to finish, then is dropped.
+                    if activity.deadline(t).is_some() {
+                        tracing::debug!("dropping a connection that did not finish closing");
+                        return;
+                    }
+                    check_at = Instant::now() + t.idle.min(t.request_head);
+                    continue;
+                }
                 match activity.deadline(t) {
                     Some((deadline, waiting)) if deadline <= Instant::now() => {
                         if waiting == Waiting::Head && h1 {
@@ -611,6 +623,7 @@ async fn drive<C>(
                         tracing::debug!("closing an idle connection");
                         conn.as_mut().close();
                         closing = true;
+                        check_at = Instant::now() + t.request_head;
                     }
                     Some((deadline, _)) => check_at = deadline,
                     // Busy: look again once an idle period could have passed.

@@ -538,6 +538,22 @@ async fn a_websocket_the_app_closes_gives_its_place_back() {
     drop(sockets);
 }
 
+/// An HTTP/2 client that never answers the edge's closing PING is dropped after the head
+/// timeout, not kept until HTTP/2 keep-alive gives up on it.
+#[tokio::test]
+async fn an_http2_client_that_ignores_the_close_is_dropped() {
+    let (edge, _app, _c) = published("h2.localhost", &["--request-head-timeout", "1s"]).await;
+    let mut tls = edge.tls_to_public("h2.localhost", b"h2").await;
+    // The connection preface and an empty SETTINGS frame, then nothing: no request, and no
+    // answer to anything the edge sends (its SETTINGS, GOAWAY and PING).
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(READY_TIMEOUT, tls.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a silent HTTP/2 client was kept open");
+}
+
 /// Reads one HTTP/1.1 response with a `content-length` body from `io`; its status code.
 async fn read_response(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> u16 {
     let mut got = Vec::new();
