@@ -65,6 +65,7 @@ pub async fn handle(
     let mut ex = Some(Exchange::open(
         &shared,
         id,
+        &request_id,
         peer.ip(),
         &method,
         &uri,
@@ -645,7 +646,7 @@ fn robots(request_id: &str) -> Response<EdgeBody> {
 
 /// A random request ID: 128 bits, hex.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    postern_obs::trace::hex(&rand::random::<u128>().to_be_bytes())
 }
 
 /// Sets the `traceparent` the connector passes on to the app: the user's trace with the edge's

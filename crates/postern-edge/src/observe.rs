@@ -26,6 +26,7 @@ use crate::state::{Route, Shared};
 pub struct Exchange {
     started: Instant,
     time: SystemTime,
+    /// For the access log; empty without one.
     pub request_id: String,
     /// The `traceparent` sent on to the connector and the app.
     pub traceparent: String,
@@ -51,11 +52,12 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Opens the record of a request that just arrived. `request_id` (128 random bits) also
-    /// starts the trace when the request brings no valid `traceparent`.
+    /// Opens the record of a request that just arrived. `id` (128 random bits, `request_id` in
+    /// hex) also starts the trace when the request brings no valid `traceparent`.
     pub fn open(
         shared: &Shared,
-        request_id: u128,
+        id: u128,
+        request_id: &str,
         client_ip: IpAddr,
         method: &http::Method,
         uri: &http::Uri,
@@ -67,7 +69,7 @@ impl Exchange {
             (Some(v), None) => TraceContext::parse(v.as_bytes()),
             _ => None,
         };
-        let trace = TraceContext::next_hop(incoming, request_id, rand::random());
+        let trace = TraceContext::next_hop(incoming, id, rand::random());
         let log = shared.access_log.clone();
         let path = match (&log, shared.config.access_log_query) {
             (None, _) => String::new(),
@@ -79,7 +81,11 @@ impl Exchange {
         Exchange {
             started: Instant::now(),
             time: SystemTime::now(),
-            request_id: postern_obs::trace::hex(&request_id.to_be_bytes()),
+            request_id: if log.is_some() {
+                request_id.to_owned()
+            } else {
+                String::new()
+            },
             traceparent: trace.header(),
             trace_id: if log.is_some() {
                 trace.trace_id_hex()
