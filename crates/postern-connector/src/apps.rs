@@ -25,7 +25,6 @@ pub struct Apps {
 /// One app, ready for the request path.
 pub struct AppEntry {
     pub route: AppRoute,
-    pub scheme: Scheme,
     pub authority: Authority,
     /// `scheme://authority/`: what the backend connector dials.
     pub origin: Uri,
@@ -94,7 +93,7 @@ impl AppEntry {
         };
         let authority: Authority = authority.parse().ok()?;
         let origin = Uri::builder()
-            .scheme(scheme.clone())
+            .scheme(scheme)
             .authority(authority.clone())
             .path_and_query("/")
             .build()
@@ -108,7 +107,6 @@ impl AppEntry {
             .map_or_else(Default::default, |p| p.connections.clone());
         Some(AppEntry {
             route: route.clone(),
-            scheme,
             authority,
             origin,
             base_path: url.path().trim_end_matches('/').to_owned(),

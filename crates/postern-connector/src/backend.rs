@@ -67,16 +67,14 @@ impl Backends {
     }
 
     fn dialer(&self, app: &AppEntry) -> &Dialer {
-        let (cell, tls): (_, fn() -> rustls::ClientConfig) =
-            if app.route.insecure_skip_backend_tls_verify {
-                (
-                    &self.unverified,
-                    postern_pki::insecure_backend_client_config,
-                )
-            } else {
-                (&self.verified, postern_pki::backend_client_config)
-            };
-        cell.get_or_init(|| dialer(tls(), self.policy.clone(), self.lookup.clone()))
+        let dial = |tls| dialer(tls, self.policy.clone(), self.lookup.clone());
+        if app.route.insecure_skip_backend_tls_verify {
+            self.unverified
+                .get_or_init(|| dial(postern_pki::insecure_backend_client_config()))
+        } else {
+            self.verified
+                .get_or_init(|| dial(postern_pki::backend_client_config()))
+        }
     }
 
     /// Drops idle and closed app connections every [`pool::SWEEP_INTERVAL`], until shutdown or
