@@ -74,16 +74,6 @@ pin() {
   if [[ -n $1 ]]; then PIN=(taskset -c "$1"); fi
 }
 
-# run_bg OUT CMD...: CMD in the background, output to OUT, waited for here, so that a signal to
-# this script is handled at once and the trap kills CMD too.
-run_bg() {
-  local out=$1; shift
-  "$@" >"$out" 2>>"$WORK/logs/idp-mjs.log" &
-  PIDS+=($!)
-  local rc=0
-  wait $! || rc=$?
-  return $rc
-}
 
 edge_alive() { [[ -n $EDGE_PID ]] && kill -0 "$EDGE_PID" 2>/dev/null; }
 
@@ -127,11 +117,7 @@ busy_percent() {
     printf "%.0f", (total > 0) ? 100 * (total - idle) / total : 0 }'
 }
 
-postern_admin() {
-  timeout 60 "$POSTERN_BIN" admin --admin-url "https://127.0.0.1:$P_ADMIN" \
-    --token-file "$WORK/edge/admin-token" --ca-file "$WORK/edge/ca.pem" "$@" \
-    2>>"$WORK/logs/postern-admin.log"
-}
+postern_admin() { postern_admin_at "$P_ADMIN" "$WORK/edge" "$@"; }
 
 # ----------------------------------------------------------------------------
 # Phases: each runs bench/idp.mjs once, measuring the edge's CPU around it
@@ -144,7 +130,7 @@ phase() {
   local name=$1 out="$WORK/result-$1.txt" t0 t1 rc=0 kv
   t0=$(edge_ticks)
   pin "$IDP_LOAD_CPUS"
-  run_bg "$out" timeout $((IDP_SECONDS + 120)) \
+  run_waited "$out" "$WORK/logs/idp-mjs.log" timeout $((IDP_SECONDS + 120)) \
     "${PIN[@]}" node "$BENCH_DIR/idp.mjs" "$name" "$WORK/config.json" || rc=$?
   t1=$(edge_ticks)
   R[$name.cpu_s]=$(awk -v a="$t0" -v b="$t1" -v h="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / h }')

@@ -57,6 +57,27 @@ start() {
   log "started $name (pid $!)"
 }
 
+# run_waited OUT ERRLOG CMD...: CMD in the background, its output to OUT and its errors appended
+# to ERRLOG, waited for here, so that a signal to the script is handled at once and the trap
+# kills CMD too.
+run_waited() {
+  local out=$1 errlog=$2; shift 2
+  "$@" >"$out" 2>>"$errlog" &
+  PIDS+=($!)
+  local rc=0
+  wait $! || rc=$?
+  return $rc
+}
+
+# postern_admin_at PORT DIR ARGS...: `postern admin ARGS` against the edge whose admin API is on
+# 127.0.0.1:PORT and whose data dir (admin token, CA) is DIR; errors to the admin log.
+postern_admin_at() {
+  local port=$1 dir=$2; shift 2
+  timeout 60 "$POSTERN_BIN" admin --admin-url "https://127.0.0.1:$port" \
+    --token-file "$dir/admin-token" --ca-file "$dir/ca.pem" \
+    "$@" 2>>"$WORK/logs/postern-admin.log"
+}
+
 alive() { [[ -n ${PID_OF[$1]:-} ]] && kill -0 "${PID_OF[$1]}" 2>/dev/null; }
 
 show_log() {  # a component's panic message (if any) and last log lines, to explain a failure

@@ -657,15 +657,10 @@ ensure_postern_binary() {
   fi
 }
 
-# postern_admin ARGS...: run an admin subcommand against the bench edge; stdout is the command's
+# postern_admin ARGS...: run an admin subcommand against the bench edge (or the one P_ADMIN_NOW
+# and ADMIN_DIR_NOW name); stdout is the command's, errors go to logs/postern-admin.log.
 P_ADMIN_NOW="" ADMIN_DIR_NOW=""
-postern_admin() {
-  timeout 60 "$POSTERN_BIN" admin \
-    --admin-url "https://127.0.0.1:${P_ADMIN_NOW:-$P_EDGE_ADMIN}" \
-    --token-file "${ADMIN_DIR_NOW:-$WORK/edge}/admin-token" \
-    --ca-file "${ADMIN_DIR_NOW:-$WORK/edge}/ca.pem" \
-    "$@" 2>>"$WORK/logs/postern-admin.log"
-}
+postern_admin() { postern_admin_at "${P_ADMIN_NOW:-$P_EDGE_ADMIN}" "${ADMIN_DIR_NOW:-$WORK/edge}" "$@"; }
 
 # setup_postern [observed]: the edge and connector of the postern path, or (with `observed`) a
 # second pair, edge-observed and connector-observed, with the access log and /metrics on.

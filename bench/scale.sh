@@ -92,22 +92,7 @@ wait_until() {
   show_log "$name"; die "$name: no $what within ${SCALE_READY_TIMEOUT}s"
 }
 
-postern_admin() {
-  timeout 60 "$POSTERN_BIN" admin --admin-url "https://127.0.0.1:$P_ADMIN" \
-    --token-file "$WORK/edge/admin-token" --ca-file "$WORK/edge/ca.pem" \
-    "$@" 2>>"$WORK/logs/postern-admin.log"
-}
-
-# run_client OUT CMD...: run a client in the background and wait for it, so that Ctrl-C is handled
-# at once; the redirection is inside so that a trap firing during `wait` does not inherit it.
-run_client() {
-  local out=$1; shift
-  "$@" >"$out" 2>>"$WORK/logs/client.log" &
-  PIDS+=($!)
-  local rc=0
-  wait $! || rc=$?
-  return $rc
-}
+postern_admin() { postern_admin_at "$P_ADMIN" "$WORK/edge" "$@"; }
 
 # ----------------------------------------------------------------------------
 # Setup: backend, edge, one app, one connector
@@ -176,12 +161,12 @@ node_client=(node --max-old-space-size=4096 "$BENCH_DIR/scale.mjs")
 : >"$WORK/idle.json"
 if (( SCALE_WEBSOCKETS > 0 )); then
   log "phase 1: $SCALE_WEBSOCKETS WebSockets, ${SCALE_SECONDS}s of echoes (progress: $WORK/logs/client.log)"
-  run_client "$WORK/websockets.json" "${client_env[@]}" "${node_client[@]}" websockets \
+  run_waited "$WORK/websockets.json" "$WORK/logs/client.log" "${client_env[@]}" "${node_client[@]}" websockets \
     || die "the WebSocket client failed (see $WORK/logs/client.log)"
 fi
 if (( SCALE_IDLE_CONNECTIONS > 0 )); then
   log "phase 2: $SCALE_IDLE_CONNECTIONS idle HTTPS connections"
-  run_client "$WORK/idle.json" "${client_env[@]}" "${node_client[@]}" idle \
+  run_waited "$WORK/idle.json" "$WORK/logs/client.log" "${client_env[@]}" "${node_client[@]}" idle \
     || die "the idle-connection client failed (see $WORK/logs/client.log)"
 fi
 
