@@ -134,7 +134,18 @@ impl Audited {
             Ok(_) if written => return,
             Ok(_) => self.record(&self.action, Outcome::Success, "no change"),
         };
-        if let Err(e) = self.base.record_audit(&audit).await {
+        self.write(&audit).await;
+    }
+
+    /// Records a success that committed nothing to the store (a backup read it all), with
+    /// `detail`, what was done.
+    pub async fn succeeded(&self, detail: &str) {
+        self.write(&self.record(&self.action, Outcome::Success, detail))
+            .await;
+    }
+
+    async fn write(&self, audit: &Audit) {
+        if let Err(e) = self.base.record_audit(audit).await {
             tracing::error!(error = %e, actor = %self.actor, action = %audit.action, target = %self.target, "cannot write the audit log");
         }
     }

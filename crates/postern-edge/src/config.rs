@@ -124,6 +124,8 @@ impl Default for Limits {
 pub struct EdgeConfig {
     /// Where state, keys, the CA certificate and the admin token live.
     pub data_dir: PathBuf,
+    /// The commit this build came from, for `/v1/version` (`unknown` when not known).
+    pub commit: &'static str,
     /// Public HTTPS listener for users.
     pub listen: SocketAddr,
     /// Listener connectors dial (mutual TLS 1.3).
@@ -181,6 +183,7 @@ impl EdgeConfig {
     ) -> EdgeConfig {
         EdgeConfig {
             data_dir,
+            commit: "unknown",
             listen,
             connector_listen,
             admin_listen,

@@ -14,6 +14,7 @@ mod audit;
 mod body;
 pub mod config;
 mod control;
+pub mod data;
 mod forward;
 pub mod geoip;
 mod guard;
@@ -32,7 +33,7 @@ mod tunnels;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -48,18 +49,7 @@ use tower::ServiceExt;
 
 pub use config::{EdgeConfig, Secret};
 
-/// Files in the edge's data directory.
-pub mod files {
-    /// The server CA certificate: what users' browsers, the admin CLI and connectors trust when
-    /// no certificate is configured.
-    pub const CA_CERT: &str = "ca.pem";
-    pub const CA_KEY: &str = "ca-key.pem";
-    /// The CA that signs connectors' client certificates.
-    pub const CONNECTOR_CA_CERT: &str = "connector-ca.pem";
-    pub const CONNECTOR_CA_KEY: &str = "connector-ca-key.pem";
-    pub const ADMIN_TOKEN: &str = "admin-token";
-    pub const STATE_DB: &str = "state.db";
-}
+pub use data::files;
 
 /// A started edge.
 pub struct RunningEdge {
@@ -76,6 +66,8 @@ pub struct RunningEdge {
     shutdown: watch::Sender<bool>,
     accept_loops: JoinSet<()>,
     drains: Vec<serve::Drain>,
+    /// Keeps other edges out of the data directory until this one is dropped.
+    _lock: data::DataLock,
 }
 
 use state::Shared;
@@ -133,7 +125,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         None => None,
     };
     let dir = &config.data_dir;
-    create_private_dir(dir)?;
+    let data_lock = data::lock(dir)?;
     let server_ca = Arc::new(
         Ca::load_or_create(
             &dir.join(files::CA_CERT),
@@ -148,7 +140,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         "Postern connector CA",
     )
     .context("loading the edge's connector CA")?;
-    let (admin_token, admin_token_path) = admin_token(dir, config.bootstrap_token.clone())?;
+    let (admin_token, admin_token_path) = data::admin_token(dir, config.bootstrap_token.clone())?;
     let store = Store::open_sqlite(&dir.join(files::STATE_DB)).await?;
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
@@ -252,6 +244,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         shutting_down: Default::default(),
         stopping: shutdown_rx.clone(),
         reload_lock: Default::default(),
+        backup_lock: Default::default(),
         access_writes: Default::default(),
         auth,
         rates: guard::Rates::new(&config_limits),
@@ -382,6 +375,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         shutdown: shutdown_tx,
         accept_loops,
         drains: vec![public_drain, control_drain, admin_drain],
+        _lock: data_lock,
     })
 }
 
@@ -449,47 +443,6 @@ fn default_names(addrs: &[SocketAddr], tls_names: &[String]) -> Vec<String> {
         }
     }
     names
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))
-}
-
-/// The admin token: from the environment if given, else the one in `DATA/admin-token`, else a new
-/// random one written there (mode 0600).
-fn admin_token(dir: &Path, bootstrap: Option<Secret>) -> anyhow::Result<(Secret, Option<PathBuf>)> {
-    if let Some(token) = bootstrap {
-        anyhow::ensure!(
-            token.expose().len() >= 16,
-            "POSTERN_BOOTSTRAP_TOKEN is too short: use at least 16 characters"
-        );
-        return Ok((token, None));
-    }
-    let path = dir.join(files::ADMIN_TOKEN);
-    match std::fs::read_to_string(&path) {
-        Ok(existing) if !existing.trim().is_empty() => {
-            return Ok((Secret::new(existing.trim()), Some(path)))
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    use base64::Engine;
-    let token = format!(
-        "pat_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-    );
-    postern_pki::write_private(&path, format!("{token}\n").as_bytes())?;
-    Ok((Secret::new(token), Some(path)))
 }
 
 #[cfg(test)]

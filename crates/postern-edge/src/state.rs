@@ -84,6 +84,8 @@ pub struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Serialises reloads so an older snapshot never replaces a newer one.
     pub reload_lock: tokio::sync::Mutex<()>,
+    /// One backup at a time: each writes a copy of the database.
+    pub backup_lock: tokio::sync::Mutex<()>,
     /// Held while a change to policies, locations or the apps they name is checked and
     /// written, so two changes cannot each pass a check the other breaks.
     pub access_writes: tokio::sync::Mutex<()>,

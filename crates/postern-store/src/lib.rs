@@ -13,6 +13,7 @@ mod access;
 mod access_policies;
 mod admin;
 mod apps;
+mod backup;
 mod chain;
 mod connectors;
 mod idp;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use access_policies::AccessDoc;
 pub use admin::MAX_AUDIT_PAGE;
+pub use backup::{restore, DataFile};
 pub use chain::{Broken, Log, GENESIS_HASH};
 pub use connectors::CertRefusal;
 pub use idp::{DEVICE_CODES_PER_CLIENT, DEVICE_CODES_PER_REQUESTER, SIGNIN_EVENT_FIELD_BYTES};
@@ -43,6 +45,7 @@ pub use logs::{
     Audit, Decided, Location, NewSignin, Signin, SigninQuery, SigninResult, Verified, BROWSER,
     BUILT_IN_ISSUER, MAX_SIGNIN_PAGE, MULTI_FACTOR, SIGNIN_TEXT_BYTES, SINGLE_FACTOR, TOKEN_CLIENT,
 };
+pub use migrations::SCHEMA_VERSION;
 pub use model::{
     AccessRules, AdminToken, App, Assignee, AuditEvent, AuditQuery, CertRecord, Connector,
     ConnectorReport, CookieOptions, Group, NewApp, NewAuditEvent, OidcClient, Outcome, Preauth,
@@ -64,6 +67,19 @@ pub enum StoreError {
     InUse(String),
     #[error("the database at {path} cannot be opened: {source}")]
     Open { path: String, source: sqlx::Error },
+    #[error("the database at {path} has schema version {found}, newer than this Postern's {supported}: run the newer Postern that wrote it, or restore a backup made by this version")]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("{path} is not a Postern backup ({why}); give a file made by `postern admin backup`")]
+    NotABackup { path: String, why: String },
+    #[error("cannot create {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -102,16 +118,20 @@ impl Store {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    /// Opens (creating if needed) the SQLite database at `path` and brings its schema up to date.
+    /// Opens (creating if needed, owner-only) the SQLite database at `path` and brings its
+    /// schema up to date; refuses a database written by a newer Postern. Its `-wal` and `-shm`
+    /// files take the database file's permissions.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
         };
+        if !path.exists() {
+            backup::create_private(path)?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(open_err)?
             .filename(path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
@@ -120,7 +140,14 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        migrations::run(&pool).await?;
+        migrations::run(&pool).await.map_err(|e| match e {
+            migrations::Migration::TooNew { found, supported } => StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                supported,
+            },
+            migrations::Migration::Db(e) => StoreError::Db(e),
+        })?;
         logs::chain_unchained(&pool).await?;
         Ok(Store {
             pool,

@@ -369,15 +369,49 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE signins ADD COLUMN decided INTEGER NOT NULL DEFAULT 0;",
 ];
 
-pub async fn run(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+/// The schema version this build writes: a database that recorded a later one was written by a
+/// newer Postern and is refused.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub async fn run(pool: &SqlitePool) -> Result<(), Migration> {
     apply(pool, MIGRATIONS).await
 }
 
-/// Applies every version of `migrations` the database has not recorded, in order.
-async fn apply(pool: &SqlitePool, migrations: &[&str]) -> Result<(), sqlx::Error> {
+/// Why the schema could not be brought up to date.
+#[derive(Debug)]
+pub enum Migration {
+    /// The database records a version this build does not know.
+    TooNew {
+        found: i64,
+        supported: i64,
+    },
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Migration {
+    fn from(e: sqlx::Error) -> Self {
+        Migration::Db(e)
+    }
+}
+
+/// The highest schema version the database at `pool` records (0 for a new one).
+pub async fn recorded(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
         .execute(pool)
         .await?;
+    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(pool)
+        .await
+}
+
+/// Applies every version of `migrations` the database has not recorded, in order; refuses a
+/// database that records a version past the last of them, before changing anything.
+async fn apply(pool: &SqlitePool, migrations: &[&str]) -> Result<(), Migration> {
+    let found = recorded(pool).await?;
+    let supported = migrations.len() as i64;
+    if found > supported {
+        return Err(Migration::TooNew { found, supported });
+    }
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
         .fetch_all(pool)
         .await?;
@@ -443,5 +477,11 @@ mod tests {
             .fetch_all(&pool)
             .await
             .unwrap();
+        // An older build (two versions) refuses the database and leaves it as it was.
+        match apply(&pool, &["CREATE TABLE a (x)", "CREATE TABLE b (x)"]).await {
+            Err(Migration::TooNew { found, supported }) => assert_eq!((found, supported), (3, 2)),
+            other => panic!("an older build opened a newer database: {other:?}"),
+        }
+        assert_eq!(versions(&pool).await, vec![1, 2, 3]);
     }
 }

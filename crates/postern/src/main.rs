@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use postern_edge::config as limits;
 use tokio::sync::watch;
 
@@ -48,10 +48,42 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Everything in one process with no config: an edge, a demo app and a connector.
     Quickstart(quickstart::QuickstartArgs),
+    /// The version and the commit this binary was built from.
+    Version,
+    /// Print a shell completion script: `postern completions bash > /etc/bash_completion.d/postern`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for every command to a directory (postern.1, postern-edge.1, ...).
+    Man {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// What this binary is: `postern version` and the edge's `/v1/version`.
+const COMMIT: &str = env!("POSTERN_COMMIT");
+
+#[derive(Subcommand)]
+enum EdgeAction {
+    /// Restore a backup (`postern admin backup`) into a new data directory; then start the edge
+    /// on it with --data DIR.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create; it must hold no edge's data.
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct EdgeArgs {
+    #[command(subcommand)]
+    action: Option<EdgeAction>,
     /// Directory for state, keys, the CA certificate (ca.pem) and the admin token.
     #[arg(long, default_value = "postern-data")]
     data: PathBuf,
@@ -367,7 +399,11 @@ fn main() -> ExitCode {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: memory is returned to the system only while allocating: {e}");
     }
-    init_logging(matches!(cli.command, Command::Admin(_)), cli.log_format);
+    let quiet = matches!(
+        cli.command,
+        Command::Admin(_) | Command::Version | Command::Completions { .. } | Command::Man { .. }
+    );
+    init_logging(quiet, cli.log_format);
     // On one core a single-threaded runtime does the same work without cross-thread wake-ups and
     // work-stealing queues; with more cores, one worker per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -403,16 +439,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connector(ConnectorCommand::Run(args)) => connector_run(args).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Version => {
+            println!(
+                "postern {} (commit {COMMIT}, schema {})",
+                env!("CARGO_PKG_VERSION"),
+                postern_store::SCHEMA_VERSION
+            );
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "postern",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out } => man_pages(&out),
     }
 }
 
+/// One man page per command and subcommand, named as `man` finds them (`postern-admin-app.1`).
+fn man_pages(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    fn write(cmd: clap::Command, name: String, out: &std::path::Path) -> anyhow::Result<usize> {
+        let cmd = cmd.name(name.clone());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            n += write(sub.clone(), format!("{name}-{}", sub.get_name()), out)?;
+        }
+        Ok(n)
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let n = write(cmd, "postern".to_owned(), out)?;
+    println!("wrote {n} man pages to {}", out.display());
+    Ok(())
+}
+
 async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    if let Some(EdgeAction::Restore { from, data }) = args.action {
+        let files = postern_edge::data::restore(&from, &data).await?;
+        println!(
+            "restored {} into {} ({}); start the edge with --data {}",
+            from.display(),
+            data.display(),
+            files.join(", "),
+            data.display()
+        );
+        return Ok(());
+    }
     let mut config = postern_edge::EdgeConfig::new(
         args.data,
         args.listen,
         args.connector_listen,
         args.admin_listen,
     );
+    config.commit = COMMIT;
     config.tls_cert = args.tls_cert.zip(args.tls_key);
     config.queue_timeout = args.queue_timeout;
     config.max_queued = args.max_queued;

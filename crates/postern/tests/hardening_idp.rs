@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::browser::{query, Browser, Page, IDP_HOST};
+use common::browser::{app_browser, app_status, query, sign_in_to_app, Browser, Page, IDP_HOST};
 use common::{backends, Edge};
 use postern_idp::throttle::{Policy, Throttle, PER_ACCOUNT, PER_IP};
 use reqwest::{Method, StatusCode};
@@ -651,50 +651,6 @@ async fn oversized_sign_in_fields_are_refused_and_recorded_truncated() {
 
 // App sessions ---------------------------------------------------------------------------------
 
-/// A browser with a cookie jar that follows redirects, resolving the app and the provider.
-fn app_browser(edge: &Edge, app_host: &str) -> reqwest::Client {
-    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
-        .resolve(app_host, edge.public)
-        .resolve(IDP_HOST, edge.public)
-        .build()
-        .unwrap()
-}
-
-/// Opens the app, signs in at the built-in provider and returns to the app.
-async fn sign_in_to_app(edge: &Edge, browser: &reqwest::Client, url: &str, email: &str) {
-    let form = browser.get(url).send().await.unwrap();
-    assert_eq!(form.url().host_str(), Some(IDP_HOST));
-    let html = form.text().await.unwrap();
-    let field = |name: &str| common::browser::form_field(&html, name);
-    let resp = browser
-        .post(edge.url(IDP_HOST, "/signin"))
-        .form(&[
-            ("csrf", field("csrf").as_str()),
-            ("req", field("req").as_str()),
-            ("email", email),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.url().as_str(), url, "back at the app");
-}
-
-/// What the app answers an API client of this browser (401 JSON once the session is over).
-async fn app_status(browser: &reqwest::Client, url: &str) -> StatusCode {
-    browser
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
-
 #[tokio::test]
 async fn disabling_or_resetting_a_user_ends_their_app_sessions_at_once() {
     let edge = Edge::start(&[]).await;
@@ -744,7 +700,7 @@ async fn disabling_or_resetting_a_user_ends_their_app_sessions_at_once() {
     for (email, action) in &actions {
         create_user(&edge, email).await;
         let browser = app_browser(&edge, host);
-        sign_in_to_app(&edge, &browser, &url, email).await;
+        sign_in_to_app(&edge, PASSWORD, &browser, &url, email).await;
         assert_eq!(app_status(&browser, &url).await, StatusCode::OK, "{email}");
         edge.admin_ok(action).await;
         assert_eq!(

@@ -9,6 +9,7 @@
 mod access;
 mod apps;
 mod audit_log;
+mod backup;
 mod clients;
 mod connectors;
 mod groups;
@@ -36,6 +37,7 @@ pub use apps::{AppView, AssignmentView, SignInView};
 pub use audit_log::{
     AppliedPolicy, AuditEventView, AuditPage, LogVerification, SigninPage, SigninView, Verification,
 };
+pub use backup::VersionView;
 pub use clients::{ClientView, SigninEventView, SigningKeyView};
 pub use connectors::ConnectorView;
 pub use groups::GroupView;
@@ -50,7 +52,7 @@ pub const OPENAPI_YAML: &str = include_str!("../../../../docs/openapi.yaml");
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Routes that need no token.
-pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/v1/openapi.yaml")];
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/v1/openapi.yaml"), ("GET", "/v1/version")];
 
 /// Every authenticated route: method, path, handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
@@ -144,6 +146,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Shared>>)> {
             "/v1/risk/users/{email}/dismiss",
             post(risk::dismiss),
         ),
+        (Method::GET, "/v1/backup", get(backup::create)),
         (Method::GET, "/v1/audit", get(audit_log::query)),
         (Method::GET, "/v1/signins", get(audit_log::signins)),
         (Method::GET, "/v1/logs/verify", get(audit_log::verify)),
@@ -218,6 +221,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             authenticate,
         ))
         .route("/v1/openapi.yaml", get(openapi))
+        .route("/v1/version", get(backup::version))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -82,31 +82,97 @@ impl AdminClient {
             .map(|_| ())
     }
 
+    /// GET a file-sized answer into `out`, which must not exist: written owner-only to a
+    /// temporary name beside it and renamed into place once whole. Returns its length.
+    pub async fn download(&self, path: &str, out: &std::path::Path) -> anyhow::Result<u64> {
+        use std::io::Write;
+        if out.exists() {
+            bail!("{} exists; give --out a new file name", out.display());
+        }
+        let mut resp = self
+            .http
+            .get(self.url(path))
+            .timeout(DOWNLOAD_TIMEOUT)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(refusal(status, &bytes));
+        }
+        let tmp = out.with_extension(format!("part{}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let written = async {
+            let mut len = 0u64;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .context("reading the admin API's answer")?
+            {
+                file.write_all(&chunk)?;
+                len += chunk.len() as u64;
+            }
+            file.sync_all()?;
+            std::fs::rename(&tmp, out)?;
+            Ok::<_, anyhow::Error>(len)
+        }
+        .await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("cannot write {}", out.display()))
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "cannot reach the admin API at {}; check --admin-url and --ca-file",
+            self.base
+        )
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
-        let resp = req.bearer_auth(&self.token).send().await.with_context(|| {
-            format!(
-                "cannot reach the admin API at {}; check --admin-url and --ca-file",
-                self.base
-            )
-        })?;
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .context("reading the admin API's answer")?;
         if !status.is_success() {
-            let msg = serde_json::from_slice::<ApiError>(&bytes)
-                .map(|e| format!("{} ({})", e.error.message, e.error.code))
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            bail!("{status}: {msg}");
+            return Err(refusal(status, &bytes));
         }
         let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
         serde_json::from_slice(body).context("the admin API's answer is not the expected JSON")
     }
+}
+
+/// How long a download (a backup) may take in all.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The admin API's refusal as one line: its message and code.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+    let msg = serde_json::from_slice::<ApiError>(body)
+        .map(|e| format!("{} ({})", e.error.message, e.error.code))
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    anyhow::anyhow!("{status}: {msg}")
 }
 
 /// Path segments from user input are percent-encoded so a name can never change the route.

@@ -59,6 +59,13 @@ enum AdminCommand {
     RotateSessionKey,
     /// Read the audit log, newest first (the same as `logs audit`).
     Audit(AuditArgs),
+    /// Save a consistent backup of the running edge (database and keys) to a new file, readable
+    /// by you only; restore it with `postern edge restore --from FILE --data DIR`.
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The sign-in and audit logs, and verifying them.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
@@ -355,6 +362,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Audit(a) => audit(&client, json, a).await,
+        AdminCommand::Backup { out } => {
+            let len = client.download("/v1/backup", &out).await?;
+            print(
+                json,
+                &serde_json::json!({ "file": out, "bytes": len }),
+                || {
+                    say!(
+                        "backup written to {} ({len} bytes); it holds the edge's keys: keep it safe",
+                        out.display()
+                    )
+                },
+            );
+            Ok(())
+        }
         AdminCommand::Logs(cmd) => logs::run(&client, json, cmd).await,
         AdminCommand::Apply(a) => apply::run(&client, json, a).await,
         AdminCommand::User(cmd) => directory::user(&client, json, cmd).await,

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 
+use std::sync::Arc;
+
 use super::Edge;
 
 pub const IDP_HOST: &str = "login.localhost";
@@ -253,4 +255,54 @@ pub async fn chromium(script: &str, args: serde_json::Value) -> serde_json::Valu
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A browser with a cookie jar that follows redirects, resolving the app and the provider.
+pub fn app_browser(edge: &Edge, app_host: &str) -> reqwest::Client {
+    let tls = postern_pki::client_config(&edge.ca_pem(), vec![b"http/1.1".to_vec()]).unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .cookie_provider(Arc::new(reqwest::cookie::Jar::default()))
+        .resolve(app_host, edge.public)
+        .resolve(IDP_HOST, edge.public)
+        .build()
+        .unwrap()
+}
+
+/// Opens the app, signs in at the built-in provider and returns to the app.
+pub async fn sign_in_to_app(
+    edge: &Edge,
+    password: &str,
+    browser: &reqwest::Client,
+    url: &str,
+    email: &str,
+) {
+    let form = browser.get(url).send().await.unwrap();
+    assert_eq!(form.url().host_str(), Some(IDP_HOST));
+    let html = form.text().await.unwrap();
+    let field = |name: &str| form_field(&html, name);
+    let resp = browser
+        .post(edge.url(IDP_HOST, "/signin"))
+        .form(&[
+            ("csrf", field("csrf").as_str()),
+            ("req", field("req").as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.url().as_str(), url, "back at the app");
+}
+
+/// What the app answers an API client of this browser (401 JSON once the session is over).
+pub async fn app_status(browser: &reqwest::Client, url: &str) -> StatusCode {
+    browser
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
