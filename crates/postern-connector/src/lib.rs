@@ -11,6 +11,7 @@
 mod apps;
 mod backend;
 mod backoff;
+pub mod cli;
 pub mod control;
 mod credentials;
 pub mod destination;

@@ -10,4 +10,5 @@
 pub mod access;
 pub mod listener;
 pub mod metrics;
+pub mod process;
 pub mod trace;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use postern_edge::config as limits;
-use tokio::sync::watch;
+use postern_obs::process::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -31,19 +31,13 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the public edge: user HTTPS, the connector listener and the admin API.
     Edge(Box<EdgeArgs>),
     /// Register or run a connector next to the internal apps.
     #[command(subcommand)]
-    Connector(ConnectorCommand),
+    Connector(postern_connector::cli::ConnectorCommand),
     /// Manage an edge through its admin API.
     Admin(admin::AdminArgs),
     /// Everything in one process with no config: an edge, a demo app and a connector.
@@ -116,7 +110,7 @@ struct EdgeArgs {
     drain_timeout: Duration,
     /// Tell connectors to renew their certificates at this age when it is shorter than their own
     /// --renew-after (e.g. 30d).
-    #[arg(long, value_parser = positive_duration)]
+    #[arg(long, value_parser = postern_connector::cli::positive_duration)]
     connector_renew_after: Option<Duration>,
     /// Host name on which the public listener serves the built-in OpenID Connect provider
     /// (its issuer is https://HOST, with the listener's port unless it is 443).
@@ -315,79 +309,6 @@ fn seconds(s: &str) -> Result<humantime::Duration, String> {
     Ok(d)
 }
 
-/// A duration of at least one second, e.g. `180d`, `12h`, `90s`.
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e}; use e.g. 180d, 12h or 90s"))?;
-    if d < Duration::from_secs(1) {
-        return Err("must be at least 1s".to_owned());
-    }
-    Ok(d)
-}
-
-#[derive(Subcommand)]
-enum ConnectorCommand {
-    /// Register this connector with an edge using a one-time token from an admin.
-    Register(RegisterArgs),
-    /// Run a registered connector: keep tunnels open and forward requests to the apps.
-    Run(RunArgs),
-}
-
-#[derive(Args)]
-struct RegisterArgs {
-    /// The edge's connector listener, e.g. https://edge.example.com:8444.
-    #[arg(long)]
-    edge: String,
-    /// One-time registration token (`postern admin connector token --group NAME`). Without it,
-    /// an administrator signs in instead (device authorization against the edge's built-in
-    /// identity provider) and --group names the connector group to join.
-    #[arg(long, env = "POSTERN_REGISTRATION_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Connector group to join when registering through an administrator's sign-in.
-    #[arg(long, conflicts_with = "token")]
-    group: Option<String>,
-    /// Dial this address for the identity provider's host instead of resolving it (for names
-    /// such as login.localhost that do not resolve on this machine).
-    #[arg(long)]
-    idp_connect_to: Option<SocketAddr>,
-    /// Directory for the connector's key, certificate and registration.
-    #[arg(long)]
-    state: PathBuf,
-    /// CA certificate (PEM) the edge's certificate chains to (the edge's DATA/ca.pem).
-    #[arg(long)]
-    ca_file: PathBuf,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// The directory given to `postern connector register`.
-    #[arg(long)]
-    state: PathBuf,
-    /// How many tunnel connections to keep open to the edge.
-    #[arg(long, default_value_t = postern_connector::DEFAULT_TUNNELS)]
-    tunnels: usize,
-    /// How long shutdown waits for streams in flight.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
-    /// Renew the client certificate when it is this old (the edge may ask for sooner).
-    #[arg(long, default_value = "180d", value_parser = positive_duration)]
-    renew_after: Duration,
-    /// Connect to apps only at this address, network (CIDR) or host name (`*.domain` for every
-    /// name under it); repeat the flag, or separate values with commas in the environment.
-    /// Without it, every address but link-local and cloud metadata ones is allowed; those are
-    /// refused unless a network rule names them.
-    #[arg(
-        long = "allow-destination",
-        value_name = "CIDR|HOST",
-        env = "POSTERN_ALLOW_DESTINATION",
-        value_delimiter = ','
-    )]
-    allow_destination: Vec<postern_connector::DestinationRule>,
-    /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this address, e.g.
-    /// 127.0.0.1:9464; without it the connector listens on nothing.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
-}
-
 /// jemalloc, with its background thread (started in `main`) handing pages back to the system about
 /// ten seconds after they fall idle: the memory an attack made the edge hold (buffers of clients
 /// that stopped reading, say) is returned once the attack ends, where glibc's allocator keeps it.
@@ -403,16 +324,8 @@ fn main() -> ExitCode {
         cli.command,
         Command::Admin(_) | Command::Version | Command::Completions { .. } | Command::Man { .. }
     );
-    init_logging(quiet, cli.log_format);
-    // On one core a single-threaded runtime does the same work without cross-thread wake-ups and
-    // work-stealing queues; with more cores, one worker per core.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut builder = if cores == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    postern_obs::process::init_logging(quiet, cli.log_format);
+    let runtime = match postern_obs::process::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postern: cannot start the async runtime: {e}");
@@ -435,8 +348,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Edge(args) => edge(*args).await,
-        Command::Connector(ConnectorCommand::Register(args)) => register(args).await,
-        Command::Connector(ConnectorCommand::Run(args)) => connector_run(args).await,
+        Command::Connector(cmd) => postern_connector::cli::run(cmd).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Version => {
@@ -548,113 +460,8 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     } else {
         print!("{banner}");
     }
-    terminated().await;
+    postern_obs::process::terminated().await;
     tracing::info!("shutting down: draining in-flight requests");
     edge.shutdown().await;
     Ok(())
-}
-
-async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    let ca = std::fs::read_to_string(&args.ca_file)
-        .with_context(|| format!("cannot read --ca-file {}", args.ca_file.display()))?;
-    let opts = postern_connector::RegisterOptions {
-        edge_url: &args.edge,
-        token: args.token.as_deref().unwrap_or_default(),
-        state_dir: &args.state,
-        edge_ca_pem: &ca,
-        hostname: &postern_connector::hostname(),
-    };
-    let reg = match (&args.token, &args.group) {
-        (Some(_), _) => postern_connector::register(opts).await?,
-        (None, Some(group)) => {
-            let access_token = postern_connector::device::sign_in(
-                &args.edge,
-                &ca,
-                args.idp_connect_to,
-                |start| {
-                    println!("To approve this connector, an administrator opens");
-                    // The address and code come from the edge: shown with control characters escaped.
-                    let uri = start.verification_uri_complete.as_deref().unwrap_or(&start.verification_uri);
-                    println!("  {}", postern_proto::text::escape(uri));
-                    println!("and checks that it shows the code {}", postern_proto::text::escape(&start.user_code));
-                    println!("Waiting for approval (the code expires in {} minutes)...", start.expires_in / 60);
-                },
-            )
-            .await?;
-            postern_connector::register_as_admin(opts, &access_token, group).await?
-        }
-        (None, None) => anyhow::bail!(
-            "give --token (from `postern admin connector token --group NAME`), or --group NAME to register by an administrator's sign-in"
-        ),
-    };
-    println!(
-        "registered connector {} in group {:?}; start it with: postern connector run --state {}",
-        reg.connector_id,
-        reg.group,
-        args.state.display()
-    );
-    Ok(())
-}
-
-async fn connector_run(args: RunArgs) -> anyhow::Result<()> {
-    let (tx, rx) = watch::channel(false);
-    let run = postern_connector::run(
-        postern_connector::RunOptions {
-            state_dir: args.state,
-            tunnels: args.tunnels,
-            drain_timeout: args.drain_timeout,
-            renew_after: args.renew_after,
-            destinations: postern_connector::DestinationPolicy::new(args.allow_destination),
-            metrics_listen: args.metrics_listen,
-        },
-        rx,
-    );
-    tokio::pin!(run);
-    tokio::select! {
-        r = &mut run => r,
-        _ = terminated() => {
-            tracing::info!("shutting down: GOAWAY sent, finishing streams in flight");
-            let _ = tx.send(true);
-            run.await
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Logs to standard error, as text or JSON lines; colours only when it is a terminal, so a log
-/// file or journal never holds escape codes.
-fn init_logging(quiet: bool, format: LogFormat) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let default = if quiet { "warn" } else { "info" };
-    let filter = EnvFilter::try_from_env("POSTERN_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-    }
 }

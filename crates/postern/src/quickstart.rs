@@ -153,7 +153,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     println!();
     println!("Press Ctrl-C to stop.");
 
-    crate::terminated().await;
+    postern_obs::process::terminated().await;
     let _ = stop_tx.send(true);
     let _ = connector.await;
     edge.shutdown().await;

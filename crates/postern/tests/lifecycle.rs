@@ -272,3 +272,88 @@ async fn the_binary_says_what_it_is_and_documents_itself() {
         assert!(text.contains(".TH"), "{page} is not a man page");
     }
 }
+
+const CONNECTOR_BIN: &str = env!("CARGO_BIN_EXE_postern-connector");
+
+/// Symbols of the binary at `path` whose names contain any of `fragments`.
+fn symbols(path: &str, fragments: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("nm").arg(path).output().unwrap();
+    assert!(out.status.success(), "nm {path}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| fragments.iter().any(|f| l.contains(f)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `postern-connector` binary alone registers and carries an app's requests. Neither binary
+/// needs the host's OpenSSL, and the connector holds no code of the identity provider.
+#[tokio::test]
+async fn the_connector_binary_alone_carries_an_app() {
+    for bin in [BIN, CONNECTOR_BIN] {
+        let out = std::process::Command::new("ldd").arg(bin).output().unwrap();
+        let libs = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !libs.contains("libssl") && !libs.contains("libcrypto"),
+            "{bin} links the host's OpenSSL:\n{libs}"
+        );
+    }
+    let linked = symbols(
+        CONNECTOR_BIN,
+        &["postern_idp", "webauthn", "postern_edge", "SSL_CTX_new"],
+    );
+    assert!(
+        linked.is_empty(),
+        "the connector links {}",
+        linked.join("\n")
+    );
+
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish("web", "web.localhost", &app.url(), "g", &[])
+        .await;
+    let token = edge.token("g").await;
+    let state = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(CONNECTOR_BIN)
+        .args([
+            "register",
+            "--edge",
+            &format!("https://{}", edge.connector),
+            "--token",
+            &token,
+        ])
+        .arg("--state")
+        .arg(state.path())
+        .arg("--ca-file")
+        .arg(edge.ca_path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.path().join("registration.json")).unwrap(),
+    )
+    .unwrap();
+    let _running = tokio::process::Command::new(CONNECTOR_BIN)
+        .arg("run")
+        .arg("--state")
+        .arg(state.path())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    edge.wait_tunnels(reg["connector_id"].as_str().unwrap(), 2)
+        .await;
+    let resp = edge
+        .client("web.localhost")
+        .get(edge.url("web.localhost", "/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let version = std::process::Command::new(CONNECTOR_BIN)
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("postern-connector "));
+}
