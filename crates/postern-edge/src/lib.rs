@@ -104,6 +104,49 @@ impl RunningEdge {
     }
 }
 
+/// What the operator's flags name, opened and checked: the same work as the start of
+/// [`start`], for `postern edge --check-config`. Writes nothing and binds nothing.
+pub fn check(config: &EdgeConfig) -> anyhow::Result<()> {
+    open_named(config).map(drop)
+}
+
+/// The files and settings the operator named, opened.
+struct Named {
+    geoip: geoip::GeoIp,
+    risk: risk::Protection,
+    leaked: Option<postern_idp::LeakedPasswords>,
+    fixed_certs: Option<ServerCerts>,
+}
+
+fn open_named(config: &EdgeConfig) -> anyhow::Result<Named> {
+    anyhow::ensure!(
+        config.tls_names.len() <= config::MAX_TLS_NAMES,
+        "{} --tls-name flags given; at most {} are allowed",
+        config.tls_names.len(),
+        config::MAX_TLS_NAMES
+    );
+    let geoip = geoip::GeoIp::open(&config.geoip_db)
+        .and_then(|g| g.with_asn(&config.asn_db))
+        .map_err(anyhow::Error::msg)?;
+    siem::check(&config.siem)?;
+    let risk =
+        risk::Protection::open(config.anonymizer_list.as_deref()).map_err(anyhow::Error::msg)?;
+    let leaked = match &config.leaked_passwords {
+        Some(dir) => Some(postern_idp::LeakedPasswords::open(dir).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let fixed_certs = match &config.tls_cert {
+        Some((cert, key)) => Some(ServerCerts::fixed(cert, key)?),
+        None => None,
+    };
+    Ok(Named {
+        geoip,
+        risk,
+        leaked,
+        fixed_certs,
+    })
+}
+
 /// Starts the edge: opens the store, loads or creates the CAs and the admin token, binds the
 /// three listeners and serves until [`RunningEdge::shutdown`].
 pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
@@ -113,17 +156,13 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         None => None,
     };
     // Files the operator named are checked before anything is written to the data directory.
-    let geoip = geoip::GeoIp::open(&config.geoip_db)
-        .and_then(|g| g.with_asn(&config.asn_db))
-        .map_err(anyhow::Error::msg)?;
-    siem::check(&config.siem)?;
-    let risk = Arc::new(
-        risk::Protection::open(config.anonymizer_list.as_deref()).map_err(anyhow::Error::msg)?,
-    );
-    let leaked = match &config.leaked_passwords {
-        Some(dir) => Some(postern_idp::LeakedPasswords::open(dir).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
+    let Named {
+        geoip,
+        risk,
+        leaked,
+        fixed_certs,
+    } = open_named(&config)?;
+    let risk = Arc::new(risk);
     let dir = &config.data_dir;
     let data_lock = data::lock(dir)?;
     let server_ca = Arc::new(
@@ -171,17 +210,11 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         None => None,
     };
 
-    anyhow::ensure!(
-        config.tls_names.len() <= config::MAX_TLS_NAMES,
-        "{} --tls-name flags given; at most {} are allowed",
-        config.tls_names.len(),
-        config::MAX_TLS_NAMES
-    );
     // With the local CA, the public and connector listeners issue certificates only for the
     // names served (the default names here, apps' hosts and the identity provider's host set on
     // every reload): any other SNI fails its handshake.
-    let certs = match &config.tls_cert {
-        Some((cert, key)) => Arc::new(ServerCerts::fixed(cert, key)?),
+    let certs = match fixed_certs {
+        Some(certs) => Arc::new(certs),
         None => Arc::new(ServerCerts::local(
             server_ca.clone(),
             &default_names(

@@ -26,7 +26,7 @@ pub use tls::{
 /// Why a PKI operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -35,6 +35,11 @@ pub enum PkiError {
         "{path} is not a valid PEM {what}; delete it to let Postern make a new one, or replace it"
     )]
     BadPem {
+        path: std::path::PathBuf,
+        what: &'static str,
+    },
+    #[error("{path} is not a PEM {what}; give --tls-cert a certificate chain and --tls-key its private key, both PEM")]
+    BadOperatorPem {
         path: std::path::PathBuf,
         what: &'static str,
     },

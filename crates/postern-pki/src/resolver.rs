@@ -64,22 +64,24 @@ fn normalise(name: &str) -> String {
 impl ServerCerts {
     /// Serves one configured certificate chain and key (PEM files), whatever name is asked for.
     pub fn fixed(cert_path: &Path, key_path: &Path) -> Result<ServerCerts, PkiError> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|_| PkiError::BadPem {
-                path: cert_path.to_owned(),
-                what: "certificate chain",
-            })?;
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| PkiError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let bad = |path: &Path, what| PkiError::BadOperatorPem {
+            path: path.to_owned(),
+            what,
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_path)?)
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad(cert_path, "certificate chain"))?;
         if chain.is_empty() {
-            return Err(PkiError::BadPem {
-                path: cert_path.to_owned(),
-                what: "certificate chain",
-            });
+            return Err(bad(cert_path, "certificate chain"));
         }
-        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|_| PkiError::BadPem {
-            path: key_path.to_owned(),
-            what: "private key",
-        })?;
+        let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
+            .map_err(|_| bad(key_path, "private key"))?;
         let certified = certified(chain, key)?;
         Ok(ServerCerts {
             mode: Mode::Fixed(Arc::new(certified)),

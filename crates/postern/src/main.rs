@@ -2,6 +2,7 @@
 //! parses arguments and calls into the library crates; nothing else.
 
 mod admin;
+mod config_file;
 mod demo;
 mod quickstart;
 mod quickstart_users;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use postern_edge::config as limits;
 use postern_obs::process::LogFormat;
 
@@ -78,6 +79,15 @@ enum EdgeAction {
 struct EdgeArgs {
     #[command(subcommand)]
     action: Option<EdgeAction>,
+    /// A TOML file of settings, each key a flag's name without `--` (`max-connections = 20000`);
+    /// every flag is also read from `POSTERN_<FLAG>`. Flags override the environment, which
+    /// overrides the file.
+    #[arg(long, value_name = "FILE", env = "POSTERN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the settings and the files they name, print those not at their default with where
+    /// each came from, and exit without starting.
+    #[arg(long)]
+    check_config: bool,
     /// Directory for state, keys, the CA certificate (ca.pem) and the admin token.
     #[arg(long, default_value = "postern-data")]
     data: PathBuf,
@@ -316,7 +326,36 @@ fn seconds(s: &str) -> Result<humantime::Duration, String> {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = config_file::with_env(Cli::command());
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (matches, from_file) = match config_file::parse(&command, args) {
+        Ok(parsed) => parsed,
+        Err(config_file::Refused::File(e)) => {
+            eprintln!(
+                "postern: {}",
+                postern_proto::text::escape(&format!("{e:#}"))
+            );
+            return ExitCode::from(2);
+        }
+        Err(config_file::Refused::Clap(e, file)) => {
+            if let Some(file) = file.filter(|_| e.use_stderr()) {
+                eprintln!("postern: with the settings of {}:", file.display());
+            }
+            e.exit()
+        }
+    };
+    let settings = match matches.subcommand() {
+        Some(("edge", edge)) if edge.get_flag("check_config") => Some(config_file::effective(
+            command.find_subcommand("edge").expect("the edge command"),
+            edge,
+            &from_file,
+        )),
+        _ => None,
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: memory is returned to the system only while allocating: {e}");
     }
@@ -332,7 +371,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors may quote what the edge answered: shown, never acted on by the terminal.
@@ -345,9 +384,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// The settings `postern edge --check-config` shows: name, value, where it came from.
+type Settings = Vec<(String, String, String)>;
+
+async fn run(cli: Cli, settings: Option<Settings>) -> anyhow::Result<()> {
     match cli.command {
-        Command::Edge(args) => edge(*args).await,
+        Command::Edge(args) => edge(*args, settings).await,
         Command::Connector(cmd) => postern_connector::cli::run(cmd).await,
         Command::Admin(args) => admin::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
@@ -394,7 +436,7 @@ fn man_pages(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+async fn edge(args: EdgeArgs, settings: Option<Settings>) -> anyhow::Result<()> {
     if let Some(EdgeAction::Restore { from, data }) = args.action {
         let files = postern_edge::data::restore(&from, &data).await?;
         println!(
@@ -434,6 +476,14 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         .ok()
         .filter(|t| !t.is_empty())
         .map(postern_edge::Secret::new);
+    if let Some(settings) = settings {
+        postern_edge::check(&config)?;
+        println!("configuration OK");
+        for (name, value, source) in settings {
+            println!("  {name} = {value}    ({source})");
+        }
+        return Ok(());
+    }
     // With the access log on standard output, it holds JSON lines only: the banner goes to
     // standard error.
     let banner_to_stderr = matches!(
@@ -464,4 +514,89 @@ async fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining in-flight requests");
     edge.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of the README's tables between `from` and `to`: every flag each first cell
+    /// names, with the row's default cell.
+    fn documented(from: &str, to: &str) -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find(from).expect("the README section");
+        let end = start + readme[start..].find(to).expect("the next README section");
+        let mut rows = Vec::new();
+        for line in readme[start..end].lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split(" | ").collect();
+            for word in cells[0].split(['`', ' ', ',']) {
+                if let Some(flag) = word.strip_prefix("--") {
+                    rows.push((flag.to_owned(), cells.get(1).unwrap_or(&"").to_string()));
+                }
+            }
+        }
+        rows
+    }
+
+    /// Every flag of `cmd` is in the rows, each default as the code has it; no row names a flag
+    /// that does not exist.
+    fn matches_definition(cmd: &clap::Command, rows: &[(String, String)], skip: &[&str]) {
+        let mut flags = Vec::new();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) || skip.contains(&long) {
+                continue;
+            }
+            flags.push(long.to_owned());
+            let row = rows.iter().find(|(f, _)| f == long);
+            let (_, default_cell) =
+                row.unwrap_or_else(|| panic!("--{long} of `{}` is not in the README", cmd.get_name()));
+            for default in arg.get_default_values() {
+                let default = default.to_string_lossy();
+                if arg.get_action().takes_values() {
+                    assert!(
+                        default_cell.contains(&format!("`{default}`")),
+                        "the README gives --{long} the default {default_cell:?}; the code has {default}"
+                    );
+                }
+            }
+        }
+        for (flag, _) in rows {
+            assert!(
+                flags.contains(flag) || skip.contains(&flag.as_str()),
+                "the README names --{flag}, which `{}` does not have",
+                cmd.get_name()
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_edge_flag_with_its_default() {
+        let cli = Cli::command();
+        let edge = cli.find_subcommand("edge").unwrap();
+        let rows = documented("### `postern edge`", "### Built-in identity provider limits");
+        // --log-format is global, documented in the same table.
+        matches_definition(edge, &rows, &["log-format"]);
+    }
+
+    #[test]
+    fn the_readme_documents_every_connector_flag_with_its_default() {
+        let cli = Cli::command();
+        let connector = cli.find_subcommand("connector").unwrap();
+        let rows = documented("### `postern connector`", "### `postern admin`");
+        for sub in ["register", "run"] {
+            let cmd = connector.find_subcommand(sub).unwrap();
+            let own: Vec<(String, String)> = include_str!("../../../README.md")
+                .lines()
+                .filter(|l| l.starts_with(&format!("| `{sub} --")))
+                .filter_map(|l| {
+                    let cells: Vec<&str> = l.split(" | ").collect();
+                    let flag = cells[0].split(['`', ' ']).find_map(|w| w.strip_prefix("--"))?;
+                    Some((flag.to_owned(), cells.get(1).unwrap_or(&"").to_string()))
+                })
+                .collect();
+            assert!(own.iter().all(|r| rows.contains(r)));
+            matches_definition(cmd, &own, &[]);
+        }
+    }
 }

@@ -357,3 +357,136 @@ async fn the_connector_binary_alone_carries_an_app() {
         .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("postern-connector "));
 }
+
+async fn check_config(
+    file: &std::path::Path,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(["edge", "--config"])
+        .arg(file)
+        .arg("--check-config")
+        .args(flags)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
+/// A config file gives every edge setting by its flag's name; the environment overrides it and a
+/// flag overrides both; `--check-config` shows each setting and where it came from; a mistake
+/// is refused with the file, the line and a fix, and an edge started from the file uses it.
+#[tokio::test]
+async fn a_config_file_under_the_environment_under_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edge.toml");
+    std::fs::write(
+        &file,
+        "# the edge\n\
+         listen = \"127.0.0.1:0\"\n\
+         max-connections = 1000\n\
+         max_connections_per_ip = 10\n\
+         tls-name = [\"edge.example.com\", \"edge2.example.com\"]\n\
+         idp-host = \"id.localhost\"\n\
+         access-log-query = false\n",
+    )
+    .unwrap();
+    let out = check_config(
+        &file,
+        &["--max-connections-per-ip", "30"],
+        &[
+            ("POSTERN_MAX_CONNECTIONS", "2000"),
+            ("POSTERN_IDLE_TIMEOUT", "2m"),
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = String::from_utf8(out.stdout).unwrap();
+    let at = |line: &str| shown.lines().any(|l| l.trim() == line);
+    let file_at = |n: usize| format!("({}:{n})", file.display());
+    assert!(
+        at(&format!("listen = 127.0.0.1:0    {}", file_at(2))),
+        "{shown}"
+    );
+    assert!(
+        at("max-connections = 2000    (POSTERN_MAX_CONNECTIONS)"),
+        "{shown}"
+    );
+    assert!(at("max-connections-per-ip = 30    (flag)"), "{shown}");
+    assert!(at("idle-timeout = 2m    (POSTERN_IDLE_TIMEOUT)"), "{shown}");
+    assert!(
+        at(&format!(
+            "tls-name = edge.example.com, edge2.example.com    {}",
+            file_at(5)
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("access-log-query"), "{shown}");
+
+    // Mistakes name the file, the line and what to do.
+    let cases: &[(&str, &str)] = &[
+        (
+            "max-conections = 5",
+            ":2: unknown setting `max-conections`; did you mean `max-connections`?",
+        ),
+        (
+            "idle-timeout = \"soon\"",
+            ":2: invalid value 'soon' for '--idle-timeout",
+        ),
+        (
+            "listen = [\"a\", \"b\"]",
+            ":2: listen: takes one value, not a list",
+        ),
+        (
+            "access-log-query = \"yes\"",
+            ":2: access-log-query: give true or false",
+        ),
+        (
+            "listen = \"x\"\nlisten = \"y\"",
+            ":3: duplicate key `listen`",
+        ),
+        ("check-config = true", ":2: unknown setting `check-config`"),
+    ];
+    for (setting, expected) in cases {
+        std::fs::write(&file, format!("# the edge\n{setting}\n")).unwrap();
+        let out = check_config(&file, &[], &[]).await;
+        assert_eq!(out.status.code(), Some(2), "{setting}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{}{expected}", file.display())),
+            "{setting}: {err}"
+        );
+    }
+    // A rule across sources: --tls-cert from the environment needs --tls-key from somewhere.
+    std::fs::write(&file, "max-connections = 10\n").unwrap();
+    let out = check_config(&file, &[], &[("POSTERN_TLS_CERT", "/nonexistent")]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--tls-key"), "{}", stderr(&out));
+    // --check-config opens what the settings name.
+    std::fs::write(&file, "geoip-db = [\"/nonexistent.mmdb\"]\n").unwrap();
+    let out = check_config(&file, &[], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent.mmdb"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An edge started from the file serves its identity provider on the file's host.
+    std::fs::write(&file, "idp-host = \"id.localhost\"\n").unwrap();
+    let edge = Edge::start(&["--config", file.to_str().unwrap()]).await;
+    let discovery: serde_json::Value = edge
+        .client("id.localhost")
+        .get(edge.url("id.localhost", "/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        discovery["issuer"],
+        format!("https://id.localhost:{}", edge.public.port())
+    );
+}
