@@ -549,8 +549,8 @@ mod tests {
             }
             flags.push(long.to_owned());
             let row = rows.iter().find(|(f, _)| f == long);
-            let (_, default_cell) =
-                row.unwrap_or_else(|| panic!("--{long} of `{}` is not in the README", cmd.get_name()));
+            let (_, default_cell) = row
+                .unwrap_or_else(|| panic!("--{long} of `{}` is not in the README", cmd.get_name()));
             for default in arg.get_default_values() {
                 let default = default.to_string_lossy();
                 if arg.get_action().takes_values() {
@@ -574,7 +574,10 @@ mod tests {
     fn the_readme_documents_every_edge_flag_with_its_default() {
         let cli = Cli::command();
         let edge = cli.find_subcommand("edge").unwrap();
-        let rows = documented("### `postern edge`", "### Built-in identity provider limits");
+        let rows = documented(
+            "### `postern edge`",
+            "### Built-in identity provider limits",
+        );
         // --log-format is global, documented in the same table.
         matches_definition(edge, &rows, &["log-format"]);
     }
@@ -591,7 +594,9 @@ mod tests {
                 .filter(|l| l.starts_with(&format!("| `{sub} --")))
                 .filter_map(|l| {
                     let cells: Vec<&str> = l.split(" | ").collect();
-                    let flag = cells[0].split(['`', ' ']).find_map(|w| w.strip_prefix("--"))?;
+                    let flag = cells[0]
+                        .split(['`', ' '])
+                        .find_map(|w| w.strip_prefix("--"))?;
                     Some((flag.to_owned(), cells.get(1).unwrap_or(&"").to_string()))
                 })
                 .collect();

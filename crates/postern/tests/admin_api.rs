@@ -839,6 +839,15 @@ external_url = "https://crm.localhost:{port}"
 internal_url = "{internal}"
 group = "office"
 backend_timeout = "30s"
+
+[[apps]]
+name = "hr"
+external_url = "https://hr.localhost:{port}"
+internal_url = "{internal}"
+group = "office"
+preauth = "oidc"
+require_mfa = true
+cookie_persistent = true
 "#,
             internal = app.url()
         ),
@@ -849,10 +858,10 @@ backend_timeout = "30s"
     let plan = edge.admin_ok(&["apply", "-f", file, "--dry-run"]).await;
     assert!(plan.contains("+ group office"), "{plan}");
     assert!(
-        plan.contains("+ app wiki") && plan.contains("+ app crm"),
+        plan.contains("+ app wiki") && plan.contains("+ app crm") && plan.contains("+ app hr"),
         "{plan}"
     );
-    assert!(plan.contains("dry run: 3 change(s) not applied"), "{plan}");
+    assert!(plan.contains("dry run: 4 change(s) not applied"), "{plan}");
     let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
     assert!(
         apps.as_array().unwrap().is_empty(),
@@ -860,11 +869,14 @@ backend_timeout = "30s"
     );
 
     let applied = edge.admin_ok(&["apply", "-f", file]).await;
-    assert!(applied.contains("applied 3 change(s)"), "{applied}");
+    assert!(applied.contains("applied 4 change(s)"), "{applied}");
     let (_, apps, _) = edge.api(Method::GET, "/v1/apps", None).await;
-    assert_eq!(apps.as_array().unwrap().len(), 2);
+    assert_eq!(apps.as_array().unwrap().len(), 3);
     assert_eq!(apps[0]["name"], "crm");
     assert_eq!(apps[0]["backend_timeout_secs"], 30);
+    let (_, hr, _) = edge.api(Method::GET, "/v1/apps/hr", None).await;
+    assert_eq!(hr["sign_in"]["cookie_persistent"], true, "{hr}");
+    assert_eq!(hr["sign_in"]["require_mfa"], true, "{hr}");
     let events = trail(&edge, "limit=1000").await.len();
 
     let again = edge.admin_ok(&["apply", "-f", file]).await;
@@ -874,6 +886,59 @@ backend_timeout = "30s"
         events,
         "an idempotent apply changed something"
     );
+
+    // `app update` takes the settings by the same names, a switch as on or off (alone: on); the
+    // file then finds exactly what changed and puts it back.
+    edge.admin_ok(&[
+        "app",
+        "update",
+        "hr",
+        "--cookie-persistent",
+        "off",
+        "--require-mfa",
+        "off",
+    ])
+    .await;
+    edge.admin_ok(&[
+        "app",
+        "update",
+        "hr",
+        "--cookie-http-only",
+        "off",
+        "--preserve-host",
+    ])
+    .await;
+    let (_, hr, _) = edge.api(Method::GET, "/v1/apps/hr", None).await;
+    assert_eq!(
+        (
+            &hr["sign_in"]["cookie_persistent"],
+            &hr["sign_in"]["require_mfa"],
+            &hr["sign_in"]["cookie_http_only"],
+            &hr["preserve_host"]
+        ),
+        (&json!(false), &json!(false), &json!(false), &json!(true)),
+        "{hr}"
+    );
+    let back: Value = serde_json::from_str(
+        &edge
+            .admin_ok(&["apply", "-f", file, "--dry-run", "--json"])
+            .await,
+    )
+    .unwrap();
+    let fields = &back["changes"][0]["fields"];
+    assert_eq!(back["changes"].as_array().unwrap().len(), 1, "{back}");
+    for (field, from, to) in [
+        ("cookie_persistent", false, true),
+        ("require_mfa", false, true),
+        ("cookie_http_only", false, true),
+        ("preserve_host", true, false),
+    ] {
+        assert_eq!(fields[field], json!([from, to]), "{field}: {back}");
+    }
+    assert_eq!(fields.as_object().unwrap().len(), 4, "{back}");
+    edge.admin_ok(&["apply", "-f", file]).await;
+    let again = edge.admin_ok(&["apply", "-f", file]).await;
+    assert!(again.contains("no changes"), "{again}");
 
     // The same state in YAML, with one change: a diff, then the update.
     let other = backends::app().await;

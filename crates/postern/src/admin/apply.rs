@@ -84,10 +84,20 @@ struct AppSpec {
     assignment_required: bool,
     #[serde(default)]
     require_mfa: bool,
+    /// Scripts in the page cannot read the session cookie (HttpOnly).
+    #[serde(default = "yes")]
+    cookie_http_only: bool,
+    /// The session cookie outlives the browser session.
+    #[serde(default)]
+    cookie_persistent: bool,
     /// The issuer verifies every email it sends (a token without `email_verified` then counts
     /// as verified).
     #[serde(default)]
     issuer_verifies_email: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn passthrough() -> String {
@@ -320,6 +330,8 @@ fn plan(
             client_secret: client_secret.clone(),
             assignment_required: spec.assignment_required,
             require_mfa: spec.require_mfa,
+            cookie_http_only: spec.cookie_http_only,
+            cookie_persistent: spec.cookie_persistent,
             issuer_verifies_email: spec.issuer_verifies_email,
             ..PublishApp::new(
                 &spec.name,
@@ -363,29 +375,18 @@ fn plan(
                 request,
             }),
             Some(current) => {
-                let wanted = Wanted {
+                // The file's settings as the edge stores them (URLs, names and the timeout
+                // normalised by validation).
+                let wanted = PublishApp {
                     external_url: valid.external_url,
                     internal_url: valid.internal_url,
                     group: valid.group,
                     preauth: valid.preauth.as_str().to_owned(),
-                    preserve_host: valid.preserve_host,
-                    insecure_skip_backend_tls_verify: valid.insecure_skip_backend_tls_verify,
-                    backend_timeout_secs: valid.backend_timeout.as_secs(),
-                    maintenance: valid.maintenance,
-                    issuer: valid
-                        .oidc
-                        .as_ref()
-                        .map(|o| o.issuer.clone().unwrap_or_else(|| "built-in".to_owned())),
-                    client_id: valid.oidc.as_ref().map(|o| o.client_id.clone()),
-                    client_secret,
-                    assignment_required: valid.access.assignment_required,
-                    require_mfa: valid.access.require_mfa,
-                    issuer_verifies_email: valid
-                        .oidc
-                        .as_ref()
-                        .is_some_and(|o| o.issuer_verifies_email),
+                    backend_timeout_secs: Some(valid.backend_timeout.as_secs()),
+                    issuer: valid.oidc.as_ref().and_then(|o| o.issuer.clone()),
+                    ..request
                 };
-                if let Some(change) = diff(current, wanted) {
+                if let Some(change) = diff(current, wanted)? {
                     changes.push(change);
                 }
             }
@@ -394,141 +395,101 @@ fn plan(
     Ok(changes)
 }
 
-/// An app's settings as the file wants them, normalised as the edge stores them.
-struct Wanted {
-    external_url: String,
-    internal_url: String,
-    group: String,
-    preauth: String,
-    preserve_host: bool,
-    insecure_skip_backend_tls_verify: bool,
-    backend_timeout_secs: u64,
-    maintenance: bool,
-    /// `built-in` for the built-in identity provider, as the edge shows it.
-    issuer: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    assignment_required: bool,
-    require_mfa: bool,
-    issuer_verifies_email: bool,
+/// The settings of an app's sign-in, shown only for an app with pre-authentication.
+const SIGN_IN_FIELDS: &[&str] = &[
+    "issuer",
+    "client_id",
+    "assignment_required",
+    "require_mfa",
+    "cookie_http_only",
+    "cookie_persistent",
+    "issuer_verifies_email",
+];
+
+/// An app's settings as the edge shows them, in the shape of a publish request.
+fn shown(current: &AppView) -> PublishApp {
+    let mut app = PublishApp::new(
+        &current.name,
+        &current.external_url,
+        &current.internal_url,
+        &current.group,
+    );
+    app.preauth = current.preauth.clone();
+    app.preserve_host = current.preserve_host;
+    app.insecure_skip_backend_tls_verify = current.insecure_skip_backend_tls_verify;
+    app.backend_timeout_secs = Some(current.backend_timeout_secs);
+    app.maintenance = current.maintenance;
+    if let Some(s) = &current.sign_in {
+        app.issuer = Some(s.issuer.clone()).filter(|i| i != "built-in");
+        app.client_id = Some(s.client_id.clone()).filter(|c| !c.is_empty());
+        app.assignment_required = s.assignment_required;
+        app.require_mfa = s.require_mfa;
+        app.cookie_http_only = s.cookie_http_only;
+        app.cookie_persistent = s.cookie_persistent;
+        app.issuer_verifies_email = s.issuer_verifies_email;
+    }
+    app
 }
 
-fn diff(current: &AppView, wanted: Wanted) -> Option<Change> {
-    let mut fields = BTreeMap::new();
-    let mut patch = UpdateApp::default();
-    let mut field = |name: &str, from: serde_json::Value, to: serde_json::Value| -> bool {
-        if from == to {
-            return false;
-        }
-        fields.insert(name.to_owned(), [from, to]);
-        true
+/// The fields whose values differ between the edge's app and the file's, compared in the API's
+/// own field names, and the update that makes the edge match.
+fn diff(current: &AppView, wanted: PublishApp) -> anyhow::Result<Option<Change>> {
+    let as_map = |app: &PublishApp| match serde_json::to_value(app) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
     };
-    use serde_json::json;
-    if field(
-        "external_url",
-        json!(current.external_url),
-        json!(wanted.external_url),
-    ) {
-        patch.external_url = Some(wanted.external_url);
-    }
-    if field(
-        "internal_url",
-        json!(current.internal_url),
-        json!(wanted.internal_url),
-    ) {
-        patch.internal_url = Some(wanted.internal_url);
-    }
-    if field("group", json!(current.group), json!(wanted.group)) {
-        patch.group = Some(wanted.group);
-    }
-    if field("preauth", json!(current.preauth), json!(wanted.preauth)) {
-        patch.preauth = Some(wanted.preauth);
-    }
-    if field(
-        "preserve_host",
-        json!(current.preserve_host),
-        json!(wanted.preserve_host),
-    ) {
-        patch.preserve_host = Some(wanted.preserve_host);
-    }
-    if field(
-        "insecure_skip_backend_tls_verify",
-        json!(current.insecure_skip_backend_tls_verify),
-        json!(wanted.insecure_skip_backend_tls_verify),
-    ) {
-        patch.insecure_skip_backend_tls_verify = Some(wanted.insecure_skip_backend_tls_verify);
-    }
-    if field(
-        "backend_timeout_secs",
-        json!(current.backend_timeout_secs),
-        json!(wanted.backend_timeout_secs),
-    ) {
-        patch.backend_timeout_secs = Some(wanted.backend_timeout_secs);
-    }
-    if field(
-        "maintenance",
-        json!(current.maintenance),
-        json!(wanted.maintenance),
-    ) {
-        patch.maintenance = Some(wanted.maintenance);
-    }
-    let sign_in = current.sign_in.as_ref();
-    if field(
-        "issuer",
-        json!(sign_in.map(|s| &s.issuer)),
-        json!(wanted.issuer),
-    ) {
-        patch.issuer = Some(
-            wanted
-                .issuer
-                .clone()
-                .filter(|i| i != "built-in")
-                .unwrap_or_default(),
+    let (from, to) = (as_map(&shown(current)), as_map(&wanted));
+    // The built-in provider names its client itself: only an explicit client ID is compared.
+    let compare_client = !wanted.client_id.as_deref().unwrap_or_default().is_empty();
+    // Sign-in settings mean nothing to an app that stays passthrough (and the edge shows none).
+    let passthrough = wanted.preauth == "passthrough" && current.preauth == "passthrough";
+    let names: std::collections::BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    let mut fields = BTreeMap::new();
+    let mut changed = serde_json::Map::new();
+    for field in names {
+        if matches!(field.as_str(), "name" | "client_secret")
+            || (field == "client_id" && !compare_client)
+            || (passthrough && SIGN_IN_FIELDS.contains(&field.as_str()))
+        {
+            continue;
+        }
+        let null = serde_json::Value::Null;
+        let (before, value) = (
+            from.get(field).unwrap_or(&null),
+            to.get(field).unwrap_or(&null),
         );
+        if before != value {
+            fields.insert(field.clone(), [before.clone(), value.clone()]);
+            // No issuer is the built-in provider, which an update names with "".
+            let sent = match (field.as_str(), value) {
+                ("issuer", serde_json::Value::Null) => serde_json::json!(""),
+                _ => value.clone(),
+            };
+            changed.insert(field.clone(), sent);
+        }
     }
-    let current_client = sign_in
-        .map(|s| s.client_id.clone())
-        .filter(|c| !c.is_empty());
-    let wanted_client = wanted.client_id.clone().filter(|c| !c.is_empty());
-    // The built-in provider names the client itself: only an explicit client ID is compared.
-    if wanted_client.is_some() && field("client_id", json!(current_client), json!(wanted_client)) {
-        patch.client_id = wanted_client;
-    }
-    if field(
-        "assignment_required",
-        json!(sign_in.is_some_and(|s| s.assignment_required)),
-        json!(wanted.assignment_required),
-    ) {
-        patch.assignment_required = Some(wanted.assignment_required);
-    }
-    if field(
-        "require_mfa",
-        json!(sign_in.is_some_and(|s| s.require_mfa)),
-        json!(wanted.require_mfa),
-    ) {
-        patch.require_mfa = Some(wanted.require_mfa);
-    }
-    if field(
-        "issuer_verifies_email",
-        json!(sign_in.is_some_and(|s| s.issuer_verifies_email)),
-        json!(wanted.issuer_verifies_email),
-    ) {
-        patch.issuer_verifies_email = Some(wanted.issuer_verifies_email);
-    }
+    let mut patch: UpdateApp = serde_json::from_value(serde_json::Value::Object(changed))
+        .context("the edge's app fields and the update's differ; upgrade the CLI")?;
     // Secrets are never shown back, so one is sent only when the edge holds none.
-    let secret_missing = !sign_in.is_some_and(|s| s.client_secret_set);
+    let secret_missing = !current
+        .sign_in
+        .as_ref()
+        .is_some_and(|s| s.client_secret_set);
     if wanted.client_secret.is_some() && secret_missing {
         fields.insert(
             "client_secret".to_owned(),
-            [json!("(none)"), json!("(from file)")],
+            [
+                serde_json::json!("(none)"),
+                serde_json::json!("(from file)"),
+            ],
         );
         patch.client_secret = wanted.client_secret;
     }
-    (!patch.is_empty()).then(|| Change::UpdateApp {
+    Ok((!patch.is_empty()).then(|| Change::UpdateApp {
         name: current.name.clone(),
         fields,
         patch,
-    })
+    }))
 }
 
 /// The edge's locations, policies and the user groups a policy may name.

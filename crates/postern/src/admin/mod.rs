@@ -106,44 +106,23 @@ enum GroupCommand {
     Delete { name: String },
 }
 
+/// A switch's value; `true` and `false` are accepted too.
 #[derive(Clone, Copy, ValueEnum)]
 enum OnOff {
+    #[value(alias = "true")]
     On,
+    #[value(alias = "false")]
     Off,
 }
 
 #[derive(Subcommand)]
 enum AppCommand {
-    /// Publish an internal app at an external URL.
+    /// Publish an internal app at an external URL (--external-url, --internal-url and --group are
+    /// required; the other settings have their defaults).
     Publish {
         name: String,
-        /// Public URL, e.g. https://wiki.example.com (host only: Postern routes by host).
-        #[arg(long)]
-        external_url: String,
-        /// Where the connector reaches the app, e.g. http://10.0.0.5:8080/.
-        #[arg(long)]
-        internal_url: String,
-        /// Connector group whose connectors carry the app's traffic.
-        #[arg(long)]
-        group: String,
-        /// Pre-authentication: `passthrough` (the app signs users in itself).
-        #[arg(long, default_value = "passthrough")]
-        preauth: String,
-        /// Send the external host as `Host` to the app instead of the internal URL's host.
-        #[arg(long)]
-        preserve_host: bool,
-        /// Accept any certificate from an https internal URL. Dangerous: only for apps whose
-        /// certificate cannot be verified.
-        #[arg(long)]
-        insecure_skip_backend_tls_verify: bool,
-        /// How long the app may take to send its response headers (default 85s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        backend_timeout: Option<Duration>,
-        /// Publish in maintenance mode.
-        #[arg(long)]
-        maintenance: bool,
         #[command(flatten)]
-        sign_in: SignInArgs,
+        settings: AppSettings,
     },
     /// List published apps.
     List,
@@ -155,44 +134,8 @@ enum AppCommand {
         /// New name.
         #[arg(long)]
         rename: Option<String>,
-        #[arg(long)]
-        external_url: Option<String>,
-        #[arg(long)]
-        internal_url: Option<String>,
-        #[arg(long)]
-        group: Option<String>,
-        #[arg(long)]
-        preauth: Option<String>,
-        #[arg(long)]
-        preserve_host: Option<bool>,
-        #[arg(long)]
-        insecure_skip_backend_tls_verify: Option<bool>,
-        #[arg(long, value_parser = humantime::parse_duration)]
-        backend_timeout: Option<Duration>,
-        /// Maintenance mode: every user gets a maintenance page while it is on.
-        #[arg(long)]
-        maintenance: Option<OnOff>,
-        /// With --preauth oidc: the issuer ("" for the built-in identity provider).
-        #[arg(long)]
-        issuer: Option<String>,
-        #[arg(long)]
-        client_id: Option<String>,
-        /// File holding the client secret.
-        #[arg(long)]
-        client_secret_file: Option<PathBuf>,
-        #[arg(long)]
-        assignment_required: Option<bool>,
-        #[arg(long)]
-        require_mfa: Option<bool>,
-        /// Whether scripts in the page can read the session cookie (HttpOnly off).
-        #[arg(long)]
-        cookie_http_only: Option<bool>,
-        #[arg(long)]
-        cookie_persistent: Option<bool>,
-        /// Whether the issuer verifies every email it sends (a token without email_verified
-        /// then counts as verified).
-        #[arg(long)]
-        issuer_verifies_email: Option<bool>,
+        #[command(flatten)]
+        settings: AppSettings,
     },
     /// Assign a user or a group to an app that requires assignment.
     Assign {
@@ -212,11 +155,38 @@ enum AppCommand {
     Delete { name: String },
 }
 
-/// How users of an app with `--preauth oidc` sign in.
+/// An app's settings, for `app publish` and `app update` alike: the same flags and value words
+/// (a switch is `on` or `off`, and alone means `on`), named as the API's fields and `apply`'s
+/// keys with `-` for `_`.
 #[derive(Args)]
-struct SignInArgs {
-    /// The OpenID Connect issuer (https, or http on loopback); without it, the built-in
-    /// identity provider.
+struct AppSettings {
+    /// Public URL, e.g. https://wiki.example.com (host only: Postern routes by host).
+    #[arg(long)]
+    external_url: Option<String>,
+    /// Where the connector reaches the app, e.g. http://10.0.0.5:8080/.
+    #[arg(long)]
+    internal_url: Option<String>,
+    /// Connector group whose connectors carry the app's traffic.
+    #[arg(long)]
+    group: Option<String>,
+    /// Pre-authentication: `passthrough` (the app signs users in itself; the default) or `oidc`.
+    #[arg(long)]
+    preauth: Option<String>,
+    /// Send the external host as `Host` to the app instead of the internal URL's host.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    preserve_host: Option<OnOff>,
+    /// Accept any certificate from an https internal URL. Dangerous: only for apps whose
+    /// certificate cannot be verified.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    insecure_skip_backend_tls_verify: Option<OnOff>,
+    /// How long the app may take to send its response headers (default 85s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    backend_timeout: Option<Duration>,
+    /// Maintenance mode: every user gets a maintenance page while it is on.
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    maintenance: Option<OnOff>,
+    /// With --preauth oidc: the OpenID Connect issuer (https, or http on loopback); without it
+    /// (or "" in an update), the built-in identity provider.
     #[arg(long)]
     issuer: Option<String>,
     /// The client ID registered with the issuer for this app.
@@ -226,22 +196,64 @@ struct SignInArgs {
     #[arg(long)]
     client_secret_file: Option<PathBuf>,
     /// Only users assigned to the app (`app assign`) get in.
-    #[arg(long)]
-    assignment_required: bool,
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    assignment_required: Option<OnOff>,
     /// Users must have signed in with a second factor.
-    #[arg(long)]
-    require_mfa: bool,
-    /// Keep the session cookie across browser restarts.
-    #[arg(long)]
-    persistent_cookie: bool,
-    /// Let scripts in the page read the session cookie (not recommended).
-    #[arg(long)]
-    no_http_only_cookie: bool,
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    require_mfa: Option<OnOff>,
+    /// Scripts in the page cannot read the session cookie (HttpOnly; on by default, `off` not
+    /// recommended).
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    cookie_http_only: Option<OnOff>,
+    /// Keep the session cookie across browser restarts (off by default).
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on", alias = "persistent-cookie")]
+    cookie_persistent: Option<OnOff>,
     /// The issuer verifies every email it puts in a token, so a token without `email_verified`
-    /// counts as verified (an explicit `false` never does). Without it, only a token saying
+    /// counts as verified (an explicit `false` never does). Off by default: only a token saying
     /// `email_verified: true` lets the email match assignments and reach the app.
-    #[arg(long)]
-    issuer_verifies_email: bool,
+    #[arg(long, value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    issuer_verifies_email: Option<OnOff>,
+}
+
+impl AppSettings {
+    /// The settings given, as a change to an app (the others keep their values).
+    fn update(self, rename: Option<String>) -> anyhow::Result<UpdateApp> {
+        let on = |v: Option<OnOff>| v.map(|v| matches!(v, OnOff::On));
+        Ok(UpdateApp {
+            name: rename,
+            external_url: self.external_url,
+            internal_url: self.internal_url,
+            group: self.group,
+            preauth: self.preauth,
+            preserve_host: on(self.preserve_host),
+            insecure_skip_backend_tls_verify: on(self.insecure_skip_backend_tls_verify),
+            backend_timeout_secs: self.backend_timeout.map(|d| d.as_secs()),
+            maintenance: on(self.maintenance),
+            issuer: self.issuer,
+            client_id: self.client_id,
+            client_secret: self
+                .client_secret_file
+                .as_ref()
+                .map(|p| read_secret(p, "--client-secret-file"))
+                .transpose()?,
+            assignment_required: on(self.assignment_required),
+            require_mfa: on(self.require_mfa),
+            cookie_http_only: on(self.cookie_http_only),
+            cookie_persistent: on(self.cookie_persistent),
+            issuer_verifies_email: on(self.issuer_verifies_email),
+        })
+    }
+
+    /// The settings given, with the defaults for the others, as a new app.
+    fn publish(self, name: String) -> anyhow::Result<PublishApp> {
+        let patch = self.update(None)?;
+        let (Some(external_url), Some(internal_url), Some(group)) =
+            (&patch.external_url, &patch.internal_url, &patch.group)
+        else {
+            anyhow::bail!("app publish needs --external-url, --internal-url and --group");
+        };
+        Ok(PublishApp::new(&name, external_url, internal_url, group).patched(&patch))
+    }
 }
 
 #[derive(Args)]
@@ -440,42 +452,8 @@ async fn group(client: &AdminClient, json: bool, cmd: GroupCommand) -> anyhow::R
 
 async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Result<()> {
     match cmd {
-        AppCommand::Publish {
-            name,
-            external_url,
-            internal_url,
-            group,
-            preauth,
-            preserve_host,
-            insecure_skip_backend_tls_verify,
-            backend_timeout,
-            maintenance,
-            sign_in,
-        } => {
-            let client_secret = sign_in
-                .client_secret_file
-                .as_ref()
-                .map(|p| read_secret(p, "--client-secret-file"))
-                .transpose()?;
-            let req = PublishApp {
-                name,
-                external_url,
-                internal_url,
-                group,
-                preauth,
-                preserve_host,
-                insecure_skip_backend_tls_verify,
-                backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
-                maintenance,
-                issuer: sign_in.issuer,
-                client_id: sign_in.client_id,
-                client_secret,
-                assignment_required: sign_in.assignment_required,
-                require_mfa: sign_in.require_mfa,
-                cookie_http_only: !sign_in.no_http_only_cookie,
-                cookie_persistent: sign_in.persistent_cookie,
-                issuer_verifies_email: sign_in.issuer_verifies_email,
-            };
+        AppCommand::Publish { name, settings } => {
+            let req = settings.publish(name)?;
             let app: AppView = client.post("/v1/apps", &req).await?;
             print(json, &app, || {
                 say!(
@@ -526,46 +504,9 @@ async fn app(client: &AdminClient, json: bool, cmd: AppCommand) -> anyhow::Resul
         AppCommand::Update {
             name,
             rename,
-            external_url,
-            internal_url,
-            group,
-            preauth,
-            preserve_host,
-            insecure_skip_backend_tls_verify,
-            backend_timeout,
-            maintenance,
-            issuer,
-            client_id,
-            client_secret_file,
-            assignment_required,
-            require_mfa,
-            cookie_http_only,
-            cookie_persistent,
-            issuer_verifies_email,
+            settings,
         } => {
-            let client_secret = client_secret_file
-                .as_ref()
-                .map(|p| read_secret(p, "--client-secret-file"))
-                .transpose()?;
-            let patch = UpdateApp {
-                name: rename,
-                external_url,
-                internal_url,
-                group,
-                preauth,
-                preserve_host,
-                insecure_skip_backend_tls_verify,
-                backend_timeout_secs: backend_timeout.map(|d| d.as_secs()),
-                maintenance: maintenance.map(|m| matches!(m, OnOff::On)),
-                issuer,
-                client_id,
-                client_secret,
-                assignment_required,
-                require_mfa,
-                cookie_http_only,
-                cookie_persistent,
-                issuer_verifies_email,
-            };
+            let patch = settings.update(rename)?;
             if patch.is_empty() {
                 anyhow::bail!("nothing to change: give at least one option, e.g. --internal-url URL or --maintenance on");
             }
