@@ -1259,3 +1259,180 @@ async fn policy_changes_cannot_leave_the_edge_unable_to_decide_or_fail_open() {
     let (status, _, _) = what_if("192.0.2.1").await;
     assert_eq!(status, 200, "the edge still answers");
 }
+
+/// `apply` also makes the directory match: users (created with the password in their
+/// password_file, enabled or not, their directory groups), who is assigned to an app, and
+/// clients (a new one's secret written owner-only); `--prune` removes what the file no longer
+/// names, of each kind it lists, and shows it first with `--dry-run`.
+#[tokio::test]
+async fn apply_covers_users_assignments_and_clients_and_prunes() {
+    let edge = Edge::start(&[]).await;
+    let app = backends::app().await;
+    let port = edge.public.port();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("start.pw");
+    std::fs::write(&pw, "a long enough passphrase\n").unwrap();
+    let secret = dir.path().join("grafana.secret");
+    let write = |name: &str, users: &str, apps_extra: &str, more: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[[groups]]
+name = "office"
+{more}
+[[apps]]
+name = "wiki"
+external_url = "https://wiki.localhost:{port}"
+internal_url = "{internal}"
+group = "office"
+preauth = "oidc"
+assignment_required = true
+{apps_extra}
+{users}
+"#,
+                internal = app.url(),
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let first = write(
+        "first.toml",
+        &format!(
+            r#"
+[[users]]
+email = "ann@example.com"
+password_file = "{pw}"
+groups = ["staff"]
+
+[[users]]
+email = "bob@example.com"
+password_file = "{pw}"
+enabled = false
+
+[[clients]]
+name = "grafana"
+redirect_uris = ["https://grafana.example.com/login/generic_oauth"]
+secret_file = "{secret}"
+
+[[clients]]
+name = "spa"
+redirect_uris = ["https://spa.example.com/cb"]
+public = true
+"#,
+            pw = pw.display(),
+            secret = secret.display()
+        ),
+        r#"assignments = [{ user = "ann@example.com" }, { group = "staff" }]"#,
+        "[[groups]]\nname = \"old\"\n[[apps]]\nname = \"crm\"\nexternal_url = \"https://crm.localhost\"\ninternal_url = \"http://127.0.0.1:9/\"\ngroup = \"office\"\n",
+    );
+    let plan = edge.admin_ok(&["apply", "-f", &first, "--dry-run"]).await;
+    for line in [
+        "+ user ann@example.com",
+        "+ user bob@example.com",
+        "+ assignment wiki: user ann@example.com",
+        "+ assignment wiki: group staff",
+        "+ client grafana",
+        "+ client spa",
+    ] {
+        assert!(plan.contains(line), "{line} missing from:\n{plan}");
+    }
+    assert!(!secret.exists(), "a dry run wrote a secret");
+    edge.admin_ok(&["apply", "-f", &first]).await;
+    let (_, ann, _) = edge
+        .api(Method::GET, "/v1/users/ann@example.com", None)
+        .await;
+    assert_eq!(ann["groups"], json!(["staff"]), "{ann}");
+    let (_, bob, _) = edge
+        .api(Method::GET, "/v1/users/bob@example.com", None)
+        .await;
+    assert_eq!(bob["enabled"], false, "{bob}");
+    let (_, assigned, _) = edge
+        .api(Method::GET, "/v1/apps/wiki/assignments", None)
+        .await;
+    assert_eq!(assigned.as_array().unwrap().len(), 2, "{assigned}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!std::fs::read_to_string(&secret).unwrap().trim().is_empty());
+    let again = edge.admin_ok(&["apply", "-f", &first]).await;
+    assert!(again.contains("no changes"), "{again}");
+
+    // A user changed outside the file is pruned (disabled); crm, the old group, the spa client
+    // and one assignment go; ann leaves her group.
+    edge.user("carl@example.com", "a long enough passphrase", &[])
+        .await;
+    let second = write(
+        "second.toml",
+        "[[users]]\nemail = \"ann@example.com\"\n\n[[users]]\nemail = \"bob@example.com\"\nenabled = false\n\n[[clients]]\nname = \"grafana\"\nredirect_uris = [\"https://grafana.example.com/login/generic_oauth\"]\n",
+        r#"assignments = [{ group = "staff" }]"#,
+        "",
+    );
+    let without = edge.admin_ok(&["apply", "-f", &second, "--dry-run"]).await;
+    assert!(
+        !without.contains("- app crm"),
+        "pruned without --prune: {without}"
+    );
+    let plan = edge
+        .admin_ok(&["apply", "-f", &second, "--dry-run", "--prune"])
+        .await;
+    for line in [
+        "- assignment wiki: user ann@example.com",
+        "~ user ann@example.com",
+        "groups: [\"staff\"] -> []",
+        "- app crm",
+        "- group old",
+        "- client spa",
+        "- user (disabled) carl@example.com",
+    ] {
+        assert!(plan.contains(line), "{line} missing from:\n{plan}");
+    }
+    assert!(!plan.contains("bob@example.com"), "{plan}");
+    let (_, crm, _) = edge.api(Method::GET, "/v1/apps/crm", None).await;
+    assert_eq!(crm["name"], "crm", "a dry run pruned");
+    edge.admin_ok(&["apply", "-f", &second, "--prune"]).await;
+    let (status, _, _) = edge.api(Method::GET, "/v1/apps/crm", None).await;
+    assert_eq!(status, 404);
+    let (_, carl, _) = edge
+        .api(Method::GET, "/v1/users/carl@example.com", None)
+        .await;
+    assert_eq!(carl["enabled"], false, "{carl}");
+    let (_, clients, _) = edge.api(Method::GET, "/v1/clients", None).await;
+    let names: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["app"].is_null())
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["grafana"]);
+    let again = edge.admin_ok(&["apply", "-f", &second, "--prune"]).await;
+    assert!(again.contains("no changes"), "{again}");
+
+    // What apply cannot change is refused, naming the field and what to do, changing nothing.
+    let before = snapshot(&edge).await;
+    let admin = write(
+        "admin.toml",
+        "[[users]]\nemail = \"ann@example.com\"\nadmin = true\n",
+        "",
+        "",
+    );
+    let out = edge.admin(&["apply", "-f", &admin]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin is false, the file says true"), "{err}");
+    let stranger = write(
+        "new.toml",
+        "[[users]]\nemail = \"dan@example.com\"\n",
+        "",
+        "",
+    );
+    let out = edge.admin(&["apply", "-f", &stranger]).await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give password_file"));
+    assert_eq!(snapshot(&edge).await, before);
+}

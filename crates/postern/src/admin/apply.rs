@@ -1,11 +1,11 @@
-//! `postern admin apply -f FILE`: make the edge's groups, apps, named locations and
-//! conditional-access policies match a TOML or YAML file.
+//! `postern admin apply -f FILE`: make the edge's groups, apps (and who is assigned to them),
+//! named locations, conditional-access policies, users and clients match a TOML or YAML file.
 //!
 //! The whole file is checked before anything is sent (policies are compiled against the
 //! locations, apps and groups the edge and the file will have together, as the edge compiles
 //! them); the plan (what will be created and which fields change) is printed first; `--dry-run`
 //! stops there. Applying the same file twice changes nothing the second time. What is not in
-//! the file is left alone.
+//! the file is left alone, unless `--prune` (see `reconcile`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use postern_edge::admin_api::{AppView, AssignmentView, DirectoryGroupView, GroupView};
+use postern_edge::admin_api::{AppView, AssignmentView, ClientView, DirectoryGroupView, GroupView};
 use postern_edge::apps::{PublishApp, UpdateApp};
 use postern_policy::{Known, NamedLocation, Policies, Policy, UserTarget};
 use serde::{Deserialize, Serialize};
 
 use super::client::{segment, AdminClient};
 use super::output::{print, safe, say};
+use super::reconcile::{self, AssigneeSpec, Call, ClientSpec, UserSpec};
 
 #[derive(Args)]
 pub struct ApplyArgs {
@@ -29,34 +30,48 @@ pub struct ApplyArgs {
     /// Show what would change, and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also remove what the file does not name, of each kind it lists: policies, locations,
+    /// apps, connector groups and clients are deleted, users disabled.
+    #[arg(long)]
+    prune: bool,
 }
 
 /// The file, as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct DesiredState {
+pub(super) struct DesiredState {
     #[serde(default)]
-    groups: Vec<GroupSpec>,
+    pub(super) groups: Vec<GroupSpec>,
     #[serde(default)]
-    apps: Vec<AppSpec>,
+    pub(super) apps: Vec<AppSpec>,
     /// Named locations, as `location create` writes them.
     #[serde(default)]
-    locations: Vec<NamedLocation>,
+    pub(super) locations: Vec<NamedLocation>,
     /// Conditional-access policies, as `policy create -f` reads them, each with its `name`.
     #[serde(default)]
-    policies: Vec<Policy>,
+    pub(super) policies: Vec<Policy>,
+    /// Users of the built-in directory.
+    #[serde(default)]
+    pub(super) users: Vec<UserSpec>,
+    /// OpenID Connect clients of the built-in provider.
+    #[serde(default)]
+    pub(super) clients: Vec<ClientSpec>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupSpec {
-    name: String,
+pub(super) struct GroupSpec {
+    pub(super) name: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AppSpec {
-    name: String,
+pub(super) struct AppSpec {
+    pub(super) name: String,
+    /// Who may use the app (with `assignment_required`): exactly these; without the key, the
+    /// edge's assignments are left alone.
+    #[serde(default)]
+    pub(super) assignments: Option<Vec<AssigneeSpec>>,
     external_url: String,
     internal_url: String,
     group: String,
@@ -124,9 +139,48 @@ mod humantime_serde_opt {
 /// One change the plan makes.
 #[derive(Serialize, Debug)]
 #[serde(tag = "op", rename_all = "snake_case")]
-enum Change {
+pub(super) enum Change {
     CreateGroup {
         name: String,
+    },
+    CreateUser {
+        email: String,
+        #[serde(skip)]
+        request: serde_json::Value,
+        /// Calls right after the creation (disabling a user the file lists as disabled).
+        #[serde(skip)]
+        then: Vec<Call>,
+    },
+    UpdateUser {
+        email: String,
+        /// Field -> [current, wanted].
+        fields: BTreeMap<String, [serde_json::Value; 2]>,
+        #[serde(skip)]
+        calls: Vec<Call>,
+    },
+    Assign {
+        app: String,
+        kind: String,
+        value: String,
+    },
+    Unassign {
+        app: String,
+        kind: String,
+        value: String,
+    },
+    CreateClient {
+        name: String,
+        #[serde(skip)]
+        request: serde_json::Value,
+        #[serde(skip)]
+        secret_file: Option<PathBuf>,
+    },
+    /// `--prune`: something the file no longer names.
+    Remove {
+        kind: &'static str,
+        name: String,
+        #[serde(skip)]
+        call: Call,
     },
     PublishApp {
         name: String,
@@ -189,6 +243,16 @@ impl std::fmt::Display for Change {
                 safe(&request.preauth)
             ),
             Change::UpdateApp { name, fields, .. } => put_line(f, "app", name, fields),
+            Change::CreateUser { email, .. } => write!(f, "+ user {}", safe(email)),
+            Change::UpdateUser { email, fields, .. } => put_line(f, "user", email, fields),
+            Change::Assign { app, kind, value } => {
+                write!(f, "+ assignment {}: {kind} {}", safe(app), safe(value))
+            }
+            Change::Unassign { app, kind, value } => {
+                write!(f, "- assignment {}: {kind} {}", safe(app), safe(value))
+            }
+            Change::CreateClient { name, .. } => write!(f, "+ client {}", safe(name)),
+            Change::Remove { kind, name, .. } => write!(f, "- {kind} {}", safe(name)),
             Change::PutLocation { name, fields, .. } => put_line(f, "location", name, fields),
             Change::PutPolicy { name, fields, .. } => put_line(f, "policy", name, fields),
         }
@@ -207,11 +271,31 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
     let apps: Vec<AppView> = client.get("/v1/apps").await?;
     let mut changes = plan(&desired, &groups, &apps)
         .with_context(|| format!("{} was not applied", args.file.display()))?;
+    let not_applied = || format!("{} was not applied", args.file.display());
     if !desired.locations.is_empty() || !desired.policies.is_empty() {
         let edge = EdgeAccess::fetch(client, &desired, &apps).await?;
+        changes.extend(plan_access(&desired, &apps, &edge).with_context(not_applied)?);
+    }
+    changes.extend(
+        reconcile::plan_assignments(client, &desired, &apps)
+            .await
+            .with_context(not_applied)?,
+    );
+    changes.extend(
+        reconcile::plan_users(client, &desired)
+            .await
+            .with_context(not_applied)?,
+    );
+    changes.extend(
+        reconcile::plan_clients(client, &desired)
+            .await
+            .with_context(not_applied)?,
+    );
+    if args.prune {
         changes.extend(
-            plan_access(&desired, &apps, &edge)
-                .with_context(|| format!("{} was not applied", args.file.display()))?,
+            reconcile::plan_prune(client, &desired, &apps, &groups)
+                .await
+                .with_context(not_applied)?,
         );
     }
     if !json {
@@ -227,7 +311,7 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
     }
     if !args.dry_run {
         for c in &changes {
-            execute(client, c).await.with_context(|| {
+            execute(client, c, json).await.with_context(|| {
                 format!(
                     "while applying `{}`",
                     c.to_string().lines().next().unwrap_or_default()
@@ -661,7 +745,7 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn execute(client: &AdminClient, change: &Change) -> anyhow::Result<()> {
+async fn execute(client: &AdminClient, change: &Change, json: bool) -> anyhow::Result<()> {
     match change {
         Change::CreateGroup { name } => {
             let _: GroupView = client
@@ -685,6 +769,43 @@ async fn execute(client: &AdminClient, change: &Change) -> anyhow::Result<()> {
             let _: Policy = client
                 .put(&format!("/v1/policies/{}", segment(name)), policy)
                 .await?;
+        }
+        Change::CreateUser { request, then, .. } => {
+            let _: serde_json::Value = client.post("/v1/users", request).await?;
+            for call in then {
+                call.send(client).await?;
+            }
+        }
+        Change::UpdateUser { calls, .. } => {
+            for call in calls {
+                call.send(client).await?;
+            }
+        }
+        Change::Assign { app, kind, value } | Change::Unassign { app, kind, value } => {
+            let path = format!("/v1/apps/{}/assignments", segment(app));
+            let who = AssignmentView {
+                kind: kind.clone(),
+                value: value.clone(),
+            };
+            if matches!(change, Change::Assign { .. }) {
+                let _: AssignmentView = client.post(&path, &who).await?;
+            } else {
+                client.delete_with_body(&path, &who).await?;
+            }
+        }
+        Change::CreateClient {
+            name,
+            request,
+            secret_file,
+        } => {
+            let created: ClientView = client.post("/v1/clients", request).await?;
+            reconcile::keep_secret(name, &created, secret_file.as_ref())?;
+            if !json {
+                say!("client {name}: client_id {}", created.client_id);
+            }
+        }
+        Change::Remove { call, .. } => {
+            call.send(client).await?;
         }
     }
     Ok(())

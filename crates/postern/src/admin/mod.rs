@@ -7,6 +7,7 @@ mod client;
 mod directory;
 mod logs;
 mod output;
+mod reconcile;
 mod risk;
 
 use std::path::PathBuf;
