@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-# Building: OpenSSL's headers and pkg-config, for webauthn-rs's verifier (passkeys).
+# Building: webauthn-rs (passkeys) needs OpenSSL, which is built from source and linked
+# statically (perl and make run its build). The tools installed with cargo below may link the
+# host's OpenSSL: its headers and pkg-config.
+command -v perl >/dev/null 2>&1 || need_apt+=(perl)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 pkg-config --exists openssl 2>/dev/null || need_apt+=(pkg-config libssl-dev)
 # The tests read /proc and send signals with `kill` (procps).
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)
@@ -30,8 +34,9 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+        # Waits for another dpkg (an unattended upgrade) rather than failing at once.
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_apt[@]}"
     else
         echo "scripts/install-deps.sh: missing ${need_apt[*]}; install them (apt-get install ${need_apt[*]})" >&2
         exit 1
