@@ -10,6 +10,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log flag every Postern binary takes.
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// Log line format on standard error: `text` (coloured only on a terminal) or `json` (one
+    /// object a line).
+    #[arg(long, global = true, value_enum, env = "POSTERN_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 /// Logs to standard error, as text or JSON lines, filtered by `POSTERN_LOG` (default `info`, or
 /// `warn` when `quiet`); colours only when it is a terminal, so a log file or journal never
 /// holds escape codes.

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use postern_connector::cli::ConnectorCommand;
-use postern_obs::process::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -17,10 +16,8 @@ use postern_obs::process::LogFormat;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format on standard error: `text` (coloured only on a terminal) or `json` (one
-    /// object a line).
-    #[arg(long, global = true, value_enum, env = "POSTERN_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: postern_obs::process::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -46,7 +43,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    postern_obs::process::init_logging(false, cli.log_format);
+    postern_obs::process::init_logging(false, cli.log.log_format);
     let runtime = match postern_obs::process::runtime() {
         Ok(rt) => rt,
         Err(e) => {

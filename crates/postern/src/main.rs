@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use postern_edge::config as limits;
-use postern_obs::process::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -26,10 +25,8 @@ use postern_obs::process::LogFormat;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log line format on standard error: `text` (coloured only on a terminal) or `json` (one
-    /// object a line).
-    #[arg(long, global = true, value_enum, env = "POSTERN_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: postern_obs::process::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -363,7 +360,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Admin(_) | Command::Version | Command::Completions { .. } | Command::Man { .. }
     );
-    postern_obs::process::init_logging(quiet, cli.log_format);
+    postern_obs::process::init_logging(quiet, cli.log.log_format);
     let runtime = match postern_obs::process::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -18,6 +18,25 @@ async fn postern(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `postern edge` on `dir` with ephemeral listeners, run to its end (for edges that refuse to
+/// start).
+async fn edge_on(dir: &std::path::Path) -> std::process::Output {
+    let any = "127.0.0.1:0";
+    let data = dir.to_str().unwrap();
+    postern(&[
+        "edge",
+        "--data",
+        data,
+        "--listen",
+        any,
+        "--connector-listen",
+        any,
+        "--admin-listen",
+        any,
+    ])
+    .await
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -132,18 +151,7 @@ async fn a_restored_backup_serves_the_same_apps_users_sessions_and_connectors() 
 #[tokio::test]
 async fn a_data_directory_holds_one_edge_and_restore_takes_only_backups() {
     let edge = Edge::start(&[]).await;
-    let out = postern(&[
-        "edge",
-        "--data",
-        edge.dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--connector-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .await;
+    let out = edge_on(edge.dir.path()).await;
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -198,18 +206,7 @@ async fn a_database_from_a_newer_postern_is_refused() {
             .await
             .unwrap();
     }
-    let out = postern(&[
-        "edge",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--connector-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .await;
+    let out = edge_on(dir.path()).await;
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
