@@ -11,3 +11,5 @@ scripts/install-deps.sh
 export BOLERO_RANDOM_TEST_TIME_MS="${BOLERO_RANDOM_TEST_TIME_MS:-2000}"
 # A few test threads per binary on this 2-core machine: the end-to-end tests start real processes.
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${POSTERN_TEST_THREADS:-4}"
+# The Debian package, built from the binaries the tests just built, installed, run and purged.
+scripts/package-test.sh
