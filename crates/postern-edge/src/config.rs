@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_QUEUED: usize = 4096;
 pub const DEFAULT_CONNECTOR_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long shutdown waits for in-flight requests before closing connections.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the operator's certificate files are checked for a change (SIGHUP reloads at once).
+pub const CERT_RECHECK: Duration = Duration::from_secs(5);
 /// How long a registration token is valid unless the admin asks otherwise.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The built-in identity provider's host on the public listener (its issuer is

@@ -290,6 +290,9 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         connector_certs: Default::default(),
     });
     shared.risk.watch();
+    if shared.config.tls_cert.is_some() {
+        watch_operator_certs(shared.public_certs.clone(), shutdown_rx.clone());
+    }
     shared
         .idp
         .set_access(Box::new(idp::ProviderAccess(Arc::downgrade(&shared))));
@@ -410,6 +413,49 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         drains: vec![public_drain, control_drain, admin_drain],
         _lock: data_lock,
     })
+}
+
+/// Reloads the operator's certificate (`--tls-cert`/`--tls-key`) on SIGHUP and when its files
+/// change (checked every [`config::CERT_RECHECK`]), so a renewal (certbot, cert-manager) needs no
+/// restart: new connections get the new pair, open ones keep theirs. A pair that does not load
+/// whole is logged and the current one kept.
+fn watch_operator_certs(certs: Arc<ServerCerts>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(config::CERT_RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup = std::future::pending::<Option<()>>();
+            let (result, why) = tokio::select! {
+                _ = stop.changed() => return,
+                _ = hup => (certs.reload(), "SIGHUP"),
+                _ = tick.tick() => (certs.reload_if_changed(), "the files changed"),
+            };
+            match result {
+                Ok(true) => tracing::info!(
+                    cause = why,
+                    not_after = ?certs.not_after().map(humantime::format_rfc3339_seconds),
+                    "reloaded --tls-cert and --tls-key; new connections get them"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    cause = why,
+                    error = %e,
+                    "cannot reload --tls-cert and --tls-key; still serving the previous pair"
+                ),
+            }
+        }
+    });
 }
 
 /// The process's file-descriptor limit, raised to its hard maximum first.

@@ -43,6 +43,11 @@ pub enum PkiError {
         path: std::path::PathBuf,
         what: &'static str,
     },
+    #[error("the private key {key} does not belong to the certificate {cert}; give the key the certificate was issued for")]
+    KeyMismatch {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS setup failed: {0}")]

@@ -9,7 +9,7 @@
 //! lookup: it never reaches the CA, never enters the cache and never evicts a served name.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
@@ -29,7 +29,9 @@ pub struct ServerCerts {
 }
 
 enum Mode {
-    Fixed(Arc<CertifiedKey>),
+    /// The operator's certificate: reloaded from its files on [`ServerCerts::reload`] (SIGHUP)
+    /// and when they change; a new pair is used for new handshakes only if it loads whole.
+    Fixed(Mutex<Operator>),
     Local {
         ca: Arc<Ca>,
         /// Presented when the client sends no SNI (it dialled an IP address), or names one of
@@ -38,6 +40,57 @@ enum Mode {
         default_names: HashSet<String>,
         served: Mutex<Served>,
     },
+}
+
+/// The operator's certificate files, what was loaded from them, and what they looked like then.
+struct Operator {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: Arc<CertifiedKey>,
+    stamp: Option<Stamp>,
+}
+
+/// What tells a replaced file: its size, modification time and inode, for both files.
+type Stamp = [(u64, std::time::SystemTime, u64); 2];
+
+fn stamp(cert: &Path, key: &Path) -> Option<Stamp> {
+    let one = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((m.len(), m.modified().ok()?, inode))
+    };
+    Some([one(cert)?, one(key)?])
+}
+
+/// Reads a PEM certificate chain and its private key, and checks they belong together.
+fn load_operator(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, PkiError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| PkiError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let bad = |path: &Path, what| PkiError::BadOperatorPem {
+        path: path.to_owned(),
+        what,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad(cert_path, "certificate chain"))?;
+    if chain.is_empty() {
+        return Err(bad(cert_path, "certificate chain"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
+        .map_err(|_| bad(key_path, "private key"))?;
+    let certified = certified(chain, key)?;
+    certified.keys_match().map_err(|_| PkiError::KeyMismatch {
+        cert: cert_path.to_owned(),
+        key: key_path.to_owned(),
+    })?;
+    Ok(certified)
 }
 
 /// The names served on demand, and the certificates issued for them so far.
@@ -64,28 +117,53 @@ fn normalise(name: &str) -> String {
 impl ServerCerts {
     /// Serves one configured certificate chain and key (PEM files), whatever name is asked for.
     pub fn fixed(cert_path: &Path, key_path: &Path) -> Result<ServerCerts, PkiError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| PkiError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let bad = |path: &Path, what| PkiError::BadOperatorPem {
-            path: path.to_owned(),
-            what,
-        };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_path)?)
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad(cert_path, "certificate chain"))?;
-        if chain.is_empty() {
-            return Err(bad(cert_path, "certificate chain"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(&read(key_path)?)
-            .map_err(|_| bad(key_path, "private key"))?;
-        let certified = certified(chain, key)?;
+        let stamp = stamp(cert_path, key_path);
+        let current = Arc::new(load_operator(cert_path, key_path)?);
         Ok(ServerCerts {
-            mode: Mode::Fixed(Arc::new(certified)),
+            mode: Mode::Fixed(Mutex::new(Operator {
+                cert_path: cert_path.to_owned(),
+                key_path: key_path.to_owned(),
+                current,
+                stamp,
+            })),
         })
+    }
+
+    /// Loads the operator's certificate files again, for new handshakes (connections already
+    /// open keep theirs). A pair that does not load whole is refused and the current one kept.
+    /// `Ok(false)` for the local CA, which has nothing to reload.
+    pub fn reload(&self) -> Result<bool, PkiError> {
+        let Mode::Fixed(operator) = &self.mode else {
+            return Ok(false);
+        };
+        let (cert_path, key_path) = {
+            let op = lock(operator);
+            (op.cert_path.clone(), op.key_path.clone())
+        };
+        let stamp = stamp(&cert_path, &key_path);
+        // Recorded even when the pair is refused, so a broken file is reported once, not at
+        // every check, until it changes again.
+        let loaded = load_operator(&cert_path, &key_path);
+        let mut op = lock(operator);
+        op.stamp = stamp;
+        op.current = Arc::new(loaded?);
+        Ok(true)
+    }
+
+    /// [`ServerCerts::reload`] if either file changed (size, time or inode) since the last load.
+    pub fn reload_if_changed(&self) -> Result<bool, PkiError> {
+        let Mode::Fixed(operator) = &self.mode else {
+            return Ok(false);
+        };
+        let changed = {
+            let op = lock(operator);
+            stamp(&op.cert_path, &op.key_path) != op.stamp
+        };
+        if changed {
+            self.reload()
+        } else {
+            Ok(false)
+        }
     }
 
     /// Issues certificates on demand from `ca`; `default_names` (host names and IP addresses)
@@ -106,8 +184,8 @@ impl ServerCerts {
     /// When the certificate shown to clients that send no SNI (or the configured one) expires.
     pub fn not_after(&self) -> Option<std::time::SystemTime> {
         let certified = match &self.mode {
-            Mode::Fixed(c) => c,
-            Mode::Local { default, .. } => default,
+            Mode::Fixed(op) => lock(op).current.clone(),
+            Mode::Local { default, .. } => default.clone(),
         };
         crate::der_not_after(certified.cert.first()?)
     }
@@ -136,7 +214,7 @@ impl ServerCerts {
 
     fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         match &self.mode {
-            Mode::Fixed(key) => Some(key.clone()),
+            Mode::Fixed(op) => Some(lock(op).current.clone()),
             Mode::Local {
                 ca,
                 default,
@@ -184,7 +262,7 @@ impl ResolvesServerCert for ServerCerts {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         match (hello.server_name(), &self.mode) {
             (Some(name), _) => self.for_name(name),
-            (None, Mode::Fixed(key)) => Some(key.clone()),
+            (None, Mode::Fixed(op)) => Some(lock(op).current.clone()),
             (None, Mode::Local { default, .. }) => Some(default.clone()),
         }
     }
@@ -268,5 +346,52 @@ mod tests {
             unreachable!()
         };
         assert_eq!(lock(served).names.len(), MAX_SERVED_NAMES);
+    }
+
+    /// A new pair replaces the old for new handshakes only if it loads whole; a refused pair
+    /// is not retried until its files change again.
+    #[test]
+    fn an_operator_pair_reloads_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        // Each CA's own certificate and key make a pair that belongs together.
+        Ca::load_or_create(&p("c1"), &p("k1"), "one").unwrap();
+        Ca::load_or_create(&p("c2"), &p("k2"), "two").unwrap();
+        // As certbot does: a new file renamed into place.
+        let put = |from: &str, to: &str| {
+            std::fs::copy(p(from), p("tmp")).unwrap();
+            std::fs::rename(p("tmp"), p(to)).unwrap();
+        };
+        put("c1", "cert.pem");
+        put("k1", "key.pem");
+        let certs = ServerCerts::fixed(&p("cert.pem"), &p("key.pem")).unwrap();
+        let leaf = |c: &ServerCerts| c.for_name("any.example").unwrap().cert[0].clone();
+        let first = leaf(&certs);
+        assert!(!certs.reload_if_changed().unwrap(), "nothing changed");
+
+        put("c2", "cert.pem");
+        let refused = certs.reload_if_changed();
+        assert!(
+            matches!(refused, Err(PkiError::KeyMismatch { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            leaf(&certs),
+            first,
+            "a refused pair replaced the current one"
+        );
+        assert!(
+            !certs.reload_if_changed().unwrap(),
+            "retried an unchanged refused pair"
+        );
+
+        put("k2", "key.pem");
+        assert!(certs.reload_if_changed().unwrap());
+        let second = leaf(&certs);
+        assert_ne!(second, first);
+
+        std::fs::remove_file(p("cert.pem")).unwrap();
+        assert!(matches!(certs.reload(), Err(PkiError::Io { .. })));
+        assert_eq!(leaf(&certs), second);
     }
 }

@@ -131,3 +131,108 @@ async fn only_served_names_get_certificates_even_under_a_random_sni_flood() {
         "pub2.localhost on the connector listener",
     );
 }
+
+/// Writes a pair the CA issued for `name` as the operator's files, as certbot does (new files
+/// renamed into place); returns the leaf.
+fn operator_pair(ca: &postern_pki::Ca, name: &str, dir: &std::path::Path) -> Vec<u8> {
+    let (chain, key) = ca.issue_server(&[name.to_owned()]).unwrap();
+    let chain_pem: String = chain
+        .iter()
+        .map(|c| common::to_pem("CERTIFICATE", c))
+        .collect();
+    for (file, text) in [
+        ("chain.pem", chain_pem),
+        ("key.pem", common::to_pem("PRIVATE KEY", key.secret_der())),
+    ] {
+        std::fs::write(dir.join("next"), text).unwrap();
+        std::fs::rename(dir.join("next"), dir.join(file)).unwrap();
+    }
+    chain[0].to_vec()
+}
+
+/// A TLS connection to `addr` for `name`, trusting `ca_pem`, and the leaf it was shown.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    ca_pem: &str,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    let config = postern_pki::client_config(ca_pem, vec![b"http/1.1".to_vec()]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    (tls, leaf)
+}
+
+/// Waits until a new connection is shown `leaf`.
+async fn wait_for_leaf(addr: SocketAddr, name: &str, ca_pem: &str, leaf: &[u8], why: &str) {
+    let shown = async {
+        loop {
+            if connect(addr, name, ca_pem).await.1 == leaf {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(common::READY_TIMEOUT, shown)
+        .await
+        .unwrap_or_else(|_| panic!("the new certificate was not served after {why}"));
+}
+
+/// The operator's certificate is reloaded on SIGHUP and when its files change, with no restart:
+/// new connections get the new one and a connection opened before goes on working.
+#[tokio::test]
+async fn the_operator_certificate_reloads_on_sighup_and_when_its_files_change() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = postern_pki::Ca::load_or_create(
+        &dir.path().join("own-ca.pem"),
+        &dir.path().join("own-ca-key.pem"),
+        "own",
+    )
+    .unwrap();
+    let name = "tls.localhost";
+    let first = operator_pair(&ca, name, dir.path());
+    let (cert, key) = (dir.path().join("chain.pem"), dir.path().join("key.pem"));
+    let edge = Edge::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let (mut before, shown) = connect(edge.public, name, ca.cert_pem()).await;
+    assert_eq!(shown, first);
+
+    let second = operator_pair(&ca, name, dir.path());
+    common::signal(edge.pid(), "HUP");
+    wait_for_leaf(edge.public, name, ca.cert_pem(), &second, "SIGHUP").await;
+
+    // The connection from before the reload still serves requests.
+    before
+        .write_all(b"GET /robots.txt HTTP/1.1\r\nHost: tls.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    before.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+
+    // A renewal with no signal is picked up when the files change.
+    let third = operator_pair(&ca, name, dir.path());
+    wait_for_leaf(
+        edge.public,
+        name,
+        ca.cert_pem(),
+        &third,
+        "the files changed",
+    )
+    .await;
+}
