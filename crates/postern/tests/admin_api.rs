@@ -463,6 +463,14 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         (
             Method::POST,
             "/v1/apps".into(),
+            Some(publish("b", "https://LOGIN.localhost", &app.url(), "g")),
+            409,
+            "host_taken",
+            "the built-in identity provider's host",
+        ),
+        (
+            Method::POST,
+            "/v1/apps".into(),
             Some(publish("b", "https://b.localhost/path", &app.url(), "g")),
             400,
             "invalid_app",

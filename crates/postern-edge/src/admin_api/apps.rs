@@ -123,6 +123,16 @@ async fn checked(
     before: Option<(&PublishApp, Option<&postern_store::OidcClient>)>,
 ) -> Result<postern_store::NewApp, ApiFailure> {
     let mut new = apps::validate(req).map_err(|e| ApiFailure::bad_request("invalid_app", e.0))?;
+    if new.external_host == shared.config.idp_host {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            "host_taken",
+            format!(
+                "{} is the built-in identity provider's host (--idp-host); publish the app at another host",
+                new.external_host
+            ),
+        ));
+    }
     shared
         .store
         .group(&new.group)
