@@ -61,6 +61,9 @@ pub const CONNECTOR_MAX_CONNECTIONS: usize = 10_000;
 /// File descriptors kept for the store, logs and outbound calls (issuers, SIEM), beside the
 /// listeners. Lowered to a sixteenth of the file-descriptor limit.
 pub const OTHER_FDS: usize = 1_024;
+/// Connections the plain-HTTP redirect listener (`--http-listen`) holds at most: each answers
+/// one request and closes.
+pub const HTTP_MAX_CONNECTIONS: usize = 1_024;
 /// TLS handshakes one client address may start per second (with a burst of five times as many):
 /// a handshake costs the edge a key exchange and a signature.
 pub const DEFAULT_HANDSHAKES_PER_IP: u32 = 100;
@@ -134,6 +137,8 @@ pub struct EdgeConfig {
     pub connector_listen: SocketAddr,
     /// Admin API listener (HTTPS); keep it on loopback or a management network.
     pub admin_listen: SocketAddr,
+    /// Plain HTTP that redirects to HTTPS (port 80), if any.
+    pub http_listen: Option<SocketAddr>,
     /// A configured certificate chain and key (PEM) for the public and connector listeners;
     /// `None` to issue certificates from the edge's local CA.
     pub tls_cert: Option<(PathBuf, PathBuf)>,
@@ -189,6 +194,7 @@ impl EdgeConfig {
             listen,
             connector_listen,
             admin_listen,
+            http_listen: None,
             tls_cert: None,
             bootstrap_token: None,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,

@@ -163,17 +163,36 @@ pub async fn restore(from: &Path, dir: &Path) -> anyhow::Result<Vec<String>> {
     let db = dir.join(files::STATE_DB);
     let restored: Vec<DataFile> = postern_store::restore(from, &db).await?;
     let mut names = vec![files::STATE_DB.to_owned()];
-    for (name, contents) in restored {
+    for (name, _) in &restored {
         // A backup is a file from outside: only the names this edge writes are put back.
-        let Some((known, secret)) = files::BACKED_UP.iter().find(|(n, _)| *n == name) else {
-            tracing::warn!(file = %postern_proto::text::escape(&name), "skipped a file this edge does not use");
+        if !files::BACKED_UP.iter().any(|(known, _)| known == name) {
+            tracing::warn!(file = %postern_proto::text::escape(name), "skipped a file this edge does not use");
+        }
+    }
+    let has = |name: &str| restored.iter().any(|(n, _)| n == name);
+    for (cert, key) in [
+        (files::CA_CERT, files::CA_KEY),
+        (files::CONNECTOR_CA_CERT, files::CONNECTOR_CA_KEY),
+    ] {
+        if has(cert) != has(key) {
+            let _ = std::fs::remove_file(&db);
+            anyhow::bail!(
+                "{} holds {} without {}: a certificate authority needs both; nothing was restored",
+                from.display(),
+                if has(cert) { cert } else { key },
+                if has(cert) { key } else { cert },
+            );
+        }
+    }
+    for (known, secret) in files::BACKED_UP {
+        let Some((_, contents)) = restored.iter().find(|(n, _)| n == known) else {
             continue;
         };
         let path = dir.join(known);
         if *secret {
-            postern_pki::write_private(&path, &contents)?;
+            postern_pki::write_private(&path, contents)?;
         } else {
-            postern_pki::write_public(&path, &contents)?;
+            postern_pki::write_public(&path, contents)?;
         }
         names.push(known.to_string());
     }
@@ -246,5 +265,22 @@ mod tests {
             assert_eq!(mode(files::STATE_DB), 0o600);
             assert_eq!(mode(files::CA_CERT), 0o644);
         }
+
+        // A certificate without its key would leave an edge that cannot start: refused whole.
+        let half = dir.path().join("half.db");
+        store
+            .backup(
+                &half,
+                &[(files::CONNECTOR_CA_CERT.to_owned(), b"c".to_vec())],
+            )
+            .await
+            .unwrap();
+        let empty = dir.path().join("empty");
+        let err = restore(&half, &empty).await.unwrap_err().to_string();
+        assert!(
+            err.contains("connector-ca.pem without connector-ca-key.pem"),
+            "{err}"
+        );
+        assert!(!empty.join(files::STATE_DB).exists());
     }
 }

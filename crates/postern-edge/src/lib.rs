@@ -23,6 +23,7 @@ mod idp;
 mod log_budget;
 mod observe;
 pub mod preauth;
+mod redirect;
 pub mod rescue;
 pub mod risk;
 mod serve;
@@ -58,6 +59,8 @@ pub struct RunningEdge {
     pub admin_addr: SocketAddr,
     /// Where `/metrics` is served, with `--metrics-listen`.
     pub metrics_addr: Option<SocketAddr>,
+    /// The plain-HTTP redirect listener, with `--http-listen`.
+    pub http_addr: Option<SocketAddr>,
     /// The server CA certificate file.
     pub ca_path: PathBuf,
     /// Where the admin token was written (`None` when it came from the environment).
@@ -197,6 +200,14 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let public_addr = public.local_addr()?;
     let connector_addr = connector.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(bind(addr, "HTTP redirect listener, --http-listen").await?),
+        None => None,
+    };
+    let http_addr = http_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(bind(addr, "metrics listener, --metrics-listen").await?),
         None => None,
@@ -307,10 +318,23 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     let admin_drain = serve::Drain::new();
     let limits = shared.config.limits.clone();
     let timeouts = serve::Timeouts::of(&limits);
-    let caps = ListenerCaps::within(limits.max_connections, fd_limit());
+    let caps = ListenerCaps::within(
+        limits.max_connections,
+        fd_limit(),
+        shared.config.http_listen.is_some(),
+    );
     let public_gate = serve::Gate::new("public", caps.public, &limits);
     let connector_gate = serve::Gate::new("connector", caps.connector, &limits);
     let admin_gate = serve::Gate::new("admin", caps.admin, &limits);
+    if let Some(listener) = http_listener {
+        accept_loops.spawn(redirect::serve(
+            listener,
+            serve::Gate::new("http", caps.http, &limits),
+            shared.clone(),
+            public_addr.port(),
+            shutdown_rx.clone(),
+        ));
+    }
 
     {
         let shared = shared.clone();
@@ -405,6 +429,7 @@ pub async fn start(config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         connector_addr,
         admin_addr,
         metrics_addr,
+        http_addr,
         ca_path: shared.config.data_dir.join(files::CA_CERT),
         admin_token_path,
         shared,
@@ -475,6 +500,8 @@ struct ListenerCaps {
     public: usize,
     connector: usize,
     admin: usize,
+    /// The plain-HTTP redirect listener (`--http-listen`); 0 without one.
+    http: usize,
 }
 
 impl ListenerCaps {
@@ -482,12 +509,16 @@ impl ListenerCaps {
     /// and the descriptors for everything else, fitted within `fds`: the others take at most a
     /// fixed share each (an eighth for connectors, a sixteenth for the admin API and for the rest),
     /// so a low limit does not leave the public listener, where users and WebSockets are, a
-    /// sliver.
-    fn within(configured: usize, fds: usize) -> ListenerCaps {
+    /// sliver. The HTTP redirect listener, when there is one, takes a sixteenth too.
+    fn within(configured: usize, fds: usize, http: bool) -> ListenerCaps {
         let connector = config::CONNECTOR_MAX_CONNECTIONS.min(fds / 8);
         let admin = config::ADMIN_MAX_CONNECTIONS.min(fds / 16);
         let other = config::OTHER_FDS.min(fds / 16);
-        let room = fds.saturating_sub(connector + admin + other).max(64);
+        let http = match http {
+            true => config::HTTP_MAX_CONNECTIONS.min(fds / 16),
+            false => 0,
+        };
+        let room = fds.saturating_sub(connector + admin + other + http).max(64);
         if configured > room {
             tracing::warn!(
                 configured, fds, cap = room,
@@ -498,6 +529,7 @@ impl ListenerCaps {
             public: configured.min(room),
             connector,
             admin,
+            http,
         }
     }
 }
@@ -531,25 +563,30 @@ mod tests {
     #[test]
     fn listeners_share_the_file_descriptor_limit() {
         // A generous limit: every listener gets its own cap, the public one what is configured.
-        let big = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1 << 20);
+        let big = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1 << 20, true);
         assert_eq!(
             big,
             ListenerCaps {
                 public: config::DEFAULT_MAX_CONNECTIONS,
                 connector: config::CONNECTOR_MAX_CONNECTIONS,
                 admin: config::ADMIN_MAX_CONNECTIONS,
+                http: config::HTTP_MAX_CONNECTIONS,
             }
         );
         // A hard limit of 20,000 (a small VM): three quarters and more go to the public listener,
         // and all of them together stay within it.
-        let vm = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 20_000);
+        let vm = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 20_000, false);
         assert_eq!(vm.connector, 2_500);
         assert_eq!(vm.admin, 1_024);
         assert_eq!(vm.public, 20_000 - 2_500 - 1_024 - 1_024);
+        // With the HTTP redirect listener, its share comes out of the public listener's.
+        let redirecting = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 20_000, true);
+        assert_eq!(redirecting.http, 1_024);
+        assert_eq!(redirecting.public, vm.public - 1_024);
         // The usual default soft limit, if it cannot be raised.
-        let small = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1_024);
+        let small = ListenerCaps::within(config::DEFAULT_MAX_CONNECTIONS, 1_024, false);
         assert_eq!((small.public, small.connector, small.admin), (768, 128, 64));
         // A configured cap below the limit is kept.
-        assert_eq!(ListenerCaps::within(500, 20_000).public, 500);
+        assert_eq!(ListenerCaps::within(500, 20_000, false).public, 500);
     }
 }

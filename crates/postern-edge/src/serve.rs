@@ -187,7 +187,7 @@ impl Gate {
         self.total.load(Ordering::Relaxed)
     }
 
-    fn turned_away(&self, peer: SocketAddr, why: Turned) {
+    pub(crate) fn turned_away(&self, peer: SocketAddr, why: Turned) {
         tracing::debug!(listener = self.name, %peer, "connection refused: {}", why.as_str());
         let n = self.turned_away.fetch_add(1, Ordering::Relaxed) + 1;
         let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());

@@ -129,6 +129,10 @@ struct EdgeArgs {
     /// certificate, and any other name's handshake fails.
     #[arg(long = "tls-name", value_name = "NAME", value_parser = postern_edge::config::parse_tls_name)]
     tls_names: Vec<String>,
+    /// Plain HTTP on this address (e.g. 0.0.0.0:80) that redirects every request for a served host
+    /// to HTTPS (308); without it, the edge listens for no plain HTTP.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this address (keep it
     /// on loopback or a management network); without it, none are served.
     #[arg(long, value_name = "ADDR")]
@@ -462,6 +466,7 @@ async fn edge(args: EdgeArgs, settings: Option<Settings>) -> anyhow::Result<()> 
     config.tls_names = args.tls_names;
     config.siem = args.siem.config()?;
     config.metrics_listen = args.metrics_listen;
+    config.http_listen = args.http_listen;
     config.access_log = args.access_log;
     config.access_log_query = args.access_log_query;
     config.geoip_db = args.geoip_db;
@@ -498,6 +503,11 @@ async fn edge(args: EdgeArgs, settings: Option<Settings>) -> anyhow::Result<()> 
     );
     if let Some(addr) = edge.metrics_addr {
         banner.push_str(&format!("  metrics:   http://{addr}/metrics\n"));
+    }
+    if let Some(addr) = edge.http_addr {
+        banner.push_str(&format!(
+            "  http:      http://{addr} (redirects to HTTPS)\n"
+        ));
     }
     if let Some(p) = &edge.admin_token_path {
         banner.push_str(&format!("  admin token: {}\n", p.display()));

@@ -839,3 +839,84 @@ async fn a_slow_request_body_reaches_the_app_only_once_it_has_arrived() {
     assert!(text.contains("request_body_stalled"), "{text}");
     assert_eq!(hits(), before + 1);
 }
+
+/// Sends `request` on a new plain connection to `addr` and reads until the edge closes it.
+async fn plain_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(READY_TIMEOUT, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the plain HTTP listener kept the connection open")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `--http-listen` redirects requests for served hosts to the same URL over HTTPS (308, one
+/// request per connection), names any other host in a 404, refuses a request with no host and
+/// an oversized head, and closes a silent connection at the head timeout.
+#[tokio::test]
+async fn plain_http_redirects_served_hosts_to_https_and_nothing_else() {
+    let edge = Edge::start(&[
+        "--http-listen",
+        "127.0.0.1:0",
+        "--request-head-timeout",
+        "1s",
+    ])
+    .await;
+    let http = edge.http.expect("the HTTP listener's address");
+    let app = backends::app().await;
+    edge.group("g").await;
+    edge.publish("wiki", "wiki.localhost", &app.url(), "g", &[])
+        .await;
+    let port = edge.public.port();
+
+    let answer = plain_exchange(
+        http,
+        b"POST /page?q=1 HTTP/1.1\r\nHost: WIKI.localhost:80\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains(&format!(
+            "location: https://wiki.localhost:{port}/page?q=1\r\n"
+        )),
+        "{answer}"
+    );
+    let answer = plain_exchange(http, b"GET / HTTP/1.1\r\nHost: login.localhost\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+
+    let answer = plain_exchange(http, b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(
+        answer.contains("no app is published at evil.example") && answer.contains("request ID: "),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_ascii_lowercase().contains("location:"),
+        "{answer}"
+    );
+    let answer = plain_exchange(http, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 400") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: wiki.localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = plain_exchange(http, huge.as_bytes()).await;
+    assert!(
+        !answer.contains(" 308 "),
+        "an oversized head was redirected: {answer:.80}"
+    );
+
+    // A connection that sends nothing is closed at the head timeout.
+    let mut silent = tokio::net::TcpStream::connect(http).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(READY_TIMEOUT, silent.read(&mut buf))
+        .await
+        .expect("a silent connection was kept open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}

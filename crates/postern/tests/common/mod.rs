@@ -30,6 +30,8 @@ pub struct Edge {
     pub admin: SocketAddr,
     /// The metrics listener, with `--metrics-listen`.
     pub metrics: Option<SocketAddr>,
+    /// The plain-HTTP redirect listener, with `--http-listen`.
+    pub http: Option<SocketAddr>,
 }
 
 impl Edge {
@@ -64,7 +66,9 @@ impl Edge {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut public, mut connector, mut admin, mut metrics) = (None, None, None, None);
+        let mut http = None;
         let wants_metrics = extra.contains(&"--metrics-listen");
+        let wants_http = extra.contains(&"--http-listen");
         let read = async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 let addr = |l: &str| {
@@ -89,11 +93,19 @@ impl Edge {
                         .trim_end_matches("/metrics")
                         .parse::<SocketAddr>()
                         .ok();
+                } else if let Some(url) = t.strip_prefix("http:") {
+                    http = url
+                        .trim()
+                        .trim_start_matches("http://")
+                        .split(' ')
+                        .next()
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
                 }
                 if public.is_some()
                     && connector.is_some()
                     && admin.is_some()
                     && (metrics.is_some() || !wants_metrics)
+                    && (http.is_some() || !wants_http)
                 {
                     break;
                 }
@@ -111,6 +123,7 @@ impl Edge {
             connector: connector.expect("the edge exited before printing its addresses"),
             admin: admin.expect("the edge exited before printing its addresses"),
             metrics,
+            http,
         }
     }
 
