@@ -103,17 +103,25 @@ pub(crate) fn admin_token(
     dir: &Path,
     bootstrap: Option<Secret>,
 ) -> anyhow::Result<(Secret, Option<PathBuf>)> {
+    /// A shorter token is guessable; the generated one has 43 characters.
+    const MIN_TOKEN_CHARS: usize = 16;
     if let Some(token) = bootstrap {
         anyhow::ensure!(
-            token.expose().len() >= 16,
-            "POSTERN_BOOTSTRAP_TOKEN is too short: use at least 16 characters"
+            token.expose().len() >= MIN_TOKEN_CHARS,
+            "POSTERN_BOOTSTRAP_TOKEN is too short: use at least {MIN_TOKEN_CHARS} characters"
         );
         return Ok((token, None));
     }
     let path = dir.join(files::ADMIN_TOKEN);
     match std::fs::read_to_string(&path) {
         Ok(existing) if !existing.trim().is_empty() => {
-            return Ok((Secret::new(existing.trim()), Some(path)))
+            anyhow::ensure!(
+                existing.trim().len() >= MIN_TOKEN_CHARS,
+                "{} holds a token shorter than {MIN_TOKEN_CHARS} characters: write a longer \
+                 one, or delete the file to have the edge generate one",
+                path.display()
+            );
+            return Ok((Secret::new(existing.trim()), Some(path)));
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -217,6 +225,18 @@ mod tests {
         );
         drop(first);
         lock(dir.path()).unwrap();
+    }
+
+    /// The admin token file is generated once; a hand-written one that is too short is refused.
+    #[test]
+    fn a_short_admin_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (made, path) = admin_token(dir.path(), None).unwrap();
+        let (again, _) = admin_token(dir.path(), None).unwrap();
+        assert_eq!(made.expose(), again.expose());
+        std::fs::write(path.unwrap(), "hunter2\n").unwrap();
+        let err = admin_token(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("shorter than 16 characters"), "{err}");
     }
 
     /// A restore never writes over a directory that holds data, and puts back only the files

@@ -75,7 +75,12 @@ pub fn parse(
     let Some(("edge", edge)) = loose.subcommand() else {
         return strict(args, None).map(|m| (m, BTreeMap::new()));
     };
-    let Some(path) = edge.get_one::<PathBuf>("config").cloned() else {
+    // `edge restore` runs no edge: the settings of a file named in POSTERN_CONFIG are not its own.
+    let Some(path) = edge
+        .get_one::<PathBuf>("config")
+        .filter(|_| edge.subcommand().is_none())
+        .cloned()
+    else {
         return strict(args, None).map(|m| (m, BTreeMap::new()));
     };
     let edge_cmd = cli.find_subcommand("edge").expect("the edge command");
@@ -174,17 +179,22 @@ fn is_secret(long: &str) -> bool {
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read --config {}", path.display()))?;
-    if meta.len() > MAX_FILE_BYTES {
+    use std::io::Read;
+    let cannot = || format!("cannot read --config {}", path.display());
+    let file = std::fs::File::open(path).with_context(cannot)?;
+    // Bounded by what is read, not by what the metadata says (a FIFO or /proc file has none).
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         bail!(
-            "--config {} is {} bytes; a config file may hold at most {MAX_FILE_BYTES}",
-            path.display(),
-            meta.len()
+            "--config {} is larger than {MAX_FILE_BYTES} bytes, the most a config file may hold",
+            path.display()
         );
     }
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --config {}", path.display()))
+    String::from_utf8(bytes)
+        .with_context(|| format!("--config {} is not UTF-8 text", path.display()))
 }
 
 /// The command-line words for one setting: `--long=value` for each value, or `--long` for a

@@ -1377,7 +1377,7 @@ public = true
         .await;
     let second = write(
         "second.toml",
-        "[[users]]\nemail = \"ann@example.com\"\n\n[[users]]\nemail = \"bob@example.com\"\nenabled = false\n\n[[clients]]\nname = \"grafana\"\nredirect_uris = [\"https://grafana.example.com/login/generic_oauth\"]\n",
+        "[[users]]\nemail = \"ann@example.com\"\ngroups = []\n\n[[users]]\nemail = \"bob@example.com\"\nenabled = false\n\n[[clients]]\nname = \"grafana\"\nredirect_uris = [\"https://grafana.example.com/login/generic_oauth\"]\n",
         r#"assignments = [{ group = "staff" }]"#,
         "",
     );
@@ -1442,5 +1442,119 @@ public = true
     );
     let out = edge.admin(&["apply", "-f", &stranger]).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("give password_file"));
+    // A new client's secret exists once: where it would be written is checked before anything
+    // is created.
+    let (_, clients_before, _) = edge.api(Method::GET, "/v1/clients", None).await;
+    for (clients, expected) in [
+        (
+            format!(
+                "[[clients]]\nname = \"a\"\nredirect_uris = [\"https://a.example.com/cb\"]\nsecret_file = \"{}/no-such-dir/a.secret\"\n",
+                dir.path().display()
+            ),
+            "its directory does not exist",
+        ),
+        (
+            format!(
+                "[[clients]]\nname = \"a\"\nredirect_uris = [\"https://a.example.com/cb\"]\nsecret_file = \"{0}/shared.secret\"\n\
+                 [[clients]]\nname = \"b\"\nredirect_uris = [\"https://b.example.com/cb\"]\nsecret_file = \"{0}/shared.secret\"\n",
+                dir.path().display()
+            ),
+            "is named by another client too",
+        ),
+    ] {
+        let file = write("clients.toml", &clients, "", "");
+        let out = edge.admin(&["apply", "-f", &file]).await;
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+    let (_, clients_after, _) = edge.api(Method::GET, "/v1/clients", None).await;
+    assert_eq!(clients_after, clients_before);
+    assert_eq!(snapshot(&edge).await, before);
+    // Leaving out a user's settings keeps them; pruning every admin away is refused.
+    let (status, _, _) = edge
+        .api(
+            Method::POST,
+            "/v1/users",
+            Some(json!({"email": "root@example.com", "password": "a long enough passphrase", "admin": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let users_before = edge.api(Method::GET, "/v1/users", None).await.1;
+    let quiet = write(
+        "quiet.toml",
+        "[[users]]\nemail = \"ann@example.com\"\n[[users]]\nemail = \"root@example.com\"\n",
+        "",
+        "",
+    );
+    let plan = edge.admin_ok(&["apply", "-f", &quiet]).await;
+    assert!(plan.contains("no changes"), "{plan}");
+    let no_admin = write(
+        "no-admin.toml",
+        "[[users]]\nemail = \"ann@example.com\"\n",
+        "",
+        "",
+    );
+    let out = edge.admin(&["apply", "-f", &no_admin, "--prune"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("every enabled admin"), "{err}");
+    // A plan that the edge would refuse half-way is refused whole, before any change: a weak
+    // password, a pruned group an app stays in, a pruned location a policy still names.
+    let weak = dir.path().join("weak.pw");
+    std::fs::write(&weak, "password\n").unwrap();
+    let weak_user = write(
+        "weak.toml",
+        &format!(
+            "[[users]]\nemail = \"eve@example.com\"\npassword_file = \"{}\"\n",
+            weak.display()
+        ),
+        "",
+        "",
+    );
+    let hq = "[[locations]]\nname = \"hq\"\ncidrs = [\"10.1.0.0/16\"]\n\
+              [[policies]]\nname = \"wiki from hq\"\nstate = \"on\"\nusers = { include = [\"all\"] }\n\
+              apps = { include = [\"app:wiki\"] }\n\
+              conditions = { locations = { include = [\"any\"], exclude = [\"location:hq\"] } }\n\
+              grant = { block = true }\n";
+    let with_hq = write("hq.toml", "", "", hq);
+    edge.admin_ok(&["apply", "-f", &with_hq]).await;
+    let (status, _, _) = edge
+        .api(Method::POST, "/v1/groups", Some(json!({"name": "spare"})))
+        .await;
+    assert_eq!(status, 201);
+    let before = snapshot(&edge).await;
+    let lab_only = write(
+        "lab.toml",
+        "",
+        "",
+        "[[locations]]\nname = \"lab\"\ncidrs = [\"10.2.0.0/16\"]\n",
+    );
+    let side_app = write(
+        "side.toml",
+        "",
+        "",
+        &format!(
+            "[[apps]]\nname = \"side\"\nexternal_url = \"https://side.localhost:{port}\"\ninternal_url = \"http://127.0.0.1:9/\"\ngroup = \"spare\"\n"
+        ),
+    );
+    for (file, prune, expected) in [
+        (&weak_user, false, "the password in"),
+        (&lab_only, true, "after --prune"),
+        (&side_app, true, "which app \"side\" is published through"),
+    ] {
+        let mut args = vec!["apply", "-f", file.as_str()];
+        if prune {
+            args.push("--prune");
+        }
+        let out = edge.admin(&args).await;
+        assert!(!out.status.success(), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+    assert_eq!(
+        edge.api(Method::GET, "/v1/users", None).await.1,
+        users_before
+    );
     assert_eq!(snapshot(&edge).await, before);
 }

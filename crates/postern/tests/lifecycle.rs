@@ -91,15 +91,18 @@ async fn a_restored_backup_serves_the_same_apps_users_sessions_and_connectors() 
     let mut first = first;
     first.child.kill().await.unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    let out = postern(&[
-        "edge",
-        "restore",
-        "--from",
-        backup_arg,
-        "--data",
-        fresh.path().to_str().unwrap(),
-    ])
-    .await;
+    // As a packaged edge's operator would run it: the service's config file in the environment
+    // is the running edge's, not the restore's.
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("edge.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax-connections = 10\n").unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["edge", "restore", "--from", backup_arg, "--data"])
+        .arg(fresh.path())
+        .env("POSTERN_CONFIG", &config)
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // A second restore into the same directory is refused: it holds data now.
     let twice = postern(&[
@@ -455,6 +458,15 @@ async fn a_config_file_under_the_environment_under_the_flags() {
             "{setting}: {err}"
         );
     }
+    // A file larger than any config is refused before it is parsed.
+    std::fs::write(&file, "#".repeat(1024 * 1024 + 1)).unwrap();
+    let out = check_config(&file, &[], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("larger than 1048576 bytes"),
+        "{}",
+        stderr(&out)
+    );
     // A rule across sources: --tls-cert from the environment needs --tls-key from somewhere.
     std::fs::write(&file, "max-connections = 10\n").unwrap();
     let out = check_config(&file, &[], &[("POSTERN_TLS_CERT", "/nonexistent")]).await;

@@ -74,7 +74,7 @@ pub(super) struct AppSpec {
     pub(super) assignments: Option<Vec<AssigneeSpec>>,
     external_url: String,
     internal_url: String,
-    group: String,
+    pub(super) group: String,
     #[serde(default = "passthrough")]
     preauth: String,
     #[serde(default)]
@@ -272,9 +272,9 @@ pub async fn run(client: &AdminClient, json: bool, args: ApplyArgs) -> anyhow::R
     let mut changes = plan(&desired, &groups, &apps)
         .with_context(|| format!("{} was not applied", args.file.display()))?;
     let not_applied = || format!("{} was not applied", args.file.display());
-    if !desired.locations.is_empty() || !desired.policies.is_empty() {
+    if !desired.locations.is_empty() || !desired.policies.is_empty() || args.prune {
         let edge = EdgeAccess::fetch(client, &desired, &apps).await?;
-        changes.extend(plan_access(&desired, &apps, &edge).with_context(not_applied)?);
+        changes.extend(plan_access(&desired, &apps, &edge, args.prune).with_context(not_applied)?);
     }
     changes.extend(
         reconcile::plan_assignments(client, &desired, &apps)
@@ -647,6 +647,7 @@ fn plan_access(
     desired: &DesiredState,
     apps: &[AppView],
     edge: &EdgeAccess,
+    prune: bool,
 ) -> anyhow::Result<Vec<Change>> {
     let mut locations = edge.locations.clone();
     let mut policies = edge.policies.clone();
@@ -688,7 +689,7 @@ fn plan_access(
             });
         }
     }
-    let names = Names {
+    let mut names = Names {
         apps: apps
             .iter()
             .map(|a| a.name.as_str())
@@ -697,6 +698,26 @@ fn plan_access(
         groups: &edge.groups,
     };
     Policies::compile(&policies, &locations, &names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if prune {
+        // What --prune leaves must hold together too, or apply would stop half-way when the
+        // edge refuses to delete a location or an app a remaining policy names.
+        let kept_policies: HashSet<&str> =
+            desired.policies.iter().map(|p| p.name.as_str()).collect();
+        let kept_locations: HashSet<&str> =
+            desired.locations.iter().map(|l| l.name.as_str()).collect();
+        if !kept_policies.is_empty() {
+            policies.retain(|p| kept_policies.contains(p.name.as_str()));
+        }
+        if !kept_locations.is_empty() {
+            locations.retain(|l| kept_locations.contains(l.name.as_str()));
+        }
+        if !desired.apps.is_empty() {
+            names.apps = desired.apps.iter().map(|a| a.name.as_str()).collect();
+        }
+        Policies::compile(&policies, &locations, &names).map_err(|e| {
+            anyhow::anyhow!("after --prune: {e}; keep it in the file or change the policy")
+        })?;
+    }
     Ok(changes)
 }
 

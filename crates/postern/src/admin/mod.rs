@@ -70,7 +70,8 @@ enum AdminCommand {
     /// The sign-in and audit logs, and verifying them.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
-    /// Create or update groups and apps to match a TOML or YAML file.
+    /// Make groups, apps and their assignments, named locations, policies, users and clients
+    /// match a TOML or YAML file (`--dry-run` shows the plan; `--prune` removes what it omits).
     Apply(apply::ApplyArgs),
     /// Users of the built-in identity provider.
     #[command(subcommand)]

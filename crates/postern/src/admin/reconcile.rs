@@ -63,17 +63,19 @@ pub struct UserSpec {
     /// itself); read only when the user is created.
     #[serde(default)]
     password_file: Option<PathBuf>,
+    // Each setting left out keeps what an existing user has (a new user gets the default:
+    // not an admin, no MFA required, enabled, email not verified, in no groups).
     #[serde(default)]
-    admin: bool,
+    admin: Option<bool>,
     #[serde(default)]
-    require_mfa: bool,
-    #[serde(default = "yes")]
-    enabled: bool,
+    require_mfa: Option<bool>,
     #[serde(default)]
-    email_verified: bool,
+    enabled: Option<bool>,
+    #[serde(default)]
+    email_verified: Option<bool>,
     /// Directory groups the user is a member of, and no others.
     #[serde(default)]
-    groups: Vec<String>,
+    groups: Option<Vec<String>>,
 }
 
 /// An OpenID Connect client of the built-in provider.
@@ -120,10 +122,6 @@ impl AssigneeSpec {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// Users: created when missing (with their password file), enabled or disabled, email
 /// verification and directory groups brought to what the file says.
 pub async fn plan_users(
@@ -141,7 +139,10 @@ pub async fn plan_users(
         if !seen.insert(email.clone()) {
             bail!("user {email:?} is listed twice");
         }
-        let groups: BTreeSet<String> = spec.groups.iter().map(|g| g.trim().to_owned()).collect();
+        let groups: Option<BTreeSet<String>> = spec
+            .groups
+            .as_ref()
+            .map(|gs| gs.iter().map(|g| g.trim().to_owned()).collect());
         let Some(current) = users.iter().find(|u| u.email == email) else {
             let Some(file) = &spec.password_file else {
                 bail!("user {email:?} does not exist yet: give password_file, the file holding the password they start with");
@@ -155,7 +156,13 @@ pub async fn plan_users(
                 })?
                 .trim()
                 .to_owned();
-            let then = if spec.enabled {
+            postern_idp::password::check_policy(&email, &password).map_err(|weak| {
+                anyhow::anyhow!(
+                    "user {email:?}: the password in {} is refused: {weak}",
+                    file.display()
+                )
+            })?;
+            let then = if spec.enabled.unwrap_or(true) {
                 Vec::new()
             } else {
                 vec![Call::post(
@@ -169,10 +176,10 @@ pub async fn plan_users(
                     "email": email,
                     "password": password,
                     "display_name": spec.display_name,
-                    "admin": spec.admin,
-                    "require_mfa": spec.require_mfa,
-                    "groups": groups,
-                    "email_verified": spec.email_verified,
+                    "admin": spec.admin.unwrap_or(false),
+                    "require_mfa": spec.require_mfa.unwrap_or(false),
+                    "groups": groups.unwrap_or_default(),
+                    "email_verified": spec.email_verified.unwrap_or(false),
                 }),
                 then,
             });
@@ -180,14 +187,13 @@ pub async fn plan_users(
         };
         // Set at creation only: the API changes none of them afterwards.
         let fixed = [
-            ("admin", json!(current.admin), json!(spec.admin)),
-            (
-                "require_mfa",
-                json!(current.require_mfa),
-                json!(spec.require_mfa),
-            ),
+            spec.admin
+                .map(|a| ("admin", json!(current.admin), json!(a))),
+            spec.require_mfa
+                .map(|m| ("require_mfa", json!(current.require_mfa), json!(m))),
         ]
         .into_iter()
+        .flatten()
         .chain(
             spec.display_name
                 .as_ref()
@@ -205,26 +211,26 @@ pub async fn plan_users(
         let mut fields = BTreeMap::new();
         let mut calls = Vec::new();
         let user = segment(&email);
-        if current.enabled != spec.enabled {
+        if let Some(enabled) = spec.enabled.filter(|e| *e != current.enabled) {
             fields.insert(
                 "enabled".to_owned(),
-                [json!(current.enabled), json!(spec.enabled)],
+                [json!(current.enabled), json!(enabled)],
             );
-            let verb = if spec.enabled { "enable" } else { "disable" };
+            let verb = if enabled { "enable" } else { "disable" };
             calls.push(Call::post(format!("/v1/users/{user}/{verb}"), json!({})));
         }
-        if current.email_verified != spec.email_verified {
+        if let Some(verified) = spec.email_verified.filter(|v| *v != current.email_verified) {
             fields.insert(
                 "email_verified".to_owned(),
-                [json!(current.email_verified), json!(spec.email_verified)],
+                [json!(current.email_verified), json!(verified)],
             );
             calls.push(Call::post(
                 format!("/v1/users/{user}/email-verified"),
-                json!({ "verified": spec.email_verified }),
+                json!({ "verified": verified }),
             ));
         }
         let have: BTreeSet<String> = current.groups.iter().cloned().collect();
-        if have != groups {
+        if let Some(groups) = groups.filter(|g| *g != have) {
             fields.insert("groups".to_owned(), [json!(have), json!(groups)]);
             for g in groups.difference(&have) {
                 calls.push(Call::post(
@@ -304,6 +310,7 @@ pub async fn plan_clients(
     let clients: Vec<ClientView> = client.get("/v1/clients").await?;
     let mut changes = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut secret_files = BTreeSet::new();
     for spec in &desired.clients {
         if !seen.insert(spec.name.as_str()) {
             bail!("client {:?} is listed twice", spec.name);
@@ -346,12 +353,30 @@ pub async fn plan_clients(
                         spec.name
                     );
                 }
-                if let Some(f) = spec.secret_file.as_ref().filter(|f| f.exists()) {
-                    bail!(
-                        "client {:?}: secret_file {} exists; name a new file for the new client's secret",
-                        spec.name,
-                        f.display()
-                    );
+                if let Some(f) = &spec.secret_file {
+                    // Checked before anything is created: a secret is shown only once.
+                    if f.exists() {
+                        bail!(
+                            "client {:?}: secret_file {} exists; name a new file for the new client's secret",
+                            spec.name,
+                            f.display()
+                        );
+                    }
+                    let parent = f.parent().filter(|p| !p.as_os_str().is_empty());
+                    if parent.is_some_and(|p| !p.is_dir()) {
+                        bail!(
+                            "client {:?}: secret_file {}: its directory does not exist; create it first",
+                            spec.name,
+                            f.display()
+                        );
+                    }
+                    if !secret_files.insert(f.clone()) {
+                        bail!(
+                            "client {:?}: secret_file {} is named by another client too; give each its own",
+                            spec.name,
+                            f.display()
+                        );
+                    }
                 }
                 changes.push(Change::CreateClient {
                     name: spec.name.clone(),
@@ -421,6 +446,24 @@ pub async fn plan_prune(
         let named: BTreeSet<&str> = desired.groups.iter().map(|g| g.name.as_str()).collect();
         let connectors: Vec<ConnectorView> = client.get("/v1/connectors").await?;
         for g in groups.iter().filter(|g| !named.contains(g.name.as_str())) {
+            // The apps that stay: the file's, or (when it lists none) the edge's.
+            let app_in_group = if desired.apps.is_empty() {
+                apps.iter()
+                    .find(|a| a.group == g.name)
+                    .map(|a| a.name.as_str())
+            } else {
+                desired
+                    .apps
+                    .iter()
+                    .find(|a| a.group == g.name)
+                    .map(|a| a.name.as_str())
+            };
+            if let Some(app) = app_in_group {
+                bail!(
+                    "--prune would delete group {:?}, which app {app:?} is published through: move the app to a group the file keeps, or keep the group in the file",
+                    g.name
+                );
+            }
             if let Some(c) = connectors
                 .iter()
                 .find(|c| c.group == g.name && c.status != "revoked")
@@ -460,6 +503,20 @@ pub async fn plan_prune(
             .map(|u| u.email.trim().to_ascii_lowercase())
             .collect();
         let edge: Vec<UserView> = client.get("/v1/users").await?;
+        let stays_enabled = |email: &str| {
+            desired.users.iter().any(|spec| {
+                spec.email.trim().eq_ignore_ascii_case(email) && spec.enabled != Some(false)
+            })
+        };
+        let admins_kept = edge
+            .iter()
+            .filter(|u| u.admin && stays_enabled(&u.email))
+            .count();
+        if admins_kept == 0 && edge.iter().any(|u| u.admin && u.enabled) {
+            bail!(
+                "--prune would disable every enabled admin user, leaving no one to sign in to the admin console: list at least one admin in the file"
+            );
+        }
         for u in edge
             .iter()
             .filter(|u| u.enabled && !named.contains(&u.email))
@@ -480,13 +537,20 @@ pub async fn plan_prune(
 /// Writes a new client's secret where the file said, owner-only.
 pub fn keep_secret(name: &str, created: &ClientView, file: Option<&PathBuf>) -> anyhow::Result<()> {
     if let (Some(secret), Some(file)) = (&created.client_secret, file) {
-        postern_pki::write_private(file, format!("{secret}\n").as_bytes()).with_context(|| {
-            format!(
-                "client {name:?} was created ({}) but its secret could not be written to {}",
-                created.client_id,
-                file.display()
-            )
-        })?;
+        if let Err(e) = postern_pki::write_private(file, format!("{secret}\n").as_bytes()) {
+            // The edge keeps only a hash: this is the last place the secret exists.
+            eprintln!(
+                "client {name:?} ({}): its secret, shown once because it could not be written: {secret}",
+                created.client_id
+            );
+            return Err(e).with_context(|| {
+                format!(
+                    "client {name:?} was created ({}) but its secret could not be written to {}",
+                    created.client_id,
+                    file.display()
+                )
+            });
+        }
     }
     Ok(())
 }
